@@ -1,0 +1,111 @@
+"""The contract between an exchange adapter (sans-I/O) and the feed loop (all the I/O).
+
+An adapter turns bytes into events and decides what to send; it owns each symbol's LocalBook and
+sync state machine. It never opens sockets, sleeps, reads a clock or touches shared memory: time
+comes in as the `recv_ns` argument, I/O goes out as request events (see mdengine.events).
+
+The loop's side of the contract:
+- at start: `start()`; for each FetchRest it GETs the url (with retry/backoff on 429/5xx, never
+  on the frame path) and calls `on_rest`; for each OpenConnection it connects and calls `on_open`.
+- every text/binary frame: `on_frame(conn, data, recv_ns)`; on close/error: `on_close(conn, reason)`.
+- every `ping_interval(conn)` seconds of a connection's life it sends `ping_payload(conn)` (if not None);
+  if nothing arrives for `silence_timeout(conn)` seconds it reconnects (watchdog).
+- it sends at most `send_rate(conn)` frames per second on a connection (queueing the rest).
+- runtime (un)subscription: `subscribe(inst)` / `unsubscribe(key)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+from ..book import LocalBook
+from ..events import Event, SymbolKey
+from ..symbols import Instrument, InstrumentIndex
+
+
+class AdapterError(Exception):
+    """The adapter was misused by the engine (a local bug), e.g. a frame for a connection it never asked for."""
+
+
+class Adapter(ABC):
+    #: exchange name, as used in segment names and config ("binance", "okx", "bybit", "bitget")
+    exchange: str = ""
+    #: endpoint name -> default base URL (real exchange). Config overrides any of them.
+    DEFAULT_ENDPOINTS: Mapping[str, str] = {}
+
+    def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True) -> None:
+        self.instruments = instruments
+        self.endpoints = {**self.DEFAULT_ENDPOINTS, **(endpoints or {})}
+        self.book_depth = book_depth
+        self.book_mode = book_mode
+        self.trades_enabled = trades
+        self.books: dict[SymbolKey, LocalBook] = {}
+
+    # ------------------------------------------------------------------ instruments (pure helpers)
+    @classmethod
+    @abstractmethod
+    def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
+        """FetchRest requests for the exchange's instrument lists (the loop answers via `parse_instruments`)."""
+
+    @classmethod
+    @abstractmethod
+    def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
+        """Instruments from one instrument-list response, plus follow-up requests (e.g. the next page)."""
+
+    @classmethod
+    def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        """Endpoint overrides pointing at a local simulator, from its {market name: (ws_url, rest_url)}."""
+        return {}
+
+    # ------------------------------------------------------------------ subscriptions
+    @abstractmethod
+    def subscribe(self, inst: Instrument) -> list[Event]:
+        """Start book (and trades) for `inst`: creates its book and returns OpenConnection/Send/FetchRest."""
+
+    @abstractmethod
+    def unsubscribe(self, key: SymbolKey) -> list[Event]:
+        """Stop a symbol; its book is dropped."""
+
+    def start(self) -> list[Event]:
+        """Requests to issue once instruments are known and initial subscriptions were made."""
+        return []
+
+    # ------------------------------------------------------------------ connection events
+    @abstractmethod
+    def on_open(self, conn: str) -> list[Event]:
+        """`conn` connected: return its subscription frames."""
+
+    @abstractmethod
+    def on_close(self, conn: str, reason: str) -> list[Event]:
+        """`conn` closed: every symbol carried on it is invalid until resynced (BookInvalid kind='disconnect')."""
+
+    @abstractmethod
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        """One frame received. Malformed input yields ProtocolError events, never an exception."""
+
+    @abstractmethod
+    def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        """Answer to a FetchRest (status 0 = transport error; body then holds the error text)."""
+
+    # ------------------------------------------------------------------ heartbeats and limits
+    def ping_interval(self, conn: str) -> float:
+        return 0.0  # seconds between client pings; 0 = the exchange pings us (answered by the loop)
+
+    def ping_payload(self, conn: str) -> str | None:
+        return None
+
+    def silence_timeout(self, conn: str) -> float:
+        return 30.0
+
+    def send_rate(self, conn: str) -> float:
+        return 5.0
+
+    def symbols_on(self, conn: str) -> list[SymbolKey]:
+        """Symbols whose data arrives on `conn` (for logs and for marking them stale on disconnect)."""
+        return []
+
+    def is_live(self, key: SymbolKey) -> bool:
+        """True when the symbol's book is synced and validated."""
+        return False

@@ -1,0 +1,305 @@
+"""The shared-memory layout of one mdengine segment: every offset and dtype, in one place.
+
+Layout version 1.0. `docs/layout.md` describes the same bytes for readers in other languages;
+`tests/test_store_layout.py` checks the two agree. All integers are little-endian, all floats
+IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
+
+One segment per exchange feed, named ``mde-<namespace>-<exchange>``::
+
+    +------------------------------+ 0
+    | segment header (512 B)       |  identity, writer, heartbeat, counters
+    +------------------------------+ DIRECTORY_OFFSET
+    | directory: max_symbols x 128 |  which symbol lives in which slot
+    +------------------------------+ slots_offset (64-aligned)
+    | slot 0 | slot 1 | ...        |  one per symbol, all the same size
+    +------------------------------+ segment_size
+
+A slot::
+
+    +------------------------------+ 0
+    | book latch line (64 B)       |  book_seq: int64 at offset 0
+    | symbol stats (128 B)         |  per-symbol counters (plain words)
+    | book copy 0                  |  BOOK_HEADER (64 B) + capacity x LEVEL (32 B)
+    | book copy 1                  |  same
+    | trade ring header (128 B)    |  tail_intent line, tail line
+    | trade records                |  trade_capacity x TRADE_RECORD (64 B)
+    +------------------------------+ slot_size (64-aligned)
+
+Books use a latch (two copies, Linux ``seqcount_latch_t``): the writer bumps ``book_seq`` to odd,
+writes copy 0, bumps it to even, writes copy 1. A reader reads ``copy[book_seq & 1]`` and retries
+only if ``book_seq`` changed meanwhile, so it never waits on, nor returns, a half-written copy, and
+a writer killed mid-write leaves the other copy complete.
+
+Trades use a ring of fixed records (Agrona broadcast style): the writer raises ``tail_intent``,
+writes the records (each carrying its own ring index), then raises ``tail``. A reader copies,
+then checks its records against ``tail_intent`` and their index to detect being lapped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CACHE_LINE = 64
+
+MAGIC = 0x31_4D_48_53_45_44_4D  # b"MDESHM1\0" read as a little-endian uint64
+LAYOUT_MAJOR = 1
+LAYOUT_MINOR = 0
+
+
+def _align(n: int, to: int = CACHE_LINE) -> int:
+    return (n + to - 1) // to * to
+
+
+# --------------------------------------------------------------------------- segment header
+# Line 0: identity, written once by the creator; MAGIC is written last as the ready signal.
+MAGIC_OFFSET = 0
+LAYOUT_MAJOR_OFFSET = 8  # uint32
+LAYOUT_MINOR_OFFSET = 12  # uint32
+SEGMENT_SIZE_OFFSET = 16  # uint64
+MAX_SYMBOLS_OFFSET = 24  # uint32
+BOOK_CAPACITY_OFFSET = 28  # uint32, levels per side
+TRADE_CAPACITY_OFFSET = 32  # uint32, power of two
+SLOT_SIZE_OFFSET = 36  # uint32
+SLOTS_OFFSET_OFFSET = 40  # uint32
+DIRECTORY_OFFSET_OFFSET = 44  # uint32
+CREATED_NS_OFFSET = 48  # int64, wall clock
+# Line 1: names (ASCII, NUL padded).
+EXCHANGE_NAME_OFFSET = 64
+EXCHANGE_NAME_LENGTH = 32
+NAMESPACE_OFFSET = 96
+NAMESPACE_LENGTH = 32
+# Line 2: the current writer (the feed process) and the owner (the supervisor).
+WRITER_PID_OFFSET = 128  # int64
+WRITER_START_NS_OFFSET = 136  # int64, the writer process's start time (pid-reuse guard)
+GENERATION_OFFSET = 144  # int64, bumped by every writer that attaches
+WRITER_STATE_OFFSET = 152  # int64, WriterState
+HEARTBEAT_NS_OFFSET = 160  # int64, wall clock of the writer's last heartbeat
+OWNER_PID_OFFSET = 168  # int64
+OWNER_START_NS_OFFSET = 176  # int64
+# Line 3: bumped after every book or trade publish; wait() watches this one word.
+PUBLISH_COUNTER_OFFSET = 192  # int64
+# Line 4: directory.
+DIRECTORY_COUNT_OFFSET = 256  # int64, entries [0, count) are fully written
+DIRECTORY_VERSION_OFFSET = 264  # int64, bumped on any add/remove
+# Lines 5-6: health counters, int64 each, written by the writer only.
+COUNTERS_OFFSET = 320
+COUNTER_NAMES = (
+    "messages",  # frames received from the exchange
+    "book_updates",  # book publishes
+    "trades",  # trades published
+    "gaps",  # sequence gaps detected
+    "resyncs",  # symbol resyncs started
+    "reconnects",  # WebSocket reconnects
+    "checksum_failures",
+    "malformed",  # frames that failed to parse
+    "errors",  # any other logged error
+    "rest_requests",
+    "rest_failures",
+    "subscribe_errors",
+    "bytes_received",
+    "record_errors",  # recorder write failures
+    "last_latency_ns",  # wire-to-publish latency of the latest book publish
+    "reserved",
+)
+COUNTER_OFFSETS = {name: COUNTERS_OFFSET + 8 * i for i, name in enumerate(COUNTER_NAMES)}
+# Line 7: last error, for `mdengine status`.
+LAST_ERROR_NS_OFFSET = 448  # int64
+LAST_ERROR_TEXT_OFFSET = 456
+LAST_ERROR_TEXT_LENGTH = 56
+HEADER_LENGTH = 512
+DIRECTORY_OFFSET = HEADER_LENGTH
+
+
+class WriterState:
+    NONE = 0  # created, no writer attached yet
+    STARTING = 1  # a writer attached and is syncing
+    RUNNING = 2
+    STOPPED = 3  # the writer detached cleanly
+
+
+# --------------------------------------------------------------------------- directory
+DIR_ENTRY_LENGTH = 128
+DIR_STATE_OFFSET = 0  # uint32, SlotState
+DIR_KIND_OFFSET = 4  # uint32, MarketKind
+DIR_MARKET_OFFSET = 8  # ASCII, e.g. "spot", "usdm", "linear", "SWAP"
+DIR_MARKET_LENGTH = 16
+DIR_NATIVE_OFFSET = 24  # ASCII native id, e.g. "BTCUSDT", "BTC-USDT-SWAP"
+DIR_NATIVE_LENGTH = 32
+DIR_UNIFIED_OFFSET = 56  # ASCII unified id, e.g. "BTC/USDT:USDT"
+DIR_UNIFIED_LENGTH = 40
+DIR_TICK_SIZE_OFFSET = 96  # float64
+DIR_LOT_SIZE_OFFSET = 104  # float64
+DIR_CONTRACT_VALUE_OFFSET = 112  # float64; 1.0 for spot, base units per contract otherwise
+DIR_ADDED_NS_OFFSET = 120  # int64
+
+DIRECTORY_DTYPE = np.dtype(
+    {
+        "names": ["state", "kind", "market", "native", "unified", "tick_size", "lot_size",
+                  "contract_value", "added_ns"],
+        "formats": ["<u4", "<u4", f"S{DIR_MARKET_LENGTH}", f"S{DIR_NATIVE_LENGTH}",
+                    f"S{DIR_UNIFIED_LENGTH}", "<f8", "<f8", "<f8", "<i8"],
+        "offsets": [DIR_STATE_OFFSET, DIR_KIND_OFFSET, DIR_MARKET_OFFSET, DIR_NATIVE_OFFSET,
+                    DIR_UNIFIED_OFFSET, DIR_TICK_SIZE_OFFSET, DIR_LOT_SIZE_OFFSET,
+                    DIR_CONTRACT_VALUE_OFFSET, DIR_ADDED_NS_OFFSET],
+        "itemsize": DIR_ENTRY_LENGTH,
+    }
+)
+
+
+class SlotState:
+    EMPTY = 0
+    ACTIVE = 1
+    REMOVED = 2  # unsubscribed; the slot keeps its last data and may be re-activated
+
+
+class MarketKind:
+    SPOT = 0
+    LINEAR = 1  # linear perpetual or future, settled in the quote currency
+    INVERSE = 2  # inverse contract, settled in the base currency
+    OPTION = 3
+
+
+# --------------------------------------------------------------------------- slot
+SLOT_BOOK_SEQ_OFFSET = 0  # int64, the latch counter, alone on its line
+SLOT_STATS_OFFSET = 64
+STAT_NAMES = (
+    "messages",  # frames for this symbol
+    "book_updates",
+    "trades",
+    "gaps",
+    "resyncs",
+    "checksum_failures",
+    "last_recv_ns",  # local receive time of the latest frame applied
+    "last_latency_ns",  # publish time minus receive time of the latest book publish
+    "trades_lost_upstream",  # reserved for exchanges that number trades
+    "reserved1",
+    "reserved2",
+    "reserved3",
+    "reserved4",
+    "reserved5",
+    "reserved6",
+    "reserved7",
+)
+STATS_LENGTH = 8 * len(STAT_NAMES)  # 128
+STAT_OFFSETS = {name: SLOT_STATS_OFFSET + 8 * i for i, name in enumerate(STAT_NAMES)}
+SLOT_BOOK_COPIES_OFFSET = SLOT_STATS_OFFSET + STATS_LENGTH  # 192
+
+# One book copy: a 64-byte header line, then `capacity` levels of 4 float64. Level i holds the
+# i-th best bid and the i-th best ask side by side, so the top N levels are one contiguous
+# N x 32-byte run and top of book sits right after the header.
+BOOK_HEADER_LENGTH = 64
+BOOK_UPDATE_ID_OFFSET = 0  # int64, exchange sequence / update id of this state
+BOOK_EXCH_TS_OFFSET = 8  # int64 ns, exchange event time (0 if the exchange sends none)
+BOOK_RECV_TS_OFFSET = 16  # int64 ns, local receive time of the frame that produced it
+BOOK_PUB_TS_OFFSET = 24  # int64 ns, time the writer published it
+BOOK_N_BIDS_OFFSET = 32  # uint32, valid bid levels
+BOOK_N_ASKS_OFFSET = 36  # uint32, valid ask levels
+BOOK_STATE_OFFSET = 40  # uint32, BookState
+BOOK_FLAGS_OFFSET = 44  # uint32, BookFlags
+BOOK_GENERATION_OFFSET = 48  # int64, writer generation that published it
+BOOK_VERSION_OFFSET = 56  # int64, count of publishes to this slot (monotonic)
+LEVEL_LENGTH = 32
+LEVEL_BID_PX, LEVEL_BID_QTY, LEVEL_ASK_PX, LEVEL_ASK_QTY = 0, 1, 2, 3  # float64 index in a level
+
+BOOK_HEADER_DTYPE = np.dtype(
+    {
+        "names": ["update_id", "exch_ts_ns", "recv_ts_ns", "pub_ts_ns", "n_bids", "n_asks",
+                  "state", "flags", "generation", "version"],
+        "formats": ["<i8", "<i8", "<i8", "<i8", "<u4", "<u4", "<u4", "<u4", "<i8", "<i8"],
+        "offsets": [BOOK_UPDATE_ID_OFFSET, BOOK_EXCH_TS_OFFSET, BOOK_RECV_TS_OFFSET,
+                    BOOK_PUB_TS_OFFSET, BOOK_N_BIDS_OFFSET, BOOK_N_ASKS_OFFSET, BOOK_STATE_OFFSET,
+                    BOOK_FLAGS_OFFSET, BOOK_GENERATION_OFFSET, BOOK_VERSION_OFFSET],
+        "itemsize": BOOK_HEADER_LENGTH,
+    }
+)
+# "<qqqqIIIIqq" packs exactly BOOK_HEADER_DTYPE.
+BOOK_HEADER_STRUCT = "<qqqqIIIIqq"
+
+
+class BookState:
+    EMPTY = 0  # never published
+    SYNCING = 1  # subscribed, first sync in progress
+    LIVE = 2  # validated and current
+    STALE = 3  # the writer died or lost its stream; data is the last good state
+    RESYNCING = 4  # a gap or checksum failure was detected; waiting for a fresh snapshot
+
+    NAMES = ("empty", "syncing", "live", "stale", "resyncing")
+
+
+class BookFlags:
+    CROSSED = 1  # best bid >= best ask at publish time (exchange data, published as is)
+    TRUNCATED = 2  # the exchange book has more levels than the slot's capacity
+
+
+def book_copy_length(capacity: int) -> int:
+    return BOOK_HEADER_LENGTH + capacity * LEVEL_LENGTH
+
+
+# --------------------------------------------------------------------------- trade ring
+RING_TAIL_INTENT_OFFSET = 0  # int64, raised before records are written
+RING_TAIL_OFFSET = 64  # int64, raised after records are written
+RING_HEADER_LENGTH = 128
+TRADE_RECORD_LENGTH = 64
+TRADE_DTYPE = np.dtype(
+    {
+        "names": ["exch_ts_ns", "recv_ts_ns", "price", "qty", "trade_id", "side", "flags", "index"],
+        "formats": ["<i8", "<i8", "<f8", "<f8", "<i8", "i1", "u1", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 41, 48],
+        "itemsize": TRADE_RECORD_LENGTH,
+    }
+)
+# "<qqddqbB6xq8x" packs exactly TRADE_DTYPE.
+TRADE_STRUCT = "<qqddqbB6xq8x"
+TRADE_INDEX_OFFSET = 48  # int64, the ring index (0, 1, 2, ...) the record was written as
+
+
+class Side:
+    UNKNOWN = 0
+    BUY = 1  # the taker (aggressor) bought
+    SELL = -1
+
+
+class TradeFlags:
+    ID_HASHED = 1  # the exchange id was not an integer (e.g. a UUID); trade_id is a 63-bit hash
+
+
+# --------------------------------------------------------------------------- whole slot/segment
+class SlotGeometry:
+    """Offsets inside one slot, derived from the segment's capacities."""
+
+    __slots__ = ("book_capacity", "trade_capacity", "copy_length", "copy0", "copy1", "ring",
+                 "records", "size")
+
+    def __init__(self, book_capacity: int, trade_capacity: int) -> None:
+        check_capacities(book_capacity, trade_capacity)
+        self.book_capacity = book_capacity
+        self.trade_capacity = trade_capacity
+        self.copy_length = book_copy_length(book_capacity)
+        self.copy0 = SLOT_BOOK_COPIES_OFFSET
+        self.copy1 = self.copy0 + _align(self.copy_length)
+        self.ring = self.copy1 + _align(self.copy_length)
+        self.records = self.ring + RING_HEADER_LENGTH
+        self.size = _align(self.records + trade_capacity * TRADE_RECORD_LENGTH)
+
+
+MAX_BOOK_CAPACITY = 5000
+MAX_TRADE_CAPACITY = 1 << 20
+MAX_SYMBOLS = 4096
+
+
+def check_capacities(book_capacity: int, trade_capacity: int) -> None:
+    if not 1 <= book_capacity <= MAX_BOOK_CAPACITY:
+        raise ValueError(f"book capacity {book_capacity} is outside 1..{MAX_BOOK_CAPACITY}")
+    if trade_capacity < 2 or trade_capacity > MAX_TRADE_CAPACITY or trade_capacity & (trade_capacity - 1):
+        raise ValueError(f"trade capacity {trade_capacity} must be a power of two in 2..{MAX_TRADE_CAPACITY}")
+
+
+def slots_offset(max_symbols: int) -> int:
+    return _align(DIRECTORY_OFFSET + max_symbols * DIR_ENTRY_LENGTH)
+
+
+def segment_size(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
+    if not 1 <= max_symbols <= MAX_SYMBOLS:
+        raise ValueError(f"max_symbols {max_symbols} is outside 1..{MAX_SYMBOLS}")
+    geometry = SlotGeometry(book_capacity, trade_capacity)
+    return slots_offset(max_symbols) + max_symbols * geometry.size

@@ -1,0 +1,363 @@
+"""Lock-free readers of a segment: books through the latch, trades through the ring.
+
+Readers map the segment read-only and never write. Every book read copies one contiguous run of
+bytes between two reads of the latch counter and retries if the counter moved; the data is only
+interpreted after the copy validated. See layout.py for the protocol.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+from . import layout as L
+from . import shm
+from .segment import SegmentView, SymbolEntry, check_memory_model
+
+_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
+_COUNTS = struct.Struct("<II")
+_TOP = struct.Struct("<4d")
+_HEADER_AND_TOP = struct.Struct(L.BOOK_HEADER_STRUCT + "4d")
+DEFAULT_RETRY_LIMIT = 100_000
+
+
+class ReadContention(RuntimeError):
+    """The writer changed the book on every one of `retry_limit` attempts; no consistent copy was had."""
+
+
+class UnknownSymbol(KeyError):
+    """The segment has no such symbol."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown symbol"
+
+
+@dataclass(frozen=True)
+class BookHeader:
+    update_id: int
+    exch_ts_ns: int
+    recv_ts_ns: int
+    pub_ts_ns: int
+    n_bids: int
+    n_asks: int
+    state: int
+    flags: int
+    generation: int
+    version: int
+
+    @property
+    def state_name(self) -> str:
+        return L.BookState.NAMES[self.state] if self.state < len(L.BookState.NAMES) else f"state{self.state}"
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    """A consistent copy of a book: bids and asks are (n, 2) arrays of [price, qty], best first."""
+
+    symbol: str
+    bids: np.ndarray
+    asks: np.ndarray
+    header: BookHeader
+
+    @property
+    def update_id(self) -> int:
+        return self.header.update_id
+
+    @property
+    def state(self) -> int:
+        return self.header.state
+
+
+class BookBuffer:
+    """A caller-owned destination for `BookReader.read_into`: reuse it to read without allocating.
+
+    `levels` is a (depth, 4) float64 view: columns bid_px, bid_qty, ask_px, ask_qty. Only the first
+    `n_bids` / `n_asks` rows of each side are valid after a read (the rest are NaN / 0 or leftovers).
+    """
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.raw = bytearray(L.book_copy_length(depth))
+        self.mv = memoryview(self.raw)
+        self.levels = np.ndarray((depth, 4), dtype="<f8", buffer=self.raw, offset=L.BOOK_HEADER_LENGTH)
+        self.n_bids = 0
+        self.n_asks = 0
+
+    def header(self) -> BookHeader:
+        return BookHeader(*_HEADER.unpack_from(self.raw, 0))
+
+    @property
+    def bids(self) -> np.ndarray:
+        return self.levels[: self.n_bids, 0:2]
+
+    @property
+    def asks(self) -> np.ndarray:
+        return self.levels[: self.n_asks, 2:4]
+
+
+class SegmentReader:
+    """A read-only attachment to ``mde-<namespace>-<exchange>``.
+
+    Raises SegmentNotFound if no engine created it, LayoutError if it is not a readable layout.
+    """
+
+    def __init__(self, namespace: str, exchange: str, *, retry_limit: int = DEFAULT_RETRY_LIMIT) -> None:
+        check_memory_model()
+        self.name = shm.segment_name(namespace, exchange)
+        self.exchange = exchange
+        self.namespace = namespace
+        self.retry_limit = retry_limit
+        self._mapping = shm.ReadOnlyMapping(self.name)
+        try:
+            self.view = SegmentView(self._mapping.buf, self.name)
+        except Exception:
+            self._mapping.close()
+            raise
+
+    def close(self) -> None:
+        if self._mapping is not None:
+            self.view.release()
+            self._mapping.close()
+            self._mapping = None
+
+    def __enter__(self) -> SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ directory and health
+    def symbols(self, active_only: bool = True) -> list[SymbolEntry]:
+        return [e for e in self.view.entries() if e.active or not active_only]
+
+    def entry(self, symbol: str, market: str | None = None) -> SymbolEntry:
+        e = self.view.find(symbol, market)
+        if e is None:
+            known = ", ".join(sorted({x.unified for x in self.view.entries()})) or "none"
+            raise UnknownSymbol(f"{self.exchange}: no symbol {symbol!r}"
+                                f"{' in market ' + repr(market) if market else ''} in {self.name} (has: {known})")
+        return e
+
+    def book(self, symbol: str, market: str | None = None) -> BookReader:
+        return BookReader(self, self.entry(symbol, market))
+
+    def trades(self, symbol: str, market: str | None = None, start: str | int = "latest") -> TradeReader:
+        return TradeReader(self, self.entry(symbol, market), start)
+
+    def heartbeat_age_ns(self, now_ns: int | None = None) -> int:
+        return (time.time_ns() if now_ns is None else now_ns) - self.view.heartbeat_ns
+
+    def writer_alive(self) -> bool:
+        """True if the process recorded as writer exists and is the same process (pid and start time)."""
+        pid = self.view.writer_pid
+        if pid <= 0:
+            return False
+        try:
+            return int(psutil.Process(pid).create_time() * 1e9) == self.view.writer_start_ns
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    @property
+    def publish_counter(self) -> int:
+        return self.view.q[L.PUBLISH_COUNTER_OFFSET >> 3]
+
+
+class BookReader:
+    """Reads one symbol's book. Keep it: construction resolves offsets so reads do no lookups."""
+
+    def __init__(self, seg: SegmentReader, entry: SymbolEntry) -> None:
+        self.segment = seg
+        self.entry = entry
+        self.symbol = entry.unified
+        g = seg.view.geometry
+        base = seg.view.slot_base(entry.slot)
+        self.capacity = g.book_capacity
+        self.retry_limit = seg.retry_limit
+        self._q = seg.view.q
+        self._buf = seg.view.buf
+        self._seq_i = (base + L.SLOT_BOOK_SEQ_OFFSET) >> 3
+        self._copies = (base + g.copy0, base + g.copy1)
+        self.retries = 0  # torn copies discarded so far (for benchmarks and diagnostics)
+
+        # The hot paths are closures over locals: attribute and global lookups cost more than the copy.
+        self.top = self._make_top()
+        self.top_full = self._make_top_full()
+        self.read_into = self._make_read_into()
+
+    def _contended(self) -> ReadContention:
+        return ReadContention(f"{self.segment.exchange} {self.symbol}: the book changed during each of "
+                              f"{self.retry_limit} reads; is the writer looping?")
+
+    def _make_top(self):
+        q, i, buf, (c0, c1), unpack, limit = (self._q, self._seq_i, self._buf, self._copies,
+                                               _TOP.unpack_from, self.retry_limit)
+        c0 += L.BOOK_HEADER_LENGTH
+        c1 += L.BOOK_HEADER_LENGTH
+
+        def top() -> tuple[float, float, float, float]:
+            """(bid_px, bid_qty, ask_px, ask_qty); NaN price and 0 qty for an empty side."""
+            for _ in range(limit):
+                s = q[i]
+                r = unpack(buf, c1 if s & 1 else c0)  # values are only trusted once s is re-checked
+                if q[i] == s:
+                    return r
+                self.retries += 1
+            raise self._contended()
+
+        return top
+
+    def _make_top_full(self):
+        q, i, buf, (c0, c1), unpack, limit = (self._q, self._seq_i, self._buf, self._copies,
+                                               _HEADER_AND_TOP.unpack_from, self.retry_limit)
+
+        def top_full() -> tuple:
+            """Header fields then top of book: (update_id, exch_ts_ns, recv_ts_ns, pub_ts_ns, n_bids,
+            n_asks, state, flags, generation, version, bid_px, bid_qty, ask_px, ask_qty)."""
+            for _ in range(limit):
+                s = q[i]
+                r = unpack(buf, c1 if s & 1 else c0)
+                if q[i] == s:
+                    return r
+                self.retries += 1
+            raise self._contended()
+
+        return top_full
+
+    def _make_read_into(self):
+        q, i, buf, (c0, c1), limit, capacity = (self._q, self._seq_i, self._buf, self._copies, self.retry_limit,
+                                                 self.capacity)
+        counts = _COUNTS.unpack_from
+
+        def read_into(out: BookBuffer) -> BookBuffer:
+            """Copy the top `out.depth` levels into `out` consistently; sets out.n_bids / out.n_asks."""
+            depth = out.depth if out.depth < capacity else capacity
+            length = L.BOOK_HEADER_LENGTH + depth * L.LEVEL_LENGTH
+            dst = out.mv
+            for _ in range(limit):
+                s = q[i]
+                c = c1 if s & 1 else c0
+                dst[:length] = buf[c:c + length]
+                if q[i] == s:
+                    nb, na = counts(out.raw, L.BOOK_N_BIDS_OFFSET)
+                    out.n_bids = nb if nb < depth else depth  # clamp: counts index the levels array
+                    out.n_asks = na if na < depth else depth
+                    return out
+                self.retries += 1
+            raise self._contended()
+
+        return read_into
+
+    def header(self) -> BookHeader:
+        """A consistent header alone (update id, timestamps, state)."""
+        return BookHeader(*self.top_full()[:10])
+
+    def snapshot(self, depth: int | None = None) -> BookSnapshot:
+        """A consistent copy of the top `depth` levels (default: all) in freshly allocated arrays."""
+        buf = BookBuffer(min(depth or self.capacity, self.capacity))
+        self.read_into(buf)
+        return BookSnapshot(self.symbol, buf.bids.copy(), buf.asks.copy(), buf.header())
+
+
+class TradeReader:
+    """A cursor over one symbol's trade ring; each `poll` returns only trades not seen before.
+
+    start: "latest" (only trades written from now on), "earliest" (everything still in the ring),
+    or an absolute ring index (e.g. a cursor saved earlier).
+    """
+
+    def __init__(self, seg: SegmentReader, entry: SymbolEntry, start: str | int = "latest") -> None:
+        self.segment = seg
+        self.entry = entry
+        self.symbol = entry.unified
+        g = seg.view.geometry
+        ring = seg.view.slot_base(entry.slot) + g.ring
+        self.capacity = g.trade_capacity
+        self._mask = self.capacity - 1
+        self._q = seg.view.q
+        self._buf = seg.view.buf
+        self._tail_i = (ring + L.RING_TAIL_OFFSET) >> 3
+        self._intent_i = (ring + L.RING_TAIL_INTENT_OFFSET) >> 3
+        self._records = ring + L.RING_HEADER_LENGTH
+        tail = self._q[self._tail_i]
+        if start == "latest":
+            self.cursor = tail
+        elif start == "earliest":
+            self.cursor = max(0, tail - self.capacity)
+        elif isinstance(start, int) and start >= 0:
+            self.cursor = start
+        else:
+            raise ValueError(f"start must be 'latest', 'earliest' or a ring index >= 0, not {start!r}")
+        self.lost = 0  # trades overwritten before this reader saw them, in total
+
+    @property
+    def tail(self) -> int:
+        return self._q[self._tail_i]
+
+    def new_buffer(self, n: int | None = None) -> np.ndarray:
+        return np.zeros(n or self.capacity, dtype=L.TRADE_DTYPE)
+
+    def poll(self, out: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+        """Return (trades, lost): the trades after the cursor, oldest first, and how many were lost.
+
+        With `out` (a TRADE_DTYPE array) no memory is allocated and at most len(out) trades are
+        returned; the rest wait for the next poll. `lost` > 0 means the writer lapped this reader:
+        those trades were overwritten before they could be read.
+        """
+        q = self._q
+        tail = q[self._tail_i]
+        cursor = self.cursor
+        if tail <= cursor:
+            if tail < cursor:  # a segment recreated under us; follow the new ring
+                self.cursor = tail
+            return (out[:0] if out is not None else np.empty(0, dtype=L.TRADE_DTYPE)), 0
+        cap = self.capacity
+        start = tail - cap if tail - cap > cursor else cursor
+        lost = start - cursor
+        n = tail - start
+        if out is None:
+            out = np.empty(n, dtype=L.TRADE_DTYPE)
+        elif len(out) < n:
+            n = len(out)
+        dst = out.view(np.uint8).reshape(-1)
+        rec, size, buf = self._records, L.TRADE_RECORD_LENGTH, self._buf
+        first = start & self._mask
+        k1 = min(n, cap - first)
+        dst[: k1 * size] = buf[rec + first * size: rec + (first + k1) * size]
+        if n > k1:
+            dst[k1 * size: n * size] = buf[rec: rec + (n - k1) * size]
+        # Validate after copying: records below tail_intent - capacity may have been overwritten.
+        oldest_valid = q[self._intent_i] - cap
+        skip = oldest_valid - start if oldest_valid > start else 0
+        if skip > n:
+            skip = n
+        got = out[skip:n]
+        expected = np.arange(start + skip, start + n, dtype=np.int64)
+        if not np.array_equal(got["index"], expected):  # torn by a writer killed mid-batch
+            good = got["index"] == expected
+            got = got[good]
+            skip += int((~good).sum())
+        lost += skip
+        self.cursor = start + n
+        self.lost += lost
+        return got, lost
+
+
+def attach_all(namespace: str) -> dict[str, SegmentReader]:
+    """Readers for every segment of `namespace` present on this machine, by exchange."""
+    out = {}
+    prefix = f"{shm.NAME_PREFIX}{namespace}-"
+    for name in shm.list_names(namespace):
+        exchange = name[len(prefix):]
+        try:
+            out[exchange] = SegmentReader(namespace, exchange)
+        except (shm.SegmentNotFound, RuntimeError):
+            continue
+    return out
+
+
+__all__ = ["BookBuffer", "BookHeader", "BookReader", "BookSnapshot", "ReadContention", "SegmentReader",
+           "TradeReader", "UnknownSymbol", "attach_all"]

@@ -1,0 +1,346 @@
+"""The single writer of a segment: creates it (owner) or takes it over (feed), publishes books and trades.
+
+One writer per segment. A writer that attaches bumps the generation, repairs any half-finished
+latch or ring write left by a killed predecessor, and marks every book stale until it resyncs, so
+readers keep their mappings across feed restarts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import struct
+import time
+from collections.abc import Iterable, Sequence
+
+import psutil
+
+from . import layout as L
+from . import shm
+from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
+
+_NAN = math.nan
+_BOOK_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
+_TRADE = struct.Struct(L.TRADE_STRUCT)
+assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
+
+Trade = tuple[int, int, float, float, int, int, int]
+"""(exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) - see layout.TRADE_DTYPE."""
+
+
+@functools.cache
+def _levels_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"<{4 * n}d")
+
+
+@functools.lru_cache(maxsize=8)
+def _blank_levels(n: int) -> bytes:
+    return struct.pack(f"<{4 * n}d", *([_NAN, 0.0, _NAN, 0.0] * n))
+
+
+class StoreFull(RuntimeError):
+    """The segment has no free symbol slot."""
+
+
+def process_start_ns(pid: int) -> int:
+    """Start time of `pid` in ns (0 if it does not exist): with the pid, identifies a process."""
+    try:
+        return int(psutil.Process(pid).create_time() * 1e9)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return 0
+
+
+def create_segment(namespace: str, exchange: str, *, max_symbols: int = 32, book_capacity: int = 50,
+                   trade_capacity: int = 4096, owner_pid: int | None = None) -> str:
+    """Create and initialise a segment; returns its name. The caller owns it and must `shm.unlink` it.
+
+    The magic is written last, so a reader that attaches mid-initialisation gets a clear LayoutError.
+    """
+    check_memory_model()
+    name = shm.segment_name(namespace, exchange)
+    size = L.segment_size(max_symbols, book_capacity, trade_capacity)
+    seg = shm.create(name, size)
+    try:
+        buf = seg.buf
+        geometry = L.SlotGeometry(book_capacity, trade_capacity)
+        struct.pack_into("<IIQIIIIIIq", buf, L.LAYOUT_MAJOR_OFFSET, L.LAYOUT_MAJOR, L.LAYOUT_MINOR, size,
+                         max_symbols, book_capacity, trade_capacity, geometry.size, L.slots_offset(max_symbols),
+                         L.DIRECTORY_OFFSET, time.time_ns())
+        buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + len(exchange)] = exchange.encode()
+        buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + len(namespace)] = namespace.encode()
+        pid = os.getpid() if owner_pid is None else owner_pid
+        struct.pack_into("<qq", buf, L.OWNER_PID_OFFSET, pid, process_start_ns(pid))
+        struct.pack_into("<Q", buf, L.MAGIC_OFFSET, L.MAGIC)
+    finally:
+        seg.close()
+    return name
+
+
+class SegmentWriter:
+    """Publishes into one segment. Not thread-safe: call it from the feed's single I/O thread."""
+
+    def __init__(self, namespace: str, exchange: str, *, create: bool = False, **capacities: int) -> None:
+        """Attach as the writer of ``mde-<namespace>-<exchange>`` (create it first if `create`)."""
+        check_memory_model()
+        self.name = shm.segment_name(namespace, exchange)
+        self.created = False
+        if create:
+            try:
+                create_segment(namespace, exchange, **capacities)
+                self.created = True
+            except shm.SegmentExists:
+                pass
+        self._shm = shm.attach_writable(self.name)
+        self.view = SegmentView(self._shm.buf, self.name)
+        self.buf = self._shm.buf
+        self.q = self.view.q
+        g = self.view.geometry
+        self.capacity = g.book_capacity
+        self._ring_mask = g.trade_capacity - 1
+        self._stage: list[bytearray | None] = [None] * self.view.max_symbols
+        self._versions = [0] * self.view.max_symbols
+        self._last_book: list[tuple[int, int, int, int, int, int] | None] = [None] * self.view.max_symbols
+        self._take_over()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _take_over(self) -> None:
+        q, v = self.q, self.view
+        pid = os.getpid()
+        generation = v.generation + 1
+        struct.pack_into("<qqqq", self.buf, L.WRITER_PID_OFFSET, pid, process_start_ns(pid), generation,
+                         L.WriterState.STARTING)
+        self.generation = generation
+        for e in v.entries():
+            self._repair_slot(e.slot)
+        q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns()
+
+    def _repair_slot(self, slot: int) -> None:
+        """Finish what a killed writer left: a latch stuck odd, a ring with tail_intent ahead of tail."""
+        base = self.view.slot_base(slot)
+        g = self.view.geometry
+        seq_i = (base + L.SLOT_BOOK_SEQ_OFFSET) >> 3
+        s = self.q[seq_i]
+        c0, c1 = base + g.copy0, base + g.copy1
+        if s & 1:
+            # Killed while writing copy 0: readers are on copy 1, which is complete. Restore copy 0
+            # from it before letting the counter go even (which sends readers to copy 0).
+            self.buf[c0:c0 + g.copy_length] = self.buf[c1:c1 + g.copy_length]
+            self.q[seq_i] = s + 1
+        stage = self._staging(slot)
+        stage[:] = self.buf[c0:c0 + g.copy_length]
+        hdr = _BOOK_HEADER.unpack_from(stage, 0)
+        self._versions[slot] = hdr[9]
+        ring = base + g.ring
+        tail = self.q[(ring + L.RING_TAIL_OFFSET) >> 3]
+        # Records past tail are garbage from an unfinished batch; readers reject them by their index.
+        self.q[(ring + L.RING_TAIL_INTENT_OFFSET) >> 3] = tail
+        if hdr[6] != L.BookState.EMPTY:
+            n = max(min(hdr[4], self.capacity), min(hdr[5], self.capacity))
+            self._write_latched(slot, hdr[0], hdr[1], hdr[2], min(hdr[4], self.capacity),
+                                min(hdr[5], self.capacity), L.BookState.STALE, hdr[7], n)
+
+    def close(self, clean: bool = True) -> None:
+        """Detach. Never unlinks: the owner (supervisor or `mdengine clean`) does that."""
+        if self._shm is None:
+            return
+        if clean:
+            self.q[L.WRITER_STATE_OFFSET >> 3] = L.WriterState.STOPPED
+            self.q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns()
+        self._stage = []
+        self.view.release()
+        self._shm.close()
+        self._shm = None
+
+    def __enter__(self) -> SegmentWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def set_running(self) -> None:
+        self.q[L.WRITER_STATE_OFFSET >> 3] = L.WriterState.RUNNING
+
+    def heartbeat(self, now_ns: int | None = None) -> None:
+        self.q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns() if now_ns is None else now_ns
+
+    # ------------------------------------------------------------------ counters
+    def count(self, counter: str, n: int = 1) -> None:
+        i = L.COUNTER_OFFSETS[counter] >> 3
+        self.q[i] += n
+
+    def set_counter(self, counter: str, value: int) -> None:
+        self.q[L.COUNTER_OFFSETS[counter] >> 3] = value
+
+    def stat(self, slot: int, name: str, n: int = 1) -> None:
+        i = (self.view.slot_base(slot) + L.STAT_OFFSETS[name]) >> 3
+        self.q[i] += n
+
+    def set_stat(self, slot: int, name: str, value: int) -> None:
+        self.q[(self.view.slot_base(slot) + L.STAT_OFFSETS[name]) >> 3] = value
+
+    def record_error(self, text: str) -> None:
+        """Count an error and keep its text for `mdengine status`."""
+        self.count("errors")
+        raw = text.encode("utf-8", "replace")[: L.LAST_ERROR_TEXT_LENGTH]
+        off = L.LAST_ERROR_TEXT_OFFSET
+        self.buf[off:off + L.LAST_ERROR_TEXT_LENGTH] = raw.ljust(L.LAST_ERROR_TEXT_LENGTH, b"\0")
+        self.q[L.LAST_ERROR_NS_OFFSET >> 3] = time.time_ns()
+
+    # ------------------------------------------------------------------ directory
+    def add_symbol(self, market: str, native: str, unified: str, *, kind: int = L.MarketKind.SPOT,
+                   tick_size: float = 0.0, lot_size: float = 0.0, contract_value: float = 1.0) -> int:
+        """Give (market, native) a slot, reusing its old one if it had one; returns the slot index.
+
+        The entry is written before the directory count is raised, so readers never list a
+        half-written entry. Raises StoreFull when every slot is taken.
+        """
+        v = self.view
+        for e in v.entries():
+            if e.market == market and e.native == native:
+                self._write_entry(e.slot, L.SlotState.ACTIVE, kind, market, native, unified, tick_size, lot_size,
+                                  contract_value)
+                return e.slot
+        slot = v.directory_count
+        if slot >= v.max_symbols:
+            raise StoreFull(f"{self.name}: all {v.max_symbols} symbol slots are in use; "
+                            f"recreate the namespace with a larger max_symbols")
+        self._write_entry(slot, L.SlotState.ACTIVE, kind, market, native, unified, tick_size, lot_size,
+                          contract_value)
+        self.q[L.DIRECTORY_COUNT_OFFSET >> 3] = slot + 1
+        return slot
+
+    def _write_entry(self, slot: int, state: int, kind: int, market: str, native: str, unified: str,
+                     tick: float, lot: float, cval: float) -> None:
+        off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
+        self.buf[off:off + L.DIR_ENTRY_LENGTH] = pack_entry(state, kind, market, native, unified, tick, lot, cval,
+                                                             time.time_ns())
+        self.q[L.DIRECTORY_VERSION_OFFSET >> 3] += 1
+
+    def remove_symbol(self, slot: int) -> None:
+        """Mark a slot unsubscribed: its book goes stale, readers see the entry as removed."""
+        self.view.entry(slot)  # raises IndexError for a bad slot
+        self.publish_state(slot, L.BookState.STALE)
+        off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
+        struct.pack_into("<I", self.buf, off + L.DIR_STATE_OFFSET, L.SlotState.REMOVED)
+        self.q[L.DIRECTORY_VERSION_OFFSET >> 3] += 1
+
+    def entries(self) -> list[SymbolEntry]:
+        return self.view.entries()
+
+    # ------------------------------------------------------------------ books
+    def _staging(self, slot: int) -> bytearray:
+        """The slot's private copy of its next state, built before the latch window opens."""
+        raw = self._stage[slot]
+        if raw is None:
+            raw = self._stage[slot] = bytearray(self.view.geometry.copy_length)
+            raw[L.BOOK_HEADER_LENGTH:] = _blank_levels(self.capacity)
+        return raw
+
+    def publish_book(self, slot: int, bids: Sequence[Sequence[float]], asks: Sequence[Sequence[float]], *,
+                     update_id: int, exch_ts_ns: int = 0, recv_ts_ns: int = 0,
+                     state: int = L.BookState.LIVE) -> None:
+        """Publish a book from (price, qty) pairs, best first; levels beyond capacity are cut."""
+        cap = self.capacity
+        nb, na = min(len(bids), cap), min(len(asks), cap)
+        n = max(nb, na)
+        flat = [_NAN, 0.0, _NAN, 0.0] * n
+        flat[0:4 * nb:4] = [lv[0] for lv in bids[:nb]]
+        flat[1:4 * nb:4] = [lv[1] for lv in bids[:nb]]
+        flat[2:4 * na:4] = [lv[0] for lv in asks[:na]]
+        flat[3:4 * na:4] = [lv[1] for lv in asks[:na]]
+        truncated = len(bids) > cap or len(asks) > cap
+        self.publish_levels(slot, flat, nb, na, update_id=update_id, exch_ts_ns=exch_ts_ns, recv_ts_ns=recv_ts_ns,
+                            state=state, truncated=truncated)
+
+    def publish_levels(self, slot: int, flat: list[float], n_bids: int, n_asks: int, *, update_id: int,
+                       exch_ts_ns: int = 0, recv_ts_ns: int = 0, state: int = L.BookState.LIVE,
+                       truncated: bool = False) -> None:
+        """Publish a book given as the slot's level layout: `flat` is [bid_px, bid_qty, ask_px, ask_qty]
+        per level, best first, max(n_bids, n_asks) <= capacity levels, NaN/0 where a side has no level.
+
+        This is the fast path (one struct pack, two copies); readers switch to it atomically.
+        """
+        raw = self._staging(slot)
+        n = len(flat) >> 2
+        if n > self.capacity or n_bids > n or n_asks > n:
+            raise ValueError(f"{self.name} slot {slot}: {n} levels ({n_bids} bids, {n_asks} asks) do not fit "
+                             f"capacity {self.capacity}")
+        prev = self._last_book[slot]
+        old_n = max(prev[3], prev[4]) if prev else 0
+        if n:
+            _levels_struct(n).pack_into(raw, L.BOOK_HEADER_LENGTH, *flat)
+        if old_n > n:  # blank the levels the previous, deeper book left behind
+            raw[L.BOOK_HEADER_LENGTH + n * L.LEVEL_LENGTH:L.BOOK_HEADER_LENGTH + old_n * L.LEVEL_LENGTH] = \
+                _blank_levels(old_n - n)
+        flags = L.BookFlags.TRUNCATED if truncated else 0
+        if n_bids and n_asks and flat[0] >= flat[2]:
+            flags |= L.BookFlags.CROSSED
+        self._write_latched(slot, update_id, exch_ts_ns, recv_ts_ns, n_bids, n_asks, state, flags, max(n, old_n))
+
+    def publish_state(self, slot: int, state: int) -> None:
+        """Republish the slot's last book with a new state (e.g. RESYNCING after a gap)."""
+        prev = self._last_book[slot]
+        self._staging(slot)
+        if prev is None:
+            self._write_latched(slot, 0, 0, 0, 0, 0, state, 0, 0)
+        else:
+            uid, exch, recv, nb, na, flags = prev
+            self._write_latched(slot, uid, exch, recv, nb, na, state, flags, max(nb, na))
+
+    def _write_latched(self, slot: int, update_id: int, exch_ts_ns: int, recv_ts_ns: int, nb: int, na: int,
+                       state: int, flags: int, n_levels: int) -> None:
+        raw = self._stage[slot]
+        version = self._versions[slot] + 1
+        self._versions[slot] = version
+        pub = time.time_ns()
+        _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
+                               self.generation, version)
+        self._last_book[slot] = (update_id, exch_ts_ns, recv_ts_ns, nb, na, flags)
+        length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
+        base = self.view.slot_base(slot)
+        g = self.view.geometry
+        c0 = base + g.copy0
+        c1 = base + g.copy1
+        q, buf = self.q, self.buf
+        src = memoryview(raw)[:length]
+        seq_i = base >> 3
+        s = q[seq_i]
+        q[seq_i] = s + 1  # odd: readers use copy 1 (previous state) while copy 0 is rewritten
+        buf[c0:c0 + length] = src
+        q[seq_i] = s + 2  # even: readers use copy 0 (new state) while copy 1 catches up
+        buf[c1:c1 + length] = src
+        src.release()
+        q[L.PUBLISH_COUNTER_OFFSET >> 3] += 1
+        if recv_ts_ns:
+            q[(base + L.STAT_OFFSETS["last_latency_ns"]) >> 3] = pub - recv_ts_ns
+            q[L.COUNTER_OFFSETS["last_latency_ns"] >> 3] = pub - recv_ts_ns
+
+    # ------------------------------------------------------------------ trades
+    def append_trades(self, slot: int, trades: Iterable[Trade]) -> int:
+        """Append trades to the slot's ring, oldest first; returns how many were written.
+
+        A batch larger than the ring writes only its newest `trade_capacity` trades; the ring index
+        still advances past the others, so every reader reports them as lost.
+        """
+        batch = list(trades)
+        m = len(batch)
+        if not m:
+            return 0
+        cap = self._ring_mask + 1
+        skipped = m - cap if m > cap else 0
+        if skipped:  # the oldest ones are never written; the tail still passes them so readers count them lost
+            batch = batch[skipped:]
+        g = self.view.geometry
+        ring = self.view.slot_base(slot) + g.ring
+        records = ring + L.RING_HEADER_LENGTH
+        q, buf, mask, pack = self.q, self.buf, self._ring_mask, _TRADE.pack_into
+        tail_i = (ring + L.RING_TAIL_OFFSET) >> 3
+        n = q[tail_i] + skipped
+        q[(ring + L.RING_TAIL_INTENT_OFFSET) >> 3] = n + len(batch)
+        for j, t in enumerate(batch):
+            idx = n + j
+            pack(buf, records + (idx & mask) * L.TRADE_RECORD_LENGTH, t[0], t[1], t[2], t[3], t[4], t[5], t[6], idx)
+        q[tail_i] = n + len(batch)
+        q[L.PUBLISH_COUNTER_OFFSET >> 3] += 1
+        return len(batch)

@@ -1,0 +1,86 @@
+"""Instruments and symbol naming: ccxt-style unified symbols and exchange-native ids.
+
+Unified: ``BASE/QUOTE`` for spot, ``BASE/QUOTE:SETTLE`` for perpetual swaps (``BTC/USDT:USDT`` linear,
+``BTC/USD:BTC`` inverse), ``BASE/QUOTE:SETTLE-YYMMDD`` for dated futures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .store.layout import MarketKind
+
+
+class UnknownSymbolError(KeyError):
+    """The exchange does not list this symbol (in any market this feed serves)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown symbol"
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    exchange: str  # "binance", "okx", "bybit", "bitget"
+    market: str  # the exchange's market/category: "spot", "usdm", "SWAP", "linear", "USDT-FUTURES", ...
+    native: str  # id as the exchange writes it in REST and payloads
+    unified: str
+    kind: int  # MarketKind
+    base: str
+    quote: str
+    settle: str = ""
+    tick_size: float = 0.0
+    lot_size: float = 0.0
+    contract_value: float = 1.0  # base units (linear) or quote units (inverse) per contract; 1.0 on spot
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.market, self.native)
+
+
+def unified_symbol(base: str, quote: str, kind: int, settle: str = "", expiry: str = "") -> str:
+    if kind == MarketKind.SPOT:
+        return f"{base}/{quote}"
+    s = f"{base}/{quote}:{settle or (base if kind == MarketKind.INVERSE else quote)}"
+    return f"{s}-{expiry}" if expiry else s
+
+
+class InstrumentIndex:
+    """Look instruments up by unified symbol or native id (optionally within a market)."""
+
+    def __init__(self, instruments: list[Instrument] | None = None) -> None:
+        self._by_key: dict[tuple[str, str], Instrument] = {}
+        self._by_name: dict[str, list[Instrument]] = {}
+        for inst in instruments or []:
+            self.add(inst)
+
+    def add(self, inst: Instrument) -> None:
+        self._by_key[inst.key] = inst
+        for name in {inst.unified, inst.native, inst.native.upper()}:
+            self._by_name.setdefault(name, []).append(inst)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __iter__(self):
+        return iter(self._by_key.values())
+
+    def get(self, key: tuple[str, str]) -> Instrument | None:
+        return self._by_key.get(key)
+
+    def resolve(self, symbol: str, market: str | None = None) -> Instrument:
+        """The one instrument `symbol` names. A native id listed in several markets (BTCUSDT on spot and
+        perps) needs `market`, or the unified form, which is never ambiguous."""
+        cands = self._by_name.get(symbol) or self._by_name.get(symbol.upper()) or []
+        if market is not None:
+            cands = [i for i in cands if i.market == market]
+        exact = [i for i in cands if i.unified == symbol]
+        if exact:
+            return exact[0]
+        if len(cands) == 1:
+            return cands[0]
+        if not cands:
+            raise UnknownSymbolError(f"unknown symbol {symbol!r}" + (f" in market {market!r}" if market else ""))
+        spot = [i for i in cands if i.kind == MarketKind.SPOT]
+        if len(spot) == 1:  # a bare native id means spot, like ccxt
+            return spot[0]
+        raise UnknownSymbolError(f"{symbol!r} is ambiguous: " + ", ".join(sorted(i.unified for i in cands)))
