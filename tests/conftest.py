@@ -1,0 +1,24 @@
+import os
+import uuid
+
+import pytest
+
+from mdengine.store import shm
+
+
+@pytest.fixture
+def namespace():
+    """A fresh namespace per test; every segment left in it is unlinked afterwards."""
+    ns = "t" + uuid.uuid4().hex[:8]
+    yield ns
+    for name in shm.list_names(ns):
+        shm.unlink(name)
+
+
+@pytest.fixture(scope="session")
+def recordings_dir():
+    here = os.path.dirname(__file__)
+    path = os.path.abspath(os.path.join(here, "..", "..", "shared", "recordings"))
+    if not os.path.isdir(path):
+        path = os.path.join(here, "data")
+    return path
