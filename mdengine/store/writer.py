@@ -127,6 +127,9 @@ class SegmentWriter:
             # from it before letting the counter go even (which sends readers to copy 0).
             self.buf[c0:c0 + g.copy_length] = self.buf[c1:c1 + g.copy_length]
             self.q[seq_i] = s + 1
+        # Readers are on copy 0 now. Copy 1 may be half-written (killed after the even store), and the
+        # republish below sends readers to it while it rewrites copy 0: make it whole first.
+        self.buf[c1:c1 + g.copy_length] = self.buf[c0:c0 + g.copy_length]
         stage = self._staging(slot)
         stage[:] = self.buf[c0:c0 + g.copy_length]
         hdr = _BOOK_HEADER.unpack_from(stage, 0)

@@ -1,0 +1,131 @@
+"""Fault bookkeeping: which fault is armed for which connection/symbol, and how a frame is altered.
+
+Pure: the server asks it what to do with each outgoing frame and REST request. All calls happen on
+the simulator's event loop; ``Simulator.inject`` hops there from the test thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mdengine.sim.formats.base import Out, Venue
+
+# Armed per connection (those open when injected), consumed by that connection's next matching frame.
+FRAME_FAULTS = ("skip_sequence", "duplicate", "reorder", "corrupt_checksum", "crossed_book")
+# Done at once on the open connections.
+CONN_FAULTS = ("drop", "disconnect", "silent", "malformed_json", "server_shutdown", "idle_keepalive")
+# Market-wide: next subscription / REST request, or the model itself.
+MARKET_FAULTS = ("refuse_subscription", "http_429", "slow_rest", "seq_reset")
+ALL_FAULTS = FRAME_FAULTS + CONN_FAULTS + MARKET_FAULTS
+
+
+@dataclass
+class Fault:
+    name: str
+    keys: set[str] | None  # model keys, None = any symbol
+    params: dict[str, Any]
+    remaining: dict[int, int] = field(default_factory=dict)  # conn id -> deliveries left (frame faults)
+    count: int = 1  # market faults: deliveries left
+    until: float | None = None  # silent: monotonic deadline, None = until cleared
+
+
+class FaultBook:
+    def __init__(self, venue: Venue | None) -> None:
+        self.venue = venue
+        self.active: list[Fault] = []
+        self._held: dict[tuple[int, int, str | None], Out] = {}  # reorder: (fault id, conn, key) -> frame
+        self.delivered: list[tuple[str, int | None, str | None]] = []  # (fault, conn, key) log
+
+    def arm(self, fault: Fault) -> None:
+        self.active.append(fault)
+
+    def clear(self) -> None:
+        self.active.clear()
+        self._held.clear()
+
+    def _note(self, name: str, conn: int | None, key: str | None) -> None:
+        self.delivered.append((name, conn, key))
+
+    # ---- connection state ----
+    def silent(self, conn: int) -> bool:
+        now = time.monotonic()
+        self.active = [f for f in self.active if f.until is None or f.until > now]
+        return any(f.name == "silent" and conn in f.remaining for f in self.active)
+
+    # ---- market faults ----
+    def take(self, name: str, key: str | None = None, path: str | None = None) -> Fault | None:
+        for f in self.active:
+            if f.name != name or (key is not None and f.keys is not None and key not in f.keys):
+                continue
+            if path is not None and f.params.get("path", "") not in path:
+                continue
+            f.count -= 1
+            if f.count <= 0:
+                self.active.remove(f)
+            self._note(name, None, key)
+            return f
+        return None
+
+    # ---- frame faults ----
+    def filter(self, conn: int, outs: list[Out], model_of: Any) -> list[Out]:
+        if not any(f.name in FRAME_FAULTS for f in self.active):
+            return outs
+        result: list[Out] = []
+        for out in outs:
+            result += self._one(conn, out, model_of)
+        return result
+
+    def _one(self, conn: int, out: Out, model_of: Any) -> list[Out]:
+        for f in list(self.active):
+            if f.name not in FRAME_FAULTS or f.remaining.get(conn, 0) <= 0 or out.key is None:
+                continue
+            if f.keys is not None and out.key not in f.keys:
+                continue
+            held = self._held.get((id(f), conn, out.key))
+            if held is not None and out.kind == "diff":  # reorder: the held frame goes after this one
+                del self._held[(id(f), conn, out.key)]
+                self._used(f, conn, out.key)
+                return [out, held]
+            res = self._apply(f, conn, out, model_of)
+            if res is not None:
+                return res
+        return [out]
+
+    def _used(self, f: Fault, conn: int, key: str) -> None:
+        f.remaining[conn] -= 1
+        self._note(f.name, conn, key)
+        if not any(v > 0 for v in f.remaining.values()) and not any(k[0] == id(f) for k in self._held):
+            self.active.remove(f)
+
+    def _apply(self, f: Fault, conn: int, out: Out, model_of: Any) -> list[Out] | None:
+        assert self.venue is not None
+        if f.name in ("skip_sequence", "duplicate", "reorder") and out.kind != "diff":
+            return None
+        if f.name == "skip_sequence":
+            self._used(f, conn, out.key)
+            return []
+        if f.name == "duplicate":
+            self._used(f, conn, out.key)
+            return [out, out]
+        if f.name == "reorder":
+            if (id(f), conn, out.key) in self._held:
+                return None
+            self._held[(id(f), conn, out.key)] = out
+            return []
+        if out.kind not in ("diff", "snapshot"):
+            return None
+        obj = copy.deepcopy(out.obj)
+        if f.name == "corrupt_checksum":
+            if not self.venue.corrupt_checksum(obj):
+                return None
+        else:  # crossed_book: a bid above the true best ask
+            lists = self.venue.book_lists(obj)
+            if lists is None:
+                return None
+            model = model_of(out.key)
+            lists[0].insert(0, self.venue.level(model, model.best()[1] + 1, 1))
+        self._used(f, conn, out.key)
+        return [Out(obj, out.key, out.kind)]

@@ -1,0 +1,230 @@
+"""Bybit v5 public wire format (exchanges.md §4; BY-DOC 2026-07-24).
+
+One venue, three WS paths (/v5/public/spot|linear|inverse); model keys are "category/SYMBOL".
+``orderbook.{1,50,200,1000}``: snapshot then deltas; u is +1 per book change and u == 1 after a
+service restart (sent as a snapshot); level 1 is snapshot-only, re-sent when unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.market import BookModel, Instrument, Step
+
+_DEPTHS = (1, 50, 200, 1000)
+_CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
+
+
+def _lv(levels: list[tuple[str, str]]) -> list[list[str]]:
+    return [[p, q] for p, q in levels]
+
+
+class BybitSession(Session):
+    def __init__(self, venue: BybitVenue, path: str, query: dict[str, str]) -> None:
+        super().__init__(venue, path, query)
+        self.yv = venue
+        self.cat = path.rsplit("/", 1)[1]
+        c = conn_id()
+        self.conn_id = f"{c}-{c[:4]}-4{c[5:8]}-a{c[1:4]}-{c}{c[:4]}"  # UUID-shaped
+        self.topics: dict[str, tuple[str, int]] = {}  # topic -> (key, depth or 0 for trades)
+        self.l1_sent: dict[str, tuple[float, Any]] = {}
+
+    def _ack(self, op: str, rid: str, ok: bool = True, msg: str | None = None) -> Out:
+        d: dict[str, Any] = {"success": ok, "ret_msg": msg if msg is not None else (op if self.cat == "spot" else ""),
+                             "conn_id": self.conn_id}
+        if rid or self.cat != "spot":
+            d["req_id"] = rid
+        d["op"] = op
+        return Out(d)
+
+    def handle(self, text: str) -> Reply:
+        self.last_in = time.monotonic()
+        try:
+            req = json.loads(text)
+            op, rid, args = req.get("op"), req.get("req_id", ""), req.get("args")
+        except (ValueError, AttributeError):
+            return Reply([Out({"success": False, "ret_msg": "error:request not json", "conn_id": self.conn_id,
+                               "request": {"op": "", "args": None}})])  # text (unverified)
+        if op == "ping":
+            self.last_ping = self.last_in
+            pong = {"success": True, "ret_msg": "pong", "conn_id": self.conn_id}
+            if self.cat != "spot":
+                pong["req_id"] = rid
+            pong["op"] = "ping"
+            return Reply([Out(pong)], ping=True)
+        if op not in ("subscribe", "unsubscribe") or not isinstance(args, list):
+            return Reply([Out({"success": False, "ret_msg": f"error:invalid op:{op}", "conn_id": self.conn_id,
+                               "request": {"op": op or "", "args": args}})])
+        if self.cat == "spot" and len(args) > self.yv.cfg.bybit_spot_max_args:
+            return Reply([self._ack(op, rid, False, f"args size >{self.yv.cfg.bybit_spot_max_args}")])  # (unverified)
+        parsed = []
+        for a in args:
+            t = self._parse(a)
+            if t is None or (op == "subscribe" and self.refuse(t[0])):
+                return Reply([self._ack(op, rid, False, f"Invalid symbol :[{a}]")])  # text (unverified)
+            parsed.append((a, t))
+        out = [self._ack(op, rid)]
+        for topic, (key, depth) in parsed:
+            if op == "unsubscribe":
+                self.topics.pop(topic, None)
+                continue
+            self.topics[topic] = (key, depth)
+            self.subscribed_any = True
+            model = self.yv.models[key]
+            if depth == 1:
+                self.l1_sent[topic] = (time.monotonic(), model.top(1))
+            if depth:
+                model.register_view(depth)
+                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), model.book_seq), key,
+                               "snapshot"))
+        self.keys = {k for k, _ in self.topics.values()}
+        return Reply(out)
+
+    def _parse(self, topic: Any) -> tuple[str, int] | None:
+        if not isinstance(topic, str):
+            return None
+        parts = topic.split(".")
+        key = f"{self.cat}/{parts[-1]}"
+        if key not in self.yv.models:
+            return None
+        if len(parts) == 3 and parts[0] == "orderbook" and parts[1].isdigit() and int(parts[1]) in _DEPTHS:
+            return key, int(parts[1])
+        if len(parts) == 2 and parts[0] == "publicTrade":
+            return key, 0
+        return None
+
+    def step(self, key: str, model: BookModel, st: Step) -> list[Out]:
+        out: list[Out] = []
+        for topic, (k, depth) in self.topics.items():
+            if k != key:
+                continue
+            if depth == 0:
+                if st.trades:
+                    out.append(Out(self.yv.trades(topic, model, st), key, "trade"))
+            elif depth == 1:
+                top = model.top(1)
+                if self.l1_sent.get(topic, (0, None))[1] != top or st.reset:
+                    self.l1_sent[topic] = (time.monotonic(), top)
+                    out.append(Out(self.yv.book(topic, model, "snapshot", *top, st.book_seq), key, "snapshot"))
+            elif st.reset:
+                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), st.book_seq), key, "snapshot"))
+            else:
+                b, a = st.diff(depth, model.levels)
+                if not b and not a:
+                    continue  # nothing changed within this depth: Bybit sends nothing
+                out.append(Out(self.yv.book(topic, model, "delta", model.render(b, True), model.render(a, False),
+                                            st.book_seq), key, "diff"))
+        return out
+
+    def idle(self, now: float) -> list[Out]:
+        out = []
+        for topic, (sent, top) in list(self.l1_sent.items()):
+            if topic in self.topics and now - sent >= self.yv.cfg.bybit_l1_repeat:
+                key = self.topics[topic][0]
+                model = self.yv.models[key]
+                self.l1_sent[topic] = (now, top)
+                out.append(Out(self.yv.book(topic, model, "snapshot", *top, model.book_seq), key, "snapshot"))
+        return out
+
+    def idle_close(self, now: float, last_out: float) -> tuple[int, str] | None:
+        t = self.yv.cfg.bybit_idle_timeout
+        if now - max(self.last_ping, self.opened) > t and now - last_out > t:
+            return 1000, "idle timeout"
+        return None
+
+
+class BybitVenue(Venue):
+    name = "bybit"
+
+    @staticmethod
+    def key(inst: Instrument) -> str:
+        return f"{inst.kind}/{inst.native}"
+
+    def seq_of(self, model: BookModel) -> int:
+        return model.book_seq
+
+    def session(self, path: str, query: dict[str, str]) -> Session | None:
+        if path in ("/v5/public/spot", "/v5/public/linear", "/v5/public/inverse"):
+            return BybitSession(self, path, query)
+        return None
+
+    def book(self, topic: str, model: BookModel, typ: str, bids: Any, asks: Any, u: int) -> dict[str, Any]:
+        ts = now_ms()
+        data = {"s": model.inst.native, "b": _lv(bids), "a": _lv(asks), "u": u, "seq": model.update_id}
+        return {"topic": topic, "type": typ, "ts": ts, "data": data, "cts": ts - 2}
+
+    def trades(self, topic: str, model: BookModel, st: Step) -> dict[str, Any]:
+        inst, data = model.inst, []
+        for t in st.trades:
+            d: dict[str, Any] = {"T": t.ts, "s": inst.native, "S": "Buy" if t.taker_buy else "Sell",
+                                 "v": inst.qty(t.lots), "p": inst.px(t.ticks)}
+            if inst.kind != "spot":
+                d["L"] = "PlusTick" if t.taker_buy else "MinusTick"
+            d.update({"i": str(t.last_id) if inst.kind == "spot" else t.uid, "BT": False, "seq": st.last_id})
+            data.append(d)
+        return {"topic": topic, "type": "snapshot", "ts": now_ms(), "data": data}
+
+    def book_lists(self, obj: Any) -> tuple[list, list] | None:
+        try:
+            return obj["data"]["b"], obj["data"]["a"]
+        except (KeyError, TypeError):
+            return None
+
+    def too_many(self) -> Any:
+        return {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": now_ms()}
+
+    def _wrap(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
+        return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms()}
+
+    def rest(self, path: str, q: dict[str, str]) -> tuple[int, Any] | None:
+        cat = q.get("category", "")
+        if path not in ("/v5/market/orderbook", "/v5/market/instruments-info", "/v5/market/recent-trade"):
+            return None
+        if cat not in ("spot", "linear", "inverse"):
+            return self._wrap({}, 10001, "params error: Category is invalid")
+        if path == "/v5/market/instruments-info":
+            return self.instruments_info(cat, q)
+        model = self.models.get(f"{cat}/{q.get('symbol', '')}")
+        if model is None:
+            return self._wrap({}, 10001, "params error: Symbol Is Invalid")  # text (unverified)
+        if path == "/v5/market/orderbook":
+            bids, asks = model.top(int(q.get("limit", 1 if cat == "spot" else 25)))
+            ts = now_ms()
+            return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
+                               "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})
+        rows = []
+        for t in list(model.trades)[::-1][: int(q.get("limit", 60))]:
+            rows.append({"execId": str(t.last_id) if cat == "spot" else t.uid, "symbol": model.inst.native,
+                         "price": model.inst.px(t.ticks), "size": model.inst.qty(t.lots),
+                         "side": "Buy" if t.taker_buy else "Sell", "time": str(t.ts), "isBlockTrade": False,
+                         "isRPITrade": False})
+        return self._wrap({"category": cat, "list": rows})
+
+    def instruments_info(self, cat: str, q: dict[str, str]) -> tuple[int, Any]:
+        rows = [self._instrument(i) for i in self.instruments.values() if i.kind == cat]
+        if cat == "spot":
+            return self._wrap({"category": cat, "list": rows})
+        limit = min(1000, int(q.get("limit", 500)))
+        start = int(q.get("cursor") or 0)
+        page = rows[start : start + limit]
+        nxt = str(start + limit) if start + limit < len(rows) else ""
+        return self._wrap({"category": cat, "list": page, "nextPageCursor": nxt})
+
+    def _instrument(self, i: Instrument) -> dict[str, Any]:
+        d: dict[str, Any] = {"symbol": i.native, "baseCoin": i.base, "quoteCoin": i.quote, "status": "Trading"}
+        if i.kind == "spot":
+            d.update({"innovation": "0", "marginTrading": "both",
+                      "lotSizeFilter": {"basePrecision": i.lot, "quotePrecision": "0.00000001", "minOrderQty": i.lot,
+                                        "maxOrderQty": "1000", "minOrderAmt": "5", "maxOrderAmt": "8000000"},
+                      "priceFilter": {"tickSize": i.tick}})
+            return d
+        d.update({"contractType": _CONTRACT[i.kind], "settleCoin": i.base if i.kind == "inverse" else i.quote,
+                  "priceScale": str(i.px_dp if i.px_dp is not None else len(i.tick.split(".")[-1])),
+                  "priceFilter": {"minPrice": i.tick, "maxPrice": "1999999.80", "tickSize": i.tick},
+                  "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": i.lot, "qtyStep": i.lot,
+                                    "minNotionalValue": "5"},
+                  "fundingInterval": 480})
+        return d

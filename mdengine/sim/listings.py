@@ -1,0 +1,58 @@
+"""Default instruments per market, under each exchange's native ids, with realistic tick/lot sizes."""
+
+from __future__ import annotations
+
+from mdengine.sim.market import Instrument as I  # noqa: N817
+
+_PX = {"BTC": 65000.0, "ETH": 3200.0, "SOL": 150.0}
+
+DEFAULTS: dict[str, list[I]] = {
+    "binance-spot": [  # spot strings carry 8 decimals on the wire
+        I("BTCUSDT", "BTC/USDT", "spot", "0.01000000", "0.00001000", _PX["BTC"], px_dp=8, qty_dp=8, pad_zero=True),
+        I("ETHUSDT", "ETH/USDT", "spot", "0.01000000", "0.00010000", _PX["ETH"], px_dp=8, qty_dp=8, pad_zero=True),
+        I("SOLUSDT", "SOL/USDT", "spot", "0.01000000", "0.00100000", _PX["SOL"], px_dp=8, qty_dp=8, pad_zero=True),
+    ],
+    "binance-usdm": [
+        I("BTCUSDT", "BTC/USDT:USDT", "linear", "0.10", "0.001", _PX["BTC"], px_dp=2, pad_zero=True),
+        I("ETHUSDT", "ETH/USDT:USDT", "linear", "0.01", "0.001", _PX["ETH"], pad_zero=True),
+        I("SOLUSDT", "SOL/USDT:USDT", "linear", "0.0100", "1", _PX["SOL"], pad_zero=True),
+    ],
+    "okx": [
+        I("BTC-USDT", "BTC/USDT", "spot", "0.1", "0.00000001", _PX["BTC"], strip=True),
+        I("ETH-USDT", "ETH/USDT", "spot", "0.01", "0.000001", _PX["ETH"], strip=True),
+        I("SOL-USDT", "SOL/USDT", "spot", "0.01", "0.000001", _PX["SOL"], strip=True),
+        I("BTC-USDT-SWAP", "BTC/USDT:USDT", "linear", "0.1", "0.01", _PX["BTC"], ct_val="0.01", strip=True),
+        I("ETH-USDT-SWAP", "ETH/USDT:USDT", "linear", "0.01", "0.01", _PX["ETH"], ct_val="0.1", strip=True),
+        I("SOL-USDT-SWAP", "SOL/USDT:USDT", "linear", "0.01", "0.01", _PX["SOL"], ct_val="1", strip=True),
+        I("BTC-USD-SWAP", "BTC/USD:BTC", "inverse", "0.1", "1", _PX["BTC"], ct_val="100", strip=True),
+    ],
+    "bybit": [
+        I("BTCUSDT", "BTC/USDT", "spot", "0.01", "0.000001", _PX["BTC"]),
+        I("ETHUSDT", "ETH/USDT", "spot", "0.01", "0.00001", _PX["ETH"]),
+        I("SOLUSDT", "SOL/USDT", "spot", "0.01", "0.001", _PX["SOL"]),
+        I("BTCUSDT", "BTC/USDT:USDT", "linear", "0.10", "0.001", _PX["BTC"]),
+        I("ETHUSDT", "ETH/USDT:USDT", "linear", "0.01", "0.01", _PX["ETH"]),
+        I("SOLUSDT", "SOL/USDT:USDT", "linear", "0.010", "0.1", _PX["SOL"]),
+        I("BTCUSD", "BTC/USD:BTC", "inverse", "0.50", "1", _PX["BTC"]),
+    ],
+    "bitget": [
+        I("BTCUSDT", "BTC/USDT", "spot", "0.01", "0.000001", _PX["BTC"]),
+        I("ETHUSDT", "ETH/USDT", "spot", "0.01", "0.0001", _PX["ETH"]),
+        I("SOLUSDT", "SOL/USDT", "spot", "0.001", "0.001", _PX["SOL"]),
+        I("BTCUSDT", "BTC/USDT:USDT", "linear", "0.1", "0.001", _PX["BTC"]),
+        I("ETHUSDT", "ETH/USDT:USDT", "linear", "0.01", "0.01", _PX["ETH"]),
+        I("SOLUSDT", "SOL/USDT:USDT", "linear", "0.001", "0.1", _PX["SOL"]),
+        I("BTCUSD", "BTC/USD:BTC", "inverse", "0.1", "0.001", _PX["BTC"]),
+    ],
+}
+
+MARKETS = tuple(DEFAULTS)
+
+
+def select(market: str, symbols: list[str] | None) -> list[I]:
+    """Instruments of ``market`` matching unified ("BTC/USDT:USDT"), pair ("BTC/USDT") or native ids."""
+    insts = DEFAULTS[market]
+    if not symbols:
+        return list(insts)
+    want = set(symbols)
+    return [i for i in insts if i.native in want or i.unified in want or i.unified.split(":")[0] in want]

@@ -1,0 +1,59 @@
+"""Pure model and renderer checks: determinism, invariants, checksum vectors from exchanges.md."""
+
+from mdengine.sim.listings import DEFAULTS, select
+from mdengine.sim.market import BookModel, checksum_string, crc32_signed
+
+
+def test_BookModel_same_seed_same_book():
+    inst = DEFAULTS["okx"][0]
+    a, b = BookModel(inst, 7), BookModel(inst, 7)
+    for i in range(50):
+        assert a.step(i).bids == b.step(i).bids
+    assert a.top(10) == b.top(10)
+    assert BookModel(inst, 8).top(5) != a.top(5)
+
+
+def test_BookModel_never_crosses_and_diffs_replay_to_the_book():
+    for market, insts in DEFAULTS.items():
+        for inst in insts:
+            m = BookModel(inst, 3, levels=40)
+            bids, asks = dict(m.bids), dict(m.asks)
+            m.register_view(10)
+            vb, va = m._top_dicts(10)
+            for i in range(200):
+                st = m.step(i)
+                for side, ch in ((bids, st.bids), (asks, st.asks)):
+                    for t, q in ch.items():
+                        side.pop(t, None) if q == 0 else side.__setitem__(t, q)
+                for side, ch in ((vb, st.views[10][0]), (va, st.views[10][1])):
+                    for t, q in ch.items():
+                        side.pop(t, None) if q == 0 else side.__setitem__(t, q)
+                assert max(m.bids) < min(m.asks), market
+                assert st.first_id > st.prev_id and st.last_id >= st.first_id
+            assert (bids, asks) == (m.bids, m.asks)
+            assert (vb, va) == m._top_dicts(10)
+            assert len(m.bids) == 40
+
+
+def test_Instrument_formats_wire_strings():
+    bn = select("binance-spot", ["BTCUSDT"])[0]
+    assert bn.px(6500001) == "65000.01000000" and bn.qty(0) == "0.00000000"
+    okx = select("okx", ["BTC-USDT"])[0]
+    assert okx.px(650000) == "65000" and okx.qty(0) == "0"
+    by = [i for i in select("bybit", ["BTC/USDT:USDT"]) if i.kind == "linear"][0]
+    assert by.px(650005) == "65000.50"
+
+
+def test_checksum_vectors_from_exchanges_md():
+    s = checksum_string([["3366.1", "7"], ["3366", "6"]], [["3366.8", "9"], ["3368", "8"]])
+    assert s == "3366.1:7:3366.8:9:3366:6:3368:8" and crc32_signed(s) == -1881014294
+    s = checksum_string([["3366.1", "7"]], [["3366.8", "9"], ["3368", "8"], ["3372", "8"]])
+    assert crc32_signed(s) == 831078360
+    s = checksum_string([["43231.1", "4"], ["43231", "6"]], [["43232.8", "9"], ["43232.9", "8"]])
+    assert crc32_signed(s) == -1504501796
+
+
+def test_select_by_pair_unified_and_native():
+    assert {i.kind for i in select("okx", ["BTC/USDT"])} == {"spot", "linear"}
+    assert [i.native for i in select("okx", ["BTC/USD:BTC"])] == ["BTC-USD-SWAP"]
+    assert [i.native for i in select("binance-spot", ["ETHUSDT"])] == ["ETHUSDT"]
