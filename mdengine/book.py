@@ -8,8 +8,9 @@ OKX's and Bitget's CRC32 checksums are computed over.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
+from operator import itemgetter, neg
 
 import crcmod.predefined
 
@@ -19,59 +20,102 @@ Level = Sequence[str]  # [price, qty, ...] as sent; extra fields (OKX order coun
 
 
 class BookSide:
-    """One side, best level first. Keys are -price for bids and price for asks, kept sorted ascending."""
+    """One side, best level first. Keys are -price for bids and price for asks, kept sorted ascending.
 
-    __slots__ = ("is_bid", "keys", "levels")
+    Quantities and the exact wire strings live in two dicts keyed like `keys`, so the hot operations
+    (top-N quantities, checksum strings) are single C-level `itemgetter` calls.
+    """
+
+    __slots__ = ("is_bid", "keys", "qty", "raw")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
         self.keys: list[float] = []
-        self.levels: dict[float, tuple[float, float, str, str]] = {}  # key -> (px, qty, px_str, qty_str)
+        self.qty: dict[float, float] = {}
+        self.raw: dict[float, str] = {}  # key -> "price:qty" exactly as last received
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    @property
+    def levels(self) -> dict[float, tuple[float, float]]:
+        """key -> (price, qty); a copy, for inspection (not used on hot paths)."""
+        sign = -1.0 if self.is_bid else 1.0
+        return {k: (sign * k, q) for k, q in self.qty.items()}
+
     def clear(self) -> None:
         self.keys.clear()
-        self.levels.clear()
+        self.qty.clear()
+        self.raw.clear()
 
     def set(self, px_str: str, qty_str: str) -> None:
         """Set a level's quantity; zero removes it (removing an absent level is harmless)."""
-        px = float(px_str)
-        qty = float(qty_str)
-        key = -px if self.is_bid else px
-        levels = self.levels
-        if qty == 0.0:
-            if levels.pop(key, None) is not None:
-                keys = self.keys
-                del keys[bisect_left(keys, key)]
-            return
-        if key not in levels:
-            keys = self.keys
-            keys.insert(bisect_left(keys, key), key)
-        levels[key] = (px, qty, px_str, qty_str)
+        self.update(((px_str, qty_str),))
 
     def update(self, levels: Iterable[Level]) -> None:
+        keys, qtys, raw, bid = self.keys, self.qty, self.raw, self.is_bid
         for lv in levels:
-            self.set(lv[0], lv[1])
+            px_s = lv[0]
+            q_s = lv[1]
+            q = float(q_s)
+            k = -float(px_s) if bid else float(px_s)
+            if q == 0.0:
+                if qtys.pop(k, None) is not None:
+                    del keys[bisect_left(keys, k)]
+                    del raw[k]
+                continue
+            if k not in qtys:
+                insort(keys, k)
+            qtys[k] = q
+            raw[k] = px_s + ":" + q_s
 
     def replace(self, levels: Iterable[Level]) -> None:
-        self.clear()
-        self.update(levels)
+        """Replace the whole side (a snapshot): one sort instead of an insert per level."""
+        bid = self.bid_sign()
+        qtys: dict[float, float] = {}
+        raw: dict[float, str] = {}
+        for lv in levels:
+            q = float(lv[1])
+            if q == 0.0:
+                continue
+            k = bid * float(lv[0])
+            qtys[k] = q
+            raw[k] = lv[0] + ":" + lv[1]
+        self.qty = qtys
+        self.raw = raw
+        self.keys = sorted(qtys)
+
+    def bid_sign(self) -> float:
+        return -1.0 if self.is_bid else 1.0
 
     def best(self) -> tuple[float, float] | None:
         if not self.keys:
             return None
-        px, qty, _, _ = self.levels[self.keys[0]]
-        return px, qty
+        k = self.keys[0]
+        return (-k if self.is_bid else k), self.qty[k]
+
+    def prices(self, n: int) -> list[float]:
+        ks = self.keys[:n]
+        return list(map(neg, ks)) if self.is_bid else ks
+
+    def quantities(self, keys: list[float]) -> list[float]:
+        if len(keys) > 1:
+            return list(itemgetter(*keys)(self.qty))
+        return [self.qty[k] for k in keys]
 
     def top(self, n: int) -> list[tuple[float, float]]:
-        lv = self.levels
-        return [lv[k][:2] for k in self.keys[:n]]
+        ks = self.keys[:n]
+        return list(zip(self.prices(n), self.quantities(ks), strict=True))
 
     def top_strings(self, n: int) -> list[tuple[str, str]]:
-        lv = self.levels
-        return [lv[k][2:] for k in self.keys[:n]]
+        raw = self.raw
+        return [tuple(raw[k].split(":")) for k in self.keys[:n]]
+
+    def raw_top(self, n: int) -> list[str]:
+        ks = self.keys[:n]
+        if len(ks) > 1:
+            return list(itemgetter(*ks)(self.raw))
+        return [self.raw[k] for k in ks]
 
 
 class LocalBook:
@@ -104,32 +148,29 @@ class LocalBook:
 
     def flat_top(self, n: int) -> tuple[list[float], int, int]:
         """The top `n` levels in the store's layout: ([bid_px, bid_qty, ask_px, ask_qty] * levels, nb, na)."""
-        bk = self.bids.keys[:n]
-        ak = self.asks.keys[:n]
-        bl, al = self.bids.levels, self.asks.levels
+        bids, asks = self.bids, self.asks
+        bk = bids.keys[:n]
+        ak = asks.keys[:n]
         nb, na = len(bk), len(ak)
         flat = [_NAN, 0.0, _NAN, 0.0] * (nb if nb > na else na)
         if nb:
-            b = [bl[k] for k in bk]
-            flat[0:4 * nb:4] = [x[0] for x in b]
-            flat[1:4 * nb:4] = [x[1] for x in b]
+            flat[0:4 * nb:4] = map(neg, bk)
+            flat[1:4 * nb:4] = bids.quantities(bk)
         if na:
-            a = [al[k] for k in ak]
-            flat[2:4 * na:4] = [x[0] for x in a]
-            flat[3:4 * na:4] = [x[1] for x in a]
+            flat[2:4 * na:4] = ak
+            flat[3:4 * na:4] = asks.quantities(ak)
         return flat, nb, na
 
     def checksum_string(self, depth: int = 25) -> str:
         """OKX/Bitget check string: bid1px:bid1sz:ask1px:ask1sz:... over exact strings; a short side's
         missing entries are skipped."""
-        b = self.bids.top_strings(depth)
-        a = self.asks.top_strings(depth)
-        parts: list[str] = []
-        for i in range(max(len(b), len(a))):
-            if i < len(b):
-                parts += b[i]
-            if i < len(a):
-                parts += a[i]
+        b = self.bids.raw_top(depth)
+        a = self.asks.raw_top(depth)
+        n = min(len(b), len(a))
+        parts = [""] * (2 * n)
+        parts[0::2] = b[:n]
+        parts[1::2] = a[:n]
+        parts += b[n:] or a[n:]
         return ":".join(parts)
 
     def checksum(self, depth: int = 25) -> int:

@@ -299,6 +299,8 @@ class SegmentWriter:
         pub = time.time_ns()
         _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
                                self.generation, version)
+        if self._last_book[slot] is None:  # this writer's first publish: blank the zero-filled levels too
+            n_levels = self.capacity
         self._last_book[slot] = (update_id, exch_ts_ns, recv_ts_ns, nb, na, flags)
         length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
         base = self.view.slot_base(slot)

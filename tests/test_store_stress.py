@@ -1,0 +1,82 @@
+"""Multi-process stress of the store: a real writer process, real reader processes, real shared memory.
+
+Each run carries negative controls (broken readers in the same processes, against the same
+writer): they must see torn data, otherwise a zero from the real reader would prove nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import store_helpers as H
+
+from mdengine.store import ReadContention, SegmentReader, create_segment
+
+pytestmark = pytest.mark.slow
+
+DEPTH = 20
+
+
+def test_latch_reads_are_never_torn_while_broken_readers_are(namespace):
+    create_segment(namespace, H.EXCHANGE, max_symbols=2, book_capacity=DEPTH, trade_capacity=64)
+    writer = H.spawn("book-writer", ns=namespace, depth=DEPTH)
+    try:
+        writer.next(30)
+        readers = [H.spawn("book-reader", ns=namespace, depth=DEPTH, writer_depth=DEPTH, reads=500_000,
+                           controls=True, min_control_reads=20_000, seconds=40) for _ in range(2)]
+        results = [r.finish(90) for r in readers]
+    finally:
+        writer.terminate()
+    published = writer.finish()["published"]
+    reads = sum(r["reads"] for r in results)
+    summary = f"{published=} {results=}"
+    assert reads >= 1_000_000, summary
+    assert sum(r["torn"] for r in results) == 0, summary
+    # The controls ran against the same writer in the same processes and must have caught it.
+    assert sum(r["no_seqlock_torn"] for r in results) > 0, summary
+    assert sum(r["no_recheck_torn"] for r in results) > 0, summary
+    assert published > 10_000, summary
+
+
+def test_trade_ring_returns_each_trade_once_or_counts_it_lost(namespace):
+    cap, total = 64, 400_000
+    create_segment(namespace, H.EXCHANGE, max_symbols=1, book_capacity=5, trade_capacity=cap)
+    # Attach the symbol before the reader starts so it finds it.
+    done = H.spawn("ring-writer", ns=namespace, capacity=cap, total=0)
+    done.finish()
+    reader = H.spawn("ring-reader", ns=namespace, total=total, seconds=40, naive=True)
+    writer = H.spawn("ring-writer", ns=namespace, capacity=cap, total=total)
+    w = writer.finish(60)
+    r = reader.finish(60)
+    summary = f"{w=} {r=}"
+    assert w["written"] == total
+    assert r["cursor"] == total, summary
+    assert r["got"] + r["lost"] == total, summary
+    assert r["bad"] == 0 and r["out_of_order"] == 0, summary
+    assert r["lost"] > 0 and r["got"] > 0, summary  # the writer lapped the reader and the reader kept up too
+    assert r["naive_bad"] > 0, summary  # without the tail_intent check, overwritten records get through
+
+
+def test_read_gives_up_with_a_clear_error_when_every_attempt_is_torn(namespace):
+    """retry_limit=1 against a back-to-back writer: some reads must fail, with ReadContention."""
+    create_segment(namespace, H.EXCHANGE, max_symbols=1, book_capacity=DEPTH, trade_capacity=64)
+    writer = H.spawn("book-writer", ns=namespace, depth=DEPTH)
+    try:
+        writer.next(30)
+        with SegmentReader(namespace, H.EXCHANGE, retry_limit=1) as seg:
+            book = seg.book(H.UNIFIED)
+            buf = H.RowBuffer(__import__("numpy").zeros(64 + 32 * DEPTH, "u1"), DEPTH)
+            err = None
+            for _ in range(2_000_000):
+                try:
+                    book.read_into(buf)
+                except ReadContention as e:
+                    err = e
+                    break
+            del buf
+            assert err is not None, "2M reads with retry_limit=1 against a busy writer never failed"
+            assert "changed during each of 1 reads" in str(err) and H.UNIFIED in str(err)
+            assert book.retries >= 1
+            del book
+    finally:
+        writer.terminate()
+        writer.finish()
