@@ -15,6 +15,7 @@ from operator import itemgetter, neg
 import crcmod.predefined
 
 _NAN = math.nan
+_INF = math.inf
 _crc32 = crcmod.predefined.mkPredefinedCrcFun("crc-32")  # IEEE 802.3, same as zlib.crc32
 Level = Sequence[str]  # [price, qty, ...] as sent; extra fields (OKX order counts) are ignored
 
@@ -52,8 +53,14 @@ class BookSide:
         """Set a level's quantity; zero removes it (removing an absent level is harmless)."""
         self.update(((px_str, qty_str),))
 
-    def update(self, levels: Iterable[Level]) -> None:
+    def update(self, levels: Iterable[Level], watch: int = 0) -> bool:
+        """Apply level changes; returns True if any of them touched the best `watch` levels
+        (always True when watch is 0), i.e. whether a published top-`watch` view is now out of date."""
         keys, qtys, raw, bid = self.keys, self.qty, self.raw, self.is_bid
+        # A change at a key beyond the watch-th best key cannot move the top `watch` levels; the
+        # limit can only get stricter within this call, so the first value is a safe bound.
+        limit = keys[watch - 1] if 0 < watch <= len(keys) else _INF
+        touched = False
         for lv in levels:
             px_s = lv[0]
             q_s = lv[1]
@@ -63,11 +70,16 @@ class BookSide:
                 if qtys.pop(k, None) is not None:
                     del keys[bisect_left(keys, k)]
                     del raw[k]
+                    if k <= limit:
+                        touched = True
                 continue
             if k not in qtys:
                 insort(keys, k)
             qtys[k] = q
             raw[k] = px_s + ":" + q_s
+            if k <= limit:
+                touched = True
+        return touched
 
     def replace(self, levels: Iterable[Level]) -> None:
         """Replace the whole side (a snapshot): one sort instead of an insert per level."""
@@ -121,26 +133,34 @@ class BookSide:
 class LocalBook:
     """Both sides plus the exchange's sequence position. Mutated only by the adapter that owns it."""
 
-    __slots__ = ("bids", "asks", "update_id", "exch_ts_ns")
+    __slots__ = ("bids", "asks", "update_id", "exch_ts_ns", "watch_depth", "top_dirty")
 
     def __init__(self) -> None:
         self.bids = BookSide(True)
         self.asks = BookSide(False)
         self.update_id = 0
         self.exch_ts_ns = 0
+        # The publisher sets watch_depth to the depth it publishes and clears top_dirty after each
+        # publish; updates that leave the top watch_depth levels alone keep it False, so the
+        # publisher can republish just the header. watch_depth 0 means "always dirty".
+        self.watch_depth = 0
+        self.top_dirty = True
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
         self.update_id = 0
+        self.top_dirty = True
 
     def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         self.bids.replace(bids)
         self.asks.replace(asks)
+        self.top_dirty = True
 
     def apply_update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        self.bids.update(bids)
-        self.asks.update(asks)
+        w = self.watch_depth
+        if self.bids.update(bids, w) | self.asks.update(asks, w):
+            self.top_dirty = True
 
     def is_crossed(self) -> bool:
         b, a = self.bids.best(), self.asks.best()

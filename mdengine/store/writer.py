@@ -136,8 +136,16 @@ class SegmentWriter:
         self._versions[slot] = hdr[9]
         ring = base + g.ring
         tail = self.q[(ring + L.RING_TAIL_OFFSET) >> 3]
-        # Records past tail are garbage from an unfinished batch; readers reject them by their index.
-        self.q[(ring + L.RING_TAIL_INTENT_OFFSET) >> 3] = tail
+        intent_i = (ring + L.RING_TAIL_INTENT_OFFSET) >> 3
+        # An unfinished batch wrote slots for indices [tail, intent). A record cut mid-write can keep its
+        # old, valid-looking index, so stamp those slots invalid (index -1) while readers still reject
+        # them through the old intent, and only then lower the intent back to tail.
+        records = ring + L.RING_HEADER_LENGTH
+        mask = g.trade_capacity - 1
+        for idx in range(tail, min(self.q[intent_i], tail + g.trade_capacity)):
+            off = records + (idx & mask) * L.TRADE_RECORD_LENGTH + L.TRADE_INDEX_OFFSET
+            self.q[off >> 3] = -1
+        self.q[intent_i] = tail
         if hdr[6] != L.BookState.EMPTY:
             n = max(min(hdr[4], self.capacity), min(hdr[5], self.capacity))
             self._write_latched(slot, hdr[0], hdr[1], hdr[2], min(hdr[4], self.capacity),
@@ -280,6 +288,16 @@ class SegmentWriter:
         if n_bids and n_asks and flat[0] >= flat[2]:
             flags |= L.BookFlags.CROSSED
         self._write_latched(slot, update_id, exch_ts_ns, recv_ts_ns, n_bids, n_asks, state, flags, max(n, old_n))
+
+    def publish_header(self, slot: int, *, update_id: int, exch_ts_ns: int = 0, recv_ts_ns: int = 0,
+                       state: int = L.BookState.LIVE) -> None:
+        """Publish a new update id / timestamps / state over the slot's current levels (which the caller
+        knows did not change): two 64-byte copies instead of a full book."""
+        prev = self._last_book[slot]
+        if prev is None:
+            raise ValueError(f"{self.name} slot {slot}: publish_header before any book was published")
+        _, _, _, nb, na, flags = prev
+        self._write_latched(slot, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags, 0)
 
     def publish_state(self, slot: int, state: int) -> None:
         """Republish the slot's last book with a new state (e.g. RESYNCING after a gap)."""
