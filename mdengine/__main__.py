@@ -1,0 +1,8 @@
+"""``python -m mdengine``: the same as the ``mdengine`` console script."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

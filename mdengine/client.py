@@ -1,0 +1,815 @@
+"""The strategy-side Client: attach to a running engine by namespace and read books and trades lock-free.
+
+    with Client("default", max_age=3.0, rest_fallback=True) as c:
+        book = c.book("binance", "BTC/USDT")       # keep the handle: reads do no lookups
+        bid, bid_qty, ask, ask_qty, age_s, *_ = book.top()
+        new = c.trades("binance", "BTC/USDT")      # only trades this client has not seen yet
+        c.wait(1.0, [book])                        # sleep until the book changes
+
+Every read says where the data came from (``source`` "shm" or "rest"), how old it is (``age_s``, from the
+frame's local receive time) and whether it is ``stale``: the book's state is not live, or its writer is
+dead, stopped or silent (heartbeat older than the heartbeat timeout). A stale read, or one older than
+`max_age`, is served from REST when `rest_fallback` is on, raises StaleBookError when `max_age` is set,
+and is otherwise returned as is, flagged.
+
+Trades follow Agrona's BroadcastReceiver: each TradeStream has its own cursor; a reader the writer lapped
+gets the surviving trades and a count of the lost ones. Loss is not an error, but it is counted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from . import control, rest
+from . import store as _store
+from .config import DEFAULT_NAMESPACE
+from .store import layout as L
+from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
+from .store.segment import SymbolEntry
+
+DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # ExchangeConfig.stale_after_s: a writer silent this long is presumed stuck
+HEALTH_CHECK_NS = 5_000_000  # re-read the heartbeat words at most this often
+PID_CHECK_NS = 500_000_000  # ask the OS whether the writer process lives at most this often (psutil is slow)
+REBIND_NS = 100_000_000  # an unsubscribed handle looks for its symbol in the directory this often
+RESCAN_NS = 1_000_000_000  # wait(streams=None) looks for new segments this often
+REST_CACHE_S = 0.25  # a REST answer is reused this long, so a fast loop on a stale book does not hammer REST
+_LIVE = L.BookState.LIVE
+_time_ns = time.time_ns
+_new_tuple = tuple.__new__
+_NAMES = L.BookState.NAMES
+_FRESHNESS = struct.Struct("<16xqq8xI")  # recv_ts_ns, pub_ts_ns, state in a book header
+_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
+_MARKET_KINDS = {"spot": L.MarketKind.SPOT, "usdm": L.MarketKind.LINEAR, "linear": L.MarketKind.LINEAR,
+                 "swap": L.MarketKind.LINEAR, "usdt-futures": L.MarketKind.LINEAR, "usdc-futures": L.MarketKind.LINEAR,
+                 "inverse": L.MarketKind.INVERSE, "coinm": L.MarketKind.INVERSE, "coin-futures": L.MarketKind.INVERSE}
+
+
+class EngineNotFound(RuntimeError):
+    """No engine publishes in this namespace (no segment for any exchange)."""
+
+
+class StaleBookError(RuntimeError):
+    """The data is stale (not live, dead or silent writer) or older than `max_age`, and no REST fallback served it."""
+
+    def __init__(self, exchange: str, symbol: str, age_s: float, state: str, reason: str) -> None:
+        super().__init__(f"{exchange} {symbol}: stale book ({reason}; state {state}, age {age_s:.3f} s)")
+        self.exchange, self.symbol, self.age_s, self.state, self.reason = exchange, symbol, age_s, state, reason
+
+
+class SubscribeError(RuntimeError):
+    """The supervisor refused a subscribe/unsubscribe; the message is the exchange's or supervisor's own."""
+
+
+class Top(NamedTuple):
+    """Best bid/ask (NaN price, 0 qty for an empty side) and how trustworthy it is."""
+
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+    age_s: float  # now minus the local receive time of the frame behind this state (inf if never published)
+    state: str  # "empty", "syncing", "live", "stale", "resyncing"; "rest" for a REST answer
+    stale: bool
+    update_id: int
+    source: str  # "shm" or "rest"
+
+
+@dataclass(frozen=True)
+class Depth:
+    """A consistent copy of a book: bids and asks are (n, 2) float arrays of [price, qty], best first."""
+
+    exchange: str
+    symbol: str
+    bids: np.ndarray
+    asks: np.ndarray
+    update_id: int
+    exch_ts_ns: int
+    recv_ts_ns: int
+    pub_ts_ns: int
+    state: str
+    age_s: float
+    stale: bool
+    source: str  # "shm" or "rest"
+
+
+class Trades(NamedTuple):
+    """Trades (layout.TRADE_DTYPE records, oldest first) and how many this reader lost since the last poll."""
+
+    records: np.ndarray
+    lost: int
+    source: str  # "shm" or "rest"
+
+
+class BookBuffer(_store.BookBuffer):
+    """A reusable destination for `Book.read_into`; after a read it also says how fresh the data is."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(depth)
+        self.source = "shm"
+        self.age_s = math.inf
+        self.state = "empty"
+        self.stale = True
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """Counters of one Client since it was created (trio's `statistics()` style: a frozen snapshot)."""
+
+    exchanges: tuple[str, ...]  # attached segments
+    books: int  # book handles
+    trade_streams: int
+    stale_reads: int  # reads that found the data stale or older than max_age
+    rest_reads: int  # reads served from REST
+    rest_failures: int
+    trades_lost: int  # overwritten before one of this client's trade streams could read them
+    read_retries: int  # torn book copies discarded and re-read
+    rescans: int  # times the namespace or a directory was scanned again
+
+
+@dataclass(frozen=True)
+class TradeStreamStatistics:
+    cursor: int  # next ring index this stream will read
+    tail: int  # ring index the writer will write next (-1 while not in shared memory)
+    received: int
+    lost: int
+
+
+def _stale_reason(state: int, seg_reason: str) -> str:
+    if seg_reason:
+        return seg_reason
+    return f"book state is {_NAMES[state] if state < len(_NAMES) else state}"
+
+
+class _Segment:
+    """One attached exchange segment and a cheap cache of its writer's health."""
+
+    def __init__(self, namespace: str, exchange: str, heartbeat_timeout_s: float) -> None:
+        self.reader = SegmentReader(namespace, exchange)
+        self.exchange = exchange
+        self.inode = _inode(self.reader.name)
+        self.q = self.reader.view.q
+        self.timeout_ns = int(heartbeat_timeout_s * 1e9)
+        self.wait_mark = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
+        self._next_check = 0
+        self._next_pid_check = 0
+        self._alive = True
+        self.ok = False
+        self.reason = "not checked"
+
+    def healthy(self, now: int) -> bool:
+        if now < self._next_check:
+            return self.ok
+        self._next_check = now + HEALTH_CHECK_NS
+        q = self.q
+        ws = q[L.WRITER_STATE_OFFSET >> 3]
+        hb_age = now - q[L.HEARTBEAT_NS_OFFSET >> 3]
+        if now >= self._next_pid_check:
+            self._next_pid_check = now + PID_CHECK_NS
+            self._alive = self.reader.writer_alive()
+        if ws == L.WriterState.STOPPED:
+            self.ok, self.reason = False, "the feed stopped"
+        elif ws == L.WriterState.NONE:
+            self.ok, self.reason = False, "no feed attached yet"
+        elif not self._alive:
+            self.ok, self.reason = False, "the feed process is gone"
+        elif hb_age > self.timeout_ns:
+            self.ok, self.reason = False, f"feed heartbeat {hb_age / 1e9:.1f} s old"
+        else:
+            self.ok, self.reason = True, ""
+        return self.ok
+
+    def replaced(self) -> bool:
+        """True if the name now refers to another segment (the engine was restarted and recreated it)."""
+        return _inode(self.reader.name) != self.inode
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _inode(name: str) -> int:
+    try:
+        return os.stat(os.path.join(_store.shm.SHM_DIR, name)).st_ino
+    except OSError:
+        return -1
+
+
+def _find_entry(seg: SegmentReader, symbol: str, market: str | None) -> SymbolEntry | None:
+    """The directory entry `symbol` names: a unified symbol exactly, else a native id (spot if ambiguous)."""
+    cands = [e for e in seg.symbols(active_only=False)
+             if (symbol == e.unified or symbol.upper() == e.native.upper())
+             and (market is None or market.lower() == e.market.lower())]
+    if not cands:
+        return None
+    cands.sort(key=lambda e: (e.unified != symbol, not e.active, e.kind != L.MarketKind.SPOT))
+    best = cands[0]
+    if best.unified != symbol and len({e.unified for e in cands if e.kind == best.kind and e.active}) > 1:
+        raise UnknownSymbol(f"{seg.exchange}: {symbol!r} is ambiguous: {sorted(e.unified for e in cands)}")
+    return best
+
+
+class _Handle:
+    """What Book and TradeStream share: binding to a directory entry, possibly later, and REST naming."""
+
+    def __init__(self, client: Client, exchange: str, symbol: str, market: str | None) -> None:
+        self.client = client
+        self.exchange = exchange
+        self.requested = symbol
+        self.market = market
+        self.entry: SymbolEntry | None = None
+        self._seg: _Segment | None = None
+        self._next_bind = 0
+        self._rest_sym: rest.RestSymbol | None = None
+
+    @property
+    def symbol(self) -> str:
+        """The unified symbol once known from the directory, else the symbol as requested."""
+        return self.entry.unified if self.entry is not None else self.requested
+
+    @property
+    def bound(self) -> bool:
+        """True when the symbol is in the engine's directory (the handle reads shared memory)."""
+        return self._seg is not None
+
+    def _try_bind(self, force: bool = False) -> bool:
+        now = time.monotonic_ns()
+        if not force and now < self._next_bind:
+            return False
+        self._next_bind = now + REBIND_NS
+        seg = self.client._segment(self.exchange)
+        if seg is None:
+            return False
+        entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None:
+            return False
+        self._attach(seg, entry)
+        return True
+
+    def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
+        self._seg, self.entry = seg, entry
+        self._rest_sym = None
+
+    def rest_symbol(self) -> rest.RestSymbol:
+        """How the REST fallback names this symbol (from the directory when bound, else derived)."""
+        if self._rest_sym is None:
+            if self.entry is not None:
+                self._rest_sym = rest.resolve(self.exchange, self.entry.unified, self.entry.kind, self.entry.native)
+            else:
+                kind = _MARKET_KINDS.get(self.market.lower()) if self.market else None
+                self._rest_sym = rest.resolve(self.exchange, self.requested, kind)
+        return self._rest_sym
+
+    def _no_data(self) -> UnknownSymbol:
+        return UnknownSymbol(f"{self.exchange}: {self.requested!r} is not subscribed in namespace "
+                             f"{self.client.namespace!r} (subscribe it, or use rest_fallback=True)")
+
+
+class Book(_Handle):
+    """One book. Get it from `Client.book` and keep it: reads are a seqlock copy plus a freshness check."""
+
+    def __init__(self, client: Client, exchange: str, symbol: str, market: str | None) -> None:
+        super().__init__(client, exchange, symbol, market)
+        self.reader: BookReader | None = None
+        self._seq_i = 0
+        self._mark = 0
+        self._rest: tuple[int, int, rest.RestBook] | None = None  # (fetched monotonic ns, depth, book)
+
+    def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
+        super()._attach(seg, entry)
+        self.reader = BookReader(seg.reader, entry)
+        self._seq_i = (seg.reader.view.slot_base(entry.slot) + L.SLOT_BOOK_SEQ_OFFSET) >> 3
+        self._mark = seg.q[self._seq_i]
+
+    # ------------------------------------------------------------------ reads
+    def top(self) -> Top:
+        """Best bid and ask with age, state and source. Raises StaleBookError (see Client `max_age`)."""
+        r = self.reader
+        if r is None and not self._try_bind():
+            return self._rest_top(math.inf, "empty", "not subscribed")
+        t = self.reader.top_full()
+        now = _time_ns()
+        recv = t[2] or t[3]
+        age = (now - recv) / 1e9 if recv else math.inf
+        state = t[6]
+        seg = self._seg
+        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now))
+        if stale or age > self.client._max_age:
+            return self._on_stale(t, age, state, stale)
+        return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm"))  # skips Top.__new__
+
+    def _on_stale(self, t: tuple, age: float, state: int, stale: bool) -> Top:
+        c = self.client
+        c._stale_reads += 1
+        reason = _stale_reason(state, self._seg.reason) if stale else f"older than max_age {c.max_age} s"
+        self._check_replaced()
+        name = _NAMES[state] if state < len(_NAMES) else str(state)
+        if c.rest_fallback:
+            return self._rest_top(age, name, reason)
+        if c.max_age is not None:
+            raise StaleBookError(self.exchange, self.symbol, age, name, reason)
+        return Top(t[10], t[11], t[12], t[13], age, name, stale, t[0], "shm")
+
+    def snapshot(self, depth: int | None = None) -> Depth:
+        """A consistent copy of the top `depth` levels (default: all the segment holds) in new arrays."""
+        r = self.reader
+        if r is None and not self._try_bind():
+            return self._rest_depth(depth, math.inf, "empty", "not subscribed")
+        r = self.reader
+        buf = BookBuffer(min(depth or r.capacity, r.capacity))
+        self.read_into(buf, _fallback=False)
+        h = buf.header()
+        if buf.stale or buf.age_s > self.client._max_age:
+            self.client._stale_reads += 1
+            reason = _stale_reason(h.state, self._seg.reason) if buf.stale else \
+                f"older than max_age {self.client.max_age} s"
+            self._check_replaced()
+            if self.client.rest_fallback:
+                return self._rest_depth(depth, buf.age_s, buf.state, reason)
+            if self.client.max_age is not None:
+                raise StaleBookError(self.exchange, self.symbol, buf.age_s, buf.state, reason)
+        return Depth(self.exchange, self.symbol, buf.bids.copy(), buf.asks.copy(), h.update_id, h.exch_ts_ns,
+                     h.recv_ts_ns, h.pub_ts_ns, buf.state, buf.age_s, buf.stale, "shm")
+
+    def read_into(self, buffer: BookBuffer, *, _fallback: bool = True) -> BookBuffer:
+        """Copy the top `buffer.depth` levels into `buffer` without allocating arrays; returns `buffer`.
+
+        Sets buffer.n_bids/n_asks, and on a client BookBuffer also source, age_s, state and stale.
+        The stale / max_age rules of `top` apply (REST fills the buffer when falling back).
+        """
+        r = self.reader
+        if r is None and not self._try_bind():
+            if not _fallback:
+                raise self._no_data()
+            return self._rest_into(buffer, math.inf, "empty", "not subscribed")
+        self.reader.read_into(buffer)
+        recv, pub, state = _FRESHNESS.unpack_from(buffer.raw, 0)
+        now = _time_ns()
+        recv = recv or pub
+        age = (now - recv) / 1e9 if recv else math.inf
+        seg = self._seg
+        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now))
+        buffer.source, buffer.age_s, buffer.stale = "shm", age, stale
+        buffer.state = _NAMES[state] if state < len(_NAMES) else str(state)
+        if _fallback and (stale or age > self.client._max_age):
+            c = self.client
+            c._stale_reads += 1
+            reason = _stale_reason(state, self._seg.reason) if stale else f"older than max_age {c.max_age} s"
+            self._check_replaced()
+            if c.rest_fallback:
+                return self._rest_into(buffer, age, buffer.state, reason)
+            if c.max_age is not None:
+                raise StaleBookError(self.exchange, self.symbol, age, buffer.state, reason)
+        return buffer
+
+    def header(self) -> _store.BookHeader:
+        """The book's header alone (update id, timestamps, state, version), from shared memory."""
+        if self.reader is None and not self._try_bind():
+            raise self._no_data()
+        return self.reader.header()
+
+    def _check_replaced(self) -> None:
+        """On a stale read: if the engine recreated the segment, move every handle to the new one."""
+        seg = self._seg
+        if seg is not None and not seg.ok and seg.replaced():
+            self.client._reattach(seg.exchange)
+
+    # ------------------------------------------------------------------ REST fallback
+    def _fetch(self, depth: int | None, age: float, state: str, reason: str) -> tuple[rest.RestBook, float]:
+        c = self.client
+        if not c.rest_fallback:
+            if self.reader is None:
+                raise self._no_data()
+            raise StaleBookError(self.exchange, self.symbol, age, state, reason)
+        want = depth or (self.reader.capacity if self.reader else 50)
+        now = time.monotonic_ns()
+        cached = self._rest
+        if cached is not None and now - cached[0] < REST_CACHE_S * 1e9 and cached[1] >= want:
+            return cached[2], (now - cached[0]) / 1e9
+        try:
+            sym = self.rest_symbol()
+            book = rest.fetch_depth(c._rest_base(sym), sym, want, c.rest_timeout)
+        except (rest.RestError, ValueError) as e:
+            c._rest_failures += 1
+            if self.reader is None:
+                raise
+            raise StaleBookError(self.exchange, self.symbol, age, state, f"{reason}; REST fallback failed: {e}") \
+                from e
+        c._rest_reads += 1
+        self._rest = (time.monotonic_ns(), want, book)
+        return book, 0.0
+
+    def _rest_top(self, age: float, state: str, reason: str) -> Top:
+        b, age = self._fetch(1, age, state, reason)
+        bid, bq = (b.bids[0, 0], b.bids[0, 1]) if len(b.bids) else (math.nan, 0.0)
+        ask, aq = (b.asks[0, 0], b.asks[0, 1]) if len(b.asks) else (math.nan, 0.0)
+        return Top(float(bid), float(bq), float(ask), float(aq), age, "rest", False, b.update_id, "rest")
+
+    def _rest_depth(self, depth: int | None, age: float, state: str, reason: str) -> Depth:
+        b, age = self._fetch(depth, age, state, reason)
+        n = depth or max(len(b.bids), len(b.asks))
+        now = time.time_ns()
+        return Depth(self.exchange, self.symbol, b.bids[:n].copy(), b.asks[:n].copy(), b.update_id, b.exch_ts_ns,
+                     now, now, "rest", age, False, "rest")
+
+    def _rest_into(self, buffer: BookBuffer, age: float, state: str, reason: str) -> BookBuffer:
+        b, age = self._fetch(buffer.depth, age, state, reason)
+        nb, na = min(len(b.bids), buffer.depth), min(len(b.asks), buffer.depth)
+        lv = buffer.levels
+        lv[:, 0::2] = math.nan
+        lv[:, 1::2] = 0.0
+        lv[:nb, 0:2] = b.bids[:nb]
+        lv[:na, 2:4] = b.asks[:na]
+        now = time.time_ns()
+        _HEADER.pack_into(buffer.raw, 0, b.update_id, b.exch_ts_ns, now, now, nb, na, _LIVE, 0, 0, 0)
+        buffer.n_bids, buffer.n_asks = nb, na
+        buffer.source, buffer.age_s, buffer.state, buffer.stale = "rest", age, "rest", False
+        return buffer
+
+    # ------------------------------------------------------------------ wait support
+    def _changed(self) -> bool:
+        if self._seg is None:
+            return self._try_bind()
+        v = self._seg.q[self._seq_i]
+        return v != self._mark and not v & 1  # odd: copy 0 is being written; wait for the even value
+
+    def _ack(self) -> None:
+        if self._seg is not None:
+            self._mark = self._seg.q[self._seq_i]
+
+    def __repr__(self) -> str:
+        return f"<Book {self.exchange} {self.symbol} {'shm' if self.bound else 'unbound'}>"
+
+
+class TradeStream(_Handle):
+    """A cursor over one symbol's trades: each `poll` returns only trades this stream has not returned yet.
+
+    start: "latest" (trades from now on) or "earliest" (everything still in the ring). When the symbol is
+    not in shared memory (or its feed is dead) and the client has `rest_fallback`, polls return the
+    exchange's recent trades not returned before, marked source="rest".
+    """
+
+    def __init__(self, client: Client, exchange: str, symbol: str, market: str | None,
+                 start: str = "latest") -> None:
+        super().__init__(client, exchange, symbol, market)
+        self.start = start
+        self.reader: TradeReader | None = None
+        self.received = 0
+        self.lost = 0
+        self._rest_seen: deque[int] = deque(maxlen=2000)  # ids served from REST, to skip them in the ring
+        self._rest_next = 0
+
+    def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
+        super()._attach(seg, entry)
+        self.reader = TradeReader(seg.reader, entry, self.start)
+
+    def poll(self, out: np.ndarray | None = None) -> Trades:
+        """New trades, oldest first, and how many were lost since the last poll (see TradeReader.poll)."""
+        r = self.reader
+        if r is None and not self._try_bind():
+            return self._rest_poll()
+        seg = self._seg
+        if self.client.rest_fallback and not seg.healthy(time.time_ns()):
+            if seg.replaced():
+                self.client._reattach(seg.exchange)
+            return self._rest_poll()
+        records, lost = self.reader.poll(out)
+        if self._rest_seen and len(records):
+            keep = ~np.isin(records["trade_id"], np.fromiter(self._rest_seen, np.int64))
+            if not keep.all():
+                records = records[keep]
+        self.received += len(records)
+        self.lost += lost
+        self.client._trades_lost += lost
+        return Trades(records, lost, "shm")
+
+    def _rest_poll(self) -> Trades:
+        c = self.client
+        if not c.rest_fallback:
+            raise self._no_data()
+        now = time.monotonic_ns()
+        if now < self._rest_next:
+            return Trades(np.empty(0, L.TRADE_DTYPE), 0, "rest")
+        self._rest_next = now + int(REST_CACHE_S * 1e9)
+        sym = self.rest_symbol()
+        try:
+            recs = rest.fetch_trades(c._rest_base(sym), sym, 100, c.rest_timeout, time.time_ns())
+        except rest.RestError:
+            c._rest_failures += 1
+            raise
+        c._rest_reads += 1
+        seen = set(self._rest_seen)
+        first = not seen and self.start == "latest" and not self.received
+        fresh = recs[[int(t) not in seen for t in recs["trade_id"]]] if len(recs) else recs
+        self._rest_seen.extend(int(t) for t in fresh["trade_id"])
+        if first:  # a late joiner starts at the latest trade, as in shared memory
+            fresh = fresh[:0]
+        self.received += len(fresh)
+        return Trades(fresh, 0, "rest")
+
+    def statistics(self) -> TradeStreamStatistics:
+        r = self.reader
+        return TradeStreamStatistics(r.cursor if r else 0, r.tail if r else -1, self.received, self.lost)
+
+    def _changed(self) -> bool:
+        r = self.reader
+        if r is None:
+            return self._try_bind()
+        return r.tail != r.cursor
+
+    def _ack(self) -> None:
+        pass  # level-triggered: a stream stays "changed" until polled
+
+    def __repr__(self) -> str:
+        return f"<TradeStream {self.exchange} {self.symbol} {'shm' if self.bound else 'unbound'}>"
+
+
+class Client:
+    """Attach to the engine running in `namespace`.
+
+    max_age: seconds; a read whose data is older, or stale, raises StaleBookError (or uses REST).
+    rest_fallback: serve stale or not-yet-subscribed symbols from the exchange's REST API, marked
+        source="rest". endpoints: REST base URLs by market ("binance-spot", "binance-usdm", "okx",
+        "bybit", "bitget"), or a Simulator's `endpoints()`; the real exchanges by default.
+    heartbeat_timeout: a feed whose heartbeat is older is silent (default max_age, else 3 s).
+
+    Raises EngineNotFound if the namespace has no segment at all.
+    """
+
+    def __init__(self, namespace: str = DEFAULT_NAMESPACE, *, max_age: float | None = None,
+                 rest_fallback: bool = False, endpoints: Mapping[str, str | tuple[str, str]] | None = None,
+                 heartbeat_timeout: float | None = None, rest_timeout: float = 2.0,
+                 max_sleep: float = 0.001) -> None:
+        self.namespace = namespace
+        self.max_age = max_age
+        self._max_age = math.inf if max_age is None else max_age
+        self.rest_fallback = rest_fallback
+        self.rest_timeout = rest_timeout
+        self.max_sleep = max_sleep
+        self.heartbeat_timeout = heartbeat_timeout or max_age or DEFAULT_HEARTBEAT_TIMEOUT_S
+        self._rest_bases = None if endpoints is None else rest.rest_endpoints(endpoints)
+        self._segments: dict[str, _Segment] = {}
+        self._books: dict[tuple[str, str, str | None], Book] = {}
+        self._streams: dict[tuple[str, str, str | None], TradeStream] = {}
+        self._stale_reads = self._rest_reads = self._rest_failures = self._trades_lost = self._rescans = 0
+        self._next_rescan = 0
+        self._rescan()
+        if not self._segments:
+            raise EngineNotFound(f"no mdengine engine runs in namespace {namespace!r} (no segment "
+                                 f"{_store.shm.NAME_PREFIX}{namespace}-* in {_store.shm.SHM_DIR}); start one with "
+                                 f"`mdengine run --namespace {namespace}`")
+
+    # ------------------------------------------------------------------ segments
+    def _rescan(self) -> None:
+        self._rescans += 1
+        self._next_rescan = time.monotonic_ns() + RESCAN_NS
+        prefix = f"{_store.shm.NAME_PREFIX}{self.namespace}-"
+        for name in _store.shm.list_names(self.namespace):
+            exchange = name[len(prefix):]
+            if exchange in self._segments:
+                continue
+            try:
+                self._segments[exchange] = _Segment(self.namespace, exchange, self.heartbeat_timeout)
+            except (_store.SegmentNotFound, _store.LayoutError, ValueError):
+                continue  # vanished or still being initialised: the next scan retries
+
+    def _segment(self, exchange: str) -> _Segment | None:
+        seg = self._segments.get(exchange)
+        if seg is None:
+            self._rescan()
+            seg = self._segments.get(exchange)
+        return seg
+
+    def _reattach(self, exchange: str) -> None:
+        """The segment was recreated (engine restart): attach the new one and rebind every handle."""
+        old = self._segments.pop(exchange, None)
+        self._rescan()
+        for h in [*self._books.values(), *self._streams.values()]:
+            if h.exchange == exchange and h._seg is old:
+                h._seg = h.entry = h.reader = None
+                h._try_bind(force=True)
+        if old is not None:
+            old.close()
+
+    @property
+    def exchanges(self) -> list[str]:
+        """Exchanges with a segment in this namespace (scans for new ones)."""
+        self._rescan()
+        return sorted(self._segments)
+
+    def symbols(self, exchange: str) -> list[SymbolEntry]:
+        """The active directory entries of `exchange` (unified, native, market, ...)."""
+        seg = self._segment(exchange)
+        if seg is None:
+            raise UnknownSymbol(f"no segment for exchange {exchange!r} in namespace {self.namespace!r} "
+                                f"(has: {', '.join(sorted(self._segments)) or 'none'})")
+        return seg.reader.symbols()
+
+    def _rest_base(self, sym: rest.RestSymbol) -> str:
+        if self._rest_bases is None:
+            self._rest_bases = rest.rest_endpoints(self._discover_endpoints())
+        return self._rest_bases[sym.rest_market]
+
+    def _discover_endpoints(self) -> Mapping[str, str | tuple[str, str]]:
+        """With no `endpoints` given: a supervisor running on the simulator must not send us to real exchanges."""
+        try:
+            status = control.request(self.namespace, {"op": "status"}, 2.0)
+        except control.ControlError:
+            return {}
+        if status.get("sim_endpoints"):
+            return {m: tuple(v) if isinstance(v, list) else v for m, v in status["sim_endpoints"].items()}
+        if status.get("sim"):
+            raise rest.RestError(f"the engine in namespace {self.namespace!r} runs on the simulator and does not "
+                                 "say where its REST server is; pass Client(endpoints=sim.endpoints())")
+        return {}
+
+    # ------------------------------------------------------------------ handles
+    def book(self, exchange: str, symbol: str, market: str | None = None) -> Book:
+        """The handle of one book, by unified symbol ("BTC/USDT:USDT") or native id (spot if ambiguous).
+
+        Raises UnknownSymbol if the symbol is not in the engine's directory, unless `rest_fallback` (the
+        handle then serves REST and switches to shared memory once the symbol is subscribed).
+        """
+        key = (exchange, symbol, market)
+        b = self._books.get(key)
+        if b is None:
+            b = Book(self, exchange, symbol, market)
+            self._bind_or_raise(b)
+            self._books[key] = b
+        return b
+
+    def trade_stream(self, exchange: str, symbol: str, market: str | None = None,
+                     start: str = "latest") -> TradeStream:
+        """A new, independent trade cursor (each has its own position and lost count)."""
+        s = TradeStream(self, exchange, symbol, market, start)
+        self._bind_or_raise(s)
+        return s
+
+    def _bind_or_raise(self, h: _Handle) -> None:
+        if h._try_bind(force=True) or self.rest_fallback:
+            return
+        seg = self._segments.get(h.exchange)
+        if seg is None:
+            raise UnknownSymbol(f"no segment for exchange {h.exchange!r} in namespace {self.namespace!r} "
+                                f"(has: {', '.join(sorted(self._segments)) or 'none'})")
+        seg.reader.entry(h.requested, h.market)  # raises UnknownSymbol listing what the segment has
+        raise h._no_data()
+
+    # ------------------------------------------------------------------ one-call reads
+    def top(self, exchange: str, symbol: str, market: str | None = None) -> Top:
+        return self.book(exchange, symbol, market).top()
+
+    def snapshot(self, exchange: str, symbol: str, depth: int | None = None, market: str | None = None) -> Depth:
+        return self.book(exchange, symbol, market).snapshot(depth)
+
+    def trades(self, exchange: str, symbol: str, market: str | None = None) -> Trades:
+        """Trades of `symbol` this client has not returned before (one cursor per symbol, from the first call)."""
+        key = (exchange, symbol, market)
+        s = self._streams.get(key)
+        if s is None:
+            s = self._streams[key] = self.trade_stream(exchange, symbol, market)
+        return s.poll()
+
+    def recent_trades(self, exchange: str, symbol: str, limit: int = 100, market: str | None = None) -> Trades:
+        """The last `limit` trades (whether seen before or not), from the ring, or REST if not subscribed."""
+        probe = TradeStream(self, exchange, symbol, market, "earliest")
+        if not probe._try_bind(force=True) or (self.rest_fallback and not probe._seg.healthy(time.time_ns())):
+            if not self.rest_fallback:
+                self._bind_or_raise(probe)
+            sym = probe.rest_symbol()
+            try:
+                recs = rest.fetch_trades(self._rest_base(sym), sym, limit, self.rest_timeout, time.time_ns())
+            except rest.RestError:
+                self._rest_failures += 1
+                raise
+            self._rest_reads += 1
+            return Trades(recs[-limit:], 0, "rest")
+        r = probe.reader
+        r.cursor = max(r.cursor, r.tail - limit)
+        records, lost = r.poll()
+        return Trades(records, lost, "shm")
+
+    # ------------------------------------------------------------------ waiting
+    def wait(self, timeout: float | None = None, streams: Iterable[Book | TradeStream] | None = None, *,
+             spin: bool = False) -> list:
+        """Block until a book or trade stream updates; returns what changed, [] on timeout.
+
+        streams: Book / TradeStream handles; returns those that changed since the last wait reported them
+        (a TradeStream counts as changed while it has unread trades). With streams=None it wakes on any
+        publish in any segment of the namespace and returns the exchange names that published.
+        spin=False sleeps between polls of the segments' publish counters, backing off to `max_sleep`
+        (low CPU); spin=True polls without sleeping (lowest latency, one core busy).
+        """
+        handles = None if streams is None else list(streams)
+        clock, sleep_fn, max_sleep, pc = time.monotonic_ns, time.sleep, self.max_sleep, L.PUBLISH_COUNTER_OFFSET >> 3
+        now = clock()
+        deadline = math.inf if timeout is None else now + timeout * 1e9
+        next_slow = now + REBIND_NS
+        while True:
+            if handles is None:
+                segs = list(self._segments.values())
+                words = [(s.q, pc, s.wait_mark) for s in segs]
+            else:
+                segs = list({id(h._seg): h._seg for h in handles if h._seg is not None}.values())
+                words = [(s.q, pc, s.q[pc]) for s in segs]  # marks first, then the handles: no lost wake-up
+                hit = [h for h in handles if h._changed()]
+                if hit:
+                    for h in hit:
+                        h._ack()
+                    return hit
+            moved = self._poll(words, deadline, spin, 5e-5, max_sleep, sleep_fn, clock, next_slow)
+            if moved is None:  # deadline
+                return []
+            if moved and handles is None:
+                for k in moved:
+                    segs[k].wait_mark = segs[k].q[pc]
+                return [segs[k].exchange for k in moved]
+            if not moved:  # periodic slow path: new segments; handles bind in _changed once subscribed
+                next_slow = clock() + REBIND_NS
+                if handles is None and clock() >= self._next_rescan:
+                    self._rescan()
+
+    @staticmethod
+    def _poll(words: list, deadline: float, spin: bool, sleep: float, max_sleep: float, sleep_fn, clock,
+              next_slow: int) -> list[int] | None:
+        """Poll the words until one differs from its mark ([indices]), the slow-path time ([]) or the deadline."""
+        if len(words) == 1 and spin:  # the lowest-latency case: one word, no list building
+            q, i, mark = words[0]
+            while True:
+                for _ in range(512):
+                    if q[i] != mark:
+                        return [0]
+                now = clock()
+                if now >= deadline:
+                    return None
+                if now >= next_slow:
+                    return []
+        while True:
+            for k, (q, i, mark) in enumerate(words):
+                if q[i] != mark:
+                    return [k for k, (q, i, mark) in enumerate(words) if q[i] != mark]
+            now = clock()
+            if now >= deadline:
+                return None
+            if now >= next_slow:
+                return []
+            if not spin:
+                left = (deadline - now) / 1e9
+                sleep_fn(sleep if sleep < left else left)
+                sleep = sleep * 2 if sleep * 2 < max_sleep else max_sleep
+
+    # ------------------------------------------------------------------ supervisor
+    def subscribe(self, exchange: str, symbol: str, market: str | None = None, timeout: float = 5.0) -> dict:
+        """Ask the supervisor to subscribe `symbol`; returns its answer (unified symbol, market, native).
+
+        Raises SubscribeError with the exchange's message if refused (e.g. unknown symbol), and
+        mdengine.control.ControlError if no supervisor runs in the namespace.
+        """
+        return self._control("subscribe", exchange, symbol, market, timeout)
+
+    def unsubscribe(self, exchange: str, symbol: str, market: str | None = None, timeout: float = 5.0) -> dict:
+        return self._control("unsubscribe", exchange, symbol, market, timeout)
+
+    def _control(self, op: str, exchange: str, symbol: str, market: str | None, timeout: float) -> dict:
+        # The supervisor waits up to `timeout` for the feed; our socket deadline leaves it time to answer.
+        answer = control.request(self.namespace, {"op": op, "exchange": exchange, "symbol": symbol,
+                                                  "market": market, "timeout": timeout}, timeout + 2.0)
+        if not answer.get("ok"):
+            raise SubscribeError(f"{op} {exchange} {symbol}: {answer.get('error') or 'refused'}")
+        self._rescan()
+        return answer
+
+    # ------------------------------------------------------------------ lifecycle
+    def statistics(self) -> ClientStatistics:
+        books = self._books.values()
+        return ClientStatistics(tuple(sorted(self._segments)), len(self._books), len(self._streams),
+                                self._stale_reads, self._rest_reads, self._rest_failures, self._trades_lost,
+                                sum(b.reader.retries for b in books if b.reader is not None), self._rescans)
+
+    def close(self) -> None:
+        """Detach from every segment; handles must not be used afterwards."""
+        for h in [*self._books.values(), *self._streams.values()]:
+            h.reader = None
+            h._seg = None
+        self._books.clear()
+        self._streams.clear()
+        for seg in self._segments.values():
+            seg.close()
+        self._segments.clear()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
+           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]

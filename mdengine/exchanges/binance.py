@@ -1,0 +1,659 @@
+"""Binance spot and USDⓈ-M futures (sans-I/O): combined streams, REST snapshots, diff-depth sync rules.
+
+Facts from shared/notes/exchanges.md §1-2 (BN-SPOT HEAD a5e0bc3d of 2026-07-21, local-book procedure as
+corrected 2025-11-12; BN-UM pages; BN-ANN "USDⓈ-M WebSocket URL architecture", early 2026).
+
+Three layers, like wsproto: `on_frame` decodes a frame and routes it by stream name; `SymbolSync` keeps one
+symbol's sync state machine (the transition table below) and its LocalBook; `BinanceAdapter` owns the
+connections, stream names and subscription requests. Wire keys are renamed where they are read
+(U/u/pu -> first/last/prev update id); nothing exchange-shaped leaves this module.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ..book import LocalBook
+from ..events import (
+    BookChanged,
+    BookInvalid,
+    CloseConnection,
+    Event,
+    FetchRest,
+    Notice,
+    OpenConnection,
+    ProtocolError,
+    Send,
+    SubscribeFailed,
+    SymbolKey,
+    SymbolSynced,
+    TradesReceived,
+)
+from ..store.layout import MarketKind, Side
+from ..symbols import Instrument, InstrumentIndex, unified_symbol
+from .base import Adapter, AdapterError
+
+_loads = orjson.loads
+_Requester = Callable[["SymbolSync"], FetchRest]  # makes the symbol's next snapshot request
+_MS = 1_000_000
+_BAD_INPUT = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+# ----------------------------------------------------------------------------- per-market rules
+SPOT, USDM = "spot", "usdm"
+MARKETS = (SPOT, USDM)
+# connection groups: (market, route) -> URL path on the market's WS base. USDⓈ-M routes depth to /public and
+# aggTrade to /market since 2026 (legacy URLs retired 2026-04-23), hence two connections there.
+_GROUPS = {SPOT: ((SPOT, "/stream"),), USDM: (("usdm-public", "/public/stream"), ("usdm-market", "/market/stream"))}
+_MAX_STREAMS = {SPOT: 1024, USDM: 200}  # per connection
+_SEND_RATE = {SPOT: 4.0, USDM: 9.0}  # incoming msg/s limits are 5 and 10, pings and pongs included
+# The server pings every 20 s (spot) / 3 min (USDⓈ-M); any frame resets the watchdog, so allow ~3 / ~1 pings.
+_SILENCE = {SPOT: 60.0, USDM: 200.0}
+_SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
+_BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
+
+
+# ----------------------------------------------------------------------------- the sync state machine
+# Two rules, as in h11's _state.py:
+# 1. A symbol's state changes only through `SymbolSync._to`, along an edge of _TRANSITIONS; any other move is a
+#    bug in this module (AdapterError naming symbol, state and input), never the exchange's fault.
+# 2. Bad exchange data is an input ("gap", "invalid"), not an exception: it moves that one symbol back to
+#    AWAITING_SNAPSHOT and leaves every other symbol alone.
+UNSYNCED = "UNSYNCED"  # subscribed; no diff seen yet (or the connection was lost)
+AWAITING_SNAPSHOT = "AWAITING_SNAPSHOT"  # diffs are buffered while the REST snapshot is in flight
+BRIDGING = "BRIDGING"  # snapshot applied, newer than every buffered diff: the next diff must bridge it
+LIVE = "LIVE"  # synced and validated; every diff chains on the previous one
+
+_TRANSITIONS: dict[tuple[str, str], str] = {
+    (UNSYNCED, "diff"): AWAITING_SNAPSHOT,  # first diff: buffer it, fetch the snapshot
+    (UNSYNCED, "partial"): LIVE,  # partial depth: every message is a whole top-N book
+    (UNSYNCED, "close"): UNSYNCED,
+    (AWAITING_SNAPSHOT, "diff"): AWAITING_SNAPSHOT,
+    (AWAITING_SNAPSHOT, "stale_snapshot"): AWAITING_SNAPSHOT,  # older than the buffered stream: fetch on next diff
+    (AWAITING_SNAPSHOT, "bridged"): LIVE,
+    (AWAITING_SNAPSHOT, "ahead"): BRIDGING,
+    (AWAITING_SNAPSHOT, "gap"): AWAITING_SNAPSHOT,  # the buffered diffs themselves break the chain
+    (AWAITING_SNAPSHOT, "bad_snapshot"): UNSYNCED,  # the next diff fetches again (no tight refetch loop)
+    (AWAITING_SNAPSHOT, "close"): UNSYNCED,
+    (BRIDGING, "bridged"): LIVE,
+    (BRIDGING, "gap"): AWAITING_SNAPSHOT,
+    (BRIDGING, "invalid"): AWAITING_SNAPSHOT,
+    (BRIDGING, "close"): UNSYNCED,
+    (LIVE, "gap"): AWAITING_SNAPSHOT,
+    (LIVE, "invalid"): AWAITING_SNAPSHOT,  # crossed book, malformed levels
+    (LIVE, "partial"): LIVE,
+    (LIVE, "bad_partial"): UNSYNCED,
+    (UNSYNCED, "bad_partial"): UNSYNCED,
+    (LIVE, "close"): UNSYNCED,
+}
+
+
+class SymbolSync:
+    """One symbol's book and sync state. Spot: drop u <= last; bridge U <= last+1 <= u; chain U == last+1.
+    USDⓈ-M: drop u < last; bridge U <= last <= u; chain pu == last (U is not contiguous there)."""
+
+    __slots__ = ("key", "inst", "book", "futures", "state", "buffer", "request_id", "applied", "dropped",
+                 "conn", "synced_once")
+
+    def __init__(self, inst: Instrument, book: LocalBook, conn: str) -> None:
+        self.key = inst.key
+        self.inst = inst
+        self.book = book
+        self.futures = inst.market == USDM
+        self.state = UNSYNCED
+        self.buffer: deque[dict] = deque(maxlen=_BUFFER_MAX)
+        self.request_id: str | None = None  # the snapshot request whose answer we wait for
+        self.applied = 0  # diffs applied to the book
+        self.dropped = 0  # diffs discarded as older than the book
+        self.conn = conn  # the connection carrying its depth stream
+        self.synced_once = False
+
+    def _to(self, what: str) -> None:
+        nxt = _TRANSITIONS.get((self.state, what))
+        if nxt is None:
+            raise AdapterError(f"binance {self.key}: no transition from {self.state} on {what!r}")
+        self.state = nxt
+
+    # -- sequencing predicates (the documented rules, in one place)
+    def _old(self, d: dict, last: int) -> bool:
+        return d["u"] < last if self.futures else d["u"] <= last
+
+    def _bridges(self, d: dict, last: int) -> bool:
+        if self.futures:
+            return d["U"] <= last <= d["u"]
+        return d["U"] <= last + 1 <= d["u"]
+
+    def _chains(self, d: dict, last: int) -> bool:
+        return d["pu"] == last if self.futures else d["U"] == last + 1
+
+    # -- inputs
+    def on_diff(self, d: dict, recv_ns: int, make_request: _Requester) -> list[Event]:
+        state = self.state
+        if state is LIVE:
+            book = self.book
+            last = book.update_id
+            u = d["u"]
+            if u <= last:  # a duplicate or an event the book already holds
+                if u.__class__ is not int:
+                    raise TypeError(f"update id u={u!r}")
+                self.dropped += 1
+                return []
+            if (d["pu"] if self.futures else d["U"] - 1) != last:
+                rule = f"pu == {last}, got pu={d['pu']}" if self.futures else f"U == {last + 1}, got U={d['U']}"
+                return self._gap(d, f"expected {rule} (u={u})", make_request)
+            return self._apply(d, recv_ns, make_request)
+        if state is AWAITING_SNAPSHOT or state is UNSYNCED:
+            if d["u"].__class__ is not int or d["U"].__class__ is not int:
+                raise TypeError(f"update ids U={d['U']!r} u={d['u']!r}")
+            self.buffer.append(d)
+            self._to("diff")
+            # First diff, or the last snapshot was stale: fetch now. Refetching on a diff, not on the stale
+            # answer, bounds the REST rate by the stream's (weight 50 per spot snapshot).
+            return [make_request(self)] if self.request_id is None else []
+        # BRIDGING: the snapshot is newer than anything buffered
+        last = self.book.update_id
+        if self._old(d, last):
+            self.dropped += 1
+            return []
+        if not self._bridges(d, last):
+            return self._gap(d, f"snapshot {last} is older than the stream (U={d['U']})", make_request,
+                             kind="stale_snapshot")
+        return self._apply(d, recv_ns, make_request, bridge=True)
+
+    def _apply(self, d: dict, recv_ns: int, make_request: _Requester, bridge: bool = False) -> list[Event]:
+        book = self.book
+        try:
+            book.apply_update(d["b"], d["a"])
+        except _BAD_INPUT as e:  # levels half-applied: the book is unusable until resynced
+            return self._invalidate("malformed", f"bad levels in diff u={d.get('u')}: {e}", make_request)
+        book.update_id = d["u"]
+        book.exch_ts_ns = d["E"] * _MS
+        self.applied += 1
+        if book.is_crossed():
+            return self._invalidate("crossed", f"best bid {book.bids.best()} >= best ask {book.asks.best()} "
+                                               f"after u={d['u']}", make_request)
+        if bridge:
+            self._to("bridged")
+            return self._synced(recv_ns)
+        return [BookChanged(self.key, book, recv_ns)]
+
+    def _synced(self, recv_ns: int) -> list[Event]:
+        self.synced_once = True
+        return [SymbolSynced(self.key), BookChanged(self.key, self.book, recv_ns)]
+
+    def _gap(self, d: dict, detail: str, make_request: _Requester, kind: str = "gap") -> list[Event]:
+        self._to("gap")
+        self.book.clear()
+        self.buffer.clear()
+        self.buffer.append(d)  # the diff that broke the chain starts the new buffer
+        return [BookInvalid(self.key, kind, detail), make_request(self)]
+
+    def _invalidate(self, kind: str, detail: str, make_request: _Requester) -> list[Event]:
+        self._to("invalid")
+        self.book.clear()
+        self.buffer.clear()
+        return [BookInvalid(self.key, kind, detail), make_request(self)]
+
+    def on_snapshot(self, snap: Any, recv_ns: int, make_request: _Requester) -> list[Event]:
+        """Apply a REST depth snapshot plus the buffered diffs (Binance's local-book procedure)."""
+        last = snap["lastUpdateId"]
+        bids, asks = snap["bids"], snap["asks"]
+        if last.__class__ is not int or not isinstance(bids, list) or not isinstance(asks, list):
+            raise TypeError(f"snapshot lastUpdateId={last!r}, bids/asks of types {type(bids).__name__}/"
+                            f"{type(asks).__name__}")
+        buffered = [d for d in self.buffer if not self._old(d, last)]
+        self.dropped += len(self.buffer) - len(buffered)
+        if buffered and not self._bridges(buffered[0], last):
+            # The snapshot predates the first diff we still hold: the diffs cannot be chained onto it.
+            self.buffer = deque(buffered, maxlen=_BUFFER_MAX)
+            self._to("stale_snapshot")  # the next diff fetches again
+            return [BookInvalid(self.key, "stale_snapshot", f"snapshot {last} < first buffered U={buffered[0]['U']}")]
+        book = self.book
+        try:
+            book.clear()
+            book.apply_snapshot(bids, asks)
+        except _BAD_INPUT as e:
+            return self.on_bad_snapshot(f"bad snapshot levels: {e}")
+        book.update_id = last
+        ts = snap.get("E")
+        if ts.__class__ is int:
+            book.exch_ts_ns = ts * _MS
+        self.buffer.clear()
+        prev = None
+        for i, d in enumerate(buffered):
+            if prev is not None and not self._chains(d, prev):
+                self._to("gap")
+                book.clear()
+                self.buffer.extend(buffered[i:])
+                return [BookInvalid(self.key, "gap", f"buffered diff U={d['U']} does not follow u={prev}"),
+                        make_request(self)]
+            try:
+                book.apply_update(d["b"], d["a"])
+            except _BAD_INPUT as e:
+                self._to("gap")
+                book.clear()
+                return [BookInvalid(self.key, "malformed", f"bad levels in buffered diff: {e}"), make_request(self)]
+            book.update_id = prev = d["u"]
+            book.exch_ts_ns = d["E"] * _MS
+            self.applied += 1
+        if prev is None:
+            self._to("ahead")
+            return []
+        if book.is_crossed():
+            self._to("gap")
+            book.clear()
+            return [BookInvalid(self.key, "crossed", "crossed after snapshot + buffered diffs"), make_request(self)]
+        self._to("bridged")
+        return self._synced(recv_ns)
+
+    def on_partial(self, bids: list, asks: list, last: int, ts_ms: int, recv_ns: int) -> list[Event]:
+        """A partial-depth message: the whole top-N book, applied as a snapshot if newer than the current one."""
+        book = self.book
+        if last.__class__ is not int:
+            raise TypeError(f"partial depth update id {last!r}")
+        if self.state is LIVE and last < book.update_id:
+            self.dropped += 1
+            return []
+        try:
+            book.apply_snapshot(bids, asks)
+        except _BAD_INPUT as e:
+            book.clear()
+            self._to("bad_partial")
+            return [ProtocolError(self.conn, f"bad partial depth levels: {e}", key=self.key)]
+        book.update_id = last
+        if ts_ms.__class__ is int:
+            book.exch_ts_ns = ts_ms * _MS
+        self.applied += 1
+        first = self.state is not LIVE
+        self._to("partial")
+        if first:
+            return self._synced(recv_ns)
+        return [BookChanged(self.key, book, recv_ns)]
+
+    def on_bad_snapshot(self, detail: str) -> list[Event]:
+        self._to("bad_snapshot")
+        self.book.clear()
+        self.buffer.clear()
+        return [ProtocolError(self.conn, detail, key=self.key)]
+
+    def on_close(self, reason: str) -> list[Event]:
+        was = self.state
+        self._to("close")
+        self.buffer.clear()
+        self.request_id = None
+        self.book.clear()
+        if was is UNSYNCED:
+            return []
+        return [BookInvalid(self.key, "disconnect", reason)]
+
+
+# ----------------------------------------------------------------------------- connections and routing
+class _Conn:
+    __slots__ = ("name", "url", "market", "streams", "open", "pending")
+
+    def __init__(self, name: str, url: str, market: str) -> None:
+        self.name = name
+        self.url = url
+        self.market = market
+        # stream name -> (symbol, _DEPTH/_PARTIAL/_TRADE), in subscription order. Per connection: spot and
+        # USDⓈ-M use the same stream names ("btcusdt@depth@100ms").
+        self.streams: dict[str, tuple[SymbolSync, int]] = {}
+        self.open = False
+        self.pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, streams)
+
+
+class BinanceAdapter(Adapter):
+    """Binance spot ("spot") and USDⓈ-M ("usdm"). Options: trade_stream ("trade" or "aggTrade", spot only),
+    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels)."""
+
+    exchange = "binance"
+    DEFAULT_ENDPOINTS: Mapping[str, str] = {
+        "spot_ws": "wss://stream.binance.com:9443",
+        "spot_rest": "https://api.binance.com",
+        "usdm_ws": "wss://fstream.binance.com",
+        "usdm_rest": "https://fapi.binance.com",
+    }
+
+    def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
+                 max_streams: int | None = None, snapshot_limit: int = 1000) -> None:
+        super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades)
+        if book_mode not in ("diff", "partial"):
+            raise ValueError(f"binance book_mode must be 'diff' or 'partial', not {book_mode!r}")
+        if trade_stream not in ("trade", "aggTrade"):
+            raise ValueError(f"binance trade_stream must be 'trade' or 'aggTrade', not {trade_stream!r}")
+        self.trade_stream = trade_stream
+        self.max_streams = max_streams
+        self.snapshot_limit = snapshot_limit
+        self.partial_levels = 5 if book_depth <= 5 else 10 if book_depth <= 10 else 20
+        self.syms: dict[SymbolKey, SymbolSync] = {}
+        self._conns: dict[str, _Conn] = {}
+        self._routes: dict[str, dict[str, tuple[SymbolSync, int]]] = {}  # conn -> its streams (_Conn.streams)
+        self._streams_of: dict[SymbolKey, list[tuple[str, str]]] = {}  # symbol -> [(conn, stream)]
+        self._next_id = 0
+        self._requests: dict[str, SymbolSync] = {}  # snapshot request id -> symbol
+
+    # ------------------------------------------------------------------ instruments
+    @classmethod
+    def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
+        ep = {**cls.DEFAULT_ENDPOINTS, **endpoints}
+        out: list[Event] = []
+        for m in markets or MARKETS:
+            if m == SPOT:
+                out.append(FetchRest("instruments:spot", ep["spot_rest"].rstrip("/") + "/api/v3/exchangeInfo"))
+            elif m == USDM:
+                out.append(FetchRest("instruments:usdm", ep["usdm_rest"].rstrip("/") + "/fapi/v1/exchangeInfo"))
+            else:
+                raise ValueError(f"binance has no market {m!r}; markets: {', '.join(MARKETS)}")
+        return out
+
+    @classmethod
+    def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
+        market = request_id.partition(":")[2]
+        if market not in MARKETS:
+            raise AdapterError(f"binance: {request_id!r} is not an instrument request of this adapter")
+        try:
+            rows = _loads(body)["symbols"]
+            if not isinstance(rows, list):
+                raise TypeError("'symbols' is not a list")
+        except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
+            return [], [ProtocolError(request_id, f"bad exchangeInfo ({market}): {type(e).__name__}: {e}")]
+        out: list[Instrument] = []
+        bad = 0
+        for row in rows:
+            try:
+                inst = cls._instrument(market, row)
+            except _BAD_INPUT:
+                bad += 1
+                continue
+            if inst is not None:
+                out.append(inst)
+        events: list[Event] = []
+        if bad:
+            events.append(ProtocolError(request_id, f"{bad} malformed symbol entries in exchangeInfo ({market})"))
+        return out, events
+
+    @staticmethod
+    def _instrument(market: str, row: dict) -> Instrument | None:
+        if row["status"] != "TRADING":
+            return None
+        filters = {f["filterType"]: f for f in row.get("filters", ())}
+        tick = float(filters["PRICE_FILTER"]["tickSize"]) if "PRICE_FILTER" in filters else 0.0
+        lot = float(filters["LOT_SIZE"]["stepSize"]) if "LOT_SIZE" in filters else 0.0
+        native, base, quote = row["symbol"], row["baseAsset"], row["quoteAsset"]
+        if market == SPOT:
+            return Instrument("binance", SPOT, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
+                              base, quote, tick_size=tick, lot_size=lot)
+        settle = row.get("marginAsset") or quote
+        ctype = row.get("contractType", "")
+        if ctype == "PERPETUAL":
+            expiry = ""
+        elif "_" in native and ctype.endswith("QUARTER"):
+            expiry = native.rpartition("_")[2]  # BTCUSDT_250627 -> 250627
+        else:
+            return None  # other contract types are not USDⓈ-M linear perps/quarterlies
+        return Instrument("binance", USDM, native, unified_symbol(base, quote, MarketKind.LINEAR, settle, expiry),
+                          MarketKind.LINEAR, base, quote, settle, tick, lot)
+
+    @classmethod
+    def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        out = {}
+        if "binance-spot" in sim:
+            out["spot_ws"], out["spot_rest"] = sim["binance-spot"]
+        if "binance-usdm" in sim:
+            out["usdm_ws"], out["usdm_rest"] = sim["binance-usdm"]
+        return out
+
+    # ------------------------------------------------------------------ subscriptions
+    def _market_of(self, conn: str) -> str:
+        return USDM if conn.startswith("usdm") else SPOT
+
+    def _conn_for(self, group: str, path: str, market: str) -> _Conn:
+        limit = self.max_streams or _MAX_STREAMS[market]
+        i = 0
+        while True:
+            name = f"{group}/{i}"
+            c = self._conns.get(name)
+            if c is None:
+                base = self.endpoints[f"{market}_ws"].rstrip("/")
+                c = self._conns[name] = _Conn(name, base + path, market)
+                self._routes[name] = c.streams
+                return c
+            if len(c.streams) + 1 <= limit:
+                return c
+            i += 1
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _request(self, c: _Conn, method: str, streams: list[str]) -> list[Event]:
+        out: list[Event] = []
+        for i in range(0, len(streams), _SUBSCRIBE_CHUNK):
+            chunk = streams[i:i + _SUBSCRIBE_CHUNK]
+            rid = self._new_id()
+            c.pending[rid] = (method, chunk)
+            out.append(Send(c.name, orjson.dumps({"method": method, "params": chunk, "id": rid}).decode()))
+        return out
+
+    def subscribe(self, inst: Instrument) -> list[Event]:
+        if inst.exchange != "binance" or inst.market not in MARKETS:
+            raise AdapterError(f"binance cannot subscribe {inst.exchange} {inst.market} {inst.native}")
+        if inst.key in self.syms:
+            return []
+        lower = inst.native.lower()
+        groups = _GROUPS[inst.market]
+        wanted: list[tuple[tuple[str, str], str, int]] = []
+        if self.book_mode == "partial":
+            wanted.append((groups[0], f"{lower}@depth{self.partial_levels}@100ms", _PARTIAL))
+        else:
+            wanted.append((groups[0], f"{lower}@depth@100ms", _DEPTH))
+        if self.trades_enabled:
+            stream = f"{lower}@{self.trade_stream if inst.market == SPOT else 'aggTrade'}"
+            wanted.append((groups[-1], stream, _TRADE))
+        book = self.books[inst.key] = LocalBook()
+        sym: SymbolSync | None = None
+        placed: list[tuple[str, str]] = []
+        by_conn: dict[str, list[str]] = {}
+        for (group, path), stream, kind in wanted:
+            c = self._conn_for(group, path, inst.market)
+            if sym is None:
+                sym = self.syms[inst.key] = SymbolSync(inst, book, c.name)
+            c.streams[stream] = (sym, kind)
+            placed.append((c.name, stream))
+            by_conn.setdefault(c.name, []).append(stream)
+        self._streams_of[inst.key] = placed
+        out: list[Event] = []
+        for name, streams in by_conn.items():  # one request per connection: the rate limit counts messages
+            c = self._conns[name]
+            if c.open:
+                out += self._request(c, "SUBSCRIBE", streams)
+            elif len(c.streams) == len(streams):  # a new connection; on_open subscribes what it carries
+                out.append(OpenConnection(c.name, c.url))
+        return out
+
+    def unsubscribe(self, key: SymbolKey) -> list[Event]:
+        sym = self.syms.pop(key, None)
+        if sym is None:
+            return []
+        self.books.pop(key, None)
+        if sym.request_id is not None:
+            self._requests.pop(sym.request_id, None)
+        by_conn: dict[str, list[str]] = {}
+        for conn, stream in self._streams_of.pop(key, []):
+            by_conn.setdefault(conn, []).append(stream)
+        out: list[Event] = []
+        for conn, streams in by_conn.items():
+            c = self._conns.get(conn)
+            if c is None:
+                continue
+            for stream in streams:
+                c.streams.pop(stream, None)
+            if not c.streams:
+                del self._conns[conn]
+                del self._routes[conn]
+                out.append(CloseConnection(conn, "no streams left", reconnect=False))
+            elif c.open:
+                out += self._request(c, "UNSUBSCRIBE", streams)
+        return out
+
+    def _snapshot_request(self, sym: SymbolSync) -> FetchRest:
+        if sym.request_id is not None:
+            self._requests.pop(sym.request_id, None)
+        market = sym.inst.market
+        rid = f"depth:{market}:{sym.inst.native}:{self._new_id()}"
+        sym.request_id = rid
+        self._requests[rid] = sym
+        base = self.endpoints[market + "_rest"].rstrip("/") + ("/api/v3/depth" if market == SPOT else "/fapi/v1/depth")
+        url = f"{base}?symbol={sym.inst.native}&limit={self.snapshot_limit}"
+        return FetchRest(rid, url, sym.key)
+
+    # ------------------------------------------------------------------ connection events
+    def on_open(self, conn: str) -> list[Event]:
+        c = self._conns.get(conn)
+        if c is None:
+            return [CloseConnection(conn, "connection no longer used", reconnect=False)]
+        c.open = True
+        c.pending.clear()
+        return self._request(c, "SUBSCRIBE", list(c.streams)) if c.streams else []
+
+    def on_close(self, conn: str, reason: str) -> list[Event]:
+        c = self._conns.get(conn)
+        if c is None:
+            return []
+        c.open = False
+        c.pending.clear()
+        out: list[Event] = []
+        for sym, kind in c.streams.values():
+            if kind != _TRADE:
+                if sym.request_id is not None:
+                    self._requests.pop(sym.request_id, None)
+                out += sym.on_close(reason)
+        return out
+
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            obj = _loads(data)
+        except orjson.JSONDecodeError as e:
+            return [ProtocolError(conn, f"invalid JSON ({e}): {_excerpt(data)}")]
+        key = None
+        try:
+            if obj.__class__ is dict:
+                stream = obj.get("stream")
+                if stream is not None:
+                    routes = self._routes.get(conn)
+                    route = routes.get(stream) if routes is not None else None
+                    if route is None:
+                        if stream == "!serverShutdown":
+                            return _shutdown(conn)
+                        return []  # not (or no longer) subscribed: Binance sends a few after UNSUBSCRIBE
+                    sym, kind = route
+                    key = sym.key
+                    d = obj["data"]
+                    if kind == _DEPTH:
+                        return sym.on_diff(d, recv_ns, self._snapshot_request)
+                    if kind == _TRADE:
+                        return self._on_trade(sym, d, recv_ns)
+                    if sym.futures:
+                        return sym.on_partial(d["b"], d["a"], d["u"], d.get("E"), recv_ns)
+                    return sym.on_partial(d["bids"], d["asks"], d["lastUpdateId"], None, recv_ns)
+                if "id" in obj or "code" in obj:
+                    return self._on_control(conn, obj)
+                if obj.get("e") == "serverShutdown":
+                    return _shutdown(conn)
+            return [ProtocolError(conn, f"unexpected frame: {_excerpt(data)}")]
+        except _BAD_INPUT as e:
+            return [ProtocolError(conn, f"{type(e).__name__}: {e} in {_excerpt(data)}", key=key)]
+
+    def _on_trade(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:
+        e = d["e"]
+        if e == "trade":
+            tid = d["t"]
+        elif e == "aggTrade":
+            tid = d["a"]
+        else:
+            raise ValueError(f"unexpected trade event {e!r}")
+        if tid.__class__ is not int:
+            raise TypeError(f"trade id {tid!r}")
+        side = Side.SELL if d["m"] else Side.BUY  # m: the buyer was the maker, so the taker sold
+        return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, float(d["p"]), float(d["q"]), tid, side, 0)])]
+
+    def _on_control(self, conn: str, obj: dict) -> list[Event]:
+        c = self._conns.get(conn)
+        rid = obj.get("id")
+        req = c.pending.pop(rid, None) if c is not None and rid.__class__ is int else None
+        if "code" not in obj:
+            result = obj.get("result")
+            if result is not None:
+                return [Notice(conn, f"reply to request {rid}", {"result": result})]
+            return []  # {"result": null, "id": n}: an ack
+        message = f"code {obj['code']}: {obj.get('msg')}"
+        if req is None:
+            return [SubscribeFailed(None, conn, message)]
+        method, streams = req
+        if method != "SUBSCRIBE":
+            return [Notice(conn, f"{method} {streams} failed: {message}")]
+        keys = list(dict.fromkeys(c.streams[s][0].key for s in streams if s in c.streams))
+        if len(keys) > 1:  # one bad symbol refuses the whole request: ask again one symbol at a time
+            out: list[Event] = [Notice(conn, f"SUBSCRIBE of {len(keys)} symbols refused ({message}); retrying "
+                                             "one by one")]
+            for k in keys:
+                out += self._request(c, "SUBSCRIBE", [s for s in streams if s in c.streams
+                                                      and c.streams[s][0].key == k])
+            return out
+        out = []
+        for k in keys:
+            out.append(SubscribeFailed(k, conn, message))
+            out += self.unsubscribe(k)
+        return out or [SubscribeFailed(None, conn, message)]
+
+    def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        sym = self._requests.pop(request_id, None)
+        if sym is None or sym.request_id != request_id:
+            return []  # answer to a request superseded by a newer one, or for a symbol since dropped
+        sym.request_id = None
+        if status != 200:
+            text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:200]
+            out: list[Event] = [SubscribeFailed(sym.key, sym.conn, f"depth snapshot HTTP {status}: {text}")]
+            return out + self.unsubscribe(sym.key)
+        if sym.state is not AWAITING_SNAPSHOT:
+            return []
+        try:
+            return sym.on_snapshot(_loads(body), recv_ns, self._snapshot_request)
+        except (*_BAD_INPUT, orjson.JSONDecodeError) as e:  # raised before the book was touched
+            return sym.on_bad_snapshot(f"bad depth snapshot: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------ heartbeats, limits, introspection
+    def silence_timeout(self, conn: str) -> float:
+        return _SILENCE[self._market_of(conn)]
+
+    def send_rate(self, conn: str) -> float:
+        return _SEND_RATE[self._market_of(conn)]
+
+    def symbols_on(self, conn: str) -> list[SymbolKey]:
+        c = self._conns.get(conn)
+        return list(dict.fromkeys(sym.key for sym, _ in c.streams.values())) if c is not None else []
+
+    def is_live(self, key: SymbolKey) -> bool:
+        sym = self.syms.get(key)
+        return sym is not None and sym.state is LIVE
+
+
+_DEPTH, _PARTIAL, _TRADE = 0, 1, 2
+
+
+def _shutdown(conn: str) -> list[Event]:
+    return [Notice(conn, "serverShutdown: reconnecting"), CloseConnection(conn, "serverShutdown", reconnect=True)]
+
+
+def _excerpt(data: Any, n: int = 120) -> str:
+    if isinstance(data, bytes | bytearray | memoryview):
+        data = bytes(data[:n]).decode("utf-8", "replace")
+    s = data if isinstance(data, str) else repr(data)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+ADAPTER = BinanceAdapter

@@ -1,0 +1,222 @@
+"""Bitget v2 public market data (sans-I/O). Protocol facts: shared/notes/exchanges.md §5.
+
+Markets are v2 instTypes: "SPOT", "USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES", all on `/v2/ws/public`.
+Books: `books` (snapshot + updates) by default, `books1/5/15` (a snapshot per push) in partial mode.
+Integrity of `books`: the signed CRC32 checksum of the top 25 interleaved levels' wire strings,
+checked after the whole message is applied, on snapshots too; 0 means "not sent".
+`pseq`: sources disagree. BG-DOC v2 depth-channel pages (as summarised in exchanges.md, read 2024-2026)
+show `seq` and no `pseq`; `pseq` belongs to the separate v3 UTA stream. A docs-corpus search in this
+project (2026) found no v2 page with `pseq`. Decision: if an update carries `pseq` it must equal the
+previous `seq` (a gap otherwise); without it, `seq` must increase (equal = duplicate, dropped; lower =
+a reset, resynced) and the checksum proves contiguity.
+Trades: `trade`, newest first (reversed here); the first push after subscribing is a snapshot of
+recent trades, so ids already stored are dropped (also across resubscribes and reconnects).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..store.layout import MarketKind, Side
+from ..symbols import Instrument, unified_symbol
+from ._sync import LIVE, SymbolSync
+from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, trade_id
+from ._wsbook import WsBookAdapter
+
+_MS = 1_000_000
+_FUTURES = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")
+_ARG_RE = re.compile(r"instType:([\w-]+),channel:([\w-]+),instId:([\w-]+)")
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+_MAX_ARGS = 20
+_PARTIAL = ("books1", "books5", "books15")
+
+
+class BitgetAdapter(WsBookAdapter):
+    exchange = "bitget"
+    DEFAULT_ENDPOINTS = {"ws": "wss://ws.bitget.com", "rest": "https://api.bitget.com"}
+    MARKETS = ("SPOT",) + _FUTURES
+    SYMBOLS_PER_CONN = 20  # Bitget advises < 50 channels per connection
+
+    # ------------------------------------------------------------------ instruments
+    @classmethod
+    def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
+        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
+        out: list[Event] = []
+        for m in markets or ("SPOT", "USDT-FUTURES", "COIN-FUTURES"):
+            url = (f"{rest}/api/v2/spot/public/symbols" if m == "SPOT"
+                   else f"{rest}/api/v2/mix/market/contracts?productType={m}")
+            out.append(FetchRest(f"instruments:{m}", url))
+        return out
+
+    @classmethod
+    def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
+        market = request_id.rsplit(":", 1)[-1]
+        try:
+            msg = loads(body)
+            if str(msg.get("code")) != "00000":
+                return [], [ProtocolError("rest", f"{request_id}: Bitget error {msg.get('code')}: {msg.get('msg')}",
+                                          malformed=False)]
+            rows = msg["data"]
+        except _PARSE_ERRORS as e:
+            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
+        out: list[Instrument] = []
+        bad = 0
+        for row in rows:
+            try:
+                out.append(cls._spot(row) if market == "SPOT" else cls._contract(market, row))
+            except _PARSE_ERRORS:
+                bad += 1
+        return out, ([ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else [])
+
+    @staticmethod
+    def _spot(row: dict) -> Instrument:
+        base, quote = row["baseCoin"], row["quoteCoin"]
+        return Instrument("bitget", "SPOT", row["symbol"], unified_symbol(base, quote, MarketKind.SPOT),
+                          MarketKind.SPOT, base, quote, "", decimals_step(row["pricePrecision"]),
+                          decimals_step(row["quantityPrecision"]), 1.0)
+
+    @staticmethod
+    def _contract(market: str, row: dict) -> Instrument:
+        base, quote = row["baseCoin"], row["quoteCoin"]
+        kind = MarketKind.INVERSE if market == "COIN-FUTURES" else MarketKind.LINEAR
+        settle = base if kind == MarketKind.INVERSE else quote
+        tick = float(row.get("priceEndStep") or 1) * decimals_step(row["pricePlace"])
+        dated = row.get("symbolType") == "delivery" and int(row.get("deliveryTime") or 0) > 0
+        expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
+        return Instrument("bitget", market, row["symbol"], unified_symbol(base, quote, kind, settle, expiry), kind,
+                          base, quote, settle, tick, float(row["sizeMultiplier"]), 1.0)
+
+    @classmethod
+    def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        ws, rest = sim["bitget"]
+        return {"ws": ws, "rest": rest}
+
+    # ------------------------------------------------------------------ connections and subscriptions
+    def _conn_group(self, inst: Instrument) -> str:
+        return "public"
+
+    def _url(self, conn: str) -> str:
+        return self.endpoints["ws"].rstrip("/") + "/v2/ws/public"
+
+    def _book_channel(self, inst: Instrument) -> str:
+        if self.book_mode == "partial":
+            return "books1" if self.book_depth <= 1 else "books5" if self.book_depth <= 5 else "books15"
+        return "books"
+
+    def _sub_frames(self, conn: str, syms: list[SymbolSync], op: str, books_only: bool = False) -> list[Event]:
+        args = []
+        for s in syms:
+            it, native = s.key
+            args.append({"instType": it, "channel": s.channel, "instId": native})
+            if self.trades_enabled and not books_only:
+                args.append({"instType": it, "channel": "trade", "instId": native})
+        return [Send(conn, dumps_str({"op": op, "args": list(part)})) for part in chunks(args, _MAX_ARGS)]
+
+    def ping_interval(self, conn: str) -> float:
+        return 25.0  # Bitget asks for a ping every 30 s and cuts the connection after 2 min without one
+
+    def ping_payload(self, conn: str) -> str | None:
+        return "ping"
+
+    def silence_timeout(self, conn: str) -> float:
+        return 30.0
+
+    def send_rate(self, conn: str) -> float:
+        return 8.0  # Bitget allows 10 messages/s per connection, pings included
+
+    # ------------------------------------------------------------------ frames
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        if data == "pong" or data == b"pong":
+            return []
+        try:
+            msg = loads(data)
+        except (ValueError, TypeError) as e:
+            return [ProtocolError(conn, f"bad JSON: {e}")]
+        if type(msg) is not dict:
+            return [ProtocolError(conn, f"unexpected JSON {type(msg).__name__}")]
+        try:
+            if "data" in msg:
+                arg = msg["arg"]
+                sym = self.syms.get((arg["instType"], arg["instId"]))
+                if sym is None:
+                    return []  # unsubscribed meanwhile
+                ch = arg["channel"]
+                if ch == "trade":
+                    return self._on_trades(sym, msg["data"], recv_ns)
+                if ch == sym.channel:
+                    try:
+                        return self._on_book(sym, msg, recv_ns)
+                    except _PARSE_ERRORS as e:
+                        return self._bad_book(sym, e, msg.get("action") == "snapshot" or ch != "books")
+                return []
+            return self._on_event(conn, msg)
+        except _PARSE_ERRORS as e:
+            return [ProtocolError(conn, f"unexpected Bitget frame: {e!r}")]
+
+    def _on_event(self, conn: str, msg: dict) -> list[Event]:
+        ev = msg.get("event")
+        if ev in ("subscribe", "unsubscribe"):
+            return []
+        if ev == "error":
+            text = f"Bitget error {msg.get('code')}: {msg.get('msg')}"
+            arg = msg.get("arg")
+            if isinstance(arg, dict):
+                it, ch, native = arg.get("instType"), arg.get("channel"), arg.get("instId")
+            else:
+                m = _ARG_RE.search(str(msg.get("msg", "")))
+                it, ch, native = m.groups() if m else (None, None, None)
+            if ch is None:
+                return [Notice(conn, text)]  # e.g. 30007 over limit: the server closes, the loop reconnects
+            return self._refused(self.syms.get((it, native)), conn, text)
+        return [ProtocolError(conn, f"unexpected Bitget message: {str(msg)[:120]}", malformed=False)]
+
+    def _on_book(self, sym: SymbolSync, msg: dict, recv_ns: int) -> list[Event]:
+        d = msg["data"][0]
+        seq = d.get("seq")
+        if seq is not None and type(seq) is not int:
+            raise TypeError(f"seq {seq!r}")
+        ts_ns = int(d["ts"]) * _MS
+        checksum = int(d.get("checksum") or 0)
+        book = sym.book
+        if msg.get("action") != "update" or sym.channel != "books":  # books1/5/15 are snapshots on every push
+            out: list[Event] = []
+            if sym.channel == "books" and sym.state == LIVE and seq is not None and seq < sym.seq:
+                out.append(self._reset(sym, f"seq restarted at {seq} (was {sym.seq})"))
+            book.apply_snapshot(d["bids"], d["asks"])
+            sym.seq = seq if seq is not None else -1
+            book.update_id, book.exch_ts_ns = max(sym.seq, 0), ts_ns
+            res = self._publish(sym, recv_ns, checksum, snapshot=True)
+            return out + res if out else res
+        if sym.state != LIVE:
+            return []  # in flight before the fresh snapshot
+        if seq is not None:
+            last = sym.seq
+            pseq = d.get("pseq")
+            if pseq is not None and pseq != last:
+                return self._fail(sym, "gap", f"pseq {pseq} != last seq {last}")
+            if seq == last:
+                return []  # the same message twice
+            if seq < last:
+                return self._fail(sym, "reset", f"seq went back from {last} to {seq}")
+        book.apply_update(d["bids"], d["asks"])
+        if seq is not None:
+            sym.seq = seq
+        book.update_id, book.exch_ts_ns = max(sym.seq, 0), ts_ns
+        return self._publish(sym, recv_ns, checksum)
+
+    def _on_trades(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
+        parsed = []
+        for t in reversed(rows):  # Bitget sends newest first
+            raw = str(t["tradeId"])
+            ts = int(t["ts"])
+            tid, flags = trade_id(raw)
+            s = t["side"]
+            side = Side.BUY if s == "buy" else Side.SELL if s == "sell" else Side.UNKNOWN
+            parsed.append((ts, raw, (ts * _MS, recv_ns, float(t["price"]), float(t["size"]), tid, side, flags)))
+        trades = self._new_trades(sym, parsed)
+        return [TradesReceived(sym.key, trades)] if trades else []
+
+
+ADAPTER = BitgetAdapter

@@ -1,0 +1,235 @@
+"""Bybit v5 public market data (sans-I/O). Protocol facts: shared/notes/exchanges.md §4.
+
+One connection per category (`/v5/public/spot|linear|inverse`; markets "spot", "linear", "inverse").
+Books: `orderbook.{50,200,1000}.{symbol}` by depth, `orderbook.1` in partial mode (snapshot-only).
+Any snapshot replaces the book; `u == 1` means the service restarted (overwrite, even on a delta).
+Deltas must carry `u == last u + 1` (BY-DOC topic docs say the id is "normally continuous", reset only
+by a `u = 1` restart; the 2026-07-24 docs promise +1 explicitly only for orderbook.full): a jump is a
+gap and that topic alone is unsubscribed and subscribed again for a fresh snapshot. A delta with
+`u <= last` is a duplicate and is dropped.
+Trades: `publicTrade.{symbol}`; ids are numeric on spot (stored as is) and UUIDs on derivatives
+(stored as a 63-bit hash with TradeFlags.ID_HASHED).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from urllib.parse import parse_qs, quote, urlsplit
+
+from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..store.layout import MarketKind, Side
+from ..symbols import Instrument, unified_symbol
+from ._sync import LIVE, SymbolSync
+from ._wire import chunks, dumps_str, expiry_yymmdd, loads, trade_id
+from ._wsbook import WsBookAdapter
+
+_MS = 1_000_000
+_KINDS = {"spot": MarketKind.SPOT, "linear": MarketKind.LINEAR, "inverse": MarketKind.INVERSE}
+_MAX_ARGS = 10  # spot's per-request limit; used for every category
+_TOPIC_RE = re.compile(r"\[([^\]]+)\]")
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+class BybitAdapter(WsBookAdapter):
+    exchange = "bybit"
+    DEFAULT_ENDPOINTS = {"ws": "wss://stream.bybit.com", "rest": "https://api.bybit.com"}
+    MARKETS = ("spot", "linear", "inverse")
+    SYMBOLS_PER_CONN = 50
+
+    # ------------------------------------------------------------------ instruments
+    @classmethod
+    def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
+        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
+        out: list[Event] = []
+        for cat in markets or cls.MARKETS:
+            url = f"{rest}/v5/market/instruments-info?category={cat}" + ("" if cat == "spot" else "&limit=1000")
+            out.append(FetchRest(url, url))  # the id is the first page's URL: later pages append a cursor
+        return out
+
+    @classmethod
+    def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
+        try:
+            cat = parse_qs(urlsplit(request_id).query)["category"][0]
+            msg = loads(body)
+            if msg.get("retCode") != 0:
+                return [], [ProtocolError("rest", f"{request_id}: Bybit error {msg.get('retCode')}: "
+                                                  f"{msg.get('retMsg')}", malformed=False)]
+            result = msg["result"]
+            rows = result["list"]
+        except _PARSE_ERRORS as e:
+            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
+        out: list[Instrument] = []
+        bad = 0
+        for row in rows:
+            try:
+                out.append(cls._instrument(cat, row))
+            except _PARSE_ERRORS:
+                bad += 1
+        events: list[Event] = [ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else []
+        cursor = result.get("nextPageCursor")
+        if cursor:
+            events.append(FetchRest(request_id, f"{request_id}&cursor={quote(str(cursor), safe='')}"))
+        return out, events
+
+    @staticmethod
+    def _instrument(cat: str, row: dict) -> Instrument:
+        native, base, quote_ = row["symbol"], row["baseCoin"], row["quoteCoin"]
+        tick = float(row["priceFilter"]["tickSize"])
+        lots = row["lotSizeFilter"]
+        kind = _KINDS[cat]
+        if cat == "spot":
+            return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind), kind, base, quote_, "", tick,
+                              float(lots["basePrecision"]), 1.0)
+        settle = row.get("settleCoin") or (base if kind == MarketKind.INVERSE else quote_)
+        dated = str(row.get("contractType", "")).endswith("Futures") and int(row.get("deliveryTime") or 0) > 0
+        expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
+        return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind, settle, expiry), kind, base, quote_,
+                          settle, tick, float(lots["qtyStep"]), 1.0)
+
+    @classmethod
+    def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        ws, rest = sim["bybit"]
+        return {"ws": ws, "rest": rest}
+
+    # ------------------------------------------------------------------ connections and subscriptions
+    def _conn_group(self, inst: Instrument) -> str:
+        return inst.market
+
+    def _url(self, conn: str) -> str:
+        return f"{self.endpoints['ws'].rstrip('/')}/v5/public/{_category(conn)}"
+
+    def _book_channel(self, inst: Instrument) -> str:
+        if self.book_mode == "partial":
+            depth = 1
+        else:
+            depth = 50 if self.book_depth <= 50 else 200 if self.book_depth <= 200 else 1000
+        return f"orderbook.{depth}.{inst.native}"
+
+    def _aliases(self, sym: SymbolSync) -> list[str]:
+        market, native = sym.key  # topics repeat across categories: "<category>|<topic>"
+        return [f"{market}|{sym.channel}", f"{market}|publicTrade.{native}"]
+
+    def _sub_frames(self, conn: str, syms: list[SymbolSync], op: str, books_only: bool = False) -> list[Event]:
+        topics = []
+        for s in syms:
+            topics.append(s.channel)
+            if self.trades_enabled and not books_only:
+                topics.append(f"publicTrade.{s.inst.native}")
+        return [self._request(conn, op, list(part)) for part in chunks(topics, _MAX_ARGS)]
+
+    def _request(self, conn: str, op: str, topics: list[str]) -> Send:
+        rid = self._request_id(op, conn, topics)
+        return Send(conn, dumps_str({"req_id": rid, "op": op, "args": topics}))
+
+    def ping_interval(self, conn: str) -> float:
+        return 20.0
+
+    def ping_payload(self, conn: str) -> str | None:
+        return '{"op":"ping"}'
+
+    def silence_timeout(self, conn: str) -> float:
+        return 30.0  # the 20 s pings are answered, so a quiet book alone never trips this
+
+    def send_rate(self, conn: str) -> float:
+        return 5.0
+
+    # ------------------------------------------------------------------ frames
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            msg = loads(data)
+        except (ValueError, TypeError) as e:
+            return [ProtocolError(conn, f"bad JSON: {e}")]
+        if type(msg) is not dict:
+            return [ProtocolError(conn, f"unexpected JSON {type(msg).__name__}")]
+        try:
+            topic = msg.get("topic")
+            if topic is not None:
+                sym = self._alias.get(f"{_category(conn)}|{topic}")
+                if sym is None:
+                    return []  # unsubscribed meanwhile, or a topic we never asked for
+                if topic[0] == "o":
+                    try:
+                        return self._on_book(sym, msg, recv_ns)
+                    except _PARSE_ERRORS as e:
+                        return self._bad_book(sym, e, msg.get("type") == "snapshot")
+                return self._on_trades(sym, msg["data"], recv_ns)
+            return self._on_op(conn, msg)
+        except _PARSE_ERRORS as e:
+            return [ProtocolError(conn, f"unexpected Bybit frame: {e!r}")]
+
+    def _on_op(self, conn: str, msg: dict) -> list[Event]:
+        op = msg.get("op")
+        if op in ("ping", "pong"):
+            return []
+        if msg.get("success") is True:
+            return []
+        if msg.get("success") is not False:
+            return [ProtocolError(conn, f"unexpected Bybit message: {str(msg)[:120]}", malformed=False)]
+        text = f"Bybit refused {op}: {msg.get('ret_msg')}"
+        req = self._reqs.pop(str(msg.get("req_id")), None)
+        if req is None or req[0] != "subscribe" or "already" in str(msg.get("ret_msg")):
+            return [Notice(conn, text)]
+        _, rconn, topics = req
+        cat = _category(rconn)
+        named = [t for t in _TOPIC_RE.findall(str(msg.get("ret_msg"))) if t in topics]
+        if not named and len(topics) == 1:
+            named = topics
+        out: list[Event] = []
+        if named:  # refuse the named topics' symbols; Bybit rejected the whole request, so resend the rest
+            bad = {self._alias.get(f"{cat}|{t}") for t in named}
+            rest = [t for t in topics if self._alias.get(f"{cat}|{t}") not in bad]
+            for s in bad:
+                out += self._refused(s, conn, text)
+            if rest:
+                out.append(self._request(rconn, "subscribe", rest))
+        else:  # nothing names the culprit: retry one topic per request to find it
+            out += [self._request(rconn, "subscribe", [t]) for t in topics]
+        return out
+
+    def _on_book(self, sym: SymbolSync, msg: dict, recv_ns: int) -> list[Event]:
+        d = msg["data"]
+        u = d["u"]
+        if type(u) is not int:
+            raise TypeError(f"u {u!r}")
+        ts_ns = int(msg.get("cts") or msg["ts"]) * _MS
+        book = sym.book
+        if msg["type"] == "snapshot" or u == 1:
+            out: list[Event] = []
+            if sym.state == LIVE and u < sym.seq:
+                out.append(self._reset(sym, f"update id restarted at {u} (was {sym.seq})"))
+            book.apply_snapshot(d["b"], d["a"])
+            sym.seq = u
+            book.update_id, book.exch_ts_ns = u, ts_ns
+            res = self._publish(sym, recv_ns, snapshot=True)
+            return out + res if out else res
+        if sym.state != LIVE:
+            return []  # in flight before the fresh snapshot
+        last = sym.seq
+        if u <= last:
+            return []  # duplicate or stale
+        if u != last + 1:
+            return self._fail(sym, "gap", f"u {u} after {last}")
+        book.apply_update(d["b"], d["a"])
+        sym.seq = u
+        book.update_id, book.exch_ts_ns = u, ts_ns
+        return self._publish(sym, recv_ns)
+
+    def _on_trades(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
+        trades = []
+        for t in rows:
+            tid, flags = trade_id(t["i"])
+            s = t["S"]
+            side = Side.BUY if s == "Buy" else Side.SELL if s == "Sell" else Side.UNKNOWN
+            trades.append((int(t["T"]) * _MS, recv_ns, float(t["p"]), float(t["v"]), tid, side, flags))
+        return [TradesReceived(sym.key, trades)] if trades else []
+
+
+@lru_cache(maxsize=64)
+def _category(conn: str) -> str:
+    """"linear-0" -> "linear": connections are named after their category."""
+    return conn.rsplit("-", 1)[0]
+
+
+ADAPTER = BybitAdapter

@@ -1,0 +1,243 @@
+"""OKX v5 public market data (sans-I/O). Protocol facts: shared/notes/exchanges.md §3.
+
+Books: `books` (400 levels, snapshot + updates) by default; `bbo-tbt` / `books5` in partial mode.
+Validation of `books` updates (OKX-DOC "Sequence ID", order-book channel page of 2026-07-07):
+- `prevSeqId` must equal the last `seqId`. Allowed by that rule: idle keep-alives (prevSeqId == seqId,
+  empty sides) and maintenance resets (seqId < prevSeqId, prevSeqId still the last seqId; the book stays
+  valid, but the reset is reported as BookInvalid "reset" + SymbolSynced so it is counted).
+- a non-zero `checksum` is the legacy CRC32 over the top 25 levels' wire strings; 0 means "not sent"
+  (deprecated on production 2026-06-23, OKX notice of 2026-05-21). Frames without seqId (pre-2024
+  recordings) rely on the checksum alone.
+On a gap or bad checksum the symbol's `books` channel alone is unsubscribed and subscribed again: the
+WebSocket snapshot is OKX's only sync point (no REST snapshot carries a seqId).
+Sizes on derivatives are contracts; Instrument.contract_value carries `ctVal`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ..events import (
+    CloseConnection,
+    Event,
+    FetchRest,
+    Notice,
+    ProtocolError,
+    Send,
+    TradesReceived,
+)
+from ..store.layout import MarketKind, Side
+from ..symbols import Instrument, unified_symbol
+from ._sync import LIVE, SymbolSync
+from ._wire import chunks, dumps_str, loads, trade_id
+from ._wsbook import WsBookAdapter
+
+_MS = 1_000_000
+_PARTIAL = {"books5", "bbo-tbt"}
+_INST_ID_RE = re.compile(r"instId:([A-Za-z0-9_.-]+)")
+_PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+_MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
+
+
+class OkxAdapter(WsBookAdapter):
+    exchange = "okx"
+    DEFAULT_ENDPOINTS = {"ws": "wss://ws.okx.com:8443", "rest": "https://www.okx.com"}
+    MARKETS = ("SPOT", "SWAP", "FUTURES", "OPTION")
+    SYMBOLS_PER_CONN = 15  # books + trades = 30 channels, OKX's advice for 400-level books
+
+    # ------------------------------------------------------------------ instruments
+    @classmethod
+    def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
+        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
+        return [FetchRest(f"instruments:{m}", f"{rest}/api/v5/public/instruments?instType={m}")
+                for m in (markets or ("SPOT", "SWAP", "FUTURES"))]
+
+    @classmethod
+    def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
+        try:
+            msg = loads(body)
+            if str(msg.get("code")) != "0":
+                return [], [ProtocolError("rest", f"{request_id}: OKX error {msg.get('code')}: {msg.get('msg')}",
+                                          malformed=False)]
+            rows = msg["data"]
+        except _PARSE_ERRORS as e:
+            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
+        out: list[Instrument] = []
+        bad = 0
+        for row in rows:
+            try:
+                out.append(cls._instrument(row))
+            except _PARSE_ERRORS:
+                bad += 1
+        return out, ([ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else [])
+
+    @staticmethod
+    def _instrument(row: dict) -> Instrument:
+        it, native = row["instType"], row["instId"]
+        tick, lot = float(row["tickSz"]), float(row["lotSz"])
+        if it in ("SPOT", "MARGIN"):
+            base, quote = row["baseCcy"], row["quoteCcy"]
+            return Instrument("okx", "SPOT", native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
+                              base, quote, "", tick, lot, 1.0)
+        family = row.get("instFamily") or row.get("uly") or native
+        base, quote = family.split("-")[:2]
+        settle = row.get("settleCcy") or ""
+        ct_val = float(row.get("ctVal") or 1.0)
+        parts = native.split("-")
+        if it == "OPTION":  # BTC-USD-250627-50000-C -> BTC/USD:BTC-250627-50000-C (ccxt style)
+            unified = f"{base}/{quote}:{settle or base}-{'-'.join(parts[2:])}"
+            return Instrument("okx", it, native, unified, MarketKind.OPTION, base, quote, settle or base, tick, lot,
+                              ct_val)
+        kind = MarketKind.INVERSE if row.get("ctType") == "inverse" else MarketKind.LINEAR
+        expiry = parts[2] if it == "FUTURES" and len(parts) > 2 else ""
+        unified = unified_symbol(base, quote, kind, settle, expiry)
+        return Instrument("okx", it, native, unified, kind, base, quote, settle, tick, lot, ct_val)
+
+    @classmethod
+    def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
+        ws, rest = sim["okx"]
+        return {"ws": ws, "rest": rest}
+
+    # ------------------------------------------------------------------ connections and subscriptions
+    def _conn_group(self, inst: Instrument) -> str:
+        return "public"
+
+    def _url(self, conn: str) -> str:
+        return self.endpoints["ws"].rstrip("/") + "/ws/v5/public"
+
+    def _book_channel(self, inst: Instrument) -> str:
+        if self.book_mode == "partial":
+            return "bbo-tbt" if self.book_depth <= 1 else "books5"
+        return "books"
+
+    def _aliases(self, sym: SymbolSync) -> list[str]:
+        return [sym.inst.native]  # instIds are unique across OKX markets
+
+    def _sub_frames(self, conn: str, syms: list[SymbolSync], op: str, books_only: bool = False) -> list[Event]:
+        args = []
+        for s in syms:
+            args.append({"channel": s.channel, "instId": s.inst.native})
+            if self.trades_enabled and not books_only:
+                args.append({"channel": "trades", "instId": s.inst.native})
+        out: list[Event] = []
+        for part in chunks(args, _MAX_ARGS):
+            rid = self._request_id(op, conn, list(part))
+            out.append(Send(conn, dumps_str({"id": rid, "op": op, "args": list(part)})))
+        return out
+
+    def ping_interval(self, conn: str) -> float:
+        return 20.0  # OKX closes a connection after 30 s without traffic (4004)
+
+    def ping_payload(self, conn: str) -> str | None:
+        return "ping"
+
+    def silence_timeout(self, conn: str) -> float:
+        return 30.0
+
+    def send_rate(self, conn: str) -> float:
+        return 5.0
+
+    # ------------------------------------------------------------------ frames
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        if data == "pong" or data == b"pong":
+            return []
+        try:
+            msg = loads(data)
+        except (ValueError, TypeError) as e:
+            return [ProtocolError(conn, f"bad JSON: {e}")]
+        if type(msg) is not dict:
+            return [ProtocolError(conn, f"unexpected JSON {type(msg).__name__}")]
+        try:
+            if "data" in msg:
+                arg = msg["arg"]
+                sym = self._alias.get(arg["instId"])
+                if sym is None:
+                    return []  # a symbol we just unsubscribed
+                ch = arg["channel"]
+                if ch == "books":
+                    try:
+                        return self._on_books(sym, msg, recv_ns)
+                    except _PARSE_ERRORS as e:  # the book may be half-applied: resync unless already resyncing
+                        return self._bad_book(sym, e, msg.get("action") == "snapshot")
+                if ch == "trades":
+                    return self._on_trades(sym, msg["data"], recv_ns)
+                if ch in _PARTIAL:
+                    try:
+                        return self._on_partial(sym, msg["data"][0], recv_ns)
+                    except _PARSE_ERRORS as e:
+                        return self._bad_book(sym, e, True)
+                return []
+            return self._on_event(conn, msg)
+        except _PARSE_ERRORS as e:
+            return [ProtocolError(conn, f"unexpected OKX frame: {e!r}")]
+
+    def _on_event(self, conn: str, msg: dict) -> list[Event]:
+        ev = msg.get("event")
+        if ev in ("subscribe", "unsubscribe", "channel-conn-count"):
+            return []
+        if ev == "error":
+            text = f"OKX error {msg.get('code')}: {msg.get('msg')}"
+            req = self._reqs.get(str(msg.get("id")))
+            if req is not None and req[0] == "unsubscribe":
+                return [Notice(conn, text)]
+            m = _INST_ID_RE.search(str(msg.get("msg", "")))
+            return self._refused(self._alias.get(m.group(1)) if m else None, conn, text)
+        if ev == "notice":  # 64008: service upgrade, the server closes in ~60 s
+            return [CloseConnection(conn, f"OKX notice {msg.get('code')}: {msg.get('msg')}", reconnect=True)]
+        return [ProtocolError(conn, f"unexpected OKX message: {str(msg)[:120]}", malformed=False)]
+
+    def _on_books(self, sym: SymbolSync, msg: dict, recv_ns: int) -> list[Event]:
+        d = msg["data"][0]
+        bids, asks = d["bids"], d["asks"]
+        seq = d.get("seqId")
+        if seq is not None and type(seq) is not int:
+            raise TypeError(f"seqId {seq!r}")
+        ts_ns = int(d["ts"]) * _MS
+        checksum = int(d.get("checksum") or 0)
+        book = sym.book
+        if msg.get("action") == "snapshot":
+            book.apply_snapshot(bids, asks)
+            sym.seq = seq if seq is not None else -1
+            book.update_id, book.exch_ts_ns = sym.seq, ts_ns
+            return self._publish(sym, recv_ns, checksum, snapshot=True)
+        if sym.state != LIVE:
+            return []  # in flight before the fresh snapshot
+        out: list[Event] = []
+        if seq is not None:
+            prev, last = d["prevSeqId"], sym.seq
+            if prev != last:
+                if seq == last:
+                    return []  # the same message twice
+                kind = "reset" if seq < last and prev < last else "gap"
+                return self._fail(sym, kind, f"prevSeqId {prev} != last seqId {last} (seqId {seq})")
+            if seq < prev:  # documented maintenance reset: the chain holds, so the book stays valid; count it
+                out.append(self._reset(sym, f"seqId restarted at {seq} (prevSeqId {prev})"))
+        book.apply_update(bids, asks)
+        if seq is not None:
+            sym.seq = seq
+        book.update_id, book.exch_ts_ns = max(sym.seq, 0), ts_ns
+        if out:
+            return out + self._publish(sym, recv_ns, checksum, snapshot=True)
+        return self._publish(sym, recv_ns, checksum)
+
+    def _on_partial(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:
+        ts_ns = int(d["ts"]) * _MS
+        seq = d.get("seqId", sym.seq)
+        if type(seq) is not int:
+            raise TypeError(f"seqId {seq!r}")
+        sym.book.apply_snapshot(d["bids"], d["asks"])
+        sym.seq = seq
+        sym.book.update_id, sym.book.exch_ts_ns = max(sym.seq, 0), ts_ns
+        return self._publish(sym, recv_ns, snapshot=True)
+
+    def _on_trades(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
+        trades = []
+        for t in rows:
+            tid, flags = trade_id(t["tradeId"])
+            side = Side.BUY if t["side"] == "buy" else Side.SELL if t["side"] == "sell" else Side.UNKNOWN
+            trades.append((int(t["ts"]) * _MS, recv_ns, float(t["px"]), float(t["sz"]), tid, side, flags))
+        return [TradesReceived(sym.key, trades)] if trades else []
+
+
+ADAPTER = OkxAdapter

@@ -1,0 +1,470 @@
+"""FeedLoop: the one thread that does a feed's socket I/O and drives its adapter (and so every store write).
+
+Threads: the loop thread (select over the WebSockets and a wake-up socketpair, adapter calls, sink calls);
+one short-lived thread per connection attempt (the handshake); a small pool for REST GETs. Workers never
+touch adapter or store: they post a closure back (`_post`), and the socketpair wakes the selector.
+
+Per frame: read through websocket-client's frame parser (buffered, non-blocking; see wsconn.py), stamp
+`time_ns()`, call the tap if any, `adapter.on_frame`, act on the returned events. Everything periodic (heartbeat,
+watchdog, client pings, reconnects, counter flushes) runs on a 50 ms tick; one-off delays (send tokens, REST
+retries) on a timer heap. Nothing in here knows an exchange.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from queue import Empty, SimpleQueue
+from typing import Any, Protocol
+
+import websocket
+from websocket import ABNF
+
+from ..events import CloseConnection, Event, FetchRest, OpenConnection, Send
+from ..exchanges.base import Adapter
+from .http import RestClient, retryable
+from .timing import Backoff
+from .wsconn import CLOSED, CONNECTING, IDLE, OPEN, WOULD_BLOCK, WsConn
+
+Tap = Callable[[str, str, Any, int], None]  # (kind, url, data, recv_ns); kind: connect|disconnect|recv|send|http
+RestCallback = Callable[[str, int, bytes, int], list[Event]]  # (request_id, status, body, recv_ns) -> events
+TICK_S = 0.05
+_WS_ERRORS = (websocket.WebSocketException, OSError, ValueError)
+
+
+@dataclass
+class LoopOptions:
+    heartbeat_interval_s: float = 0.5
+    silence_timeout_s: float | None = None  # None: the adapter's value per connection; <= 0 disables
+    connect_timeout_s: float = 10.0
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 30.0
+    healthy_after_s: float = 10.0  # a connection open this long resets its reconnect backoff
+    rest_backoff_initial_s: float = 0.5
+    rest_backoff_max_s: float = 30.0
+    rest_retry_after_max_s: float = 300.0
+    rest_workers: int = 4
+    rest_timeout_s: float = 10.0
+    max_batch: int = 256  # frames taken from one connection before the others get a turn
+
+
+class Sink(Protocol):
+    """What the loop reports to (the Publisher). Called on the loop thread only."""
+
+    def on_event(self, ev: Event) -> None: ...
+    def received(self, frames: int, nbytes: int) -> None: ...
+    def connected(self, conn: str, url: str, reconnect: bool) -> None: ...
+    def connection_lost(self, conn: str, url: str, reason: str, requested: bool, symbols: list) -> None: ...
+    def connect_failed(self, conn: str, url: str, error: str, retry_in: float) -> None: ...
+    def rest_done(self, url: str, status: int, error: str | None, retry_in: float | None) -> None: ...
+    def heartbeat(self) -> None: ...
+    def error(self, text: str) -> None: ...
+
+
+class FeedLoop:
+    """Runs an adapter against real sockets. `run()` blocks until `stop()`; `submit()` and `stop()` are
+    thread-safe, everything else must be called on the loop thread (e.g. from a submitted function)."""
+
+    def __init__(self, adapter: Adapter, sink: Sink, *, options: LoopOptions | None = None, tap: Tap | None = None,
+                 log: logging.Logger | None = None) -> None:
+        self.adapter = adapter
+        self.sink = sink
+        self.opts = options or LoopOptions()
+        self.tap = tap
+        self.log = log or logging.getLogger(f"mdengine.feed.{adapter.exchange}")
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._calls: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        self._woken = False
+        self._conns: dict[str, WsConn] = {}
+        self._ready: set[WsConn] = set()
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._stopping = False
+        self._thread_id: int | None = None
+        self._frames = 0
+        self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
+        self._requests: dict[type, Callable[[Any], None]] = {
+            Send: self._on_send, OpenConnection: self._on_open_request, CloseConnection: self._on_close_request,
+            FetchRest: lambda ev: self.fetch(ev, self.adapter.on_rest),
+        }
+
+    # ------------------------------------------------------------------ thread-safe API
+    def _post(self, fn: Callable[[], None]) -> None:
+        self._calls.put(fn)
+        if not self._woken:
+            self._woken = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full or closed: the loop is awake or gone anyway
+
+    def submit(self, fn: Callable[[], Any]) -> Future:
+        """Run `fn()` on the loop thread; its result (or exception) lands in the returned Future."""
+        fut: Future = Future()
+
+        def run() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn())
+                except BaseException as e:  # handed to the caller
+                    fut.set_exception(e)
+
+        self._post(run)
+        return fut
+
+    def stop(self) -> None:
+        """Make `run()` close every connection and return. Safe from any thread and from signal handlers."""
+        self._stopping = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ loop-thread API
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), fn))
+
+    def dispatch(self, events: list[Event]) -> None:
+        """Act on adapter output: requests are done here, data and health events go to the sink."""
+        requests, on_event = self._requests, self.sink.on_event
+        for ev in events:
+            handler = requests.get(ev.__class__)
+            if handler is None:
+                on_event(ev)
+            else:
+                handler(ev)
+
+    def fetch(self, req: FetchRest, callback: RestCallback) -> None:
+        """GET req.url off-thread, retrying transport errors, 429/418 and 5xx with capped backoff (honouring
+        Retry-After); then `callback(request_id, status, body, recv_ns)` on the loop thread, events dispatched."""
+        backoff = Backoff(self.opts.rest_backoff_initial_s, self.opts.rest_backoff_max_s)
+
+        def start() -> None:
+            if not self._stopping:
+                self._rest.get(req.url, done)
+
+        def done(status: int, body: bytes, retry_after: float | None) -> None:
+            now_ns = time.time_ns()
+            retry_in = None
+            if retryable(status) and not self._stopping:
+                retry_in = backoff.next()
+                if retry_after is not None:
+                    retry_in = max(retry_in, min(retry_after, self.opts.rest_retry_after_max_s))
+            err = None if status == 200 else body[:200].decode("utf-8", "replace")
+            self.sink.rest_done(req.url, status, err, retry_in)
+            if retry_in is not None:
+                self.call_later(retry_in, start)
+                return
+            if status == 200 and self.tap is not None:
+                self.tap("http", req.url, body.decode("utf-8", "replace"), now_ns)
+            try:
+                events = callback(req.request_id, status, body, now_ns)
+            except Exception as e:  # a bug in the callback: reported, and the loop lives on
+                self.log.exception("REST callback for %s failed", req.url)
+                self.sink.error(f"REST callback {req.request_id}: {type(e).__name__}: {e}")
+                return
+            if events:
+                self.dispatch(events)
+
+        start()
+
+    def connections(self) -> dict[str, str]:
+        """conn name -> state (idle, connecting, open, closed)."""
+        return {name: c.state for name, c in self._conns.items()}
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        self._thread_id = threading.get_ident()
+        sel, ready, timers = self._sel, self._ready, self._timers
+        next_tick = next_beat = 0.0
+        try:
+            while not self._stopping:
+                now = time.monotonic()
+                if now >= next_tick:
+                    if now >= next_beat:
+                        self.sink.heartbeat()
+                        next_beat = now + self.opts.heartbeat_interval_s
+                    self._tick(now)
+                    next_tick = now + TICK_S
+                deadline = min(next_tick, timers[0][0]) if timers else next_tick
+                timeout = 0.0 if ready else max(0.0, deadline - now)
+                for key, _ in sel.select(timeout):
+                    conn = key.data
+                    if conn is None:
+                        self._run_calls()
+                    elif conn.state is OPEN:
+                        self._read(conn)
+                if ready:
+                    for conn in list(ready):
+                        ready.discard(conn)
+                        if conn.state is OPEN:
+                            self._read(conn)
+                if timers and timers[0][0] <= time.monotonic():
+                    self._run_timers()
+        finally:
+            self._shutdown()
+
+    def _run_calls(self) -> None:
+        self._woken = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except Empty:
+                return
+            try:
+                fn()
+            except Exception as e:  # a bug in posted work: reported, and the loop lives on
+                self.log.exception("posted call failed")
+                self.sink.error(f"loop call: {type(e).__name__}: {e}")
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            fn = heapq.heappop(timers)[2]
+            try:
+                fn()
+            except Exception as e:
+                self.log.exception("timer failed")
+                self.sink.error(f"loop timer: {type(e).__name__}: {e}")
+
+    def _tick(self, now: float) -> None:
+        nbytes = 0
+        for c in list(self._conns.values()):
+            nbytes += c.nbytes
+            c.nbytes = 0
+            if c.state is OPEN:
+                timeout = self.opts.silence_timeout_s
+                if timeout is None:
+                    timeout = self.adapter.silence_timeout(c.name)
+                if 0 < timeout < now - c.last_recv:
+                    self._lost(c, f"nothing received for {now - c.last_recv:.1f}s (watchdog, limit {timeout:g}s)")
+                    continue
+                if not c.healthy and now - c.opened_at >= self.opts.healthy_after_s:
+                    c.healthy = True
+                    c.backoff.reset()
+                interval = self.adapter.ping_interval(c.name)
+                if interval > 0 and now - c.last_ping >= interval:
+                    c.last_ping = now
+                    payload = self.adapter.ping_payload(c.name)
+                    if payload is not None:
+                        c.outq.append((ABNF.OPCODE_TEXT, payload))
+                        self._flush(c)
+            elif c.state is IDLE and c.wanted and now >= c.retry_at:
+                self._connect(c)
+            elif c.state is CONNECTING and now - c.connect_started > self.opts.connect_timeout_s + 5.0:
+                # The handshake thread neither finished nor failed: abandon that attempt (its answer will be
+                # ignored) and retry, rather than waiting forever.
+                c.attempt += 1
+                c.state = IDLE
+                delay = c.backoff.next()
+                c.retry_at = now + delay
+                self.sink.connect_failed(c.name, c.url, "handshake did not finish (stuck connect)", delay)
+        if self._frames or nbytes:
+            self.sink.received(self._frames, nbytes)
+            self._frames = 0
+
+    # ------------------------------------------------------------------ reading
+    def _read(self, c: WsConn) -> None:
+        ws = c.ws
+        recv_frame, cont = ws.frame_buffer.recv_frame, ws.cont_frame
+        on_frame, dispatch, tap, name = self.adapter.on_frame, self.dispatch, self.tap, c.name
+        n = got = 0
+        try:
+            while n < self.opts.max_batch:
+                try:
+                    frame = recv_frame()
+                except WOULD_BLOCK:
+                    break
+                got += 1
+                op = frame.opcode
+                if op == ABNF.OPCODE_TEXT and frame.fin and not cont.recving_frames:
+                    data = frame.data.decode("utf-8", "surrogateescape")  # invalid UTF-8 fails in the JSON parser
+                elif op <= ABNF.OPCODE_BINARY:  # a fragment, a continuation, or binary
+                    cont.validate(frame)
+                    cont.add(frame)
+                    if not frame.fin:
+                        continue
+                    op, frame = cont.extract(frame)
+                    data = frame.data.decode("utf-8", "surrogateescape") if op == ABNF.OPCODE_TEXT else frame.data
+                elif op == ABNF.OPCODE_PING:  # answer ahead of queued messages, echoing the payload
+                    c.outq.appendleft((ABNF.OPCODE_PONG, frame.data))
+                    self._flush(c)
+                    continue
+                elif op == ABNF.OPCODE_CLOSE:
+                    raw = frame.data
+                    code = struct.unpack("!H", raw[:2])[0] if len(raw) >= 2 else None
+                    self._lost(c, f"closed by server (code {code}: {raw[2:].decode('utf-8', 'replace')})",
+                               answer_close=True)
+                    return
+                else:
+                    continue  # pong
+                recv_ns = time.time_ns()
+                n += 1
+                if tap is not None:
+                    tap("recv", c.url, data, recv_ns)
+                try:
+                    events = on_frame(name, data, recv_ns)
+                except Exception as e:  # adapters must not raise; if one does, the frame is lost, not the feed
+                    self.log.exception("conn=%s adapter.on_frame raised", name)
+                    self.sink.error(f"{name}: adapter bug: {type(e).__name__}: {e}")
+                    continue
+                if events:
+                    dispatch(events)
+                    if c.ws is not ws:  # the events closed this connection
+                        break
+        except _WS_ERRORS as e:
+            self._frames += n
+            self._lost(c, f"{type(e).__name__}: {e}")
+            return
+        self._frames += n
+        if got:
+            c.last_recv = time.monotonic()
+            if c.ws is ws and c.has_buffered():
+                self._ready.add(c)
+
+    # ------------------------------------------------------------------ connections
+    def _on_open_request(self, ev: OpenConnection) -> None:
+        c = self._conns.get(ev.conn)
+        if c is None:
+            o = self.opts
+            c = self._conns[ev.conn] = WsConn(ev.conn, ev.url, Backoff(o.backoff_initial_s, o.backoff_max_s),
+                                              self.adapter.send_rate(ev.conn))
+        c.url = ev.url  # used from the next connect on
+        c.wanted = True
+        if c.state is CLOSED or (c.state is IDLE and c.attempt == 0):
+            self._connect(c)
+
+    def _connect(self, c: WsConn) -> None:
+        self.log.info("conn=%s connecting to %s", c.name, c.url)
+        c.connect_async(self.opts.connect_timeout_s, self._post, self._on_connected)
+
+    def _on_connected(self, c: WsConn, attempt: int, ws: websocket.WebSocket | None, error: str | None) -> None:
+        if attempt != c.attempt or not c.wanted or self._stopping or self._conns.get(c.name) is not c:
+            if ws is not None:
+                ws.shutdown()
+            if c.state is CONNECTING and attempt == c.attempt:
+                c.state = CLOSED if not c.wanted else IDLE
+            return
+        now = time.monotonic()
+        if ws is None:
+            c.state = IDLE
+            delay = c.backoff.next()
+            c.retry_at = now + delay
+            self.sink.connect_failed(c.name, c.url, error or "?", delay)
+            return
+        reconnect = c.opens > 0
+        c.opens += 1
+        sock = c.attach(ws, now)
+        self._sel.register(sock, selectors.EVENT_READ, c)
+        if self.tap is not None:
+            self.tap("connect", c.url, "", time.time_ns())
+        self.sink.connected(c.name, c.url, reconnect)
+        self.dispatch(self.adapter.on_open(c.name))
+
+    def _lost(self, c: WsConn, reason: str, *, reconnect: bool = True, requested: bool = False,
+              answer_close: bool = False) -> None:
+        """`c` is gone (or being closed): tell tap, sink and adapter, then schedule the reconnect if wanted."""
+        if c.sock is not None:
+            try:
+                self._sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+        self._ready.discard(c)
+        was_open = c.state is OPEN
+        if requested or answer_close:
+            c.close(reason=reason[:100])
+        else:
+            c.close_quietly()
+        if not reconnect:
+            c.wanted = False
+        if not was_open:
+            c.state = CLOSED if not c.wanted else IDLE
+            return
+        if self.tap is not None:
+            self.tap("disconnect", c.url, reason, time.time_ns())
+        self.sink.connection_lost(c.name, c.url, reason, requested, self.adapter.symbols_on(c.name))
+        events = self.adapter.on_close(c.name, reason)
+        if c.wanted:
+            delay = c.backoff.next()
+            c.retry_at = time.monotonic() + delay
+            c.state = IDLE
+            self.log.info("conn=%s reconnecting in %.2fs", c.name, delay)
+        else:
+            c.state = CLOSED
+        if events:
+            self.dispatch(events)
+
+    def _on_close_request(self, ev: CloseConnection) -> None:
+        c = self._conns.get(ev.conn)
+        if c is None:
+            return
+        if c.state is OPEN:
+            self._lost(c, ev.reason, reconnect=ev.reconnect, requested=True)
+        elif not ev.reconnect:
+            c.wanted = False
+            if c.state is IDLE:
+                c.state = CLOSED
+
+    # ------------------------------------------------------------------ sending
+    def _on_send(self, ev: Send) -> None:
+        c = self._conns.get(ev.conn)
+        if c is None or c.state is not OPEN:
+            self.log.debug("conn=%s not open; dropped %s (the adapter resends on open)", ev.conn, ev.payload[:80])
+            return
+        c.outq.append((ABNF.OPCODE_TEXT, ev.payload))
+        self._flush(c)
+
+    def _flush(self, c: WsConn) -> None:
+        now = time.monotonic()
+        while c.outq:
+            if not c.bucket.take(now):
+                if not c.flush_scheduled:
+                    c.flush_scheduled = True
+                    self.call_later(c.bucket.wait(now), lambda: self._flush_later(c))
+                return
+            op, payload = c.outq.popleft()
+            try:
+                c.send_now(op, payload)
+            except _WS_ERRORS as e:
+                self._lost(c, f"send failed: {type(e).__name__}: {e}")
+                return
+            if self.tap is not None and op == ABNF.OPCODE_TEXT:
+                self.tap("send", c.url, payload, time.time_ns())
+
+    def _flush_later(self, c: WsConn) -> None:
+        c.flush_scheduled = False
+        if c.state is OPEN:
+            self._flush(c)
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self) -> None:
+        for c in self._conns.values():
+            if c.state is OPEN:
+                if self.tap is not None:
+                    self.tap("disconnect", c.url, "feed stopping", time.time_ns())
+                c.close(reason="feed stopping")
+            c.wanted = False
+            c.state = CLOSED
+        self._rest.close()
+        self._sel.close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -1,0 +1,211 @@
+"""Publisher: adapter events and loop reports -> store writes, segment counters and log lines.
+
+The loop's sink. Called on the loop thread only (the segment has one writer). Every error is logged with
+exchange, connection and symbol, counted in its own counter, and `errors` + last-error text are set by
+`record_error`; gaps, resyncs and reconnects are warnings with their own counters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..events import (
+    BookChanged,
+    BookInvalid,
+    Event,
+    Notice,
+    ProtocolError,
+    SubscribeFailed,
+    SymbolKey,
+    SymbolSynced,
+    TradesReceived,
+)
+from ..store import layout as L
+from ..store.writer import SegmentWriter
+from ..symbols import Instrument
+
+_LIVE, _SYNCING, _STALE, _RESYNCING = L.BookState.LIVE, L.BookState.SYNCING, L.BookState.STALE, L.BookState.RESYNCING
+_C = {name: off >> 3 for name, off in L.COUNTER_OFFSETS.items()}  # counter -> word index in the segment
+
+
+class _Slot:
+    """A subscribed symbol's slot and the word indices of its stats (resolved once, used per publish)."""
+
+    __slots__ = ("slot", "inst", "levels_published", "messages", "book_updates", "trades", "gaps", "resyncs",
+                 "checksum_failures", "last_recv_ns")
+
+    def __init__(self, slot: int, inst: Instrument, base: int) -> None:
+        self.slot = slot
+        self.inst = inst
+        # True once the slot holds this book's current top levels: then an update that left them alone
+        # (book.top_dirty False) republishes only the header.
+        self.levels_published = False
+        for name in self.__slots__[3:]:
+            setattr(self, name, (base + L.STAT_OFFSETS[name]) >> 3)
+
+
+class Publisher:
+    def __init__(self, writer: SegmentWriter, exchange: str, *, depth: int,
+                 log: logging.Logger | None = None) -> None:
+        self.w = writer
+        self.q = writer.q
+        self.exchange = exchange
+        self.depth = min(depth, writer.capacity)
+        self.log = log or logging.getLogger(f"mdengine.feed.{exchange}")
+        self.slots: dict[SymbolKey, _Slot] = {}
+        #: called with (key, message) when the exchange refuses a symbol (the process answers control callers)
+        self.on_subscribe_failed: Callable[[SymbolKey | None, str], None] | None = None
+        self._handlers: dict[type, Callable] = {
+            BookChanged: self._book, TradesReceived: self._trades, BookInvalid: self._invalid,
+            SymbolSynced: self._synced, SubscribeFailed: self._refused, ProtocolError: self._protocol,
+            Notice: self._notice,
+        }
+
+    # ------------------------------------------------------------------ symbols
+    def add(self, inst: Instrument) -> int:
+        """Give `inst` a slot (its old one if it had one) and mark its book SYNCING."""
+        slot = self.w.add_symbol(inst.market, inst.native, inst.unified, kind=inst.kind, tick_size=inst.tick_size,
+                                 lot_size=inst.lot_size, contract_value=inst.contract_value)
+        self.slots[inst.key] = _Slot(slot, inst, self.w.view.slot_base(slot))
+        self.w.publish_state(slot, _SYNCING)
+        return slot
+
+    def remove(self, key: SymbolKey) -> None:
+        s = self.slots.pop(key, None)
+        if s is not None:
+            self.w.remove_symbol(s.slot)
+
+    def name(self, key: SymbolKey | None) -> str:
+        s = self.slots.get(key) if key is not None else None
+        return s.inst.unified if s is not None else ("-" if key is None else f"{key[1]}({key[0]})")
+
+    # ------------------------------------------------------------------ adapter events
+    def on_event(self, ev: Event) -> None:
+        self._handlers[ev.__class__](ev)
+
+    def _book(self, ev: BookChanged) -> None:
+        s = self.slots.get(ev.key)
+        if s is None:
+            return  # unsubscribed meanwhile
+        book, depth, q = ev.book, self.depth, self.q
+        if book.top_dirty or not s.levels_published or book.watch_depth != depth:
+            flat, nb, na = book.flat_top(depth)
+            self.w.publish_levels(s.slot, flat, nb, na, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
+                                  recv_ts_ns=ev.recv_ts_ns, state=_LIVE,
+                                  truncated=len(book.bids.keys) > depth or len(book.asks.keys) > depth)
+            book.watch_depth = depth
+            book.top_dirty = False
+            s.levels_published = True
+        else:  # only levels below the published depth changed
+            self.w.publish_header(s.slot, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
+                                  recv_ts_ns=ev.recv_ts_ns, state=_LIVE)
+        q[_C["book_updates"]] += 1
+        q[s.book_updates] += 1
+        q[s.messages] += 1
+        q[s.last_recv_ns] = ev.recv_ts_ns
+
+    def _trades(self, ev: TradesReceived) -> None:
+        s = self.slots.get(ev.key)
+        if s is None:
+            return
+        n = self.w.append_trades(s.slot, ev.trades)
+        q = self.q
+        q[_C["trades"]] += n
+        q[s.trades] += n
+        q[s.messages] += 1
+
+    def _invalid(self, ev: BookInvalid) -> None:
+        s = self.slots.get(ev.key)
+        q = self.q
+        q[_C["resyncs"]] += 1
+        counter = {"gap": "gaps", "checksum": "checksum_failures"}.get(ev.kind)
+        if counter:
+            q[_C[counter]] += 1
+        if s is not None:
+            self.w.publish_state(s.slot, _RESYNCING)
+            s.levels_published = False
+            q[s.resyncs] += 1
+            if counter:
+                q[getattr(s, counter)] += 1
+        if ev.kind in ("malformed", "crossed"):
+            self.w.record_error(f"{self.name(ev.key)} {ev.kind}: {ev.detail}")
+        self.log.warning("symbol=%s book invalid (%s): %s; resyncing", self.name(ev.key), ev.kind, ev.detail)
+
+    def _synced(self, ev: SymbolSynced) -> None:
+        self.log.info("symbol=%s synced", self.name(ev.key))
+
+    def _refused(self, ev: SubscribeFailed) -> None:
+        self.q[_C["subscribe_errors"]] += 1
+        self.w.record_error(f"subscribe {self.name(ev.key)}: {ev.message}")
+        self.log.error("conn=%s symbol=%s subscription failed: %s", ev.conn, self.name(ev.key), ev.message)
+        if ev.key is not None:
+            self.remove(ev.key)
+        if self.on_subscribe_failed is not None:
+            self.on_subscribe_failed(ev.key, ev.message)
+
+    def _protocol(self, ev: ProtocolError) -> None:
+        if ev.malformed:
+            self.q[_C["malformed"]] += 1
+        self.w.record_error(f"{ev.conn}: {ev.message}")
+        self.log.error("conn=%s symbol=%s bad frame: %s", ev.conn, self.name(ev.key), ev.message)
+
+    def _notice(self, ev: Notice) -> None:
+        self.log.info("conn=%s %s%s", ev.conn, ev.message, f" {ev.extra}" if ev.extra else "")
+
+    # ------------------------------------------------------------------ loop reports
+    def received(self, frames: int, nbytes: int) -> None:
+        q = self.q
+        q[_C["messages"]] += frames
+        q[_C["bytes_received"]] += nbytes
+
+    def connected(self, conn: str, url: str, reconnect: bool) -> None:
+        if reconnect:
+            self.q[_C["reconnects"]] += 1
+        self.log.info("conn=%s %s %s", conn, "reconnected to" if reconnect else "connected to", url)
+
+    def connection_lost(self, conn: str, url: str, reason: str, requested: bool, symbols: list) -> None:
+        names = ",".join(self.name(k) for k in symbols) or "-"
+        if requested:
+            self.log.info("conn=%s symbols=%s closed: %s", conn, names, reason)
+            return
+        self.w.record_error(f"{conn} lost: {reason}")
+        self.log.warning("conn=%s symbols=%s connection lost: %s", conn, names, reason)
+
+    def connect_failed(self, conn: str, url: str, error: str, retry_in: float) -> None:
+        self.w.record_error(f"{conn} connect: {error}")
+        self.log.warning("conn=%s connect to %s failed: %s; retrying in %.2fs", conn, url, error, retry_in)
+
+    def rest_done(self, url: str, status: int, error: str | None, retry_in: float | None) -> None:
+        q = self.q
+        q[_C["rest_requests"]] += 1
+        if status == 200:
+            return
+        q[_C["rest_failures"]] += 1
+        self.w.record_error(f"GET {status}: {error or ''}")
+        then = f"retrying in {retry_in:.2f}s" if retry_in is not None else "not retried"
+        self.log.warning("GET %s failed: HTTP %s %s; %s", url, status or "(transport)", error, then)
+
+    def subscribe_error(self, text: str) -> None:
+        """A symbol we could not subscribe (unknown, no room): counted, logged, kept as the last error."""
+        self.q[_C["subscribe_errors"]] += 1
+        self.w.record_error(text)
+        self.log.error("%s", text)
+
+    def record_failed(self, text: str) -> None:
+        """The recorder could not write (call on the loop thread)."""
+        self.q[_C["record_errors"]] += 1
+        self.w.record_error(f"recorder: {text}")
+        self.log.error("recorder: %s", text)
+
+    def heartbeat(self) -> None:
+        self.w.heartbeat()
+
+    def error(self, text: str) -> None:
+        self.w.record_error(text)
+        self.log.error("%s", text)
+
+    def close(self) -> None:
+        """Every book this feed published goes STALE: nobody keeps it current any more."""
+        for s in self.slots.values():
+            self.w.publish_state(s.slot, _STALE)

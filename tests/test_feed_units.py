@@ -1,0 +1,247 @@
+"""Feed pieces on their own: backoff, send budget, the buffered frame reader, the loop's frame path, the publisher."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+import websocket
+from websockets.sync.server import serve
+
+from mdengine.book import LocalBook
+from mdengine.events import (
+    BookChanged,
+    BookInvalid,
+    OpenConnection,
+    ProtocolError,
+    SubscribeFailed,
+    TradesReceived,
+)
+from mdengine.exchanges.base import Adapter
+from mdengine.feed import FeedLoop, LoopOptions, Publisher
+from mdengine.feed.timing import Backoff, TokenBucket
+from mdengine.feed.wsconn import WOULD_BLOCK, WsConn
+from mdengine.store import BookFlags, BookState, SegmentReader, SegmentWriter
+from mdengine.store.layout import MarketKind
+from mdengine.symbols import Instrument
+
+
+# ----------------------------------------------------------------------------- timing
+def test_Backoff_doubles_up_to_the_cap_with_jitter_and_resets():
+    b = Backoff(0.25, 2.0, rng=lambda: 1.0)
+    assert [b.next() for _ in range(6)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    b.reset()
+    assert b.next() == 0.25
+    low = Backoff(0.25, 2.0, rng=lambda: 0.0)
+    assert [low.next() for _ in range(3)] == [0.125, 0.25, 0.5]  # never below half, never zero
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+def test_TokenBucket_keeps_any_one_second_window_at_rate_plus_one():
+    bucket = TokenBucket(4.0)
+    sent = [t / 1000 for t in range(3000) if bucket.take(t / 1000)]
+    worst = max(sum(1 for s in sent if t <= s <= t + 1.0) for t in sent)  # closed one-second windows
+    assert worst <= 5 and len(sent) in (12, 13)
+    b = TokenBucket(4.0)
+    assert b.take(10.0) and not b.take(10.1)
+    assert b.wait(10.1) == pytest.approx(0.15)
+
+
+# ----------------------------------------------------------------------------- the buffered reader
+def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + struct.pack("!H", n)
+    else:
+        head += bytes([127]) + struct.pack("!Q", n)
+    return head + payload
+
+
+def test_WsConn_reader_reassembles_frames_split_anywhere():
+    a, b = socket.socketpair()
+    ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+    ws.sock, ws.connected = a, True
+    c = WsConn("t", "ws://x", Backoff(), 1.0)
+    c.attach(ws, time.monotonic())
+    payloads = [b"x" * 5, b"y" * 300, b"z" * 70_000, b'{"a":1}']
+    wire = b"".join(server_frame(1, p) for p in payloads)
+    got = []
+    for i in range(0, len(wire), 997):  # odd chunks: headers and payloads cut at every kind of boundary
+        b.sendall(wire[i:i + 997])
+        while True:
+            try:
+                got.append(ws.frame_buffer.recv_frame().data)
+            except WOULD_BLOCK:
+                break
+    assert got == payloads and c.nbytes == len(wire) and not c.has_buffered()
+    b.close()
+    with pytest.raises(websocket.WebSocketConnectionClosedException):
+        ws.frame_buffer.recv_frame()
+    a.close()
+
+
+# ----------------------------------------------------------------------------- the loop's frame path
+class EchoAdapter(Adapter):
+    """Records what the loop hands it; opens one connection."""
+
+    exchange = "test"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(None)
+        self.url = url
+        self.frames: list = []
+        self.closed: list[str] = []
+        self.opened = threading.Event()
+
+    @classmethod
+    def instrument_requests(cls, endpoints, markets=None):
+        return []
+
+    @classmethod
+    def parse_instruments(cls, request_id, body):
+        return [], []
+
+    def subscribe(self, inst):
+        return []
+
+    def unsubscribe(self, key):
+        return []
+
+    def on_open(self, conn):
+        self.opened.set()
+        return []
+
+    def on_close(self, conn, reason):
+        self.closed.append(reason)
+        return []
+
+    def on_frame(self, conn, data, recv_ns):
+        self.frames.append(data)
+        return []
+
+    def on_rest(self, request_id, status, body, recv_ns):
+        return []
+
+    def silence_timeout(self, conn):
+        return 0.0
+
+
+class NullSink:
+    def __init__(self):
+        self.lost = []
+
+    def on_event(self, ev):
+        pass
+
+    def connection_lost(self, conn, url, reason, requested, symbols):
+        self.lost.append(reason)
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+def test_FeedLoop_passes_text_fragments_and_binary_answers_pings_and_taps():
+    pongs = []
+
+    def handler(conn):
+        conn.send(["{\"part\":", "1}"])  # a fragmented text message
+        conn.send(b"\x00\x01")
+        pongs.append(conn.ping(b"hello"))
+        conn.send("{}")
+        time.sleep(0.5)
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/x"
+        adapter, sink, taps = EchoAdapter(url), NullSink(), []
+        loop = FeedLoop(adapter, sink, options=LoopOptions(backoff_initial_s=5.0),
+                        tap=lambda *args: taps.append(args[:3]))
+        t = threading.Thread(target=loop.run)
+        t.start()
+        try:
+            loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+            deadline = time.monotonic() + 10
+            while len(adapter.frames) < 3 or not adapter.closed:
+                assert time.monotonic() < deadline, (adapter.frames, adapter.closed)
+                time.sleep(0.02)
+            assert adapter.frames == ['{"part":1}', b"\x00\x01", "{}"]
+            assert pongs[0].wait(5)  # the loop echoed the ping
+            assert "closed by server (code 1000" in adapter.closed[0]
+            assert [k for k, _, _ in taps][:4] == ["connect", "recv", "recv", "recv"] and taps[-1][0] == "disconnect"
+            assert loop.submit(lambda: loop.connections()).result(5) == {"c": "idle"}  # waiting to reconnect
+        finally:
+            loop.stop()
+            t.join(10)
+        assert not t.is_alive()
+
+
+# ----------------------------------------------------------------------------- publisher on a real segment
+BTC = Instrument("binance", "spot", "BTCUSDT", "BTC/USDT", MarketKind.SPOT, "BTC", "USDT", tick_size=0.01)
+
+
+@pytest.fixture
+def segment(namespace):
+    w = SegmentWriter(namespace, "binance", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+    r = SegmentReader(namespace, "binance")
+    yield w, r
+    r.close()
+    w.close()
+
+
+def test_Publisher_turns_events_into_store_writes_and_counters(segment):
+    w, r = segment
+    pub = Publisher(w, "binance", depth=3)
+    pub.add(BTC)
+    reader = r.book("BTC/USDT")
+    assert reader.header().state_name == "syncing"
+    book = LocalBook()
+    book.apply_snapshot([[str(100 - i), "1"] for i in range(5)], [["101", "2"]])
+    book.update_id, book.exch_ts_ns = 7, 5
+    pub.on_event(BookChanged(BTC.key, book, 123))
+    snap = reader.snapshot()
+    assert snap.bids.tolist() == [[100.0, 1.0], [99.0, 1.0], [98.0, 1.0]] and snap.asks.tolist() == [[101.0, 2.0]]
+    assert snap.header.state == BookState.LIVE and snap.header.flags & BookFlags.TRUNCATED
+    assert (snap.update_id, snap.header.recv_ts_ns) == (7, 123)
+    pub.on_event(TradesReceived(BTC.key, [(1, 2, 100.0, 0.5, 9, 1, 0)]))
+    assert r.trades("BTC/USDT", start="earliest").poll()[0]["trade_id"].tolist() == [9]
+    pub.on_event(BookInvalid(BTC.key, "gap", "U=5"))
+    assert reader.header().state_name == "resyncing"
+    pub.on_event(ProtocolError("spot/0", "invalid JSON: {"))
+    c = r.view.counters()
+    assert (c["book_updates"], c["trades"], c["gaps"], c["resyncs"], c["malformed"]) == (1, 1, 1, 1, 1)
+    assert r.view.stats(r.entry("BTC/USDT").slot)["gaps"] == 1 and "invalid JSON" in r.view.last_error()[1]
+    pub.close()
+    assert reader.header().state_name == "stale"
+    pub.on_event(SubscribeFailed(BTC.key, "spot/0", "code 2: refused"))
+    assert r.view.counters()["subscribe_errors"] == 1 and r.symbols() == []
+    pub.on_event(BookChanged(BTC.key, book, 1))  # a late event for a removed symbol is ignored
+
+
+def test_WsConn_close_sends_a_close_frame_with_the_reason():
+    got = []
+
+    def handler(conn):
+        try:
+            for _ in conn:
+                pass
+        finally:
+            got.append((conn.close_code, conn.close_reason))
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+        ws.connect(f"ws://127.0.0.1:{server.socket.getsockname()[1]}/")
+        c = WsConn("c", "ws://x", Backoff(), 1.0)
+        c.attach(ws, time.monotonic())
+        c.close(reason="feed stopping")
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert got == [(1000, "feed stopping")] and c.ws is None and c.state == "idle"

@@ -1,0 +1,76 @@
+"""The publisher skips rebuilding levels when an update left the published top levels alone; the store
+must still equal the book's top levels after every event, whatever the update touched."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mdengine.book import LocalBook
+from mdengine.events import BookChanged, BookInvalid
+from mdengine.feed.publisher import Publisher
+from mdengine.store import SegmentReader, SegmentWriter, shm
+from mdengine.symbols import Instrument
+
+DEPTH = 5
+INST = Instrument("okx", "SPOT", "BTC-USDT", "BTC/USDT", 0, "BTC", "USDT", tick_size=1.0)
+
+prices = st.integers(min_value=1, max_value=40)
+qtys = st.sampled_from(["0", "1", "2.5", "3"])
+level_changes = st.lists(st.tuples(prices, qtys), max_size=6)
+step = st.tuples(st.sampled_from(["update", "update", "update", "snapshot", "invalid"]), level_changes, level_changes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(step, min_size=1, max_size=25))
+def test_store_equals_book_top_after_every_event(steps):
+    ns = "tpub" + str(abs(hash(str(steps))) % 10**6)
+    writer = SegmentWriter(ns, "okx", create=True, max_symbols=2, book_capacity=8, trade_capacity=8)
+    reader = SegmentReader(ns, "okx")
+    try:
+        pub = Publisher(writer, "okx", depth=DEPTH)
+        pub.add(INST)
+        handle = reader.book("BTC/USDT")
+        book = LocalBook()
+        book.apply_snapshot([[str(p), "1"] for p in range(20, 10, -1)], [[str(p), "1"] for p in range(21, 31)])
+        for i, (kind, bids, asks) in enumerate(steps):
+            # bids live below 21 and asks above 20 so the book never crosses
+            b = [[str(min(p, 20)), q] for p, q in bids]
+            a = [[str(max(p, 21)), q] for p, q in asks]
+            if kind == "invalid":
+                pub.on_event(BookInvalid(INST.key, "gap", "test"))
+                continue
+            if kind == "snapshot":
+                book.apply_snapshot([lv for lv in b if lv[1] != "0"], [lv for lv in a if lv[1] != "0"])
+            else:
+                book.apply_update(b, a)
+            book.update_id = i + 1
+            pub.on_event(BookChanged(INST.key, book, recv_ts_ns=1))
+            snap = handle.snapshot(DEPTH)
+            assert snap.update_id == i + 1
+            assert [tuple(x) for x in snap.bids.tolist()] == book.bids.top(DEPTH)
+            assert [tuple(x) for x in snap.asks.tolist()] == book.asks.top(DEPTH)
+    finally:
+        reader.close()
+        writer.close()
+        for name in shm.list_names(ns):
+            shm.unlink(name)
+
+
+def test_deep_change_publishes_header_only(namespace):
+    writer = SegmentWriter(namespace, "okx", create=True, max_symbols=2, book_capacity=8, trade_capacity=8)
+    try:
+        pub = Publisher(writer, "okx", depth=2)
+        pub.add(INST)
+        book = LocalBook()
+        book.apply_snapshot([["10", "1"], ["9", "1"], ["8", "1"]], [["11", "1"], ["12", "1"], ["13", "1"]])
+        pub.on_event(BookChanged(INST.key, book, recv_ts_ns=1))
+        calls = []
+        real = writer.publish_levels
+        writer.publish_levels = lambda *a, **k: (calls.append(a), real(*a, **k))  # count full publishes
+        book.apply_update([["7", "2"]], [["14", "2"]])  # below the published depth
+        pub.on_event(BookChanged(INST.key, book, recv_ts_ns=2))
+        assert calls == []
+        book.apply_update([["10", "5"]], [])  # the best bid
+        pub.on_event(BookChanged(INST.key, book, recv_ts_ns=3))
+        assert len(calls) == 1
+    finally:
+        writer.close()
