@@ -41,7 +41,7 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 class SymbolSync:
     """One subscribed symbol: its book, where it is carried and how far it is synced."""
 
-    __slots__ = ("inst", "key", "book", "state", "seq", "conn", "channel", "ever_live", "trade_last_id",
+    __slots__ = ("inst", "key", "book", "state", "seq", "conn", "channel", "ever_live",
                  "trade_last_ts", "trade_seen")
 
     def __init__(self, inst: Instrument, conn: str, channel: str) -> None:
@@ -53,7 +53,6 @@ class SymbolSync:
         self.conn = conn
         self.channel = channel  # the exchange's book channel/topic for this symbol
         self.ever_live = False
-        self.trade_last_id = -1
         self.trade_last_ts = -1
         self.trade_seen: set[str] = set()
 

@@ -231,18 +231,19 @@ class BookReader:
         q, i, buf, (c0, c1), limit, capacity = (self._q, self._seq_i, self._buf, self._copies, self.retry_limit,
                                                  self.capacity)
         counts = _COUNTS.unpack_from
+        header, level, counts_at = L.BOOK_HEADER_LENGTH, L.LEVEL_LENGTH, L.BOOK_N_BIDS_OFFSET
 
         def read_into(out: BookBuffer) -> BookBuffer:
             """Copy the top `out.depth` levels into `out` consistently; sets out.n_bids / out.n_asks."""
             depth = out.depth if out.depth < capacity else capacity
-            length = L.BOOK_HEADER_LENGTH + depth * L.LEVEL_LENGTH
+            length = header + depth * level
             dst = out.mv
             for _ in range(limit):
                 s = q[i]
                 c = c1 if s & 1 else c0
                 dst[:length] = buf[c:c + length]
                 if q[i] == s:
-                    nb, na = counts(out.raw, L.BOOK_N_BIDS_OFFSET)
+                    nb, na = counts(out.raw, counts_at)
                     out.n_bids = nb if nb < depth else depth  # clamp: counts index the levels array
                     out.n_asks = na if na < depth else depth
                     return out
