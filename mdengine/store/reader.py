@@ -19,7 +19,7 @@ from . import shm
 from .segment import SegmentView, SymbolEntry, check_memory_model
 
 _HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
-_COUNTS = struct.Struct("<II")
+_U32 = struct.Struct("<I")
 _TOP = struct.Struct("<4d")
 _HEADER_AND_TOP = struct.Struct(L.BOOK_HEADER_STRUCT + "4d")
 DEFAULT_RETRY_LIMIT = 100_000
@@ -84,8 +84,24 @@ class BookBuffer:
         self.raw = bytearray(L.book_copy_length(depth))
         self.mv = memoryview(self.raw)
         self.levels = np.ndarray((depth, 4), dtype="<f8", buffer=self.raw, offset=L.BOOK_HEADER_LENGTH)
-        self.n_bids = 0
-        self.n_asks = 0
+
+    # The counts live in the copied header; they are decoded (and clamped, since they index `levels`) only
+    # when asked for, which keeps them off the read path.
+    @property
+    def n_bids(self) -> int:
+        return min(_U32.unpack_from(self.raw, L.BOOK_N_BIDS_OFFSET)[0], self.depth)
+
+    @n_bids.setter
+    def n_bids(self, n: int) -> None:
+        _U32.pack_into(self.raw, L.BOOK_N_BIDS_OFFSET, n)
+
+    @property
+    def n_asks(self) -> int:
+        return min(_U32.unpack_from(self.raw, L.BOOK_N_ASKS_OFFSET)[0], self.depth)
+
+    @n_asks.setter
+    def n_asks(self, n: int) -> None:
+        _U32.pack_into(self.raw, L.BOOK_N_ASKS_OFFSET, n)
 
     def header(self) -> BookHeader:
         return BookHeader(*_HEADER.unpack_from(self.raw, 0))
@@ -230,11 +246,11 @@ class BookReader:
     def _make_read_into(self):
         q, i, buf, (c0, c1), limit, capacity = (self._q, self._seq_i, self._buf, self._copies, self.retry_limit,
                                                  self.capacity)
-        counts = _COUNTS.unpack_from
-        header, level, counts_at = L.BOOK_HEADER_LENGTH, L.LEVEL_LENGTH, L.BOOK_N_BIDS_OFFSET
+        header, level = L.BOOK_HEADER_LENGTH, L.LEVEL_LENGTH
 
         def read_into(out: BookBuffer) -> BookBuffer:
-            """Copy the top `out.depth` levels into `out` consistently; sets out.n_bids / out.n_asks."""
+            """Copy the top `out.depth` levels into `out` consistently (out.n_bids / n_asks then say how many
+            rows of each side are valid)."""
             depth = out.depth if out.depth < capacity else capacity
             length = header + depth * level
             dst = out.mv
@@ -243,9 +259,6 @@ class BookReader:
                 c = c1 if s & 1 else c0
                 dst[:length] = buf[c:c + length]
                 if q[i] == s:
-                    nb, na = counts(out.raw, counts_at)
-                    out.n_bids = nb if nb < depth else depth  # clamp: counts index the levels array
-                    out.n_asks = na if na < depth else depth
                     return out
                 self.retries += 1
             raise self._contended()
