@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -249,6 +250,10 @@ def machine() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- mdengine side
+_QUIET_LOG = logging.getLogger("mdengine.perf.compare")
+_QUIET_LOG.setLevel(logging.ERROR)
+
+
 class MdengineSide:
     """Replays workloads through mdengine's adapter into a SegmentWriter in a throwaway namespace."""
 
@@ -313,7 +318,12 @@ class MdengineSide:
         writer = self._writer(w.exchange)
         adapter = get_adapter(w.exchange)(InstrumentIndex(insts), book_depth=self.depth,
                                             **ADAPTER_OPTIONS.get(w.exchange, {}))
-        slots = {i.key: writer.add_symbol(i.market, i.native, i.unified, kind=i.kind) for i in insts}
+        # The engine's own publisher (store writes, counters, header-only publishes when the top levels
+        # did not change): the same work a feed process does per event.
+        from mdengine.feed.publisher import Publisher
+
+        publisher = Publisher(writer, w.exchange, depth=self.depth, log=_QUIET_LOG)
+        slots = {i.key: publisher.add(i) for i in insts}
         events = [ev for i in insts for ev in adapter.subscribe(i)] + adapter.start()
         conns, pending = [], []
         while events:
@@ -326,31 +336,27 @@ class MdengineSide:
                 pending.append(ev)  # answered after the first frame, like cryptofeed's snapshot fetch
         if len(conns) != 1:
             raise RuntimeError(f"{w.name}: expected the adapter to open one connection, got {conns}")
-        handle = self._handler(w, adapter, writer, slots, pending, counts, stage)
+        handle = self._handler(w, adapter, writer, slots, pending, counts, stage, publisher)
         for text in w.preamble:
             handle(adapter.on_frame(conns[0], text, time.time_ns()))
         return adapter, conns[0], handle
 
     def _handler(self, w: Workload, adapter, writer, slots: dict, pending: list, counts: dict[str, int] | None,
-                 stage: str = "full"):
-        """What a feed loop does with an adapter's events: publish books and trades, answer REST requests
-        with the recorded body (the one cryptofeed gets), and nothing else."""
+                 stage: str = "full", publisher=None):
+        """What a feed loop does with an adapter's events: hand books and trades to the engine's publisher,
+        answer REST requests with the recorded body (the one cryptofeed gets), and nothing else."""
         from mdengine.events import BookChanged, FetchRest, TradesReceived
 
         publish, append, depth = writer.publish_levels, writer.append_trades, self.depth
+        on_event = publisher.on_event
 
         def handle(events: list) -> None:
             for ev in events:
                 t = type(ev)
-                if t is BookChanged:
-                    book = ev.book
-                    flat, nb, na = book.flat_top(depth)
-                    publish(slots[ev.key], flat, nb, na, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
-                            recv_ts_ns=ev.recv_ts_ns)
-                elif t is TradesReceived:
-                    append(slots[ev.key], ev.trades)
-                elif t is FetchRest:
+                if t is FetchRest:
                     pending.append(ev)
+                elif t is BookChanged or t is TradesReceived:
+                    on_event(ev)
                 if counts is not None:
                     counts[t.__name__] = counts.get(t.__name__, 0) + 1
 

@@ -197,7 +197,8 @@ def test_mdengine_side_publishes_every_book_change_into_a_real_segment(okx_rec):
         assert counts["BookChanged"] == 2 * 290 and counts["TradesReceived"] == 2 * 74
         assert "BookInvalid" not in counts and "ProtocolError" not in counts
         with SegmentReader(md.namespace, "okx") as reader:
-            assert reader.publish_counter == 2 * (290 + 74)  # book publishes + trade batches
+            # book publishes + trade batches, plus the publisher's SYNCING state for each of the 3 symbols
+            assert reader.publish_counter == 2 * (290 + 74 + 3)
             snap = reader.book("BTC-USDT", "SPOT").snapshot(5)
             bids, asks = _reference_top(okx_rec.frames, "BTC-USDT", 5)
             assert snap.bids.tolist() == [list(b) for b in bids]
