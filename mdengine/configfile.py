@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .config import DEFAULT_NAMESPACE, EXCHANGES, EngineConfig, ExchangeConfig, RestartPolicy
+from .exchanges import get_adapter
 from .store import layout as L
 from .store.shm import segment_name
 
@@ -159,6 +160,11 @@ def _exchange(path: str, raw: Any, defaults: dict[str, Any]) -> ExchangeConfig:
         values[key] = _EXCHANGE_KEYS[key](f"{path}.{key}", v)
     if "endpoints" in defaults and "endpoints" in table:  # per-exchange endpoints extend the defaults
         values["endpoints"] = {**defaults["endpoints"], **values["endpoints"]}
+    known = get_adapter(name).DEFAULT_ENDPOINTS
+    for key in values.get("endpoints", {}):
+        if key not in known:  # a misspelt endpoint would silently leave the real exchange's URL in place
+            where = f"{path}.endpoints.{key}" if key in table.get("endpoints", {}) else f"defaults.endpoints.{key}"
+            raise ConfigError(f"{where}: {name} has no endpoint {key!r}; expected one of {', '.join(sorted(known))}")
     depth = values.get("book_depth", ExchangeConfig.book_depth)
     if "book_capacity" not in values:
         values["book_capacity"] = max(depth, ExchangeConfig.book_capacity)  # room for the depth asked

@@ -145,7 +145,7 @@ class Recorder:
     """
 
     def __init__(self, directory: str | os.PathLike[str], exchange: str, *,
-                 on_error: Callable[[str], None] | None = None, compression: str | None = None, level: int = 3,
+                 on_error: Callable[[str], None] | None = None, compression: str | None = None, level: int = 1,
                  flush_interval_s: float = 1.0, max_queue: int = DEFAULT_MAX_QUEUE,
                  retry_interval_s: float = 5.0, poll_interval_s: float = 0.02) -> None:
         compression = compression or default_compression()

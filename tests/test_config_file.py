@@ -153,3 +153,10 @@ def test_arbitrary_documents_give_a_config_or_a_ConfigError(exchanges, top):
         return
     for ex in cfg.exchanges:
         assert ex.name in EXCHANGES and 1 <= ex.book_depth <= ex.book_capacity
+
+
+def test_misspelt_endpoint_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"exchanges\[0\]\.endpoints\.ws_spot: binance has no endpoint 'ws_spot'"):
+        parse_config({"exchanges": [{"name": "binance", "endpoints": {"ws_spot": "ws://127.0.0.1:1"}}]})
+    cfg = parse_config({"exchanges": [{"name": "binance", "endpoints": {"spot_ws": "ws://127.0.0.1:1"}}]})
+    assert cfg.exchanges[0].endpoints == {"spot_ws": "ws://127.0.0.1:1"}
