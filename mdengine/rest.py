@@ -9,7 +9,6 @@ Endpoints are keyed by *REST market*, the simulator's market names: ``binance-sp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -19,7 +18,8 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from .store.layout import TRADE_DTYPE, MarketKind, Side, TradeFlags
+from .exchanges._wire import trade_id  # the feed's own id mapping, so REST and stream ids match
+from .store.layout import TRADE_DTYPE, MarketKind, Side
 
 DEFAULT_REST: dict[str, str] = {
     "binance-spot": "https://api.binance.com",
@@ -254,15 +254,6 @@ def parse_depth(exchange: str, body: bytes | str) -> RestBook:
                         _int(data.get("u")), _int(data.get("ts")) * 1_000_000)
     return RestBook(_levels(exchange, data.get("bids"), "bids"), _levels(exchange, data.get("asks"), "asks"),
                     0, _int(data.get("ts")) * 1_000_000)
-
-
-def trade_id(raw: object) -> tuple[int, int]:
-    """(trade_id, flags): the integer id, or a 63-bit hash flagged ID_HASHED for ids like UUIDs."""
-    try:
-        return int(raw), 0  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        digest = hashlib.blake2b(str(raw).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "little") & ((1 << 63) - 1), TradeFlags.ID_HASHED
 
 
 def parse_trades(exchange: str, body: bytes | str, recv_ts_ns: int = 0) -> np.ndarray:
