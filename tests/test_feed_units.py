@@ -245,3 +245,35 @@ def test_WsConn_close_sends_a_close_frame_with_the_reason():
         while not got and time.monotonic() < deadline:
             time.sleep(0.02)
     assert got == [(1000, "feed stopping")] and c.ws is None and c.state == "idle"
+
+
+def test_FeedLoop_submit_never_loses_a_wakeup_under_concurrent_posters():
+    """Calls posted from other threads (REST answers, finished connects, control requests) must all run.
+
+    Regression: the loop cleared its "woken" flag before draining the wake socket, so a post racing the
+    drain left the flag set with no byte pending, and every later post skipped its wake-up: a restarted
+    feed then sat with its connect result queued until something else woke it.
+    """
+    loop = FeedLoop(EchoAdapter("ws://127.0.0.1:9/x"), NullSink())
+    t = threading.Thread(target=loop.run)
+    t.start()
+    failures: list[str] = []
+
+    def poster(n: int) -> None:
+        for i in range(n):
+            try:
+                loop.submit(lambda: None).result(timeout=5)
+            except Exception as e:  # a lost wake-up shows as a timeout here
+                failures.append(f"call {i}: {type(e).__name__}")
+                return
+
+    try:
+        posters = [threading.Thread(target=poster, args=(1500,)) for _ in range(4)]
+        for p in posters:
+            p.start()
+        for p in posters:
+            p.join(60)
+        assert not failures, failures
+    finally:
+        loop.stop()
+        t.join(10)

@@ -218,12 +218,15 @@ class FeedLoop:
             self._shutdown()
 
     def _run_calls(self) -> None:
-        self._woken = False
+        # Drain first, then clear the flag, then run the queue. Clearing first loses wake-ups: a poster
+        # could set the flag and send a byte that this drain swallows, leaving the flag set after the
+        # queue ran dry, so the next poster would skip its wake-up and its call would wait indefinitely.
         try:
             while self._wake_r.recv(4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+        self._woken = False
         while True:
             try:
                 fn = self._calls.get_nowait()
