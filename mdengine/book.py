@@ -27,10 +27,11 @@ class BookSide:
     (top-N quantities, checksum strings) are single C-level `itemgetter` calls.
     """
 
-    __slots__ = ("is_bid", "keys", "qty", "raw")
+    __slots__ = ("is_bid", "sign", "keys", "qty", "raw")
 
     def __init__(self, is_bid: bool) -> None:
         self.is_bid = is_bid
+        self.sign = -1.0 if is_bid else 1.0  # key = sign * price
         self.keys: list[float] = []
         self.qty: dict[float, float] = {}
         self.raw: dict[float, str] = {}  # key -> "price:qty" exactly as last received
@@ -41,7 +42,7 @@ class BookSide:
     @property
     def levels(self) -> dict[float, tuple[float, float]]:
         """key -> (price, qty); a copy, for inspection (not used on hot paths)."""
-        sign = -1.0 if self.is_bid else 1.0
+        sign = self.sign
         return {k: (sign * k, q) for k, q in self.qty.items()}
 
     def clear(self) -> None:
@@ -83,28 +84,25 @@ class BookSide:
 
     def replace(self, levels: Iterable[Level]) -> None:
         """Replace the whole side (a snapshot): one sort instead of an insert per level."""
-        bid = self.bid_sign()
+        sign = self.sign
         qtys: dict[float, float] = {}
         raw: dict[float, str] = {}
         for lv in levels:
             q = float(lv[1])
             if q == 0.0:
                 continue
-            k = bid * float(lv[0])
+            k = sign * float(lv[0])
             qtys[k] = q
             raw[k] = lv[0] + ":" + lv[1]
         self.qty = qtys
         self.raw = raw
         self.keys = sorted(qtys)
 
-    def bid_sign(self) -> float:
-        return -1.0 if self.is_bid else 1.0
-
     def best(self) -> tuple[float, float] | None:
         if not self.keys:
             return None
         k = self.keys[0]
-        return (-k if self.is_bid else k), self.qty[k]
+        return self.sign * k, self.qty[k]
 
     def prices(self, n: int) -> list[float]:
         ks = self.keys[:n]
