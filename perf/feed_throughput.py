@@ -374,12 +374,32 @@ def main() -> None:
           f"{ours_us} us/frame (best of 3, ~420 B frames over a socketpair)")
     result["transport_default_frame_us"] = default_us
     result["transport_frame_us"] = ours_us
-    result["record_overhead_pct"] = record_overhead(a.record_dir, n, result)
+    result["record_overhead_pct"] = record_overhead(a.record_dir, n, result, pairs=6 if a.quick else 16)
     print(json.dumps(result))
 
 
-def record_overhead(record_dir: str | None, n: int, result: dict) -> float | None:
-    """frames/s lost to a Recorder tap on the Binance simulated run, in percent; None without a recorder."""
+def _run_rate(exchange: str, n_frames: int, tap=None) -> float:
+    """frames/s of one whole timed run (total frames / total time)."""
+    h = Harness(exchange, tap)
+    try:
+        h.start_simulated()
+        frames: list[tuple[str, str]] = []
+        while len(frames) < n_frames:
+            frames += h.render(20)
+        times = h.timed(frames[:n_frames])
+        return n_frames / (sum(times) / 1e9)
+    finally:
+        h.close()
+
+
+def record_overhead(record_dir: str | None, n: int, result: dict, pairs: int = 16) -> float | None:
+    """frames/s lost to a Recorder tap on the Binance simulated run, in percent; None without a recorder.
+
+    `pairs` short runs with the tap and as many without, interleaved (the order alternates), one Recorder live
+    throughout. The figure compares the fastest run of each kind: on a shared 2-vCPU host the same code
+    swings by +-40 % from one second to the next, noise only ever slows a run, and every tap run carries the
+    recorder's whole cost (its writer drains every 20 ms, many times per run). The medians are printed too.
+    """
     try:
         from mdengine.recorder import Recorder
     except ImportError:
@@ -390,19 +410,30 @@ def record_overhead(record_dir: str | None, n: int, result: dict) -> float | Non
     own = record_dir is None
     directory = record_dir or tempfile.mkdtemp(prefix="mdengine-perf-")
     rec = Recorder(directory, "binance")
-    taps, plain = [], []
+    taps: list[float] = []
+    plain: list[float] = []
+    run_frames = max(2_000, min(n, 5_000))
     try:
-        for _ in range(3):  # interleaved, medians: the machine's load drifts between runs
-            taps.append(simulated("binance", n, tap=rec.tap)["frames_per_s"])
-            plain.append(simulated("binance", n)["frames_per_s"])
-        with_tap, without = sorted(taps)[1], sorted(plain)[1]
+        for i in range(pairs):
+            if i % 2:
+                plain.append(_run_rate("binance", run_frames))
+                taps.append(_run_rate("binance", run_frames, tap=rec.tap))
+            else:
+                taps.append(_run_rate("binance", run_frames, tap=rec.tap))
+                plain.append(_run_rate("binance", run_frames))
     finally:
         rec.close()
+        stats = rec.stats()  # after close: everything tapped is written (or counted as dropped)
         if own:
             shutil.rmtree(directory, ignore_errors=True)
-    pct = round(100.0 * (without - with_tap) / without, 1)
-    print(f"record overhead: {without} -> {with_tap} frames/s with a Recorder tap ({pct}%; medians of 3 "
-          "interleaved runs)")
+    best_tap, best_plain = max(taps), max(plain)
+    pct = round(100.0 * (best_plain - best_tap) / best_plain, 1)
+    med_tap, med_plain = sorted(taps)[len(taps) // 2], sorted(plain)[len(plain) // 2]
+    print(f"record overhead: {best_plain:.0f} -> {best_tap:.0f} frames/s with a Recorder tap ({pct}%; fastest of "
+          f"{pairs} interleaved runs of {run_frames} frames each; medians {med_plain:.0f} -> {med_tap:.0f}, "
+          f"{100.0 * (med_plain - med_tap) / med_plain:.1f}%); recorder wrote {stats.written} of "
+          f"{stats.tapped} records, dropped {stats.dropped}")
+    result["record_overhead_median_pct"] = round(100.0 * (med_plain - med_tap) / med_plain, 1)
     return pct
 
 
