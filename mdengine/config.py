@@ -28,6 +28,7 @@ class ExchangeConfig:
     heartbeat_interval_s: float = 0.5  # how often the feed writes its heartbeat
     silence_timeout_s: float | None = None  # None: the adapter's default per connection
     record_dir: str | None = None  # write every frame to this directory (recorder)
+    busy_poll_s: float = 0.0  # > 0: the feed polls its sockets without sleeping this long after a frame (a core)
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 
 

@@ -137,6 +137,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "heartbeat_interval_s": _pos_float,
     "silence_timeout_s": _pos_float,
     "record_dir": _str,
+    "busy_poll_s": _nonneg_float,
     "options": _table,
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {

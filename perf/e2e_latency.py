@@ -1,8 +1,14 @@
 """End-to-end latency: the simulator sends a book frame → a strategy process sees that update in shared memory.
 
 Sender: mdengine's simulator (Bybit linear BTCUSDT, orderbook.50 deltas) in this process. Its WebSocket
-`send` is wrapped so the time (time.time_ns()) is recorded right before each frame goes to the socket,
-keyed by the frame's update id `u`. The wire is real loopback TCP + WebSocket framing.
+connection is instrumented so the time (time.time_ns()) is recorded right before each framed book message is
+written to the socket (`transport.write`), keyed by the frame's update id `u`; the time of the `send()` call is
+kept too (websockets' own framing and asyncio scheduling in the sender, printed as "sender overhead"). The wire
+is real loopback TCP + WebSocket framing.
+
+Also measured in the same run, as a floor: one bare TCP hop on loopback between two Python processes
+(sender stamps then `send()`s; a receiver blocked in select / busy-polling `recv()` stamps on arrival),
+with a third process spinning as the strategy would. No engine can beat that on this machine.
 
 Paths measured, one after the other against the same simulator:
   spin      feed process (run_feed) → segment → strategy process in Client.wait(spin=True)
@@ -34,24 +40,43 @@ CTX = mp.get_context("spawn")
 
 # ----------------------------------------------------------------------------- sender instrumentation
 def instrument_sends(log: list) -> None:
-    """Record (time_ns, text) right before every book frame the simulator's WebSocket server sends."""
+    """Record (socket-write time_ns, send()-call time_ns, text) for every book frame the simulator sends.
+
+    The first stamp is taken in websockets' `send_data`, right before `transport.write()` puts the framed bytes
+    on the socket: from there on the time is the engine's (and the kernel's). The second is taken when the
+    simulator calls `send()`; the difference is websockets' own framing and asyncio overhead in the sender.
+    """
+    from websockets.asyncio.connection import Connection
     from websockets.asyncio.server import ServerConnection
 
-    original = ServerConnection.send
+    original_send, original_send_data = ServerConnection.send, Connection.send_data
+    pending: list = []  # (send-call time, text) of the book frame being framed now
 
     async def send(self, message, *args, **kwargs):
         if isinstance(message, str) and message.startswith('{"topic":"orderbook.'):
-            log.append((time.time_ns(), message))
-        return await original(self, message, *args, **kwargs)
+            pending.append((time.time_ns(), message))
+        try:
+            return await original_send(self, message, *args, **kwargs)
+        finally:
+            pending.clear()
+
+    def send_data(self) -> None:
+        if pending:
+            called, text = pending.pop()
+            log.append((time.time_ns(), called, text))
+        original_send_data(self)
 
     ServerConnection.send = send
+    Connection.send_data = send_data
 
 
-def sent_times(log: list, start_ns: int, end_ns: int) -> dict[int, int]:
+def sent_times(log: list, start_ns: int, end_ns: int, at: int = 0) -> dict[int, int]:
+    """update id -> sender stamp (`at` 0: socket write, 1: send() call)."""
     out: dict[int, int] = {}
-    for t, text in log:
+    for entry in log:
+        t = entry[at]
         if start_ns <= t <= end_ns:
-            m = _U.search(text)
+            m = _U.search(entry[2])
             if m:
                 out.setdefault(int(m.group(1)), t)
     return out
@@ -148,7 +173,7 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def run_shm_phase(namespace: str, spin: bool, seconds: float, log: list) -> tuple[list[float], int]:
+def run_shm_phase(name: str, namespace: str, spin: bool, seconds: float, log: list) -> tuple[list[float], int]:
     parent, child = CTX.Pipe()
     p = CTX.Process(target=shm_strategy, args=(namespace, spin, seconds, child))
     p.start()
@@ -158,7 +183,10 @@ def run_shm_phase(namespace: str, spin: bool, seconds: float, log: list) -> tupl
     seen = parent.recv()
     p.join(10)
     sent = sent_times(log, start - 10**9, time.time_ns())
-    print(f"# {'spin' if spin else 'blocking'}: {breakdown(seen, sent)}")
+    called = sent_times(log, start - 10**9, time.time_ns(), at=1)
+    overhead = sorted((sent[u] - called[u]) / 1e3 for u in sent if u in called)
+    print(f"# {name}: {breakdown(seen, sent)}; sender overhead (send() call -> socket write) p50 "
+          f"{pct(overhead, 50):.1f} us, not counted")
     return latencies(seen, sent), len(seen)
 
 
@@ -178,13 +206,120 @@ def run_baseline(ws_url: str, seconds: float, log: list) -> tuple[list[float], i
     return latencies(seen, sent_times(log, start, time.time_ns())), len(seen)
 
 
+# ----------------------------------------------------------------------------- the loopback floor
+def _spinner(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+def _hop_receiver(port: int, busy: bool, count: int, conn) -> None:
+    import select
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setblocking(not busy)
+    lat: list[float] = []
+    buf = b""
+    while len(lat) < count:
+        if busy:
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+        else:
+            select.select([s], [], [])
+            data = s.recv(4096)
+        now = time.time_ns()
+        if not data:
+            break
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        lat.extend((now - int(x)) / 1e3 for x in lines if x)
+    conn.send(sorted(lat))
+
+
+def loopback_floor(busy: bool, rate: float, count: int) -> list[float]:
+    """One-way latency of a bare TCP hop between two Python processes (a third one spinning, as the strategy
+    does): the sender stamps time_ns() and send()s a line; the receiver stamps when recv() returns it."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    parent, child = CTX.Pipe()
+    stop = CTX.Event()
+    spinner = CTX.Process(target=_spinner, args=(stop,), daemon=True)
+    receiver = CTX.Process(target=_hop_receiver, args=(server.getsockname()[1], busy, count, child), daemon=True)
+    spinner.start()
+    receiver.start()
+    try:
+        sock, _ = server.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count + 10):
+            time.sleep(1.0 / rate)
+            try:
+                sock.send(b"%d\n" % time.time_ns())
+            except OSError:
+                break
+            if parent.poll(0):
+                break
+        assert parent.poll(30)
+        return parent.recv()
+    finally:
+        stop.set()
+        for p in (receiver, spinner):
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        server.close()
+
+
+def cold_work_gauge(gap_s: float = 0.01, n: int = 150) -> tuple[float, float]:
+    """p50 µs of one fixed piece of Python work (parse 40 levels, fill a dict, sort) run back to back, and
+    run once every `gap_s` (what a feed sees at 100 frames/s): how much this machine penalises work that
+    comes after an idle gap (caches and TLBs refilled, vCPU rescheduled)."""
+    levels = json.dumps([[f"{60000 + i * 0.5:.1f}", f"{i % 7 + 1}.25"] for i in range(40)])
+
+    def work() -> float:
+        book = {float(p): float(q) for p, q in json.loads(levels)}
+        return sum(book[k] for k in sorted(book)[:20])
+
+    def p50(gap: float) -> float:
+        times = []
+        for _ in range(n):
+            if gap:
+                time.sleep(gap)
+            t0 = time.perf_counter_ns()
+            work()
+            times.append((time.perf_counter_ns() - t0) / 1e3)
+        return sorted(times)[n // 2]
+
+    p50(0)
+    return p50(0), p50(gap_s)
+
+
+def wait_live(namespace: str) -> None:
+    from mdengine.client import Client
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with Client(namespace) as c:
+                if c.top("bybit", SYMBOL).state == "live":
+                    return
+        except Exception:  # noqa: BLE001 - the feed is still starting
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("the feed never published a live book")
+        time.sleep(0.1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short phases (whole run well under 60 s)")
-    ap.add_argument("--seconds", type=float, help="seconds per phase (default 20, quick 6)")
+    ap.add_argument("--seconds", type=float, help="seconds per phase (default 20, quick 4)")
     ap.add_argument("--rate", type=float, default=100.0, help="book updates per second sent by the simulator")
     args = ap.parse_args()
-    seconds = args.seconds or (6.0 if args.quick else 20.0)
+    seconds = args.seconds or (4.0 if args.quick else 20.0)
 
     from mdengine.config import ExchangeConfig
     from mdengine.exchanges import get_adapter
@@ -194,49 +329,55 @@ def main() -> int:
 
     log: list = []
     instrument_sends(log)
-    namespace = "p" + uuid.uuid4().hex[:8]
     sim = Simulator(seed=1, rate_hz=args.rate, exchanges=["bybit"], symbols=[SYMBOL]).start()
-    cfg = ExchangeConfig(name="bybit", symbols=[SYMBOL], markets=["linear"], book_depth=20, book_capacity=20,
-                         trades=False, endpoints=get_adapter("bybit").sim_endpoints(sim.endpoints()))
-    feed = CTX.Process(target=run_feed, args=(namespace, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
     print(f"# e2e latency: simulator (bybit linear {NATIVE}, {args.rate:.0f} book frames/s) -> strategy process; "
           f"{seconds:.0f} s per phase; cpus={os.cpu_count()} python={sys.version.split()[0]}")
-    results = {}
+    results: dict[str, tuple[list[float], int]] = {}
+    # (phase, feed's busy_poll_s, strategy spins): the default feed blocks in select between frames
+    phases = [("spin", 0.0, True), ("blocking", 0.0, False), ("spin_busy_poll", 3600.0, True)]
     try:
-        feed.start()
-        from mdengine.client import Client
-
-        deadline = time.monotonic() + 60
-        while True:
+        for busy_poll_s in sorted({p[1] for p in phases}):
+            namespace = "p" + uuid.uuid4().hex[:8]
+            cfg = ExchangeConfig(name="bybit", symbols=[SYMBOL], markets=["linear"], book_depth=20,
+                                 book_capacity=20, trades=False, busy_poll_s=busy_poll_s,
+                                 endpoints=get_adapter("bybit").sim_endpoints(sim.endpoints()))
+            feed = CTX.Process(target=run_feed, args=(namespace, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
+            feed.start()
             try:
-                with Client(namespace) as c:
-                    if c.top("bybit", SYMBOL).state == "live":
-                        break
-            except Exception:  # noqa: BLE001 - the feed is still starting
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the feed never published a live book")
-            time.sleep(0.1)
-        for name, spin in (("spin", True), ("blocking", False)):
-            results[name] = run_shm_phase(namespace, spin, seconds, log)
-        feed.terminate()
-        feed.join(10)
+                wait_live(namespace)
+                for name, busy, spin in phases:
+                    if busy == busy_poll_s:
+                        results[name] = run_shm_phase(name, namespace, spin, seconds, log)
+            finally:
+                feed.terminate()
+                feed.join(10)
+                if feed.is_alive():
+                    feed.kill()
+                for name in shm.list_names(namespace):
+                    shm.unlink(name)
         results["baseline"] = run_baseline(sim.endpoints()["bybit"][0], seconds, log)
     finally:
-        if feed.is_alive():
-            feed.kill()
         sim.stop()
-        for name in shm.list_names(namespace):
-            shm.unlink(name)
+    hops = max(100, int(seconds * args.rate / 2))
+    for name, busy in (("floor_blocking_hop", False), ("floor_busy_hop", True)):
+        lat = loopback_floor(busy, args.rate, hops)
+        results[name] = (lat, len(lat))
 
-    summary = {"sender": "mdengine.sim (bybit orderbook.50 deltas over loopback WebSocket)", "rate_hz": args.rate,
-               "seconds_per_phase": seconds}
+    hot_us, gap_us = cold_work_gauge(1.0 / args.rate)
+    print(f"# cold-work gauge: a fixed piece of Python work takes {hot_us:.1f} us back to back and {gap_us:.1f} us "
+          f"when run once every {1000 / args.rate:.0f} ms ({gap_us / hot_us:.1f}x); every process on the path pays "
+          "that at low rates")
+    summary = {"sender": "mdengine.sim (bybit orderbook.50 deltas over loopback WebSocket), stamped at the socket "
+               "write", "rate_hz": args.rate, "seconds_per_phase": seconds, "cpus": os.cpu_count(),
+               "cold_work_hot_us": round(hot_us, 1), "cold_work_after_gap_us": round(gap_us, 1)}
     for name, (lat, n_seen) in results.items():
-        print(f"{name:9s} n={len(lat):5d} (seen {n_seen:5d})  p50={pct(lat, 50):8.1f} us  p90={pct(lat, 90):8.1f} us  "
+        print(f"{name:18s} n={len(lat):5d} (seen {n_seen:5d})  p50={pct(lat, 50):8.1f} us  p90={pct(lat, 90):8.1f} us  "
               f"p99={pct(lat, 99):8.1f} us  max={lat[-1] if lat else float('nan'):9.1f} us")
         summary[f"{name}_n"] = len(lat)
         for p in (50, 90, 99):
             summary[f"{name}_p{p}_us"] = round(pct(lat, p), 1)
+    print("# floor_*_hop: a bare Python TCP hop on loopback (no WebSocket, no parsing, no book, no shared memory) "
+          "with one more process spinning; spin_busy_poll is the feed with busy_poll_s set (a core of its own)")
     print(json.dumps(summary))
     return 0
 

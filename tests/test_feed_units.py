@@ -182,6 +182,47 @@ def test_FeedLoop_passes_text_fragments_and_binary_answers_pings_and_taps():
         assert not t.is_alive()
 
 
+@pytest.mark.parametrize("busy_poll_s", [0.0, 0.4])
+def test_FeedLoop_busy_poll_keeps_polling_after_a_frame_instead_of_sleeping(busy_poll_s):
+    import psutil
+
+    def handler(conn):
+        conn.send("{}")
+        time.sleep(2.0)
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/x"
+        adapter = EchoAdapter(url)
+        loop = FeedLoop(adapter, NullSink(), options=LoopOptions(busy_poll_s=busy_poll_s))
+        t = threading.Thread(target=loop.run)
+        t.start()
+
+        def loop_cpu_s() -> float:
+            return next(x.user_time + x.system_time for x in psutil.Process().threads() if x.id == t.native_id)
+
+        try:
+            loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+            deadline = time.monotonic() + 10
+            while not adapter.frames:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            before = loop_cpu_s()
+            time.sleep(0.5)  # the server is silent: a polling loop burns this, a blocking one sleeps
+            used = loop_cpu_s() - before
+            assert adapter.frames == ["{}"]
+            if busy_poll_s:
+                assert used > 0.1, used
+            else:
+                assert used < 0.1, used
+            # and the loop still answers posted work while it polls
+            assert loop.submit(lambda: loop.connections()).result(5) == {"c": "open"}
+        finally:
+            loop.stop()
+            t.join(10)
+        assert not t.is_alive()
+
+
 # ----------------------------------------------------------------------------- publisher on a real segment
 BTC = Instrument("binance", "spot", "BTCUSDT", "BTC/USDT", MarketKind.SPOT, "BTC", "USDT", tick_size=0.01)
 
