@@ -1,4 +1,6 @@
-"""Recorder: the tap queue, the writer thread, daily files, frames a crash cannot lose, I/O failures."""
+"""Recorder: the tap queue, daily files, frames a crash cannot lose, I/O failures; each with the writer in a
+child process (the default) and in a thread of the feed process. The child's own failure modes are in
+test_recorder_process.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import sys
 import textwrap
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -36,14 +39,19 @@ def _records(path: str) -> list:
     return list(RecordingReader(path))
 
 
+@pytest.fixture(params=[True, False], ids=["process", "thread"])
+def process(request) -> bool:
+    return request.param
+
+
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
-def test_Recorder_writes_every_kind_with_ts_ns_and_exchange(tmp_path, compression):
+def test_Recorder_writes_every_kind_with_ts_ns_and_exchange(tmp_path, compression, process):
     events = [("connect", "ws://h:1/ws", None, T0), ("send", "ws://h:1/ws", '{"op":"subscribe"}', T0 + 1),
               ("recv", "ws://h:1/ws", '{"a":1}', T0 + 2), ("recv", "ws://h:1/ws", b'{"b":2}', T0 + 3),
               ("recv", "ws://h:1/ws", b"\x00\xff\x10", T0 + 4),
               ("http", "http://h:1/api/v3/depth?symbol=BTCUSDT", '{"lastUpdateId":5}', T0 + 5),
               ("disconnect", "ws://h:1/ws", "closed 1006", T0 + 6)]
-    with Recorder(tmp_path, "binance", compression=compression) as rec:
+    with Recorder(tmp_path, "binance", compression=compression, process=process) as rec:
         for ev in events:
             rec.tap(*ev)
     path = tmp_path / file_name("binance", "2024-03-05", compression)
@@ -53,12 +61,14 @@ def test_Recorder_writes_every_kind_with_ts_ns_and_exchange(tmp_path, compressio
         (k, u, d.decode() if isinstance(d, bytes) and d.isascii() else d, ns) for k, u, d, ns in events]
     assert {r.exchange for r in got} == {"binance"}
     assert got[2].ts == pytest.approx(T0 / 1e9 + 2e-9)
-    assert rec.stats().written == len(events) and rec.stats().dropped == 0
+    st = rec.stats()
+    assert st.written == len(events) and st.dropped == 0 and st.queued == st.in_flight == 0
+    assert st.mode == ("process" if process else "thread")
 
 
-def test_Recorder_rotates_at_midnight_utc(tmp_path):
+def test_Recorder_rotates_at_midnight_utc(tmp_path, process):
     before, after = _ns("2024-03-05T23:59:59") + 999_000_000, _ns("2024-03-06T00:00:00")
-    with Recorder(tmp_path, "okx") as rec:
+    with Recorder(tmp_path, "okx", process=process) as rec:
         rec.tap("recv", "ws://h/ws", "late", before)
         rec.tap("recv", "ws://h/ws", "early", after)
         rec.tap("recv", "ws://h/ws", "early2", after + 1)
@@ -68,9 +78,9 @@ def test_Recorder_rotates_at_midnight_utc(tmp_path):
     assert [r.data for r in _records(str(tmp_path / files[1]))] == ["early", "early2"]
 
 
-def test_Recorder_restart_on_same_day_appends_readable_frames(tmp_path):
+def test_Recorder_restart_on_same_day_appends_readable_frames(tmp_path, process):
     for i in range(3):
-        with Recorder(tmp_path, "bybit") as rec:
+        with Recorder(tmp_path, "bybit", process=process) as rec:
             rec.tap("recv", "ws://h/ws", f"run{i}", T0 + i)
     (name,) = os.listdir(tmp_path)
     assert [r.data for r in _records(str(tmp_path / name))] == ["run0", "run1", "run2"]
@@ -79,7 +89,7 @@ def test_Recorder_restart_on_same_day_appends_readable_frames(tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, time
     from mdengine.recorder import Recorder
-    rec = Recorder(sys.argv[1], "binance", flush_interval_s=0.2)
+    rec = Recorder(sys.argv[1], "binance", flush_interval_s=0.2, process=sys.argv[2] == "process")
     for i in range(500):
         rec.tap("recv", "ws://h/ws", '{"i":%d}' % i, time.time_ns())
     print("tapped", flush=True)
@@ -87,8 +97,9 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_Recorder_killed_process_loses_at_most_the_unflushed_second(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+def test_Recorder_killed_process_loses_at_most_the_unflushed_second(tmp_path, process):
+    mode = "process" if process else "thread"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path), mode], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "tapped"
 
@@ -107,9 +118,9 @@ def test_Recorder_killed_process_loses_at_most_the_unflushed_second(tmp_path):
     assert not reader.truncated
 
 
-def test_Recorder_queue_overflow_drops_oldest_and_counts(tmp_path):
-    rec = Recorder(tmp_path, "bitget", max_queue=10, poll_interval_s=30.0)
-    time.sleep(0.05)  # let the writer thread reach its (long) wait so it cannot drain mid-burst
+def test_Recorder_queue_overflow_drops_oldest_and_counts(tmp_path, process):
+    rec = Recorder(tmp_path, "bitget", max_queue=10, poll_interval_s=30.0, process=process)
+    time.sleep(0.05)  # let the shipper thread reach its (long) wait so it cannot drain mid-burst
     for i in range(100):
         rec.tap("recv", "ws://h/ws", str(i), T0 + i)
     rec.close()
@@ -120,11 +131,12 @@ def test_Recorder_queue_overflow_drops_oldest_and_counts(tmp_path):
     assert data == sorted(data) and data[-10:] == list(range(90, 100))
 
 
-def test_Recorder_unwritable_directory_reports_once_and_recovers(tmp_path):
+def test_Recorder_unwritable_directory_reports_once_and_recovers(tmp_path, process):
     blocker = tmp_path / "rec"
     blocker.write_text("a file where the directory should be")
     errors: list[str] = []
-    rec = Recorder(blocker / "sub", "okx", on_error=errors.append, retry_interval_s=0.05, poll_interval_s=0.01)
+    rec = Recorder(blocker / "sub", "okx", on_error=errors.append, retry_interval_s=0.05, poll_interval_s=0.01,
+                   process=process)
     try:
         for i in range(50):
             rec.tap("recv", "ws://h/ws", str(i), T0 + i)
@@ -146,17 +158,21 @@ def test_Recorder_unwritable_directory_reports_once_and_recovers(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_Recorder_disk_full_reports_once_feed_keeps_tapping_then_recovers(tmp_path):
+def test_Recorder_disk_full_reports_once_feed_keeps_tapping_then_recovers(tmp_path, process):
     target = tmp_path / file_name("binance", "2024-03-05")
     target.symlink_to("/dev/full")  # every write to "the file" fails with ENOSPC
     errors: list[str] = []
     rec = Recorder(tmp_path, "binance", on_error=errors.append, retry_interval_s=0.05, flush_interval_s=0.01,
-                   poll_interval_s=0.01)
+                   poll_interval_s=0.01, process=process)
     try:
-        for i in range(30):
+        taps = iter(range(10**6))
+
+        def failed_twice() -> bool:  # the feed keeps tapping: the writer retries (and fails) on new data
+            i = next(taps)
             rec.tap("recv", "ws://h/ws", "x" * 1000 + str(i), T0 + i)
-            time.sleep(0.003)
-        assert _wait(lambda: rec.stats().errors >= 2)
+            return rec.stats().errors >= 2
+
+        assert _wait(failed_twice)
         assert len(errors) == 1 and "No space left" in errors[0]
         target.unlink()
 
@@ -171,13 +187,14 @@ def test_Recorder_disk_full_reports_once_feed_keeps_tapping_then_recovers(tmp_pa
     assert "after" in [r.data for r in _records(str(target))]
 
 
-def test_Recorder_tap_accepts_any_payload_type_and_never_raises(tmp_path):
-    with Recorder(tmp_path, "okx") as rec:
+def test_Recorder_tap_accepts_any_payload_type_and_never_raises(tmp_path, process):
+    with Recorder(tmp_path, "okx", process=process) as rec:
         rec.tap("recv", "ws://h/ws", memoryview(b"mv"), T0)
         rec.tap("recv", "ws://h/ws", bytearray(b"ba"), T0)
         rec.tap("recv", "ws://h/ws", "\ud800", T0)  # lone surrogate: not JSON-encodable, counted as dropped
         rec.tap("recv", "ws://h/ws", 12, T0)
-    assert [r.data for r in _records(str(tmp_path / os.listdir(tmp_path)[0]))] == ["mv", "ba", "12"]
+        rec.tap("recv", "ws://h/ws", Decimal("1.50"), T0)  # not marshal-able: converted before shipping
+    assert [r.data for r in _records(str(tmp_path / os.listdir(tmp_path)[0]))] == ["mv", "ba", "12", "1.50"]
     assert rec.stats().dropped == 1
 
 
@@ -188,5 +205,5 @@ def test_Recorder_rejects_bad_arguments(tmp_path):
         Recorder(tmp_path, "okx", max_queue=0)
 
 
-def test_measure_tap_cost_reports_a_positive_figure():
-    assert 0 < measure_tap_cost(2000) < 1e6
+def test_measure_tap_cost_reports_a_positive_figure(process):
+    assert 0 < measure_tap_cost(2000, process=process) < 1e6
