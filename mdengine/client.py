@@ -18,6 +18,7 @@ gets the surviving trades and a count of the lost ones. Loss is not an error, bu
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import struct
@@ -32,11 +33,14 @@ import numpy as np
 from . import control, rest
 from . import store as _store
 from .config import DEFAULT_NAMESPACE
+from .store import futex
 from .store import layout as L
 from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
 from .store.segment import SymbolEntry
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # ExchangeConfig.stale_after_s: a writer silent this long is presumed stuck
+log = logging.getLogger(__name__)
+
 HEALTH_CHECK_NS = 5_000_000  # re-read the heartbeat words at most this often
 PID_CHECK_NS = 500_000_000  # ask the OS whether the writer process lives at most this often (psutil is slow)
 REBIND_NS = 100_000_000  # an unsubscribed handle looks for its symbol in the directory this often
@@ -159,6 +163,8 @@ class _Segment:
         self.q = self.reader.view.q
         self.timeout_ns = int(heartbeat_timeout_s * 1e9)
         self.wait_mark = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
+        # where blocking wait() sleeps (futex on the publish counter), 0 if it must poll instead
+        self.wake_addr = futex.address_of(self.reader.view.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
         self._next_check = 0
         self._next_pid_check = 0
         self._alive = True
@@ -186,6 +192,10 @@ class _Segment:
         else:
             self.ok, self.reason = True, ""
         return self.ok
+
+    def wakes(self) -> bool:
+        """The writer follows publishes with a futex wake (layout 1.1 and later): blocking waits may sleep."""
+        return self.q[L.LAYOUT_MAJOR_OFFSET >> 3] >> 32 >= 1  # the minor version is the high half of word 1
 
     def replaced(self) -> bool:
         """True if the name now refers to another segment (the engine was restarted and recreated it)."""
@@ -553,6 +563,7 @@ class Client:
         self.rest_fallback = rest_fallback
         self.rest_timeout = rest_timeout
         self.max_sleep = max_sleep
+        self._futex = futex.AVAILABLE
         self.heartbeat_timeout = heartbeat_timeout or max_age or DEFAULT_HEARTBEAT_TIMEOUT_S
         self._rest_bases = None if endpoints is None else rest.rest_endpoints(endpoints)
         self._segments: dict[str, _Segment] = {}
@@ -704,8 +715,9 @@ class Client:
         streams: Book / TradeStream handles; returns those that changed since the last wait reported them
         (a TradeStream counts as changed while it has unread trades). With streams=None it wakes on any
         publish in any segment of the namespace and returns the exchange names that published.
-        spin=False sleeps between polls of the segments' publish counters, backing off to `max_sleep`
-        (low CPU); spin=True polls without sleeping (lowest latency, one core busy).
+        spin=False sleeps in the kernel (a futex on the segments' publish counters) until a feed publishes:
+        no CPU while idle, woken within tens of µs; where futexes are unavailable it polls the counters with
+        sleeps backing off to `max_sleep`. spin=True polls without sleeping (lowest latency, one core busy).
         """
         handles = None if streams is None else list(streams)
         clock, sleep_fn, max_sleep, pc = time.monotonic_ns, time.sleep, self.max_sleep, L.PUBLISH_COUNTER_OFFSET >> 3
@@ -724,7 +736,10 @@ class Client:
                     for h in hit:
                         h._ack()
                     return hit
-            moved = self._poll(words, deadline, spin, 5e-5, max_sleep, sleep_fn, clock, next_slow)
+            if not spin and segs and self._futex and all(seg.wake_addr and seg.wakes() for seg in segs):
+                moved = self._sleep(segs, words, deadline, clock, next_slow)
+            else:
+                moved = self._poll(words, deadline, spin, 5e-5, max_sleep, sleep_fn, clock, next_slow)
             if moved is None:  # deadline
                 return []
             if moved and handles is None:
@@ -735,6 +750,31 @@ class Client:
                 next_slow = clock() + REBIND_NS
                 if handles is None and clock() >= self._next_rescan:
                     self._rescan()
+
+    def _sleep(self, segs: list[_Segment], words: list, deadline: float, clock, next_slow: int) -> list[int] | None:
+        """`_poll` without spinning: sleep on the writers' futex wake-ups (one call for any number of segments)."""
+        targets = [(seg.wake_addr, mark) for seg, (_q, _i, mark) in zip(segs, words, strict=True)]
+        while True:
+            moved = [k for k, (q, i, mark) in enumerate(words) if q[i] != mark]
+            if moved:
+                return moved
+            now = clock()
+            if now >= deadline:
+                return None
+            if now >= next_slow:
+                return []
+            until = min(deadline, next_slow)
+            try:
+                if len(targets) == 1:
+                    futex.wait(targets[0][0], targets[0][1], (until - now) / 1e9)
+                elif futex.WAITV_AVAILABLE:
+                    futex.wait_any(targets, int(until))
+                else:
+                    return self._poll(words, deadline, False, 5e-5, self.max_sleep, time.sleep, clock, next_slow)
+            except OSError as e:  # e.g. a seccomp filter: poll from now on
+                log.warning("futex wait failed (%s); wait() polls from now on", e)
+                self._futex = False
+                return self._poll(words, deadline, False, 5e-5, self.max_sleep, time.sleep, clock, next_slow)
 
     @staticmethod
     def _poll(words: list, deadline: float, spin: bool, sleep: float, max_sleep: float, sleep_fn, clock,

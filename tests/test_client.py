@@ -70,13 +70,17 @@ def _host_command(writers: dict, silent: set, cmd: str, key: str, args: tuple):
         if delay:
             time.sleep(delay)
         w.publish_book(slot, bids, asks, update_id=uid, recv_ts_ns=recv_ns or time.time_ns())
+        w.wake_readers()  # as the feed loop does after each round
     elif cmd == "state":
         w.publish_state(*args)
+        w.wake_readers()
     elif cmd == "trades":
         slot, trades, delay = args
         if delay:
             time.sleep(delay)
-        return w.append_trades(slot, trades)
+        n = w.append_trades(slot, trades)
+        w.wake_readers()
+        return n
     elif cmd == "silent":
         silent.add(key)
     elif cmd == "close":
@@ -419,6 +423,46 @@ def test_blocking_wait_uses_under_5_percent_of_a_core_when_idle(namespace, feed)
     # Negative control: the same measurement sees a spinning waiter (shared cores: it may get well under 100 %).
     spin = _waiter_cpu_share(namespace, "spin", 1.0)
     assert spin > 0.2, f"the CPU measurement missed a spinning waiter ({spin:.1%})"
+
+
+_LATENCY_WAITER = textwrap.dedent("""
+    import statistics, sys, time
+    from mdengine.client import Client
+    c = Client(sys.argv[1], max_sleep=0.05)
+    book = c.book("binance", "BTC/USDT")
+    c.wait(0.01, [book])
+    print("ready", flush=True)
+    lat = []
+    for _ in range(int(sys.argv[2])):
+        if c.wait(5.0, [book]):
+            lat.append(time.time_ns() - book.header().recv_ts_ns)
+    print(statistics.median(lat) / 1e6 if lat else -1.0, flush=True)
+""")
+
+
+def _blocking_wake_ms(namespace: str, feed, slot: int, env: dict[str, str]) -> float:
+    """Median ms from a publish to a blocking wait() in another process returning, publishes 30 ms apart."""
+    n = 15
+    p = subprocess.Popen([sys.executable, "-c", _LATENCY_WAITER, namespace, str(n)], stdout=subprocess.PIPE,
+                         text=True, env={**os.environ, **env})
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        for i in range(n):
+            feed.book(slot, 100.0 + i, 101.0 + i, uid=100 + i, delay=0.03)
+        return float(p.stdout.readline())
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def test_blocking_wait_is_woken_by_the_publish_not_by_its_next_poll(namespace, feed):
+    slot = feed.add("spot", "BTCUSDT", "BTC/USDT")
+    feed.book(slot, 99.0, 100.0, uid=1)
+    woken = _blocking_wake_ms(namespace, feed, slot, {})
+    # Negative control: polling with sleeps backing off to max_sleep = 50 ms sees a publish 30 ms after the last
+    # one ~20 ms late; the futex wake-up takes well under a millisecond.
+    polled = _blocking_wake_ms(namespace, feed, slot, {"MDENGINE_NO_FUTEX": "1"})
+    assert 0 <= woken < 5.0 < polled, f"futex wake median {woken:.2f} ms, polling {polled:.2f} ms"
 
 
 def test_read_into_does_not_allocate_arrays(namespace, feed):

@@ -71,6 +71,8 @@ class Sink(Protocol):
     def rest_done(self, url: str, status: int, error: str | None, retry_in: float | None) -> None: ...
     def heartbeat(self) -> None: ...
     def error(self, text: str) -> None: ...
+    # optional: called after every round of reads, calls and timers (Publisher: futex-wake blocked readers)
+    # def wake_readers(self) -> None: ...
 
 
 class FeedLoop:
@@ -195,6 +197,7 @@ class FeedLoop:
         next_tick = next_beat = 0.0
         busy_poll_s = self.opts.busy_poll_s
         poll_until = 0.0  # busy polling: select() with no timeout until then
+        wake_readers = getattr(self.sink, "wake_readers", None) or (lambda: None)
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -222,6 +225,7 @@ class FeedLoop:
                             self._read(conn)
                 if timers and timers[0][0] <= time.monotonic():
                     self._run_timers()
+                wake_readers()  # one wake-up per round, however many frames it published
         finally:
             self._shutdown()
 

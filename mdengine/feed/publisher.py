@@ -50,6 +50,8 @@ class Publisher:
                  log: logging.Logger | None = None) -> None:
         self.w = writer
         self.q = writer.q
+        #: the feed loop calls this after every round of reads (futex wake-up of blocked readers)
+        self.wake_readers = writer.wake_readers
         self.exchange = exchange
         self.depth = min(depth, writer.capacity)
         self.log = log or logging.getLogger(f"mdengine.feed.{exchange}")

@@ -43,7 +43,7 @@ CACHE_LINE = 64
 
 MAGIC = 0x31_4D_48_53_45_44_4D  # b"MDESHM1\0" read as a little-endian uint64
 LAYOUT_MAJOR = 1
-LAYOUT_MINOR = 0
+LAYOUT_MINOR = 1  # 1.1: publishes are followed by a futex wake on the publish counter
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import psutil
 
+from . import futex, shm
 from . import layout as L
-from . import shm
 from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
 
 _NAN = math.nan
@@ -101,6 +101,8 @@ class SegmentWriter:
         self._stage: list[bytearray | None] = [None] * self.view.max_symbols
         self._versions = [0] * self.view.max_symbols
         self._last_book: list[tuple[int, int, int, int, int, int] | None] = [None] * self.view.max_symbols
+        self._wake_addr = futex.address_of(self.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
+        self._woken = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
         self._take_over()
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,6 +112,8 @@ class SegmentWriter:
         generation = v.generation + 1
         struct.pack_into("<qqqq", self.buf, L.WRITER_PID_OFFSET, pid, process_start_ns(pid), generation,
                          L.WriterState.STARTING)
+        # the writer's protocol is the segment's: 1.1 means "publishes are followed by a futex wake"
+        struct.pack_into("<I", self.buf, L.LAYOUT_MINOR_OFFSET, L.LAYOUT_MINOR)
         self.generation = generation
         for e in v.entries():
             self._repair_slot(e.slot)
@@ -158,6 +162,9 @@ class SegmentWriter:
         if clean:
             self.q[L.WRITER_STATE_OFFSET >> 3] = L.WriterState.STOPPED
             self.q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns()
+        if self._wake_addr:
+            futex.wake(self._wake_addr)  # sleeping readers look again (and see the stopped state)
+            self._wake_addr = 0
         self._stage = []
         self.view.release()
         self._shm.close()
@@ -338,6 +345,16 @@ class SegmentWriter:
         if recv_ts_ns:
             q[(base + L.STAT_OFFSETS["last_latency_ns"]) >> 3] = pub - recv_ts_ns
             q[L.COUNTER_OFFSETS["last_latency_ns"] >> 3] = pub - recv_ts_ns
+
+    def wake_readers(self) -> None:
+        """Wake readers sleeping on the publish counter (`Client.wait()` without spin) if anything was published
+        since the last call. The feed loop calls this once per round of socket reads, so a burst of frames
+        costs one system call (~0.5 µs), not one per publish."""
+        c = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
+        if c != self._woken:
+            self._woken = c
+            if self._wake_addr:
+                futex.wake(self._wake_addr)
 
     # ------------------------------------------------------------------ trades
     def append_trades(self, slot: int, trades: Iterable[Trade]) -> int:
