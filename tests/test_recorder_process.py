@@ -12,32 +12,16 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime
 
 import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_recorder import T0, _wait
 
 from mdengine.record_writer import HEADER, MessageReader, encode_batch
 from mdengine.recorder import Recorder
 from mdengine.recording import RecordingReader
-
-
-def _ns(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()) * 10**9
-
-
-T0 = _ns("2024-03-05T12:00:00")
-
-
-def _wait(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def _data(directory) -> tuple[list[str], RecordingReader]:
