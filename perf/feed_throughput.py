@@ -280,7 +280,8 @@ def recorded(exchange: str, repeats: int) -> dict | None:
 # ----------------------------------------------------------------------------- transport
 def transport(n: int) -> tuple[float, float]:
     """Per-frame µs of reading n server frames (~420 B JSON) from a socket: websocket-client's own path
-    (recv_data_frame, skip_utf8_validation) vs the feed's buffered non-blocking reader (wsconn.WsConn)."""
+    (recv_data_frame, skip_utf8_validation) vs the feed's own buffered non-blocking reader and frame parser
+    (wsconn.WsConn.next_frame)."""
     import selectors
     import socket
     import struct
@@ -304,13 +305,14 @@ def transport(n: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         writer.start()
         if ours:
-            WsConn("t", "ws://x", Backoff(), 1.0).attach(ws, 0.0)
             sel = selectors.DefaultSelector()
             sel.register(a, selectors.EVENT_READ)
-            recv_frame, got = ws.frame_buffer.recv_frame, 0
+            conn = WsConn("t", "ws://x", Backoff(), 1.0)
+            conn.attach(ws, 0.0)
+            next_frame, got = conn.next_frame, 0
             while got < n:
                 try:
-                    recv_frame().data.decode()
+                    next_frame()[2].decode()
                     got += 1
                 except WOULD_BLOCK:
                     sel.select(1.0)

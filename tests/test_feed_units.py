@@ -9,6 +9,8 @@ import time
 
 import pytest
 import websocket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.sync.server import serve
 
 from mdengine.book import LocalBook
@@ -64,27 +66,104 @@ def server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return head + payload
 
 
-def test_WsConn_reader_reassembles_frames_split_anywhere():
+def _attached() -> tuple[WsConn, socket.socket, socket.socket]:
+    """A WsConn reading from one end of a socket pair; the test writes server frames into the other."""
     a, b = socket.socketpair()
     ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
     ws.sock, ws.connected = a, True
     c = WsConn("t", "ws://x", Backoff(), 1.0)
     c.attach(ws, time.monotonic())
-    payloads = [b"x" * 5, b"y" * 300, b"z" * 70_000, b'{"a":1}']
+    return c, a, b
+
+
+def _drain(c: WsConn, first: list | None = None) -> list:
+    """Every complete message buffered or readable now: (opcode, text/bytes), control frames as they come.
+    `first` keeps the opcode of a message whose fragments span calls."""
+    out, first = [], first if first is not None else [None]
+    while True:
+        try:
+            op, fin, payload = c.next_frame()
+        except WOULD_BLOCK:
+            return out
+        if op >= 8:
+            out.append((op, payload))
+        else:
+            first[0] = op or first[0]  # a continuation carries opcode 0: the message's is its first frame's
+            msg = c.message(op, fin, payload)
+            if msg is not None:
+                out.append((first[0], msg))
+
+
+def test_WsConn_reader_reassembles_frames_split_anywhere():
+    c, a, b = _attached()
+    payloads = [b"x" * 5, b"y" * 300, b"z" * 70_000, b'{"a":1}', b"w" * 600_000]  # the last: over the buffer
     wire = b"".join(server_frame(1, p) for p in payloads)
     got = []
     for i in range(0, len(wire), 997):  # odd chunks: headers and payloads cut at every kind of boundary
         b.sendall(wire[i:i + 997])
-        while True:
-            try:
-                got.append(ws.frame_buffer.recv_frame().data)
-            except WOULD_BLOCK:
-                break
-    assert got == payloads and c.nbytes == len(wire) and not c.has_buffered()
+        got += [m for _, m in _drain(c)]
+    assert got == [p.decode() for p in payloads] and c.nbytes == len(wire) and not c.has_buffered()
     b.close()
     with pytest.raises(websocket.WebSocketConnectionClosedException):
-        ws.frame_buffer.recv_frame()
+        c.next_frame()
     a.close()
+
+
+_messages = st.lists(st.tuples(st.sampled_from([1, 2]), st.binary(max_size=300), st.integers(1, 4),
+                               st.booleans()), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=_messages, chunk=st.integers(1, 2000))
+def test_WsConn_reader_returns_every_message_whatever_the_fragmentation_and_chunking(messages, chunk):
+    """Each message is cut into 1-4 fragments, with a ping between fragments when asked; the wire is then
+    written in chunks of any size. Text comes back as str, binary as bytes, pings in place."""
+    wire, want = b"", []
+    for op, body, parts, ping in messages:
+        cuts = [len(body) * k // parts for k in range(parts + 1)]
+        for k in range(parts):
+            wire += server_frame(op if k == 0 else 0, body[cuts[k]:cuts[k + 1]], fin=k == parts - 1)
+            if ping and k == 0 and parts > 1:  # between two fragments of the message
+                wire += server_frame(0x9, b"p")
+                want.append((0x9, b"p"))
+        want.append((op, body.decode("utf-8", "surrogateescape") if op == 1 else body))
+    c, a, b = _attached()
+    got, first = [], [None]
+    try:
+        for i in range(0, len(wire), chunk):
+            b.sendall(wire[i:i + chunk])
+            got += _drain(c, first)
+    finally:
+        a.close()
+        b.close()
+    assert got == want
+
+
+@pytest.mark.parametrize("frame, error", [
+    (bytes([0x81, 0x85]) + b"mask" + b"hello", "a mask"),
+    (bytes([0xC1, 0x01]) + b"x", "RSV bits set"),
+    (bytes([0x81, 127]) + struct.pack("!Q", 1 << 40), "over"),
+])
+def test_WsConn_reader_refuses_frames_a_server_must_not_send(frame, error):
+    c, a, b = _attached()
+    b.sendall(frame)
+    with pytest.raises(websocket.WebSocketProtocolException, match=error):
+        c.next_frame()
+    a.close()
+    b.close()
+
+
+def test_WsConn_message_refuses_a_broken_fragment_sequence():
+    c, a, b = _attached()
+    with pytest.raises(websocket.WebSocketProtocolException, match="without a message"):
+        c.message(0, True, b"x")
+    assert c.message(1, False, b"a") is None and c.in_message
+    with pytest.raises(websocket.WebSocketProtocolException, match="inside a fragmented one"):
+        c.message(1, True, b"b")
+    with pytest.raises(websocket.WebSocketProtocolException, match="reserved opcode"):
+        c.message(3, True, b"")
+    a.close()
+    b.close()
 
 
 # ----------------------------------------------------------------------------- the loop's frame path

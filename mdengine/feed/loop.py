@@ -39,6 +39,7 @@ Tap = Callable[[str, str, Any, int], None]  # (kind, url, data, recv_ns); kind: 
 RestCallback = Callable[[str, int, bytes, int], list[Event]]  # (request_id, status, body, recv_ns) -> events
 TICK_S = 0.05
 _WS_ERRORS = (websocket.WebSocketException, OSError, ValueError)
+_TEXT = ABNF.OPCODE_TEXT
 
 
 @dataclass
@@ -300,38 +301,37 @@ class FeedLoop:
     # ------------------------------------------------------------------ reading
     def _read(self, c: WsConn) -> None:
         ws = c.ws
-        recv_frame, cont = ws.frame_buffer.recv_frame, ws.cont_frame
+        next_frame = c.next_frame
         on_frame, dispatch, tap, name = self.adapter.on_frame, self.dispatch, self.tap, c.name
         n = got = 0
         try:
             while n < self.opts.max_batch:
                 try:
-                    frame = recv_frame()
+                    op, fin, payload = next_frame()
                 except WOULD_BLOCK:
                     break
                 got += 1
-                op = frame.opcode
-                if op == ABNF.OPCODE_TEXT and frame.fin and not cont.recving_frames:
-                    data = frame.data.decode("utf-8", "surrogateescape")  # invalid UTF-8 fails in the JSON parser
-                elif op <= ABNF.OPCODE_BINARY:  # a fragment, a continuation, or binary
-                    cont.validate(frame)
-                    cont.add(frame)
-                    if not frame.fin:
+                if op == _TEXT and fin and not c.in_message:
+                    data = payload.decode("utf-8", "surrogateescape")  # invalid UTF-8 fails in the JSON parser
+                elif op < 8:  # a fragment, a continuation, binary, or a reserved data opcode (an error)
+                    data = c.message(op, fin, payload)
+                    if data is None:
                         continue
-                    op, frame = cont.extract(frame)
-                    data = frame.data.decode("utf-8", "surrogateescape") if op == ABNF.OPCODE_TEXT else frame.data
+                elif not fin or len(payload) > 125:
+                    raise websocket.WebSocketProtocolException(f"control frame {op:#x} fragmented or over 125 bytes")
                 elif op == ABNF.OPCODE_PING:  # answer ahead of queued messages, echoing the payload
-                    c.outq.appendleft((ABNF.OPCODE_PONG, frame.data))
+                    c.outq.appendleft((ABNF.OPCODE_PONG, payload))
                     self._flush(c)
                     continue
                 elif op == ABNF.OPCODE_CLOSE:
-                    raw = frame.data
-                    code = struct.unpack("!H", raw[:2])[0] if len(raw) >= 2 else None
-                    self._lost(c, f"closed by server (code {code}: {raw[2:].decode('utf-8', 'replace')})",
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    self._lost(c, f"closed by server (code {code}: {payload[2:].decode('utf-8', 'replace')})",
                                answer_close=True)
                     return
+                elif op == ABNF.OPCODE_PONG:
+                    continue
                 else:
-                    continue  # pong
+                    raise websocket.WebSocketProtocolException(f"reserved control opcode {op:#x}")
                 recv_ns = time.time_ns()
                 n += 1
                 if tap is not None:
