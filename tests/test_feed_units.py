@@ -261,6 +261,62 @@ def test_FeedLoop_passes_text_fragments_and_binary_answers_pings_and_taps():
         assert not t.is_alive()
 
 
+def _raw_ws_server(frames: bytes) -> tuple[socket.socket, list[int]]:
+    """A bare TCP server that completes the WebSocket handshake and then writes `frames` as they are (so they can
+    break the protocol), on every connection; returns the listening socket and a list counting connections."""
+    import base64
+    import hashlib
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve_forever() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames)
+
+    threading.Thread(target=serve_forever, daemon=True).start()
+    return lsock, accepted
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (bytes([0x81, 0x85]) + b"mask" + b"hello", "a mask"),
+    (bytes([0x89, 126]) + struct.pack("!H", 200) + b"p" * 200, "over 125 bytes"),
+    (server_frame(0, b"orphan"), "without a message"),
+])
+def test_FeedLoop_drops_a_connection_that_breaks_the_protocol_says_why_and_reconnects(bad, reason):
+    lsock, accepted = _raw_ws_server(server_frame(1, b'{"ok":1}') + bad)
+    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    adapter, sink = EchoAdapter(url), NullSink()
+    loop = FeedLoop(adapter, sink, options=LoopOptions(backoff_initial_s=0.05, backoff_max_s=0.1))
+    t = threading.Thread(target=loop.run)
+    t.start()
+    try:
+        loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+        deadline = time.monotonic() + 10
+        while len(accepted) < 2 or len(sink.lost) < 2:
+            assert time.monotonic() < deadline, (accepted, sink.lost)
+            time.sleep(0.02)
+        assert adapter.frames[:2] == ['{"ok":1}', '{"ok":1}']  # the good frame before it, on each connection
+        assert "WebSocketProtocolException" in sink.lost[0] and reason in sink.lost[0]
+    finally:
+        loop.stop()
+        t.join(10)
+        lsock.close()
+    assert not t.is_alive()
+
+
 @pytest.mark.parametrize("busy_poll_s", [0.0, 0.4])
 def test_FeedLoop_busy_poll_keeps_polling_after_a_frame_instead_of_sleeping(busy_poll_s):
     import psutil
