@@ -813,9 +813,10 @@ class Client:
 
     # ------------------------------------------------------------------ supervisor
     def subscribe(self, exchange: str, symbol: str, market: str | None = None, timeout: float = 5.0) -> dict:
-        """Ask the supervisor to subscribe `symbol`; returns its answer (unified symbol, market, native).
+        """Ask the supervisor to subscribe `symbol`; returns its answer (unified symbol, market, native, live).
 
-        Raises SubscribeError with the exchange's message if refused (e.g. unknown symbol), and
+        A new symbol's answer waits up to timeout/2 for its first book ("live": True) or the exchange's refusal.
+        Raises SubscribeError with the reason if refused (unknown symbol, or refused by the exchange), and
         mdengine.control.ControlError if no supervisor runs in the namespace.
         """
         return self._control("subscribe", exchange, symbol, market, timeout)

@@ -400,7 +400,9 @@ class Supervisor:
         timeout = msg.get("timeout", FORWARD_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             timeout = FORWARD_TIMEOUT_S
-        answer = self._ask_feed(feed, {"op": op, "symbol": symbol, "market": market}, float(timeout))
+        # the feed waits up to half the caller's time for a new symbol to go live or be refused by the exchange
+        answer = self._ask_feed(feed, {"op": op, "symbol": symbol, "market": market, "wait_s": timeout / 2},
+                                float(timeout))
         if answer.get("ok"):
             self._remember(feed, op, symbol, answer)
             log.info("exchange=%s pid=%s symbol=%s %sd", exchange, feed.pid, answer.get("symbol", symbol), op)

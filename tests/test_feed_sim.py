@@ -176,9 +176,9 @@ def test_unknown_symbol_is_an_error_and_the_others_carry_on(feed):
 
 def test_runtime_subscribe_list_unsubscribe_without_reconnecting(feed):
     reconnects = feed.counter("reconnects")
-    reply = feed.request("subscribe", "SOLUSDT")  # a native id means spot
+    reply = feed.request("subscribe", "SOLUSDT")  # a native id means spot; no wait_s: answered at once
     assert reply == {"id": reply["id"], "ok": True, "error": None, "symbol": "SOL/USDT", "market": "spot",
-                     "native": "SOLUSDT"}
+                     "native": "SOLUSDT", "live": False}
     feed.wait_live("SOL/USDT")
     listed = {s["symbol"]: s["live"] for s in feed.request("list")["symbols"]}
     assert listed["SOL/USDT"] and listed["BTC/USDT"] and "NOPE/USDT" not in listed

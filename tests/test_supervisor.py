@@ -209,9 +209,17 @@ def test_dynamic_subscribe_status_and_graceful_shutdown(sim, start_engine, names
         answer = subscribe_from_another_process(namespace, "okx", "ETH/USDT:USDT")
         assert answer["ok"] is True, answer
         assert (answer["symbol"], answer["native"], answer["exchange"]) == ("ETH/USDT:USDT", "ETH-USDT-SWAP", "okx")
+        assert answer["live"] is True  # the answer waited for the first book
         live_book(okx, "ETH/USDT:USDT")
+        assert subscribe_from_another_process(namespace, "okx", "ETH/USDT:USDT")["live"] is True  # already there
     finally:
         okx.close()
+
+    # A symbol in the instrument list that the exchange itself refuses: the answer says so, with its message.
+    sim.inject("okx", "refuse_subscription", symbol="ETH-USDT")
+    answer = subscribe_from_another_process(namespace, "okx", "ETH/USDT")
+    assert answer["ok"] is False and "ETH/USDT" in answer["error"], answer
+    assert answer["error"] != "subscribe ETH/USDT: " and "60018" in answer["error"], answer
 
     answer = subscribe_from_another_process(namespace, "okx", "NOPE/USDT")
     assert answer["ok"] is False and "NOPE/USDT" in answer["error"]

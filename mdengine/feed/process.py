@@ -132,6 +132,16 @@ def _serve_control(conn: Connection, session: FeedSession, loop: FeedLoop, log: 
                 except Exception as e:
                     log.exception("control request %r failed", req)
                     reply["error"] = f"{type(e).__name__}: {e}"
+                key = reply.pop("key", None)
+                if key is not None:  # a new subscription: wait for the exchange's verdict (off the loop thread)
+                    wait_s = req.get("wait_s", 0)
+                    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float):
+                        wait_s = 0
+                    live, refusal = session.verdict(key, min(max(float(wait_s), 0.0), CONTROL_TIMEOUT_S))
+                    if refusal is not None:
+                        reply.update(ok=False, error=f"subscribe {reply.get('symbol')}: {refusal}")
+                    else:
+                        reply["live"] = live
         try:
             conn.send(reply)
         except (OSError, ValueError):

@@ -58,6 +58,8 @@ class Publisher:
         self.slots: dict[SymbolKey, _Slot] = {}
         #: called with (key, message) when the exchange refuses a symbol (the process answers control callers)
         self.on_subscribe_failed: Callable[[SymbolKey | None, str], None] | None = None
+        #: called with the key when a symbol's book first goes live (after a subscribe or a resync)
+        self.on_synced: Callable[[SymbolKey], None] | None = None
         self._handlers: dict[type, Callable] = {
             BookChanged: self._book, TradesReceived: self._trades, BookInvalid: self._invalid,
             SymbolSynced: self._synced, SubscribeFailed: self._refused, ProtocolError: self._protocol,
@@ -136,6 +138,8 @@ class Publisher:
 
     def _synced(self, ev: SymbolSynced) -> None:
         self.log.info("symbol=%s synced", self.name(ev.key))
+        if self.on_synced is not None:
+            self.on_synced(ev.key)
 
     def _refused(self, ev: SubscribeFailed) -> None:
         self.q[_C["subscribe_errors"]] += 1

@@ -1,7 +1,9 @@
 """FeedSession: what a feed is subscribed to. Loads the instrument lists, resolves symbols, (un)subscribes.
 
-All methods run on the loop thread (the process submits control requests there). An unknown symbol is
-logged, counted as `subscribe_errors` and answered as an error; the other symbols carry on.
+All methods run on the loop thread (the process submits control requests there), except `verdict`, which the
+control thread calls to wait for a new subscription's outcome. An unknown symbol is logged, counted as
+`subscribe_errors` and answered as an error; so is a symbol the exchange refuses, if it refuses within the
+caller's wait; the other symbols carry on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import threading
 from typing import Any
 
 from ..config import ExchangeConfig
-from ..events import Event, FetchRest, ProtocolError
+from ..events import Event, FetchRest, ProtocolError, SymbolKey
 from ..exchanges.base import Adapter
 from ..store.writer import StoreFull
 from ..symbols import InstrumentIndex, UnknownSymbolError
@@ -32,6 +34,11 @@ class FeedSession:
         self.loaded = threading.Event()  # set once the instrument lists are in (any thread may wait on it)
         self._pending: dict[str, FetchRest] = {}
         self._retry = Backoff(1.0, 60.0)
+        # new subscriptions a control caller waits on: key -> (done, [refusal text or None])
+        self._verdicts: dict[SymbolKey, tuple[threading.Event, list[str | None]]] = {}
+        self._verdicts_lock = threading.Lock()
+        publisher.on_synced = self._synced
+        publisher.on_subscribe_failed = self._refused
 
     # ------------------------------------------------------------------ instruments
     def start(self) -> None:
@@ -80,21 +87,56 @@ class FeedSession:
         self.publisher.subscribe_error(text)
         return {"ok": False, "error": text}
 
-    def subscribe(self, symbol: str, market: str | None = None) -> dict[str, Any]:
+    def subscribe(self, symbol: str, market: str | None = None, *, track: bool = False) -> dict[str, Any]:
+        """Subscribe (if not yet). `track`: a caller will wait for the outcome with `verdict(answer["key"])`."""
         try:
             inst = self.index.resolve(symbol, market)
         except UnknownSymbolError as e:
             return self._refuse(f"subscribe {symbol}: {e}")
         answer = {"ok": True, "error": None, "symbol": inst.unified, "market": inst.market, "native": inst.native}
         if inst.key in self.publisher.slots:
-            return answer
+            return {**answer, "live": self.adapter.is_live(inst.key)}
         try:
             self.publisher.add(inst)
         except StoreFull as e:
             return {**answer, **self._refuse(f"subscribe {inst.unified}: {e}")}
         self.log.info("symbol=%s subscribing (%s %s)", inst.unified, inst.market, inst.native)
+        if track:
+            with self._verdicts_lock:
+                self._verdicts[inst.key] = (threading.Event(), [None])
         self.loop.dispatch(self.adapter.subscribe(inst))
-        return answer
+        return {**answer, "key": inst.key} if track else answer
+
+    # ------------------------------------------------------------------ subscription outcomes
+    def _synced(self, key: SymbolKey) -> None:
+        with self._verdicts_lock:
+            waiter = self._verdicts.get(key)
+        if waiter is not None:
+            waiter[0].set()
+
+    def _refused(self, key: SymbolKey | None, message: str) -> None:
+        with self._verdicts_lock:
+            waiter = self._verdicts.get(key) if key is not None else None
+        if waiter is not None and not waiter[0].is_set():
+            waiter[1][0] = message
+            waiter[0].set()
+
+    def verdict(self, key: SymbolKey, timeout: float) -> tuple[bool, str | None]:
+        """Wait (on any thread but the loop's) until a subscription made with `track` is live or refused:
+        (live, refusal text); (False, None) when neither happened within `timeout` (still in progress)."""
+        with self._verdicts_lock:
+            waiter = self._verdicts.get(key)
+        if waiter is None:
+            return False, None
+        try:
+            if not waiter[0].wait(timeout):
+                return False, None
+            refusal = waiter[1][0]
+            return refusal is None, refusal
+        finally:
+            with self._verdicts_lock:
+                if self._verdicts.get(key) is waiter:
+                    del self._verdicts[key]
 
     def unsubscribe(self, symbol: str, market: str | None = None) -> dict[str, Any]:
         try:
@@ -105,6 +147,7 @@ class FeedSession:
         if inst.key not in self.publisher.slots:
             return {**answer, "ok": False, "error": f"{inst.unified} is not subscribed"}
         self.log.info("symbol=%s unsubscribing", inst.unified)
+        self._refused(inst.key, "unsubscribed before it went live")  # a caller still waiting is answered
         self.loop.dispatch(self.adapter.unsubscribe(inst.key))
         self.publisher.remove(inst.key)
         return answer
@@ -122,4 +165,4 @@ class FeedSession:
             return {"ok": False, "error": f"{op} needs a symbol (a non-empty string), got {symbol!r}"}
         if market is not None and not isinstance(market, str):
             return {"ok": False, "error": f"market must be a string or null, got {market!r}"}
-        return self.subscribe(symbol, market) if op == "subscribe" else self.unsubscribe(symbol, market)
+        return self.subscribe(symbol, market, track=True) if op == "subscribe" else self.unsubscribe(symbol, market)
