@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import struct
 import threading
@@ -107,6 +109,52 @@ def test_WsConn_reader_reassembles_frames_split_anywhere():
     with pytest.raises(websocket.WebSocketConnectionClosedException):
         c.next_frame()
     a.close()
+
+
+_TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")  # a self-signed cert for localhost
+
+
+def test_WsConn_reader_over_tls_reassembles_frames_across_records():
+    """wss:// is what real exchanges speak: through TLS a read returns at most one record (<= 16 KiB) and "no data
+    yet" is SSLWantReadError; frames cut across records and reads still come out whole, and the loop's rule
+    (select only when has_buffered() is False) does not stall."""
+    import ssl
+
+    a, b = socket.socketpair()
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(os.path.join(_TLS_DIR, "localhost-cert.pem"),
+                               os.path.join(_TLS_DIR, "localhost-key.pem"))
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+    payloads = [b"x" * 5, b"y" * 300, b"z" * 70_000, b'{"a":1}', b"w" * 600_000]
+    wire = b"".join(server_frame(1, p) for p in payloads)
+
+    def serve() -> None:
+        with server_ctx.wrap_socket(b, server_side=True) as tls:
+            for i in range(0, len(wire), 5000):
+                tls.sendall(wire[i:i + 5000])
+            time.sleep(1.0)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    tls = client_ctx.wrap_socket(a, server_hostname="localhost")  # handshake while blocking, then hand it over
+    ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
+    ws.sock, ws.connected = tls, True
+    c = WsConn("t", "wss://x", Backoff(), 1.0)
+    c.attach(ws, time.monotonic())
+    got, deadline = [], time.monotonic() + 10
+    try:
+        while len(got) < len(payloads):
+            assert time.monotonic() < deadline, [len(p) for p in got]
+            try:
+                got.append(c.next_frame()[2])
+            except WOULD_BLOCK:
+                if not c.has_buffered():  # only then may the loop go back to select
+                    select.select([tls], [], [], 0.5)
+    finally:
+        server.join(10)
+        tls.close()
+    assert got == payloads and c.nbytes == len(wire)
 
 
 _messages = st.lists(st.tuples(st.sampled_from([1, 2]), st.binary(max_size=300), st.integers(1, 4),
