@@ -467,6 +467,23 @@ def test_blocking_wait_is_woken_by_the_publish_not_by_its_next_poll(namespace, f
     assert late[0] <= 3 and late[1] >= 6, f"over 3 ms late: futex {woken}, polling {polled}"
 
 
+def test_blocking_wait_falls_back_to_polling_when_the_futex_call_fails(namespace, feed, caplog):
+    slot = feed.add("spot", "BTCUSDT", "BTC/USDT")
+    feed.book(slot, 99.0, 100.0, uid=1)
+    with Client(namespace) as c:
+        book = c.book("binance", "BTC/USDT")
+        c.wait(0.01, [book])
+        c._segments["binance"].wake_addr = 8  # an unmapped address: the kernel answers EFAULT
+        publisher = threading.Thread(target=feed.call, args=("book", slot, [(150.0, 1.0)], [(151.0, 1.0)], 9, 0,
+                                                              0.2))
+        publisher.start()
+        try:
+            assert c.wait(10.0, [book]) == [book] and book.top().bid == 150.0
+        finally:
+            publisher.join(10)
+        assert c._futex is False and "futex wait failed" in caplog.text
+
+
 def test_read_into_does_not_allocate_arrays(namespace, feed):
     slot = feed.add("spot", "BTCUSDT", "BTC/USDT")
     feed.book(slot, 100.0, 101.0, uid=1)
