@@ -225,7 +225,7 @@ def _levels(exchange: str, rows: object, what: str) -> np.ndarray:
         for i, row in enumerate(rows):
             out[i, 0] = float(row[0])
             out[i, 1] = float(row[1])
-    except (TypeError, ValueError, IndexError) as e:
+    except (TypeError, ValueError, LookupError) as e:  # LookupError: a dict (or other mapping) for a level
         raise RestError(f"{exchange}: bad {what} level {rows[i]!r} in REST depth") from e
     return out
 
@@ -285,7 +285,10 @@ def parse_trades(exchange: str, body: bytes | str, recv_ts_ns: int = 0) -> np.nd
         raise RestError(f"{exchange}: bad trade in REST answer: {e!r}") from e
     if exchange != "binance":  # OKX, Bybit and Bitget list newest first
         rows.reverse()
-    return np.array(rows, dtype=TRADE_DTYPE)
+    try:
+        return np.array(rows, dtype=TRADE_DTYPE)
+    except OverflowError as e:  # a time or id beyond int64
+        raise RestError(f"{exchange}: out-of-range value in REST trades: {e}") from e
 
 
 # ----------------------------------------------------------------------------- I/O

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mdengine import rest
@@ -67,6 +67,10 @@ def test_error_bodies_raise_RestError_with_the_exchange_message(exchange, body, 
 
 
 @settings(max_examples=200, deadline=None)
+@example(exchange="binance", body='{"code": null, "bids": [{}]}')  # a dict for a level (found by this test)
+@example(exchange="binance", body='[{"isBuyerMaker": true, "id": 1, "time": 1e30, "price": "1", "qty": "1"}]')
+@example(exchange="binance", body='[{"isBuyerMaker": true, "id": 1, "time": 100000000000000000000, "price": "1", '
+                                  '"qty": "1"}]')  # a time beyond int64
 @given(exchange=st.sampled_from(["binance", "okx", "bybit", "bitget"]),
        body=st.one_of(st.binary(max_size=200), st.recursive(
            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
