@@ -7,6 +7,9 @@ way the feed loop would, with the recorded local time (``ts_ns``, else ``ts`` * 
 whose URL matches (same path and query, ``limit`` ignored), ``disconnect`` -> ``on_close``. Sends the adapter
 asks for are not sent anywhere: the recording already holds what the exchange answered. Recorded URLs map
 onto the adapter's connections by URL path (hosts differ between a simulator and the real exchange).
+Two connections open on one URL at once (the feed replacing a Binance connection before its 24 h cut, or a
+restart without a recorded disconnect) feed the same adapter connection, which closes only when both did:
+the sync rules drop the diffs and trades it already holds, and a real discontinuity still shows as a gap.
 
 The recording has no instrument list the adapter could subscribe from, so the symbols are discovered from
 the recording itself (subscription frames, stream names, REST URLs) and subscribed as minimal
@@ -258,7 +261,7 @@ class Rebuild:
         opts = _adapter_options(self.exchange, self.records) if adapter_options is None else adapter_options
         self.adapter = self.adapter_cls(InstrumentIndex(self.instruments), None, **opts)
         self._conn_url: dict[str, str] = {}
-        self._open: set[str] = set()
+        self._open: dict[str, int] = {}  # adapter connection -> recorded connections open on it
         self._url_conn: dict[str, str | None] = {}
         self._pending: dict[str, tuple[str, tuple]] = {}  # request id -> (path, query key)
         self._prev: dict[SymbolKey, tuple[dict[float, float], dict[float, float]]] = {}
@@ -312,20 +315,23 @@ class Rebuild:
             elif r.kind == "connect":
                 conn = self._conn_for(r.url)
                 if conn is not None:
-                    if conn in self._open:  # reconnected without a recorded disconnect
-                        yield from self._close_conn(conn, "reconnect", ns)
-                    yield from self._open_conn(conn, ns)
+                    if conn in self._open:  # a second connection to the same place (see the module docstring)
+                        self._open[conn] += 1
+                    else:
+                        yield from self._open_conn(conn, ns)
             elif r.kind == "disconnect":
                 conn = self._conn_for(r.url)
                 if conn is not None and conn in self._open:
-                    yield from self._close_conn(conn, str(r.data or "disconnected"), ns)
+                    self._open[conn] -= 1
+                    if self._open[conn] <= 0:
+                        yield from self._close_conn(conn, str(r.data or "disconnected"), ns)
 
     def _open_conn(self, conn: str, ns: int) -> Iterator:
-        self._open.add(conn)
+        self._open[conn] = 1
         yield from self._handle(self.adapter.on_open(conn), ns)
 
     def _close_conn(self, conn: str, reason: str, ns: int) -> Iterator:
-        self._open.discard(conn)
+        self._open.pop(conn, None)
         yield from self._handle(self.adapter.on_close(conn, reason), ns)
 
     def _conn_for(self, url: str) -> str | None:
@@ -372,7 +378,7 @@ class Rebuild:
             elif cls is SubscribeFailed:
                 st.subscribe_failed += 1
             elif cls is CloseConnection:
-                self._open.discard(ev.conn)  # the loop would close it; the recording shows what came next
+                self._open.pop(ev.conn, None)  # the loop would close it; the recording shows what came next
             elif cls in (Send, Notice):
                 pass
 

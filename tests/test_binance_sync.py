@@ -234,7 +234,8 @@ def test_trades_side_from_buyer_is_maker():
     t = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 42, "p": "100.5", "q": "0.25", "T": 4, "m": True, "M": True}
     (ev,) = a.on_frame(conn, json.dumps({"stream": "btcusdt@trade", "data": t}), 99)
     assert isinstance(ev, TradesReceived) and ev.trades == [(4_000_000, 99, 100.5, 0.25, 42, Side.SELL, 0)]
-    t["m"] = False
+    assert a.on_frame(conn, json.dumps({"stream": "btcusdt@trade", "data": t}), 99) == []  # seen: dropped
+    t["m"], t["t"] = False, 43
     assert a.on_frame(conn, json.dumps({"stream": "btcusdt@trade", "data": t}), 99)[0].trades[0][5] == Side.BUY
     agg = adapter(trade_stream="aggTrade")
     conn = agg.subscribe(SPOT_BTC)[0].conn
@@ -380,3 +381,96 @@ def test_garbage_frames_yield_events_or_ProtocolError_never_an_exception(frames,
         out = d.a.on_frame(d.conn, f, 1)
         assert isinstance(out, list) and all(isinstance(e, allowed) for e in out)
     assert d.sym.state in (UNSYNCED, AWAITING_SNAPSHOT, BRIDGING, LIVE)
+
+
+# ----------------------------------------------------------------------------- rotation before the 24 h cut
+def _live_driver():
+    d = Driver(SPOT_BTC, rotate_after_s=60.0)
+    d.step(("diff", 10, 12))
+    d.step(("snap", 11))
+    assert d.sym.state is LIVE
+    return d
+
+
+def _rotate(d):
+    a = d.a
+    assert a.rotate_after(d.conn) == 60.0
+    out = a.on_rotate(d.conn)
+    (opened,) = [e for e in out if isinstance(e, OpenConnection)]
+    assert opened.conn != d.conn and a.rotate_after(opened.conn) == 0.0 == a.rotate_after(d.conn)
+    subscribe = a.on_open(opened.conn)
+    assert [json.loads(e.payload)["params"] for e in subscribe] == [["btcusdt@depth@100ms", "btcusdt@trade"]]
+    return opened.conn
+
+
+def test_rotation_overlaps_two_connections_applies_each_diff_and_trade_once_then_closes_the_old_one():
+    d = _live_driver()
+    a, old = d.a, d.conn
+    new = _rotate(d)
+    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "1", "q": "1", "T": 4, "m": True}
+    frame = json.dumps({"stream": "btcusdt@trade", "data": trade})
+    assert names(a.on_frame(old, frame, 1)) == ["TradesReceived"]
+    assert a.on_frame(new, frame, 2) == []  # the same trade through the successor
+    assert names(a.on_frame(old, diff(13, 13), 3)) == ["BookChanged"]
+    # the successor's first depth frame: a duplicate (dropped), and every depth stream has now spoken on it
+    out = a.on_frame(new, diff(13, 13), 4)
+    assert names(out) == ["Notice", "CloseConnection"] and out[1].conn == old and not out[1].reconnect
+    assert a.on_close(old, "replaced") == []  # the loop's report of that close changes nothing
+    assert names(a.on_frame(new, diff(14, 14), 5)) == ["BookChanged"]
+    assert d.sym.state is LIVE and d.sym.applied == 3 and d.sym.conn == new
+    assert a.symbols_on(new) == [SPOT_BTC.key] and a.symbols_on(old) == []
+    assert a.rotate_after(new) == 60.0  # the successor rotates in turn
+    # a later subscription goes to the connection that now fills the slot, and unsubscribing closes it
+    out = a.subscribe(SPOT_ETH)
+    assert [e.conn for e in out if isinstance(e, Send)] == [new]
+    a.unsubscribe(SPOT_ETH.key)
+    assert names(a.unsubscribe(SPOT_BTC.key))[-1] == "CloseConnection"
+
+
+def test_rotation_takes_over_after_a_while_when_a_depth_stream_stays_quiet():
+    d = _live_driver()
+    a, old = d.a, d.conn
+    new = _rotate(d)
+    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "1", "q": "1", "T": 4, "m": True}
+    frame = json.dumps({"stream": "btcusdt@trade", "data": trade})
+    assert a.on_frame(new, frame, 10**9) != []  # no depth yet on the successor: the old one stays
+    assert [e for e in a.on_frame(new, frame, 10**9 + 31 * 10**9) if isinstance(e, CloseConnection)][0].conn == old
+
+
+def test_rotation_old_connection_dropping_early_hands_over_without_a_resync():
+    d = _live_driver()
+    a, old = d.a, d.conn
+    new = _rotate(d)
+    out = a.on_close(old, "closed by server (24 h)")
+    assert names(out) == ["Notice", "CloseConnection"] and d.sym.state is LIVE  # no BookInvalid
+    assert names(a.on_frame(new, diff(13, 13), 1)) == ["BookChanged"]
+    assert names(a.on_frame(new, diff(15, 15), 2)) == ["BookInvalid", "FetchRest"]  # a real gap still resyncs
+
+
+def test_rotation_abandoned_when_the_successor_drops_keeps_the_old_connection_and_new_symbols():
+    d = _live_driver()
+    a, old = d.a, d.conn
+    new = _rotate(d)
+    out = a.subscribe(SPOT_ETH)  # made during the rotation: it lives on the successor only
+    assert [e.conn for e in out if isinstance(e, Send)] == [new]
+    out = a.on_close(new, "handshake reset")
+    assert names(out) == ["Notice", "CloseConnection", "Send"] and out[1].conn == new
+    assert json.loads(out[2].payload)["params"] == ["ethusdt@depth@100ms", "ethusdt@trade"] and out[2].conn == old
+    assert d.sym.state is LIVE and a.syms[SPOT_ETH.key].conn == old
+    assert sorted(a.symbols_on(old)) == sorted([SPOT_BTC.key, SPOT_ETH.key])
+    assert names(a.on_frame(old, diff(13, 13), 1)) == ["BookChanged"]
+
+
+def test_rotation_successor_not_up_when_the_old_one_drops_resyncs_as_before():
+    d = _live_driver()
+    a, old = d.a, d.conn
+    a.on_rotate(old)  # successor opened but never connected
+    out = a.on_close(old, "closed by server")
+    assert names(out)[0] == "CloseConnection" and "BookInvalid" in names(out) and d.sym.state is UNSYNCED
+    assert a.rotate_after(old) == 60.0 and a.on_open(old)  # the old connection reconnects as usual
+
+
+def test_rotate_after_s_is_validated():
+    with pytest.raises(ValueError, match="rotate_after_s"):
+        adapter(rotate_after_s=-1)
+    assert adapter(rotate_after_s=0).rotate_after("spot/0") == 0.0

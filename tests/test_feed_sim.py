@@ -255,6 +255,45 @@ def test_snapshot_429_backs_off_then_syncs_and_silence_trips_the_watchdog(sim, n
         f.close()
 
 
+def test_connections_are_replaced_before_their_time_limit_without_a_resync(sim, namespace, tmp_path):
+    """Binance cuts every connection after 24 h; with rotate_after_s = 1 the feed replaces its connection
+    every second or so: books stay live throughout, no snapshot is fetched again, no trade is stored twice,
+    and the recording of it exports without a disconnect or a gap."""
+    f = FeedProc(namespace, config(sim, ["BTC/USDT", "ETH/USDT"], options={"rotate_after_s": 1.0},
+                                   record_dir=str(tmp_path)))
+    try:
+        f.wait_live("BTC/USDT", "ETH/USDT")
+        stats0, resyncs, reconnects = sim.stats(SPOT), f.counter("resyncs"), f.counter("reconnects")
+        ring = f.reader.trades("BTC/USDT", start="earliest")
+        deadline = time.monotonic() + 4.5
+        states = set()
+        while time.monotonic() < deadline:
+            states |= {f.state("BTC/USDT"), f.state("ETH/USDT")}
+            time.sleep(0.02)
+        stats = sim.stats(SPOT)
+        assert stats["connections"] >= stats0["connections"] + 2, (stats0, stats)  # at least two rotations
+        assert states == {"live"}
+        assert stats["rest_requests"] == stats0["rest_requests"]  # no depth snapshot: nothing resynced
+        assert (f.counter("resyncs"), f.counter("reconnects")) == (resyncs, reconnects)
+        assert len(sim.connections(SPOT)) <= 2  # each old connection was closed
+        trades, lost = ring.poll()
+        ids = trades["trade_id"].tolist()
+        assert lost == 0 and len(ids) > 10 and ids == sorted(set(ids))  # none twice, in order
+    finally:
+        f.close()
+    from mdengine.export import Rebuild
+
+    (name,) = os.listdir(tmp_path)
+    rebuilt = Rebuild(tmp_path / name)
+    out = list(rebuilt)
+    st = rebuilt.stats
+    assert st.frames > 100 and st.frames_unrouted == 0 and st.protocol_errors == 0
+    assert sum(st.snapshots.values()) == 2  # the first sync of each book, nothing more
+    markers = [type(x).__name__ for x in out[-2:]], [getattr(x, "kind", None) for x in out[-2:]]
+    assert dict(st.markers) == {"disconnect": 2} and markers == (["Marker"] * 2, ["disconnect"] * 2), markers
+    # (the only disconnect is the feed stopping, at the end)
+
+
 def test_server_pings_are_answered_and_server_shutdown_reconnects(namespace):
     with Simulator(seed=9, rate_hz=20, exchanges=[SPOT, USDM], binance_spot_ping_interval=0.2,
                    binance_spot_ping_timeout=0.4) as s:

@@ -102,6 +102,16 @@ class Adapter(ABC):
     def send_rate(self, conn: str) -> float:
         return 5.0
 
+    def rotate_after(self, conn: str) -> float:
+        """Seconds a connection may stay open before the loop asks `on_rotate(conn)` to replace it (0: never).
+        For exchanges that cut every connection after a fixed time (Binance: 24 h)."""
+        return 0.0
+
+    def on_rotate(self, conn: str) -> list[Event]:
+        """`conn` is about to reach its end of life: open a successor carrying the same streams, and close
+        `conn` once the successor has taken over, so the books never go through a resync."""
+        return []
+
     def symbols_on(self, conn: str) -> list[SymbolKey]:
         """Symbols whose data arrives on `conn` (for logs and for marking them stale on disconnect)."""
         return []

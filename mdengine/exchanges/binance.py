@@ -54,6 +54,11 @@ _SEND_RATE = {SPOT: 4.0, USDM: 9.0}  # incoming msg/s limits are 5 and 10, pings
 _SILENCE = {SPOT: 60.0, USDM: 200.0}
 _SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
 _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
+# Binance closes every connection 24 h after it opened; a successor is opened well before and takes over once
+# each of its depth streams has delivered (or _TAKEOVER_NS after its first frame: a quiet symbol's diffs then
+# chain on the book or show a gap, which resyncs only that symbol).
+ROTATE_AFTER_S = 23.5 * 3600
+_TAKEOVER_NS = 30 * 1_000_000_000
 
 
 # ----------------------------------------------------------------------------- the sync state machine
@@ -96,7 +101,7 @@ class SymbolSync:
     USDⓈ-M: drop u < last; bridge U <= last <= u; chain pu == last (U is not contiguous there)."""
 
     __slots__ = ("key", "inst", "book", "futures", "state", "buffer", "request_id", "applied", "dropped",
-                 "conn", "synced_once")
+                 "conn", "synced_once", "last_trade")
 
     def __init__(self, inst: Instrument, book: LocalBook, conn: str) -> None:
         self.key = inst.key
@@ -110,6 +115,7 @@ class SymbolSync:
         self.dropped = 0  # diffs discarded as older than the book
         self.conn = conn  # the connection carrying its depth stream
         self.synced_once = False
+        self.last_trade = -1  # id of the newest trade passed on: a rotation overlaps two connections' streams
 
     def _to(self, what: str) -> None:
         nxt = _TRANSITIONS.get((self.state, what))
@@ -292,22 +298,31 @@ class SymbolSync:
 
 # ----------------------------------------------------------------------------- connections and routing
 class _Conn:
-    __slots__ = ("name", "url", "market", "streams", "open", "pending")
+    __slots__ = ("name", "url", "market", "slot", "streams", "open", "pending", "successor", "predecessor",
+                 "unseen", "first_ns")
 
-    def __init__(self, name: str, url: str, market: str) -> None:
+    def __init__(self, name: str, url: str, market: str, slot: tuple[str, int]) -> None:
         self.name = name
         self.url = url
         self.market = market
+        self.slot = slot  # (group, index): the place this connection fills; a rotation hands it to a successor
         # stream name -> (symbol, _DEPTH/_PARTIAL/_TRADE), in subscription order. Per connection: spot and
         # USDⓈ-M use the same stream names ("btcusdt@depth@100ms").
         self.streams: dict[str, tuple[SymbolSync, int]] = {}
         self.open = False
         self.pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, streams)
+        # rotation (Binance cuts every connection after 24 h): the old connection points to its successor,
+        # which takes over once each depth stream has spoken on it (`unseen` empty) or after _TAKEOVER_NS
+        self.successor: str | None = None
+        self.predecessor: str | None = None
+        self.unseen: set[str] = set()
+        self.first_ns = 0
 
 
 class BinanceAdapter(Adapter):
     """Binance spot ("spot") and USDⓈ-M ("usdm"). Options: trade_stream ("trade" or "aggTrade", spot only),
-    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels)."""
+    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels),
+    rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
     DEFAULT_ENDPOINTS: Mapping[str, str] = {
@@ -319,18 +334,26 @@ class BinanceAdapter(Adapter):
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
-                 max_streams: int | None = None, snapshot_limit: int = 1000) -> None:
+                 max_streams: int | None = None, snapshot_limit: int = 1000,
+                 rotate_after_s: float = ROTATE_AFTER_S) -> None:
         super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades)
         if book_mode not in ("diff", "partial"):
             raise ValueError(f"binance book_mode must be 'diff' or 'partial', not {book_mode!r}")
         if trade_stream not in ("trade", "aggTrade"):
             raise ValueError(f"binance trade_stream must be 'trade' or 'aggTrade', not {trade_stream!r}")
+        if isinstance(rotate_after_s, bool) or not isinstance(rotate_after_s, int | float) or rotate_after_s < 0:
+            raise ValueError(f"binance rotate_after_s must be a number of seconds >= 0 (0: never), not "
+                             f"{rotate_after_s!r}")
         self.trade_stream = trade_stream
         self.max_streams = max_streams
+        self.rotate_after_s = float(rotate_after_s)
         self.snapshot_limit = snapshot_limit
         self.partial_levels = 5 if book_depth <= 5 else 10 if book_depth <= 10 else 20
         self.syms: dict[SymbolKey, SymbolSync] = {}
         self._conns: dict[str, _Conn] = {}
+        self._slots: dict[tuple[str, int], str] = {}  # (group, index) -> the connection filling it now
+        self._rotating: set[str] = set()  # successors that have not taken over yet
+        self.rotations = 0
         self._routes: dict[str, dict[str, tuple[SymbolSync, int]]] = {}  # conn -> its streams (_Conn.streams)
         self._streams_of: dict[SymbolKey, list[tuple[str, str]]] = {}  # symbol -> [(conn, stream)]
         self._next_id = 0
@@ -415,12 +438,13 @@ class BinanceAdapter(Adapter):
         limit = self.max_streams or _MAX_STREAMS[market]
         i = 0
         while True:
-            name = f"{group}/{i}"
-            c = self._conns.get(name)
+            c = self._conns.get(self._slots.get((group, i), ""))  # during a rotation: the successor
             if c is None:
+                name = f"{group}/{i}"
                 base = self.endpoints[f"{market}_ws"].rstrip("/")
-                c = self._conns[name] = _Conn(name, base + path, market)
+                c = self._conns[name] = _Conn(name, base + path, market, (group, i))
                 self._routes[name] = c.streams
+                self._slots[(group, i)] = name
                 return c
             if len(c.streams) + 1 <= limit:
                 return c
@@ -492,13 +516,31 @@ class BinanceAdapter(Adapter):
                 continue
             for stream in streams:
                 c.streams.pop(stream, None)
+                c.unseen.discard(stream)
             if not c.streams:
-                del self._conns[conn]
-                del self._routes[conn]
+                self._drop_conn(c)
                 out.append(CloseConnection(conn, "no streams left", reconnect=False))
             elif c.open:
                 out += self._request(c, "UNSUBSCRIBE", streams)
         return out
+
+    def _drop_conn(self, c: _Conn) -> None:
+        self._conns.pop(c.name, None)
+        self._routes.pop(c.name, None)
+        self._rotating.discard(c.name)
+        if self._slots.get(c.slot) == c.name:
+            if c.predecessor is not None and c.predecessor in self._conns:
+                self._slots[c.slot] = c.predecessor
+            else:
+                del self._slots[c.slot]
+        for other in (c.successor, c.predecessor):
+            partner = self._conns.get(other) if other is not None else None
+            if partner is not None:
+                if partner.successor == c.name:
+                    partner.successor = None
+                if partner.predecessor == c.name:
+                    partner.predecessor = None
+                    self._rotating.discard(partner.name)
 
     def _snapshot_request(self, sym: SymbolSync) -> FetchRest:
         if sym.request_id is not None:
@@ -526,6 +568,8 @@ class BinanceAdapter(Adapter):
             return []
         c.open = False
         c.pending.clear()
+        if c.successor is not None or c.predecessor is not None:
+            return self._rotation_lost(c, reason)
         out: list[Event] = []
         for sym, kind in c.streams.values():
             if kind != _TRADE:
@@ -535,6 +579,12 @@ class BinanceAdapter(Adapter):
         return out
 
     def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        if self._rotating and conn in self._rotating:
+            events = self._on_frame(conn, data, recv_ns)
+            return events + self._maybe_take_over(conn, data, recv_ns)
+        return self._on_frame(conn, data, recv_ns)
+
+    def _on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
         try:
             obj = _loads(data)
         except orjson.JSONDecodeError as e:
@@ -578,6 +628,9 @@ class BinanceAdapter(Adapter):
             raise ValueError(f"unexpected trade event {e!r}")
         if tid.__class__ is not int:
             raise TypeError(f"trade id {tid!r}")
+        if tid <= sym.last_trade:  # already passed on (both connections carry it during a rotation)
+            return []
+        sym.last_trade = tid
         side = Side.SELL if d["m"] else Side.BUY  # m: the buyer was the maker, so the taker sold
         return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, float(d["p"]), float(d["q"]), tid, side, 0)])]
 
@@ -625,6 +678,100 @@ class BinanceAdapter(Adapter):
             return sym.on_snapshot(_loads(body), recv_ns, self._snapshot_request)
         except (*_BAD_INPUT, orjson.JSONDecodeError) as e:  # raised before the book was touched
             return sym.on_bad_snapshot(f"bad depth snapshot: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------ rotation (the 24 h limit)
+    def rotate_after(self, conn: str) -> float:
+        c = self._conns.get(conn)
+        return self.rotate_after_s if c is not None and c.successor is None and c.predecessor is None else 0.0
+
+    def on_rotate(self, conn: str) -> list[Event]:
+        """Open a successor with the same streams. Depth diffs arriving on both are applied once (the sync
+        rules drop u <= last), trades once (by id); the old connection is closed when the successor has taken
+        over. If either connection drops meanwhile, the other carries on (see `_rotation_lost`)."""
+        c = self._conns.get(conn)
+        if c is None or not c.open or c.successor is not None or c.predecessor is not None or not c.streams:
+            return []
+        self.rotations += 1
+        name = f"{c.slot[0]}/{c.slot[1]}.{self.rotations}"
+        new = _Conn(name, c.url, c.market, c.slot)
+        new.streams.update(c.streams)
+        new.predecessor, c.successor = conn, name
+        new.unseen = {stream for stream, (_, kind) in c.streams.items() if kind != _TRADE}
+        self._conns[name] = new
+        self._routes[name] = new.streams
+        self._slots[c.slot] = name
+        self._rotating.add(name)
+        for placed in self._streams_of.values():
+            placed += [(name, stream) for cn, stream in placed if cn == conn]
+        return [Notice(conn, f"opening {name} to replace this connection before Binance's 24 h limit"),
+                OpenConnection(name, new.url)]
+
+    def _maybe_take_over(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        new = self._conns[conn]
+        if not new.first_ns:
+            new.first_ns = recv_ns
+        if new.unseen:  # parsed a second time, but only on a successor and only until it takes over
+            try:
+                obj = _loads(data)
+                new.unseen.discard(obj.get("stream") if obj.__class__ is dict else None)
+            except orjson.JSONDecodeError:
+                pass
+        if new.unseen and recv_ns - new.first_ns < _TAKEOVER_NS:
+            return []
+        return self._take_over(new)
+
+    def _take_over(self, new: _Conn) -> list[Event]:
+        """The successor carries everything: forget the old connection and close it."""
+        old_name = new.predecessor
+        new.predecessor = None
+        new.unseen.clear()
+        self._rotating.discard(new.name)
+        old = self._conns.pop(old_name, None) if old_name is not None else None
+        self._routes.pop(old_name, None)
+        for sym, _ in new.streams.values():
+            if sym.conn == old_name:
+                sym.conn = new.name
+        for placed in self._streams_of.values():
+            placed[:] = [(cn, stream) for cn, stream in placed if cn != old_name]
+        if old is None:
+            return []
+        return [Notice(new.name, f"took over from {old_name}"),
+                CloseConnection(old_name, "replaced by a fresh connection (24 h limit)", reconnect=False)]
+
+    def _rotation_lost(self, c: _Conn, reason: str) -> list[Event]:
+        """A connection in the middle of a rotation dropped: the other one carries on alone."""
+        if c.successor is not None:  # the old one: the successor takes over now if it is up
+            new = self._conns.get(c.successor)
+            if new is not None and new.open:
+                return self._take_over(new)
+            if new is not None:  # the successor is not up yet: give it up, reconnect the old one as usual
+                self._fold_back(new, c)
+                out: list[Event] = [CloseConnection(new.name, "rotation abandoned", reconnect=False)]
+                return out + self.on_close(c.name, reason)
+            c.successor = None
+            return self.on_close(c.name, reason)
+        # the successor dropped before it took over: the old connection carries on with every stream
+        old = self._conns.get(c.predecessor) if c.predecessor is not None else None
+        moved = self._fold_back(c, old) if old is not None else []
+        out = [Notice(c.name, f"rotation abandoned ({reason}); the old connection carries on"),
+               CloseConnection(c.name, "rotation abandoned", reconnect=False)]
+        if old is not None and old.open and moved:
+            out += self._request(old, "SUBSCRIBE", moved)
+        return out
+
+    def _fold_back(self, new: _Conn, old: _Conn) -> list[str]:
+        """Abandon successor `new`: streams subscribed on it alone (during the rotation) move to `old`.
+        Returns the streams moved."""
+        moved = [stream for stream in new.streams if stream not in old.streams]
+        for stream in moved:
+            old.streams[stream] = new.streams[stream]
+            new.streams[stream][0].conn = old.name
+        for placed in self._streams_of.values():
+            placed[:] = list(dict.fromkeys((old.name if cn == new.name else cn, stream) for cn, stream in placed))
+        self._drop_conn(new)
+        old.successor = None
+        self._slots[old.slot] = old.name
+        return moved
 
     # ------------------------------------------------------------------ heartbeats, limits, introspection
     def silence_timeout(self, conn: str) -> float:

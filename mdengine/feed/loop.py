@@ -277,6 +277,12 @@ class FeedLoop:
                 if not c.healthy and now - c.opened_at >= self.opts.healthy_after_s:
                     c.healthy = True
                     c.backoff.reset()
+                if not c.rotation_asked:
+                    max_age = self.adapter.rotate_after(c.name)
+                    if 0 < max_age <= now - c.opened_at:
+                        c.rotation_asked = True  # once per connection; the adapter closes it when replaced
+                        self.log.info("conn=%s open for %.0fs: rotating", c.name, now - c.opened_at)
+                        self.dispatch(self.adapter.on_rotate(c.name))
                 interval = self.adapter.ping_interval(c.name)
                 if interval > 0 and now - c.last_ping >= interval:
                     c.last_ping = now

@@ -29,6 +29,7 @@ WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 ABNF_CONT, ABNF_TEXT, ABNF_BINARY = 0x0, 0x1, 0x2
 
 IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
+_NO_BUFFER = memoryview(bytearray(0))
 
 
 class WsConn:
@@ -53,8 +54,9 @@ class WsConn:
         self.last_recv = 0.0
         self.last_ping = 0.0
         self.healthy = False  # open long enough that the backoff was reset
+        self.rotation_asked = False  # the adapter was asked to replace this connection (rotate_after)
         self.nbytes = 0  # raw bytes read, taken by the loop for the counters
-        self._rmem = memoryview(bytearray(RECV_SIZE))  # receive buffer: frames are parsed in place
+        self._rmem = _NO_BUFFER  # receive buffer while open (frames are parsed in place); freed on close
         self._rpos = self._rend = 0  # unparsed bytes are _rmem[_rpos:_rend]
         self._frag_op: int | None = None  # opcode of the fragmented message being assembled
         self._frags: list[bytes] = []
@@ -87,11 +89,12 @@ class WsConn:
         assert sock is not None
         sock.setblocking(False)
         self.ws, self.sock = ws, sock
+        self._rmem = memoryview(bytearray(RECV_SIZE))  # a fresh one: a previous giant frame's buffer is gone
         self._rpos = self._rend = 0
         self._frag_op, self._frags = None, []
         self.state = OPEN
         self.opened_at = self.last_recv = self.last_ping = now
-        self.healthy = False
+        self.healthy = self.rotation_asked = False
         self.outq.clear()
         self.bucket = TokenBucket(self.bucket.rate)
         return sock
@@ -218,5 +221,7 @@ class WsConn:
         self.ws = self.sock = None
         self.state = IDLE
         self.outq.clear()
+        self._rmem, self._rpos, self._rend = _NO_BUFFER, 0, 0  # closed connections linger in the loop's table
+        self._frag_op, self._frags = None, []
         if ws is not None:
             ws.shutdown()
