@@ -392,6 +392,11 @@ def _live_driver():
     return d
 
 
+def _trade_frame(tid):
+    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": tid, "p": "1", "q": "1", "T": 4, "m": True}
+    return json.dumps({"stream": "btcusdt@trade", "data": trade})
+
+
 def _rotate(d):
     a = d.a
     assert a.rotate_after(d.conn) == 60.0
@@ -407,8 +412,7 @@ def test_rotation_overlaps_two_connections_applies_each_diff_and_trade_once_then
     d = _live_driver()
     a, old = d.a, d.conn
     new = _rotate(d)
-    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "1", "q": "1", "T": 4, "m": True}
-    frame = json.dumps({"stream": "btcusdt@trade", "data": trade})
+    frame = _trade_frame(7)
     assert names(a.on_frame(old, frame, 1)) == ["TradesReceived"]
     assert a.on_frame(new, frame, 2) == []  # the same trade through the successor
     assert names(a.on_frame(old, diff(13, 13), 3)) == ["BookChanged"]
@@ -431,10 +435,9 @@ def test_rotation_takes_over_after_a_while_when_a_depth_stream_stays_quiet():
     d = _live_driver()
     a, old = d.a, d.conn
     new = _rotate(d)
-    trade = {"e": "trade", "E": 5, "s": "BTCUSDT", "t": 7, "p": "1", "q": "1", "T": 4, "m": True}
-    frame = json.dumps({"stream": "btcusdt@trade", "data": trade})
-    assert a.on_frame(new, frame, 10**9) != []  # no depth yet on the successor: the old one stays
-    assert [e for e in a.on_frame(new, frame, 10**9 + 31 * 10**9) if isinstance(e, CloseConnection)][0].conn == old
+    assert names(a.on_frame(new, _trade_frame(7), 10**9)) == ["TradesReceived"]  # no depth yet: the old one stays
+    out = a.on_frame(new, _trade_frame(8), 10**9 + 31 * 10**9)
+    assert names(out) == ["TradesReceived", "Notice", "CloseConnection"] and out[2].conn == old
 
 
 def test_rotation_old_connection_dropping_early_hands_over_without_a_resync():
