@@ -528,6 +528,7 @@ class BinanceAdapter(Adapter):
         self._conns.pop(c.name, None)
         self._routes.pop(c.name, None)
         self._rotating.discard(c.name)
+        self._rotation_routing()
         if self._slots.get(c.slot) == c.name:
             if c.predecessor is not None and c.predecessor in self._conns:
                 self._slots[c.slot] = c.predecessor
@@ -541,6 +542,7 @@ class BinanceAdapter(Adapter):
                 if partner.predecessor == c.name:
                     partner.predecessor = None
                     self._rotating.discard(partner.name)
+                    self._rotation_routing()
 
     def _snapshot_request(self, sym: SymbolSync) -> FetchRest:
         if sym.request_id is not None:
@@ -578,13 +580,21 @@ class BinanceAdapter(Adapter):
                 out += sym.on_close(reason)
         return out
 
-    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
-        if self._rotating and conn in self._rotating:
-            events = self._on_frame(conn, data, recv_ns)
+    def _on_frame_rotating(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        """`on_frame` while a successor has not taken over (installed on the instance, so the usual path pays
+        nothing for rotations)."""
+        events = BinanceAdapter.on_frame(self, conn, data, recv_ns)
+        if conn in self._rotating:
             return events + self._maybe_take_over(conn, data, recv_ns)
-        return self._on_frame(conn, data, recv_ns)
+        return events
 
-    def _on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+    def _rotation_routing(self) -> None:
+        if self._rotating:
+            self.on_frame = self._on_frame_rotating  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("on_frame", None)
+
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
         try:
             obj = _loads(data)
         except orjson.JSONDecodeError as e:
@@ -701,6 +711,7 @@ class BinanceAdapter(Adapter):
         self._routes[name] = new.streams
         self._slots[c.slot] = name
         self._rotating.add(name)
+        self._rotation_routing()
         for placed in self._streams_of.values():
             placed += [(name, stream) for cn, stream in placed if cn == conn]
         return [Notice(conn, f"opening {name} to replace this connection before Binance's 24 h limit"),
@@ -726,6 +737,7 @@ class BinanceAdapter(Adapter):
         new.predecessor = None
         new.unseen.clear()
         self._rotating.discard(new.name)
+        self._rotation_routing()
         old = self._conns.pop(old_name, None) if old_name is not None else None
         self._routes.pop(old_name, None)
         for sym, _ in new.streams.values():
