@@ -412,6 +412,7 @@ def record_overhead(record_dir: str | None, n: int, result: dict, pairs: int = 1
     own = record_dir is None
     directory = record_dir or tempfile.mkdtemp(prefix="mdengine-perf-")
     rec = Recorder(directory, "binance")
+    rec.flush(30.0)  # its writer process is up: starting it (~0.1 s of CPU, once) is not a per-frame cost
     taps: list[float] = []
     plain: list[float] = []
     run_frames = max(2_000, min(n, 5_000))
