@@ -77,8 +77,9 @@ _FEED = textwrap.dedent("""
     try:
         for i in range(2000):
             rec.tap("recv", "ws://h/ws", '{"i":%d}' % i, time.time_ns())
-        while rec.stats().queued:  # shipped to the writer process; nothing is written yet (60 s frames)
+        while rec.stats().queued:  # taken by the shipper thread; nothing is written yet (60 s frames)
             time.sleep(0.005)
+        time.sleep(0.5)  # ... and sent: a batch is one sendmsg, but on a loaded machine the thread may lag
         print(rec.writer_pid, rec.stats().written, flush=True)
         time.sleep(60)
     except KeyboardInterrupt:
