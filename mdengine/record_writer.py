@@ -77,7 +77,6 @@ _RECORD_NEWLINE = b'}\n{"kind":'
 HEADER = struct.Struct("<QQ")  # lengths of the marshal part and of the raw part
 _COLUMNS = "columns"  # tag of a column-wise batch
 _RECV_SIZE = 1 << 20
-STATUS_KEYS = ("written", "io_dropped", "bad", "errors", "bytes_written", "path")
 
 
 def default_compression() -> str:

@@ -26,7 +26,7 @@ RECV_SIZE = 1 << 18
 MAX_FRAME = 1 << 26  # a longer frame is a protocol error (the largest exchange snapshots are a few MB)
 SEND_TIMEOUT_S = 5.0
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-ABNF_CONT, ABNF_TEXT, ABNF_BINARY = 0x0, 0x1, 0x2
+ABNF = websocket.ABNF
 
 IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
 _NO_BUFFER = memoryview(bytearray(0))
@@ -161,11 +161,11 @@ class WsConn:
     def message(self, opcode: int, fin: bool, payload: bytes) -> str | bytes | None:
         """Assemble a data frame into a message: the text (str) or binary (bytes) once complete, else None.
         (The loop handles a complete text frame, the usual case, without calling this.)"""
-        if opcode == ABNF_CONT:
+        if opcode == ABNF.OPCODE_CONT:
             if self._frag_op is None:
                 raise websocket.WebSocketProtocolException("continuation frame without a message to continue")
             self._frags.append(payload)
-        elif opcode in (ABNF_TEXT, ABNF_BINARY):
+        elif opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY):
             if self._frag_op is not None:
                 raise websocket.WebSocketProtocolException("a new message inside a fragmented one")
             self._frag_op, self._frags = opcode, [payload]
@@ -178,7 +178,7 @@ class WsConn:
         op, data = self._frag_op, b"".join(self._frags)
         self._frag_op, self._frags = None, []
         # invalid UTF-8 is let through (surrogateescape) and fails in the JSON parser, with the frame logged
-        return data.decode("utf-8", "surrogateescape") if op == ABNF_TEXT else data
+        return data.decode("utf-8", "surrogateescape") if op == ABNF.OPCODE_TEXT else data
 
     @property
     def in_message(self) -> bool:
