@@ -4,7 +4,8 @@ Both sides get the same WebSocket text frames (book + trade channels only) and t
 bodies, offline. cryptofeed runs in its own venv (perf/.peer-venv, see perf/_cryptofeed_peer.py) and
 handles each frame with its exchange's `message_handler` coroutine, books delivered to a trivial
 callback; mdengine handles each frame with its adapter's `on_frame` and publishes every book change
-(`publish_levels(book.flat_top(depth))`) and every trade batch (`append_trades`) into a real segment.
+through the engine's Publisher (`publish_top(book.pack_top)`) and every trade batch (`append_trades`) into a
+real segment.
 Each repetition replays a workload into fresh instances (so sequence ids stay valid); runs alternate
 A B A B over several rounds and the median is reported. See perf/README.md for fairness notes.
 
@@ -266,7 +267,7 @@ class MdengineSide:
         self.writers: dict[str, Any] = {}
         self._writer_cls = SegmentWriter
         self.counts: dict[str, dict[str, int]] = {}
-        self.stage_ns = {"flat_top": 0, "store": 0}
+        self.stage_ns = {"publish": 0}
 
     def close(self) -> None:
         for w in self.writers.values():
@@ -347,7 +348,6 @@ class MdengineSide:
         answer REST requests with the recorded body (the one cryptofeed gets), and nothing else."""
         from mdengine.events import BookChanged, FetchRest, TradesReceived
 
-        publish, append, depth = writer.publish_levels, writer.append_trades, self.depth
         on_event = publisher.on_event
 
         def handle(events: list) -> None:
@@ -360,25 +360,16 @@ class MdengineSide:
                 if counts is not None:
                     counts[t.__name__] = counts.get(t.__name__, 0) + 1
 
-        acc = self.stage_ns  # --breakdown: ns spent in flat_top and in store writes
+        acc = self.stage_ns  # --breakdown: ns spent in the publisher (packing the levels + store writes)
         clock = time.perf_counter_ns
 
         def handle_timed(events: list) -> None:
             for ev in events:
                 t = type(ev)
-                if t is BookChanged:
-                    book = ev.book
+                if t is BookChanged or t is TradesReceived:
                     t0 = clock()
-                    flat, nb, na = book.flat_top(depth)
-                    t1 = clock()
-                    publish(slots[ev.key], flat, nb, na, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
-                            recv_ts_ns=ev.recv_ts_ns)
-                    acc["flat_top"] += t1 - t0
-                    acc["store"] += clock() - t1
-                elif t is TradesReceived:
-                    t1 = clock()
-                    append(slots[ev.key], ev.trades)
-                    acc["store"] += clock() - t1
+                    on_event(ev)
+                    acc["publish"] += clock() - t0
                 elif t is FetchRest:
                     pending.append(ev)
 
@@ -399,7 +390,7 @@ class MdengineSide:
     def run(self, w: Workload, reps: int, count: bool = False, stage: str = "full") -> dict[str, Any]:
         """Replay `w` into `reps` fresh adapters; the timed region is frame handling (incl. REST answers).
 
-        stage: "full", or "timed" (also accumulates the time of flat_top and store writes in `stage_ns`).
+        stage: "full", or "timed" (also accumulates the time spent in the publisher in `stage_ns`).
         """
         counts = self.counts.setdefault(w.name, {}) if count else None
         instances = [self._instance(w, counts, stage) for _ in range(reps)]  # built outside the timed region
@@ -432,17 +423,18 @@ def parse_only(w: Workload, reps: int) -> float:
 
 
 def breakdown(md: MdengineSide, w: Workload, reps: int, rounds: int) -> dict[str, float]:
-    """Median µs per frame of mdengine's stages: JSON parse alone, then a run timing flat_top and store
-    writes inside it; the adapter (decode, sync checks, checksum, book update) is the rest."""
+    """Median µs per frame of mdengine's stages: JSON parse alone, then a run timing the publisher inside it
+    (packing the top levels into the store and the latched writes, trades too); the adapter (decode, sync
+    checks, checksum, book update) is the rest."""
     rows = []
     n = reps * len(w.frames)
     for _ in range(rounds):
         parse = parse_only(w, reps) * 1e6 / n
-        md.stage_ns.update(flat_top=0, store=0)
+        md.stage_ns.update(publish=0)
         total = md.run(w, reps, stage="timed")["seconds"] * 1e6 / n
-        flat, store = md.stage_ns["flat_top"] / 1e3 / n, md.stage_ns["store"] / 1e3 / n
-        rows.append({"json_parse": parse, "adapter_excl_parse": total - flat - store - parse, "flat_top": flat,
-                     "store_publish": store, "total": total})
+        publish = md.stage_ns["publish"] / 1e3 / n
+        rows.append({"json_parse": parse, "adapter_excl_parse": total - publish - parse, "publish": publish,
+                     "total": total})
     return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
 
 

@@ -64,8 +64,8 @@ def test_deep_change_publishes_header_only(namespace):
         book.apply_snapshot([["10", "1"], ["9", "1"], ["8", "1"]], [["11", "1"], ["12", "1"], ["13", "1"]])
         pub.on_event(BookChanged(INST.key, book, recv_ts_ns=1))
         calls = []
-        real = writer.publish_levels
-        writer.publish_levels = lambda *a, **k: (calls.append(a), real(*a, **k))  # count full publishes
+        real = writer.publish_top
+        writer.publish_top = lambda *a, **k: (calls.append(a), real(*a, **k))  # count full publishes
         book.apply_update([["7", "2"]], [["14", "2"]])  # below the published depth
         pub.on_event(BookChanged(INST.key, book, recv_ts_ns=2))
         assert calls == []

@@ -94,10 +94,9 @@ class Publisher:
             return  # unsubscribed meanwhile
         book, depth, q = ev.book, self.depth, self.q
         if book.top_dirty or not s.levels_published or book.watch_depth != depth:
-            flat, nb, na = book.flat_top(depth)
-            self.w.publish_levels(s.slot, flat, nb, na, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
-                                  recv_ts_ns=ev.recv_ts_ns, state=_LIVE,
-                                  truncated=len(book.bids.keys) > depth or len(book.asks.keys) > depth)
+            self.w.publish_top(s.slot, book.pack_top, depth, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
+                               recv_ts_ns=ev.recv_ts_ns, state=_LIVE,
+                               truncated=len(book.bids.keys) > depth or len(book.asks.keys) > depth)
             book.watch_depth = depth
             book.top_dirty = False
             s.levels_published = True

@@ -12,7 +12,7 @@ import math
 import os
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import psutil
 
@@ -23,6 +23,7 @@ from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
 _NAN = math.nan
 _BOOK_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _TRADE = struct.Struct(L.TRADE_STRUCT)
+_BEST_PRICES = struct.Struct("<d8xd")  # a level's bid price and ask price
 assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
 
 Trade = tuple[int, int, float, float, int, int, int]
@@ -277,24 +278,41 @@ class SegmentWriter:
         """Publish a book given as the slot's level layout: `flat` is [bid_px, bid_qty, ask_px, ask_qty]
         per level, best first, max(n_bids, n_asks) <= capacity levels, NaN/0 where a side has no level.
 
-        This is the fast path (one struct pack, two copies); readers switch to it atomically.
+        One struct pack, two copies; readers switch to it atomically.
         """
         raw = self._staging(slot)
         n = len(flat) >> 2
         if n > self.capacity or n_bids > n or n_asks > n:
             raise ValueError(f"{self.name} slot {slot}: {n} levels ({n_bids} bids, {n_asks} asks) do not fit "
                              f"capacity {self.capacity}")
-        prev = self._last_book[slot]
-        old_n = max(prev[3], prev[4]) if prev else 0
         if n:
             _levels_struct(n).pack_into(raw, L.BOOK_HEADER_LENGTH, *flat)
+        self._publish_staged(slot, raw, n, n_bids, n_asks, update_id, exch_ts_ns, recv_ts_ns, state, truncated)
+
+    def publish_top(self, slot: int, pack: Callable[[bytearray, int, int], tuple[int, int]], depth: int, *,
+                    update_id: int, exch_ts_ns: int = 0, recv_ts_ns: int = 0, state: int = L.BookState.LIVE,
+                    truncated: bool = False) -> None:
+        """Publish a book that writes its own levels: `pack(dst, offset, n)` puts its best n levels per side at
+        `offset` in the slot's level layout (as `publish_levels` describes) and returns (n_bids, n_asks);
+        `LocalBook.pack_top` is one. The fast path: the book packs straight into the staging copy."""
+        raw = self._staging(slot)
+        nb, na = pack(raw, L.BOOK_HEADER_LENGTH, min(depth, self.capacity))
+        self._publish_staged(slot, raw, max(nb, na), nb, na, update_id, exch_ts_ns, recv_ts_ns, state, truncated)
+
+    def _publish_staged(self, slot: int, raw: bytearray, n: int, nb: int, na: int, update_id: int,
+                        exch_ts_ns: int, recv_ts_ns: int, state: int, truncated: bool) -> None:
+        """The staging copy holds n fresh levels: blank what a deeper previous book left, set the flags, latch."""
+        prev = self._last_book[slot]
+        old_n = max(prev[3], prev[4]) if prev else 0
         if old_n > n:  # blank the levels the previous, deeper book left behind
             raw[L.BOOK_HEADER_LENGTH + n * L.LEVEL_LENGTH:L.BOOK_HEADER_LENGTH + old_n * L.LEVEL_LENGTH] = \
                 _blank_levels(old_n - n)
         flags = L.BookFlags.TRUNCATED if truncated else 0
-        if n_bids and n_asks and flat[0] >= flat[2]:
-            flags |= L.BookFlags.CROSSED
-        self._write_latched(slot, update_id, exch_ts_ns, recv_ts_ns, n_bids, n_asks, state, flags, max(n, old_n))
+        if nb and na:
+            best_bid, best_ask = _BEST_PRICES.unpack_from(raw, L.BOOK_HEADER_LENGTH)
+            if best_bid >= best_ask:
+                flags |= L.BookFlags.CROSSED
+        self._write_latched(slot, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags, max(n, old_n))
 
     def publish_header(self, slot: int, *, update_id: int, exch_ts_ns: int = 0, recv_ts_ns: int = 0,
                        state: int = L.BookState.LIVE) -> None:

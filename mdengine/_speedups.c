@@ -1,0 +1,505 @@
+/* mdengine._speedups: the feed's per-frame book work in C, on the same Python containers as book.py.
+ *
+ * Optional: setup.py builds it when a C compiler is there, and mdengine/book.py falls back to its pure-Python
+ * code (same results, tested side by side) when it is missing or MDENGINE_NO_SPEEDUPS=1. Every function
+ * mirrors one in book.py, whose docstrings are the specification:
+ *
+ *   side_update(keys, qty, raw, is_bid, levels, watch) -> bool      BookSide.update
+ *   side_replace(levels, sign) -> (keys, qty, raw)                  BookSide.replace
+ *   pack_top(dst, offset, bid_keys, bid_qty, ask_keys, ask_qty, n)  LocalBook.pack_top (flat_top, packed)
+ *   checksum(bid_keys, bid_raw, ask_keys, ask_raw, depth) -> int    LocalBook.checksum
+ *
+ * A side is a sorted list of float keys (-price for bids, price for asks), a dict key -> qty (float) and a
+ * dict key -> "price:qty" (the exact wire strings). Levels are sequences whose first two items are the price
+ * and quantity (str, or anything float() takes). Errors are the ones the Python code raises (ValueError,
+ * TypeError, IndexError), so the adapters' handling of bad input is the same on both paths. Nothing here
+ * touches shared memory: pack_top writes the writer's private staging buffer.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* float(o), as the Python code does it. A plain ASCII decimal ("60000.5", "1e-3") is parsed in place; anything
+   else (whitespace, underscores, "inf", non-str) goes through float()'s own code, so the results and errors
+   are float()'s. */
+static int
+as_double(PyObject *o, double *out)
+{
+    if (PyFloat_CheckExact(o)) {
+        *out = PyFloat_AS_DOUBLE(o);
+        return 0;
+    }
+    if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+        const char *p = (const char *)PyUnicode_1BYTE_DATA(o);
+        int plain = n > 0 && n < 64;
+        for (Py_ssize_t i = 0; plain && i < n; i++) {
+            char c = p[i];
+            plain = (c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+';
+        }
+        if (plain) {
+            char *end;
+            double v = PyOS_string_to_double(p, &end, NULL);
+            if (end == p + n && !(v == -1.0 && PyErr_Occurred())) {
+                *out = v;
+                return 0;
+            }
+            PyErr_Clear();  /* not a whole number after all ("1e", "--1"): let float() say so */
+        }
+    }
+    PyObject *f = PyUnicode_Check(o) ? PyFloat_FromString(o) : PyNumber_Float(o);
+    if (f == NULL)
+        return -1;
+    *out = PyFloat_AS_DOUBLE(f);
+    Py_DECREF(f);
+    return 0;
+}
+
+/* new references to lv[0] and lv[1] */
+static int
+level_items(PyObject *lv, PyObject **px, PyObject **qty)
+{
+    if (PyList_CheckExact(lv) || PyTuple_CheckExact(lv)) {
+        if (PySequence_Fast_GET_SIZE(lv) < 2) {
+            PyErr_Format(PyExc_IndexError, "a book level needs a price and a quantity, got %R", lv);
+            return -1;
+        }
+        *px = Py_NewRef(PySequence_Fast_GET_ITEM(lv, 0));
+        *qty = Py_NewRef(PySequence_Fast_GET_ITEM(lv, 1));
+        return 0;
+    }
+    *px = PySequence_GetItem(lv, 0);
+    if (*px == NULL)
+        return -1;
+    *qty = PySequence_GetItem(lv, 1);
+    if (*qty == NULL) {
+        Py_CLEAR(*px);
+        return -1;
+    }
+    return 0;
+}
+
+/* px + ":" + qty, as book.py keeps it (TypeError unless both are str) */
+static PyObject *
+raw_string(PyObject *px, PyObject *qty)
+{
+    if (!PyUnicode_Check(px) || !PyUnicode_Check(qty)) {
+        PyErr_Format(PyExc_TypeError, "can only keep str prices and quantities, got %.50s and %.50s",
+                     Py_TYPE(px)->tp_name, Py_TYPE(qty)->tp_name);
+        return NULL;
+    }
+    if (PyUnicode_IS_ASCII(px) && PyUnicode_IS_ASCII(qty)) {
+        Py_ssize_t a = PyUnicode_GET_LENGTH(px), b = PyUnicode_GET_LENGTH(qty);
+        PyObject *s = PyUnicode_New(a + 1 + b, 127);
+        if (s == NULL)
+            return NULL;
+        Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+        memcpy(d, PyUnicode_1BYTE_DATA(px), a);
+        d[a] = ':';
+        memcpy(d + a + 1, PyUnicode_1BYTE_DATA(qty), b);
+        return s;
+    }
+    PyObject *head = PyUnicode_FromFormat("%U:", px);
+    if (head == NULL)
+        return NULL;
+    PyObject *s = PyUnicode_Concat(head, qty);
+    Py_DECREF(head);
+    return s;
+}
+
+/* bisect_left over a list of floats */
+static Py_ssize_t
+bisect_keys(PyObject *keys, double k)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(keys);
+    PyObject **items = ((PyListObject *)keys)->ob_item;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) >> 1;
+        PyObject *v = items[mid];
+        if (!PyFloat_Check(v)) {
+            PyErr_Format(PyExc_TypeError, "book keys must be floats, found %.50s", Py_TYPE(v)->tp_name);
+            return -1;
+        }
+        if (PyFloat_AS_DOUBLE(v) < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int
+check_side(PyObject *keys, PyObject *qty, PyObject *raw)
+{
+    if (!PyList_Check(keys) || !PyDict_Check(qty) || (raw != NULL && !PyDict_Check(raw))) {
+        PyErr_SetString(PyExc_TypeError, "a book side is (list of keys, dict of quantities, dict of strings)");
+        return -1;
+    }
+    return 0;
+}
+
+/* one level change; *touched set when it is at or above `limit` */
+static int
+apply_level(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, PyObject *lv, double limit, int *touched)
+{
+    PyObject *px, *qs, *kobj = NULL;
+    int rc = -1;
+    double q, p;
+    if (level_items(lv, &px, &qs) < 0)
+        return -1;
+    if (as_double(qs, &q) < 0 || as_double(px, &p) < 0)
+        goto done;
+    double k = bid ? -p : p;
+    kobj = PyFloat_FromDouble(k);
+    if (kobj == NULL)
+        goto done;
+    if (q == 0.0) {
+        PyObject *had = PyDict_GetItemWithError(qtys, kobj);
+        if (had == NULL) {
+            rc = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
+        if (PyDict_DelItem(qtys, kobj) < 0)
+            goto done;
+        Py_ssize_t i = bisect_keys(keys, k);
+        if (i < 0)
+            goto done;
+        if (i >= PyList_GET_SIZE(keys)) {
+            PyErr_SetString(PyExc_IndexError, "book key missing from the sorted keys");
+            goto done;
+        }
+        if (PyList_SetSlice(keys, i, i + 1, NULL) < 0 || PyDict_DelItem(raws, kobj) < 0)
+            goto done;
+        if (k <= limit)
+            *touched = 1;
+        rc = 0;
+        goto done;
+    }
+    PyObject *s = raw_string(px, qs);
+    if (s == NULL)
+        goto done;
+    int present = PyDict_Contains(qtys, kobj);
+    if (present < 0) {
+        Py_DECREF(s);
+        goto done;
+    }
+    if (!present) {
+        Py_ssize_t i = bisect_keys(keys, k);
+        if (i < 0 || PyList_Insert(keys, i, kobj) < 0) {
+            Py_DECREF(s);
+            goto done;
+        }
+    }
+    PyObject *qobj = PyFloat_FromDouble(q);
+    if (qobj == NULL || PyDict_SetItem(qtys, kobj, qobj) < 0 || PyDict_SetItem(raws, kobj, s) < 0) {
+        Py_XDECREF(qobj);
+        Py_DECREF(s);
+        goto done;
+    }
+    Py_DECREF(qobj);
+    Py_DECREF(s);
+    if (k <= limit)
+        *touched = 1;
+    rc = 0;
+done:
+    Py_XDECREF(kobj);
+    Py_DECREF(px);
+    Py_DECREF(qs);
+    return rc;
+}
+
+static PyObject *
+side_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "side_update(keys, qty, raw, is_bid, levels, watch)");
+        return NULL;
+    }
+    PyObject *keys = args[0], *qtys = args[1], *raws = args[2], *levels = args[4];
+    if (check_side(keys, qtys, raws) < 0)
+        return NULL;
+    int bid = PyObject_IsTrue(args[3]);
+    Py_ssize_t watch = PyLong_AsSsize_t(args[5]);
+    if (bid < 0 || (watch == -1 && PyErr_Occurred()))
+        return NULL;
+    /* a change beyond the watch-th best key cannot move the top `watch` levels (see BookSide.update) */
+    double limit = INFINITY;
+    if (watch > 0 && watch <= PyList_GET_SIZE(keys)) {
+        PyObject *v = PyList_GET_ITEM(keys, watch - 1);
+        if (!PyFloat_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "book keys must be floats");
+            return NULL;
+        }
+        limit = PyFloat_AS_DOUBLE(v);
+    }
+    int touched = 0;
+    if (PyList_CheckExact(levels) || PyTuple_CheckExact(levels)) {
+        /* index each time: a level's float() may run Python code that changes the list */
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(levels); i++) {
+            PyObject *lv = PySequence_Fast_GET_ITEM(levels, i);
+            Py_INCREF(lv);
+            int r = apply_level(keys, qtys, raws, bid, lv, limit, &touched);
+            Py_DECREF(lv);
+            if (r < 0)
+                return NULL;
+        }
+    }
+    else {
+        PyObject *it = PyObject_GetIter(levels), *lv;
+        if (it == NULL)
+            return NULL;
+        while ((lv = PyIter_Next(it)) != NULL) {
+            int r = apply_level(keys, qtys, raws, bid, lv, limit, &touched);
+            Py_DECREF(lv);
+            if (r < 0) {
+                Py_DECREF(it);
+                return NULL;
+            }
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyBool_FromLong(touched);
+}
+
+static PyObject *
+side_replace(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "side_replace(levels, sign)");
+        return NULL;
+    }
+    double sign = PyFloat_AsDouble(args[1]);
+    if (sign == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *it = PyObject_GetIter(args[0]);
+    if (it == NULL)
+        return NULL;
+    PyObject *qtys = PyDict_New(), *raws = PyDict_New(), *lv, *out = NULL;
+    if (qtys == NULL || raws == NULL)
+        goto fail;
+    while ((lv = PyIter_Next(it)) != NULL) {
+        PyObject *px, *qs, *kobj = NULL, *qobj = NULL, *s = NULL;
+        int ok = 0;
+        double q, p;
+        if (level_items(lv, &px, &qs) < 0) {
+            Py_DECREF(lv);
+            goto fail;
+        }
+        if (as_double(qs, &q) == 0) {
+            if (q == 0.0)
+                ok = 1;
+            else if (as_double(px, &p) == 0 && (kobj = PyFloat_FromDouble(sign < 0 ? -p : p)) != NULL &&
+                     (qobj = PyFloat_FromDouble(q)) != NULL && (s = raw_string(px, qs)) != NULL &&
+                     PyDict_SetItem(qtys, kobj, qobj) == 0 && PyDict_SetItem(raws, kobj, s) == 0)
+                ok = 1;
+        }
+        Py_XDECREF(kobj);
+        Py_XDECREF(qobj);
+        Py_XDECREF(s);
+        Py_DECREF(px);
+        Py_DECREF(qs);
+        Py_DECREF(lv);
+        if (!ok)
+            goto fail;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    PyObject *keys = PyDict_Keys(qtys);
+    if (keys == NULL)
+        goto fail;
+    if (PyList_Sort(keys) < 0) {
+        Py_DECREF(keys);
+        goto fail;
+    }
+    out = PyTuple_Pack(3, keys, qtys, raws);
+    Py_DECREF(keys);
+fail:
+    Py_DECREF(it);
+    Py_XDECREF(qtys);
+    Py_XDECREF(raws);
+    return out;
+}
+
+/* the side's best n (price, qty) pairs as doubles; price = -key for bids */
+static Py_ssize_t
+side_top(PyObject *keys, PyObject *qtys, Py_ssize_t n, int bid, double *px, double *qty)
+{
+    Py_ssize_t m = PyList_GET_SIZE(keys);
+    if (m > n)
+        m = n;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i);
+        PyObject *q = PyDict_GetItemWithError(qtys, k);
+        if (q == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_KeyError, "book key %R has no quantity", k);
+            return -1;
+        }
+        if (!PyFloat_Check(k) || !PyFloat_Check(q)) {
+            PyErr_SetString(PyExc_TypeError, "book keys and quantities must be floats");
+            return -1;
+        }
+        px[i] = bid ? -PyFloat_AS_DOUBLE(k) : PyFloat_AS_DOUBLE(k);
+        qty[i] = PyFloat_AS_DOUBLE(q);
+    }
+    return m;
+}
+
+static PyObject *
+pack_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "pack_top(dst, offset, bid_keys, bid_qty, ask_keys, ask_qty, n)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), n = PyLong_AsSsize_t(args[6]);
+    if ((offset == -1 || n == -1) && PyErr_Occurred())
+        return NULL;
+    if (check_side(args[2], args[3], NULL) < 0 || check_side(args[4], args[5], NULL) < 0)
+        return NULL;
+    if (n < 0 || offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "pack_top: negative offset or depth");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    double *bp = PyMem_Malloc(4 * (n ? n : 1) * sizeof(double));
+    if (bp == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    double *bq = bp + n, *ap = bp + 2 * n, *aq = bp + 3 * n;
+    Py_ssize_t nb = side_top(args[2], args[3], n, 1, bp, bq);
+    Py_ssize_t na = nb < 0 ? -1 : side_top(args[4], args[5], n, 0, ap, aq);
+    if (na < 0)
+        goto done;
+    Py_ssize_t rows = nb > na ? nb : na;
+    if (offset + rows * 32 > view.len) {
+        PyErr_Format(PyExc_ValueError, "pack_top: %zd levels at offset %zd do not fit %zd bytes", rows, offset,
+                     view.len);
+        goto done;
+    }
+    /* the store's level layout: [bid_px, bid_qty, ask_px, ask_qty] little-endian doubles, NaN/0 where a
+       side has no level */
+    unsigned char *d = (unsigned char *)view.buf + offset;
+    for (Py_ssize_t i = 0; i < rows; i++, d += 32) {
+        double row[4] = {i < nb ? bp[i] : NAN, i < nb ? bq[i] : 0.0, i < na ? ap[i] : NAN, i < na ? aq[i] : 0.0};
+#if PY_LITTLE_ENDIAN
+        memcpy(d, row, 32);
+#else
+        for (int j = 0; j < 4; j++)
+            if (PyFloat_Pack8(row[j], (char *)d + 8 * j, 1) < 0)
+                goto done;
+#endif
+    }
+    out = Py_BuildValue("(nn)", nb, na);
+done:
+    PyMem_Free(bp);
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* CRC-32 (IEEE 802.3, as zlib.crc32 and crcmod's "crc-32") */
+static uint32_t crc_table[256];
+
+static void
+crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int j = 0; j < 8; j++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static uint32_t
+crc_update(uint32_t c, const unsigned char *p, Py_ssize_t n)
+{
+    while (n--)
+        c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+    return c;
+}
+
+/* crc of the UTF-8 bytes of raw[keys[i]] (and the ":" before it unless first) */
+static int
+crc_raw(uint32_t *c, int *first, PyObject *raws, PyObject *k)
+{
+    PyObject *s = PyDict_GetItemWithError(raws, k);
+    if (s == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_KeyError, "book key %R has no wire strings", k);
+        return -1;
+    }
+    Py_ssize_t len;
+    const char *b = PyUnicode_AsUTF8AndSize(s, &len);
+    if (b == NULL)
+        return -1;
+    if (!*first)
+        *c = crc_update(*c, (const unsigned char *)":", 1);
+    *first = 0;
+    *c = crc_update(*c, (const unsigned char *)b, len);
+    return 0;
+}
+
+static PyObject *
+checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "checksum(bid_keys, bid_raw, ask_keys, ask_raw, depth)");
+        return NULL;
+    }
+    PyObject *bk = args[0], *br = args[1], *ak = args[2], *ar = args[3];
+    Py_ssize_t depth = PyLong_AsSsize_t(args[4]);
+    if (depth == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_side(bk, br, NULL) < 0 || check_side(ak, ar, NULL) < 0)
+        return NULL;
+    /* keys[:depth], as a Python slice */
+    Py_ssize_t nb = PyList_GET_SIZE(bk), na = PyList_GET_SIZE(ak);
+    Py_ssize_t db = depth < 0 ? nb + depth : depth, da = depth < 0 ? na + depth : depth;
+    nb = db < 0 ? 0 : nb < db ? nb : db;
+    na = da < 0 ? 0 : na < da ? na : da;
+    /* bid1:ask1:bid2:ask2:... then what is left of the longer side */
+    uint32_t c = 0xFFFFFFFFu;
+    int first = 1;
+    Py_ssize_t both = nb < na ? nb : na;
+    for (Py_ssize_t i = 0; i < both; i++) {
+        if (crc_raw(&c, &first, br, PyList_GET_ITEM(bk, i)) < 0 || crc_raw(&c, &first, ar, PyList_GET_ITEM(ak, i)) < 0)
+            return NULL;
+    }
+    for (Py_ssize_t i = both; i < nb; i++)
+        if (crc_raw(&c, &first, br, PyList_GET_ITEM(bk, i)) < 0)
+            return NULL;
+    for (Py_ssize_t i = both; i < na; i++)
+        if (crc_raw(&c, &first, ar, PyList_GET_ITEM(ak, i)) < 0)
+            return NULL;
+    c ^= 0xFFFFFFFFu;
+    return PyLong_FromLongLong(c >= 0x80000000u ? (long long)c - 0x100000000LL : (long long)c);
+}
+
+static PyMethodDef methods[] = {
+    {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
+    {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
+    {"pack_top", (PyCFunction)(void (*)(void))pack_top, METH_FASTCALL, "LocalBook.pack_top in C."},
+    {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL, "LocalBook.checksum in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "mdengine._speedups",
+    "The feed's per-frame book work in C (optional; book.py has the same in Python).", -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    crc_init();
+    return PyModule_Create(&module);
+}
