@@ -29,6 +29,7 @@ class ExchangeConfig:
     silence_timeout_s: float | None = None  # None: the adapter's default per connection
     record_dir: str | None = None  # write every frame to this directory (recorder)
     busy_poll_s: float = 0.0  # > 0: the feed polls its sockets without sleeping this long after a frame (a core)
+    sched_slice_us: float = 100.0  # the loop thread's scheduler slice (Linux >= 6.12; 0: the kernel's default)
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 
 

@@ -122,6 +122,13 @@ def _check_unknown(path: str, table: dict, known: set[str]) -> None:
             raise ConfigError(f"{where}: unknown key{hint}; known keys: {', '.join(sorted(known))}")
 
 
+def _sched_slice(path: str, v: Any) -> float:
+    us = _nonneg_float(path, v)
+    if us and not 100 <= us <= 100_000:
+        raise ConfigError(f"{path}: {us} us; Linux takes slices of 100 to 100000 us (0: the kernel's default)")
+    return us
+
+
 # Keys of one exchange (and of [defaults]) -> reader. Anything else is an error.
 _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "symbols": _str_list,
@@ -138,6 +145,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "silence_timeout_s": _pos_float,
     "record_dir": _str,
     "busy_poll_s": _nonneg_float,
+    "sched_slice_us": _sched_slice,
     "options": _table,
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {

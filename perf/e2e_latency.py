@@ -318,9 +318,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short phases (whole run well under 60 s)")
     ap.add_argument("--seconds", type=float, help="seconds per phase (default 20, quick 4)")
     ap.add_argument("--rate", type=float, default=100.0, help="book updates per second sent by the simulator")
+    ap.add_argument("--sched-slice-us", type=float, default=None,
+                    help="the feed's sched_slice_us (default: the config default; 0: the kernel's own slice)")
     args = ap.parse_args()
     seconds = args.seconds or (4.0 if args.quick else 20.0)
 
+    from mdengine.book import IMPLEMENTATION as book_implementation
     from mdengine.config import ExchangeConfig
     from mdengine.exchanges import get_adapter
     from mdengine.feed.process import run_feed
@@ -341,6 +344,8 @@ def main() -> int:
             cfg = ExchangeConfig(name="bybit", symbols=[SYMBOL], markets=["linear"], book_depth=20,
                                  book_capacity=20, trades=False, busy_poll_s=busy_poll_s,
                                  endpoints=get_adapter("bybit").sim_endpoints(sim.endpoints()))
+            if args.sched_slice_us is not None:
+                cfg.sched_slice_us = args.sched_slice_us
             feed = CTX.Process(target=run_feed, args=(namespace, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
             feed.start()
             try:
@@ -369,7 +374,8 @@ def main() -> int:
           "that at low rates")
     summary = {"sender": "mdengine.sim (bybit orderbook.50 deltas over loopback WebSocket), stamped at the socket "
                "write", "rate_hz": args.rate, "seconds_per_phase": seconds, "cpus": os.cpu_count(),
-               "cold_work_hot_us": round(hot_us, 1), "cold_work_after_gap_us": round(gap_us, 1)}
+               "cold_work_hot_us": round(hot_us, 1), "cold_work_after_gap_us": round(gap_us, 1),
+               "feed_sched_slice_us": cfg.sched_slice_us, "book_implementation": book_implementation}
     for name, (lat, n_seen) in results.items():
         print(f"{name:18s} n={len(lat):5d} (seen {n_seen:5d})  p50={pct(lat, 50):8.1f} us  p90={pct(lat, 90):8.1f} us  "
               f"p99={pct(lat, 99):8.1f} us  max={lat[-1] if lat else float('nan'):9.1f} us")

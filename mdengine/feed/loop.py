@@ -31,6 +31,7 @@ from websocket import ABNF
 
 from ..events import CloseConnection, Event, FetchRest, OpenConnection, Send
 from ..exchanges.base import Adapter
+from . import sched
 from .http import RestClient, retryable
 from .timing import Backoff
 from .wsconn import CLOSED, CONNECTING, IDLE, OPEN, WOULD_BLOCK, WsConn
@@ -59,6 +60,9 @@ class LoopOptions:
     # After socket activity, keep polling without sleeping for this long (0: always block in select).
     # Waking a thread parked in epoll costs 50-100 us on a VM; polling trades a core for that latency.
     busy_poll_s: float = 0.0
+    # The loop thread's scheduler slice (µs, Linux >= 6.12; 0 leaves the kernel's ~3 ms): a short one lets a
+    # frame's wake-up preempt whatever runs on the free CPU instead of queueing behind it (see feed/sched.py).
+    sched_slice_us: float = 0.0
 
 
 class Sink(Protocol):
@@ -194,6 +198,10 @@ class FeedLoop:
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
         self._thread_id = threading.get_ident()
+        if self.opts.sched_slice_us > 0:
+            refused = sched.request_slice(self.opts.sched_slice_us)
+            if refused:
+                self.log.info("scheduler slice of %g us not applied: %s", self.opts.sched_slice_us, refused)
         sel, ready, timers = self._sel, self._ready, self._timers
         next_tick = next_beat = 0.0
         busy_poll_s = self.opts.busy_poll_s
