@@ -7,13 +7,14 @@
  *   side_update(keys, qty, raw, is_bid, levels, watch) -> bool      BookSide.update
  *   side_replace(levels, sign) -> (keys, qty, raw)                  BookSide.replace
  *   pack_top(dst, offset, bid_keys, bid_qty, ask_keys, ask_qty, n)  LocalBook.pack_top (flat_top, packed)
- *   checksum(bid_keys, bid_raw, ask_keys, ask_raw, depth) -> int    LocalBook.checksum
+ *   checksum(bid_raw, ask_raw, depth) -> int                        LocalBook.checksum
  *
- * A side is a sorted list of float keys (-price for bids, price for asks), a dict key -> qty (float) and a
- * dict key -> "price:qty" (the exact wire strings). Levels are sequences whose first two items are the price
- * and quantity (str, or anything float() takes). Errors are the ones the Python code raises (ValueError,
- * TypeError, IndexError), so the adapters' handling of bad input is the same on both paths. Nothing here
- * touches shared memory: pack_top writes the writer's private staging buffer.
+ * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
+ * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
+ * Levels are sequences whose first two items are the price and quantity (str, or anything float() takes).
+ * Errors are the ones the Python code raises (ValueError, TypeError, IndexError), so the adapters' handling of
+ * bad input is the same on both paths. Nothing here touches shared memory: pack_top writes the writer's
+ * private staging buffer.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -54,6 +55,19 @@ as_double(PyObject *o, double *out)
         return -1;
     *out = PyFloat_AS_DOUBLE(f);
     Py_DECREF(f);
+    return 0;
+}
+
+/* a level's price and quantity as doubles; NaN is refused (it has no place in a sorted book) */
+static int
+level_numbers(PyObject *px, PyObject *qs, double *p, double *q)
+{
+    if (as_double(qs, q) < 0 || as_double(px, p) < 0)
+        return -1;
+    if (isnan(*p) || isnan(*q)) {
+        PyErr_Format(PyExc_ValueError, "a book level of %R at %R is not a number", qs, px);
+        return -1;
+    }
     return 0;
 }
 
@@ -130,11 +144,16 @@ bisect_keys(PyObject *keys, double k)
     return lo;
 }
 
+/* three lists of one length (raw may be NULL: not needed) */
 static int
 check_side(PyObject *keys, PyObject *qty, PyObject *raw)
 {
-    if (!PyList_Check(keys) || !PyDict_Check(qty) || (raw != NULL && !PyDict_Check(raw))) {
-        PyErr_SetString(PyExc_TypeError, "a book side is (list of keys, dict of quantities, dict of strings)");
+    if (!PyList_Check(keys) || !PyList_Check(qty) || (raw != NULL && !PyList_Check(raw))) {
+        PyErr_SetString(PyExc_TypeError, "a book side is three lists: keys, quantities, wire strings");
+        return -1;
+    }
+    if (PyList_GET_SIZE(keys) != PyList_GET_SIZE(qty) || (raw != NULL && PyList_GET_SIZE(raw) != PyList_GET_SIZE(keys))) {
+        PyErr_SetString(PyExc_ValueError, "a book side's keys, quantities and strings differ in length");
         return -1;
     }
     return 0;
@@ -144,67 +163,55 @@ check_side(PyObject *keys, PyObject *qty, PyObject *raw)
 static int
 apply_level(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, PyObject *lv, double limit, int *touched)
 {
-    PyObject *px, *qs, *kobj = NULL;
+    PyObject *px, *qs, *s = NULL, *kobj = NULL, *qobj = NULL;
     int rc = -1;
     double q, p;
     if (level_items(lv, &px, &qs) < 0)
         return -1;
-    if (as_double(qs, &q) < 0 || as_double(px, &p) < 0)
+    if (level_numbers(px, qs, &p, &q) < 0)
         goto done;
     double k = bid ? -p : p;
-    kobj = PyFloat_FromDouble(k);
-    if (kobj == NULL)
+    if (q != 0.0 && (s = raw_string(px, qs)) == NULL)
         goto done;
+    Py_ssize_t i = bisect_keys(keys, k);
+    if (i < 0)
+        goto done;
+    int found = 0;
+    if (i < PyList_GET_SIZE(keys)) {
+        PyObject *at = PyList_GET_ITEM(keys, i);
+        if (!PyFloat_Check(at)) {
+            PyErr_SetString(PyExc_TypeError, "book keys must be floats");
+            goto done;
+        }
+        found = PyFloat_AS_DOUBLE(at) == k;
+    }
     if (q == 0.0) {
-        PyObject *had = PyDict_GetItemWithError(qtys, kobj);
-        if (had == NULL) {
-            rc = PyErr_Occurred() ? -1 : 0;
-            goto done;
+        if (found) {
+            if (PyList_SetSlice(keys, i, i + 1, NULL) < 0 || PyList_SetSlice(qtys, i, i + 1, NULL) < 0 ||
+                PyList_SetSlice(raws, i, i + 1, NULL) < 0)
+                goto done;
+            if (k <= limit)
+                *touched = 1;
         }
-        if (PyDict_DelItem(qtys, kobj) < 0)
-            goto done;
-        Py_ssize_t i = bisect_keys(keys, k);
-        if (i < 0)
-            goto done;
-        if (i >= PyList_GET_SIZE(keys)) {
-            PyErr_SetString(PyExc_IndexError, "book key missing from the sorted keys");
-            goto done;
-        }
-        if (PyList_SetSlice(keys, i, i + 1, NULL) < 0 || PyDict_DelItem(raws, kobj) < 0)
-            goto done;
-        if (k <= limit)
-            *touched = 1;
         rc = 0;
         goto done;
     }
-    PyObject *s = raw_string(px, qs);
-    if (s == NULL)
+    if ((qobj = PyFloat_FromDouble(q)) == NULL)
         goto done;
-    int present = PyDict_Contains(qtys, kobj);
-    if (present < 0) {
-        Py_DECREF(s);
-        goto done;
-    }
-    if (!present) {
-        Py_ssize_t i = bisect_keys(keys, k);
-        if (i < 0 || PyList_Insert(keys, i, kobj) < 0) {
-            Py_DECREF(s);
+    if (found) {
+        if (PyList_SetItem(qtys, i, Py_NewRef(qobj)) < 0 || PyList_SetItem(raws, i, Py_NewRef(s)) < 0)
             goto done;
-        }
     }
-    PyObject *qobj = PyFloat_FromDouble(q);
-    if (qobj == NULL || PyDict_SetItem(qtys, kobj, qobj) < 0 || PyDict_SetItem(raws, kobj, s) < 0) {
-        Py_XDECREF(qobj);
-        Py_DECREF(s);
+    else if ((kobj = PyFloat_FromDouble(k)) == NULL || PyList_Insert(keys, i, kobj) < 0 ||
+             PyList_Insert(qtys, i, qobj) < 0 || PyList_Insert(raws, i, s) < 0)
         goto done;
-    }
-    Py_DECREF(qobj);
-    Py_DECREF(s);
     if (k <= limit)
         *touched = 1;
     rc = 0;
 done:
+    Py_XDECREF(s);
     Py_XDECREF(kobj);
+    Py_XDECREF(qobj);
     Py_DECREF(px);
     Py_DECREF(qs);
     return rc;
@@ -235,34 +242,37 @@ side_update(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         limit = PyFloat_AS_DOUBLE(v);
     }
     int touched = 0;
-    if (PyList_CheckExact(levels) || PyTuple_CheckExact(levels)) {
-        /* index each time: a level's float() may run Python code that changes the list */
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(levels); i++) {
-            PyObject *lv = PySequence_Fast_GET_ITEM(levels, i);
-            Py_INCREF(lv);
-            int r = apply_level(keys, qtys, raws, bid, lv, limit, &touched);
-            Py_DECREF(lv);
-            if (r < 0)
-                return NULL;
+    PyObject *it = PyObject_GetIter(levels), *lv;
+    if (it == NULL)
+        return NULL;
+    while ((lv = PyIter_Next(it)) != NULL) {
+        int r = apply_level(keys, qtys, raws, bid, lv, limit, &touched);
+        Py_DECREF(lv);
+        if (r < 0) {
+            Py_DECREF(it);
+            return NULL;
         }
     }
-    else {
-        PyObject *it = PyObject_GetIter(levels), *lv;
-        if (it == NULL)
-            return NULL;
-        while ((lv = PyIter_Next(it)) != NULL) {
-            int r = apply_level(keys, qtys, raws, bid, lv, limit, &touched);
-            Py_DECREF(lv);
-            if (r < 0) {
-                Py_DECREF(it);
-                return NULL;
-            }
-        }
-        Py_DECREF(it);
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
     return PyBool_FromLong(touched);
+}
+
+/* a snapshot level: sorted by key, then by arrival, so a price sent twice keeps its last quantity */
+typedef struct {
+    double key, qty;
+    Py_ssize_t order;
+    PyObject *raw;
+} snap_level;
+
+static int
+snap_cmp(const void *a, const void *b)
+{
+    const snap_level *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
 }
 
 static PyObject *
@@ -275,50 +285,66 @@ side_replace(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double sign = PyFloat_AsDouble(args[1]);
     if (sign == -1.0 && PyErr_Occurred())
         return NULL;
-    PyObject *it = PyObject_GetIter(args[0]);
-    if (it == NULL)
+    PyObject *seq = PySequence_Fast(args[0], "a snapshot's levels must be iterable");
+    if (seq == NULL)
         return NULL;
-    PyObject *qtys = PyDict_New(), *raws = PyDict_New(), *lv, *out = NULL;
-    if (qtys == NULL || raws == NULL)
-        goto fail;
-    while ((lv = PyIter_Next(it)) != NULL) {
-        PyObject *px, *qs, *kobj = NULL, *qobj = NULL, *s = NULL;
-        int ok = 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), m = 0;
+    PyObject *keys = NULL, *qtys = NULL, *raws = NULL, *out = NULL;
+    snap_level *lv = PyMem_Malloc((n ? n : 1) * sizeof(snap_level));
+    if (lv == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *px, *qs;
         double q, p;
-        if (level_items(lv, &px, &qs) < 0) {
-            Py_DECREF(lv);
-            goto fail;
+        if (level_items(PySequence_Fast_GET_ITEM(seq, i), &px, &qs) < 0)
+            goto done;
+        /* a zero quantity is skipped before its price is read, as book.py does */
+        int ok = as_double(qs, &q) == 0;
+        if (ok && q != 0.0) {
+            ok = level_numbers(px, qs, &p, &q) == 0 && (lv[m].raw = raw_string(px, qs)) != NULL;
+            if (ok) {
+                lv[m].key = sign < 0 ? -p : p;
+                lv[m].qty = q;
+                lv[m].order = i;
+                m++;
+            }
         }
-        if (as_double(qs, &q) == 0) {
-            if (q == 0.0)
-                ok = 1;
-            else if (as_double(px, &p) == 0 && (kobj = PyFloat_FromDouble(sign < 0 ? -p : p)) != NULL &&
-                     (qobj = PyFloat_FromDouble(q)) != NULL && (s = raw_string(px, qs)) != NULL &&
-                     PyDict_SetItem(qtys, kobj, qobj) == 0 && PyDict_SetItem(raws, kobj, s) == 0)
-                ok = 1;
-        }
-        Py_XDECREF(kobj);
-        Py_XDECREF(qobj);
-        Py_XDECREF(s);
         Py_DECREF(px);
         Py_DECREF(qs);
-        Py_DECREF(lv);
         if (!ok)
-            goto fail;
+            goto done;
     }
-    if (PyErr_Occurred())
-        goto fail;
-    PyObject *keys = PyDict_Keys(qtys);
-    if (keys == NULL)
-        goto fail;
-    if (PyList_Sort(keys) < 0) {
-        Py_DECREF(keys);
-        goto fail;
+    qsort(lv, m, sizeof(snap_level), snap_cmp);
+    Py_ssize_t uniq = 0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        uniq += i == 0 || lv[i].key != lv[i - 1].key;
+    if ((keys = PyList_New(uniq)) == NULL || (qtys = PyList_New(uniq)) == NULL || (raws = PyList_New(uniq)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0, j = 0; i < m; j++) {
+        Py_ssize_t last = i;  /* the run of one price: key as first sent (as a dict keeps it), the rest as last */
+        while (last + 1 < m && lv[last + 1].key == lv[i].key)
+            last++;
+        PyObject *k = PyFloat_FromDouble(lv[i].key), *q = PyFloat_FromDouble(lv[last].qty);
+        if (k == NULL || q == NULL) {
+            Py_XDECREF(k);
+            Py_XDECREF(q);
+            goto done;
+        }
+        PyList_SET_ITEM(keys, j, k);
+        PyList_SET_ITEM(qtys, j, q);
+        PyList_SET_ITEM(raws, j, Py_NewRef(lv[last].raw));
+        i = last + 1;
     }
     out = PyTuple_Pack(3, keys, qtys, raws);
-    Py_DECREF(keys);
-fail:
-    Py_DECREF(it);
+done:
+    if (lv != NULL)
+        for (Py_ssize_t i = 0; i < m; i++)
+            Py_DECREF(lv[i].raw);
+    PyMem_Free(lv);
+    Py_DECREF(seq);
+    Py_XDECREF(keys);
     Py_XDECREF(qtys);
     Py_XDECREF(raws);
     return out;
@@ -332,13 +358,7 @@ side_top(PyObject *keys, PyObject *qtys, Py_ssize_t n, int bid, double *px, doub
     if (m > n)
         m = n;
     for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i);
-        PyObject *q = PyDict_GetItemWithError(qtys, k);
-        if (q == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_KeyError, "book key %R has no quantity", k);
-            return -1;
-        }
+        PyObject *k = PyList_GET_ITEM(keys, i), *q = PyList_GET_ITEM(qtys, i);
         if (!PyFloat_Check(k) || !PyFloat_Check(q)) {
             PyErr_SetString(PyExc_TypeError, "book keys and quantities must be floats");
             return -1;
@@ -405,8 +425,8 @@ done:
     return out;
 }
 
-/* CRC-32 (IEEE 802.3, as zlib.crc32 and crcmod's "crc-32") */
-static uint32_t crc_table[256];
+/* CRC-32 (IEEE 802.3, as zlib.crc32 and crcmod's "crc-32"), eight bytes a step ("slicing-by-8") */
+static uint32_t crc_table[8][256];
 
 static void
 crc_init(void)
@@ -415,32 +435,41 @@ crc_init(void)
         uint32_t c = i;
         for (int j = 0; j < 8; j++)
             c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
+        crc_table[0][i] = c;
     }
+    for (int t = 1; t < 8; t++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
 }
 
 static uint32_t
 crc_update(uint32_t c, const unsigned char *p, Py_ssize_t n)
 {
+    while (n >= 8) {
+        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        c = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^ crc_table[5][(lo >> 16) & 0xFF] ^
+            crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xFF] ^ crc_table[2][(hi >> 8) & 0xFF] ^
+            crc_table[1][(hi >> 16) & 0xFF] ^ crc_table[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
     while (n--)
-        c = crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+        c = crc_table[0][(c ^ *p++) & 0xFF] ^ (c >> 8);
     return c;
 }
 
-/* crc of the UTF-8 bytes of raw[keys[i]] (and the ":" before it unless first) */
+/* crc of the UTF-8 bytes of one "price:qty" string (and the ":" before it unless first) */
 static int
-crc_raw(uint32_t *c, int *first, PyObject *raws, PyObject *k)
+crc_raw(uint32_t *c, int *first, PyObject *s)
 {
-    PyObject *s = PyDict_GetItemWithError(raws, k);
-    if (s == NULL) {
+    Py_ssize_t len;
+    const char *b = PyUnicode_Check(s) ? PyUnicode_AsUTF8AndSize(s, &len) : NULL;
+    if (b == NULL) {
         if (!PyErr_Occurred())
-            PyErr_Format(PyExc_KeyError, "book key %R has no wire strings", k);
+            PyErr_Format(PyExc_TypeError, "a level's wire string must be str, got %.50s", Py_TYPE(s)->tp_name);
         return -1;
     }
-    Py_ssize_t len;
-    const char *b = PyUnicode_AsUTF8AndSize(s, &len);
-    if (b == NULL)
-        return -1;
     if (!*first)
         *c = crc_update(*c, (const unsigned char *)":", 1);
     *first = 0;
@@ -451,18 +480,20 @@ crc_raw(uint32_t *c, int *first, PyObject *raws, PyObject *k)
 static PyObject *
 checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "checksum(bid_keys, bid_raw, ask_keys, ask_raw, depth)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "checksum(bid_raw, ask_raw, depth)");
         return NULL;
     }
-    PyObject *bk = args[0], *br = args[1], *ak = args[2], *ar = args[3];
-    Py_ssize_t depth = PyLong_AsSsize_t(args[4]);
+    PyObject *br = args[0], *ar = args[1];
+    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
     if (depth == -1 && PyErr_Occurred())
         return NULL;
-    if (check_side(bk, br, NULL) < 0 || check_side(ak, ar, NULL) < 0)
+    if (!PyList_Check(br) || !PyList_Check(ar)) {
+        PyErr_SetString(PyExc_TypeError, "checksum takes the sides' lists of wire strings");
         return NULL;
-    /* keys[:depth], as a Python slice */
-    Py_ssize_t nb = PyList_GET_SIZE(bk), na = PyList_GET_SIZE(ak);
+    }
+    /* raw[:depth], as a Python slice */
+    Py_ssize_t nb = PyList_GET_SIZE(br), na = PyList_GET_SIZE(ar);
     Py_ssize_t db = depth < 0 ? nb + depth : depth, da = depth < 0 ? na + depth : depth;
     nb = db < 0 ? 0 : nb < db ? nb : db;
     na = da < 0 ? 0 : na < da ? na : da;
@@ -471,14 +502,14 @@ checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int first = 1;
     Py_ssize_t both = nb < na ? nb : na;
     for (Py_ssize_t i = 0; i < both; i++) {
-        if (crc_raw(&c, &first, br, PyList_GET_ITEM(bk, i)) < 0 || crc_raw(&c, &first, ar, PyList_GET_ITEM(ak, i)) < 0)
+        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0 || crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
             return NULL;
     }
     for (Py_ssize_t i = both; i < nb; i++)
-        if (crc_raw(&c, &first, br, PyList_GET_ITEM(bk, i)) < 0)
+        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0)
             return NULL;
     for (Py_ssize_t i = both; i < na; i++)
-        if (crc_raw(&c, &first, ar, PyList_GET_ITEM(ak, i)) < 0)
+        if (crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
             return NULL;
     c ^= 0xFFFFFFFFu;
     return PyLong_FromLongLong(c >= 0x80000000u ? (long long)c - 0x100000000LL : (long long)c);

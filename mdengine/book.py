@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 import os
 import struct
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from functools import cache
-from operator import itemgetter, neg
+from operator import neg
 
 import crcmod.predefined
 
@@ -29,9 +29,11 @@ Level = Sequence[str]  # [price, qty, ...] as sent; extra fields (OKX order coun
 
 
 # ----------------------------------------------------------------------------- the pure-Python implementation
-def _py_side_update(keys: list[float], qtys: dict[float, float], raw: dict[float, str], bid: bool,
-                    levels: Iterable[Level], watch: int) -> bool:
-    """`BookSide.update` on a side's containers."""
+# A side is three aligned lists, best level first: keys (ascending: -price for bids, price for asks),
+# quantities, and "price:qty" strings as received.
+def _py_side_update(keys: list[float], qtys: list[float], raws: list[str], bid: bool, levels: Iterable[Level],
+                    watch: int) -> bool:
+    """`BookSide.update` on a side's lists."""
     # A change at a key beyond the watch-th best key cannot move the top `watch` levels; the
     # limit can only get stricter within this call, so the first value is a safe bound.
     limit = keys[watch - 1] if 0 < watch <= len(keys) else _INF
@@ -41,38 +43,45 @@ def _py_side_update(keys: list[float], qtys: dict[float, float], raw: dict[float
         q_s = lv[1]
         q = float(q_s)
         k = -float(px_s) if bid else float(px_s)
+        if k != k or q != q:
+            raise ValueError(f"a book level of {q_s!r} at {px_s!r} is not a number")
+        s = px_s + ":" + q_s if q != 0.0 else ""
+        i = bisect_left(keys, k)
+        found = i < len(keys) and keys[i] == k
         if q == 0.0:
-            if qtys.pop(k, None) is not None:
-                del keys[bisect_left(keys, k)]
-                del raw[k]
+            if found:
+                del keys[i], qtys[i], raws[i]
                 if k <= limit:
                     touched = True
             continue
-        s = px_s + ":" + q_s
-        if k not in qtys:
-            insort(keys, k)
-        qtys[k] = q
-        raw[k] = s
+        if found:
+            qtys[i] = q
+            raws[i] = s
+        else:
+            keys.insert(i, k)
+            qtys.insert(i, q)
+            raws.insert(i, s)
         if k <= limit:
             touched = True
     return touched
 
 
-def _py_side_replace(levels: Iterable[Level], sign: float) -> tuple[list[float], dict[float, float],
-                                                                   dict[float, str]]:
-    """`BookSide.replace`: the new (keys, qty, raw) of a side."""
-    qtys: dict[float, float] = {}
-    raw: dict[float, str] = {}
+def _py_side_replace(levels: Iterable[Level], sign: float) -> tuple[list[float], list[float], list[str]]:
+    """`BookSide.replace`: the new (keys, qty, raw) of a side; a price sent twice keeps its last quantity (and
+    the key of its first), a zero quantity is skipped."""
+    seen: dict[float, tuple[float, str]] = {}
     bid = sign < 0
     for lv in levels:
         q = float(lv[1])
         if q == 0.0:
             continue
         k = -float(lv[0]) if bid else float(lv[0])
-        s = lv[0] + ":" + lv[1]
-        qtys[k] = q
-        raw[k] = s
-    return sorted(qtys), qtys, raw
+        if k != k or q != q:
+            raise ValueError(f"a book level of {lv[1]!r} at {lv[0]!r} is not a number")
+        seen[k] = (q, lv[0] + ":" + lv[1])
+    keys = sorted(seen)
+    pairs = [seen[k] for k in keys]
+    return keys, [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 @cache
@@ -80,13 +89,7 @@ def _levels_struct(n: int) -> struct.Struct:
     return struct.Struct(f"<{4 * n}d")
 
 
-def _quantities(qty: dict[float, float], keys: list[float]) -> list[float]:
-    if len(keys) > 1:
-        return list(itemgetter(*keys)(qty))
-    return [qty[k] for k in keys]
-
-
-def _flat(bid_keys: list[float], bid_qty: dict[float, float], ask_keys: list[float], ask_qty: dict[float, float],
+def _flat(bid_keys: list[float], bid_qty: list[float], ask_keys: list[float], ask_qty: list[float],
           n: int) -> tuple[list[float], int, int]:
     bk = bid_keys[:n]
     ak = ask_keys[:n]
@@ -94,16 +97,16 @@ def _flat(bid_keys: list[float], bid_qty: dict[float, float], ask_keys: list[flo
     flat = [_NAN, 0.0, _NAN, 0.0] * (nb if nb > na else na)
     if nb:
         flat[0:4 * nb:4] = map(neg, bk)
-        flat[1:4 * nb:4] = _quantities(bid_qty, bk)
+        flat[1:4 * nb:4] = bid_qty[:nb]
     if na:
         flat[2:4 * na:4] = ak
-        flat[3:4 * na:4] = _quantities(ask_qty, ak)
+        flat[3:4 * na:4] = ask_qty[:na]
     return flat, nb, na
 
 
-def _py_pack_top(dst: bytearray | memoryview, offset: int, bid_keys: list[float], bid_qty: dict[float, float],
-                 ask_keys: list[float], ask_qty: dict[float, float], n: int) -> tuple[int, int]:
-    """`LocalBook.pack_top` on the sides' containers."""
+def _py_pack_top(dst: bytearray | memoryview, offset: int, bid_keys: list[float], bid_qty: list[float],
+                 ask_keys: list[float], ask_qty: list[float], n: int) -> tuple[int, int]:
+    """`LocalBook.pack_top` on the sides' lists."""
     if n < 0 or offset < 0:
         raise ValueError("pack_top: negative offset or depth")
     flat, nb, na = _flat(bid_keys, bid_qty, ask_keys, ask_qty, n)
@@ -115,17 +118,9 @@ def _py_pack_top(dst: bytearray | memoryview, offset: int, bid_keys: list[float]
     return nb, na
 
 
-def _raw_top(keys: list[float], raw: dict[float, str], n: int) -> list[str]:
-    ks = keys[:n]
-    if len(ks) > 1:
-        return list(itemgetter(*ks)(raw))
-    return [raw[k] for k in ks]
-
-
-def _checksum_string(bid_keys: list[float], bid_raw: dict[float, str], ask_keys: list[float],
-                     ask_raw: dict[float, str], depth: int) -> str:
-    b = _raw_top(bid_keys, bid_raw, depth)
-    a = _raw_top(ask_keys, ask_raw, depth)
+def _checksum_string(bid_raw: list[str], ask_raw: list[str], depth: int) -> str:
+    b = bid_raw[:depth]
+    a = ask_raw[:depth]
     n = min(len(b), len(a))
     parts = [""] * (2 * n)
     parts[0::2] = b[:n]
@@ -134,10 +129,9 @@ def _checksum_string(bid_keys: list[float], bid_raw: dict[float, str], ask_keys:
     return ":".join(parts)
 
 
-def _py_checksum(bid_keys: list[float], bid_raw: dict[float, str], ask_keys: list[float], ask_raw: dict[float, str],
-                 depth: int) -> int:
-    """`LocalBook.checksum` on the sides' containers."""
-    c = _crc32(_checksum_string(bid_keys, bid_raw, ask_keys, ask_raw, depth).encode())
+def _py_checksum(bid_raw: list[str], ask_raw: list[str], depth: int) -> int:
+    """`LocalBook.checksum` on the sides' strings."""
+    c = _crc32(_checksum_string(bid_raw, ask_raw, depth).encode())
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
@@ -157,10 +151,11 @@ _side_update, _side_replace, _pack_top, _checksum = (_impl[k] for k in PYTHON_IM
 
 
 class BookSide:
-    """One side, best level first. Keys are -price for bids and price for asks, kept sorted ascending.
+    """One side, best level first: three aligned lists. `keys` are -price for bids and price for asks, sorted
+    ascending; `qty` the quantities; `raw` each level's "price:qty" exactly as last received.
 
-    Quantities and the exact wire strings live in two dicts keyed like `keys`, so the hot operations
-    (top-N quantities, checksum strings) are single C-level `itemgetter` calls.
+    Lists, not dicts: a level is found by bisecting `keys` (no float hashing), and the hot reads (top-N
+    quantities, checksum strings) are slices.
     """
 
     __slots__ = ("is_bid", "sign", "keys", "qty", "raw")
@@ -169,8 +164,8 @@ class BookSide:
         self.is_bid = is_bid
         self.sign = -1.0 if is_bid else 1.0  # key = sign * price
         self.keys: list[float] = []
-        self.qty: dict[float, float] = {}
-        self.raw: dict[float, str] = {}  # key -> "price:qty" exactly as last received
+        self.qty: list[float] = []
+        self.raw: list[str] = []
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -179,7 +174,7 @@ class BookSide:
     def levels(self) -> dict[float, tuple[float, float]]:
         """key -> (price, qty); a copy, for inspection (not used on hot paths)."""
         sign = self.sign
-        return {k: (sign * k, q) for k, q in self.qty.items()}
+        return {k: (sign * k, q) for k, q in zip(self.keys, self.qty, strict=True)}
 
     def clear(self) -> None:
         self.keys.clear()
@@ -202,26 +197,20 @@ class BookSide:
     def best(self) -> tuple[float, float] | None:
         if not self.keys:
             return None
-        k = self.keys[0]
-        return self.sign * k, self.qty[k]
+        return self.sign * self.keys[0], self.qty[0]
 
     def prices(self, n: int) -> list[float]:
         ks = self.keys[:n]
         return list(map(neg, ks)) if self.is_bid else ks
 
-    def quantities(self, keys: list[float]) -> list[float]:
-        return _quantities(self.qty, keys)
-
     def top(self, n: int) -> list[tuple[float, float]]:
-        ks = self.keys[:n]
-        return list(zip(self.prices(n), self.quantities(ks), strict=True))
+        return list(zip(self.prices(n), self.qty[:n], strict=True))
 
     def top_strings(self, n: int) -> list[tuple[str, str]]:
-        raw = self.raw
-        return [tuple(raw[k].split(":")) for k in self.keys[:n]]
+        return [tuple(r.split(":")) for r in self.raw[:n]]
 
     def raw_top(self, n: int) -> list[str]:
-        return _raw_top(self.keys, self.raw, n)
+        return self.raw[:n]
 
 
 class LocalBook:
@@ -274,10 +263,8 @@ class LocalBook:
     def checksum_string(self, depth: int = 25) -> str:
         """OKX/Bitget check string: bid1px:bid1sz:ask1px:ask1sz:... over exact strings; a short side's
         missing entries are skipped."""
-        b, a = self.bids, self.asks
-        return _checksum_string(b.keys, b.raw, a.keys, a.raw, depth)
+        return _checksum_string(self.bids.raw, self.asks.raw, depth)
 
     def checksum(self, depth: int = 25) -> int:
         """CRC32 (IEEE) of `checksum_string`, as a signed 32-bit integer like OKX and Bitget send it."""
-        b, a = self.bids, self.asks
-        return _checksum(b.keys, b.raw, a.keys, a.raw, depth)
+        return _checksum(self.bids.raw, self.asks.raw, depth)

@@ -1,7 +1,8 @@
 """mdengine._speedups (C) against book.py's pure-Python functions: same containers, same results, same errors.
 
 Every operation runs on two copies of a side, one per implementation, and the containers must stay equal:
-sorted keys, quantities, wire strings, the `touched` answer, the packed bytes and the checksum.
+the aligned lists of sorted keys, quantities and wire strings, the `touched` answer, the packed bytes and
+the checksum.
 """
 
 import math
@@ -27,15 +28,15 @@ spelling = st.sampled_from(["{}", "{}.0", "{}.00", "{}.5"])
 price = st.builds(lambda t, f: f.format(t), ticks, spelling)
 qty = st.sampled_from(["0", "0.0", "1", "2.5", "0.001", "3.14159", "1e-3", "10"])
 levels = st.lists(st.tuples(price, qty).map(list), max_size=12)
-bad_value = st.sampled_from(["x", "", "1..2", None, 3, [1], "nan?"])
+bad_value = st.sampled_from(["x", "", "1..2", None, 3, [1], "nan?", "nan", "-NaN"])
 
 
 def fresh() -> dict:
-    return {"keys": [], "qty": {}, "raw": {}}
+    return {"keys": [], "qty": [], "raw": []}
 
 
 def state(side: dict) -> tuple:
-    return list(side["keys"]), dict(side["qty"]), dict(side["raw"])
+    return list(side["keys"]), list(side["qty"]), list(side["raw"])
 
 
 def run(impl: dict, op: str, *args):
@@ -56,12 +57,23 @@ def test_updates_leave_the_same_side(bid, snapshot, steps):
         keys, qty, raw = impl["side_replace"](snapshot, sign)
         sides.append({"keys": keys, "qty": qty, "raw": raw})
     assert state(sides[0]) == state(sides[1])
-    assert sides[1]["keys"] == sorted(sides[1]["keys"])
+    model = {}  # the reference: key -> (qty, "price:qty"), last write wins, zero deletes
+    for px, q in snapshot:
+        if float(q):
+            model[sign * float(px)] = (float(q), f"{px}:{q}")
     for lv, watch in steps:
         answers = [impl["side_update"](s["keys"], s["qty"], s["raw"], bid, lv, watch)
                    for impl, s in zip((PY, C), sides, strict=True)]
         assert answers[0] is answers[1]
         assert state(sides[0]) == state(sides[1])
+        for px, q in lv:
+            k = sign * float(px)
+            if float(q):
+                model[k] = (float(q), f"{px}:{q}")
+            else:
+                model.pop(k, None)
+        keys = sorted(model)
+        assert state(sides[1]) == (keys, [model[k][0] for k in keys], [model[k][1] for k in keys])
 
 
 @needs_c
@@ -74,7 +86,7 @@ def test_packed_levels_and_checksum_are_the_same(bids, asks, n, depth, offset):
     got = [impl["pack_top"](d, offset, b[0], b[1], a[0], a[1], n) for impl, d in zip((PY, C), dst, strict=True)]
     assert got[0] == got[1] == (min(n, len(b[0])), min(n, len(a[0])))
     assert dst[0] == dst[1]
-    assert PY["checksum"](b[0], b[2], a[0], a[2], depth) == C["checksum"](b[0], b[2], a[0], a[2], depth)
+    assert PY["checksum"](b[2], a[2], depth) == C["checksum"](b[2], a[2], depth)
 
 
 @needs_c
@@ -83,7 +95,7 @@ def test_checksum_matches_zlib_on_an_okx_book():
     asks = [["3366.8", "9"], ["3368", "8"], ["3372", "8"]]
     b, a = C["side_replace"](bids, -1.0), C["side_replace"](asks, 1.0)
     crc = zlib.crc32(b"3366.1:7:3366.8:9:3366:6:3368:8:3372:8")
-    assert C["checksum"](b[0], b[2], a[0], a[2], 25) == (crc - (1 << 32) if crc >= 1 << 31 else crc)
+    assert C["checksum"](b[2], a[2], 25) == (crc - (1 << 32) if crc >= 1 << 31 else crc)
 
 
 @needs_c
@@ -106,7 +118,7 @@ def test_bad_levels_raise_the_same_error_and_leave_the_same_side(bid, good, bad,
 def test_levels_given_as_tuples_iterators_and_floats():
     for impl in (PY, C):
         keys, qty, raw = impl["side_replace"](iter([("2", "1", "ignored"), ("1", "3")]), 1.0)
-        assert (keys, qty, raw) == ([1.0, 2.0], {1.0: 3.0, 2.0: 1.0}, {1.0: "1:3", 2.0: "2:1"})
+        assert (keys, qty, raw) == ([1.0, 2.0], [3.0, 1.0], ["1:3", "2:1"])
         assert impl["side_update"](keys, qty, raw, False, (lv for lv in [("2", "0")]), 0) is True
         assert keys == [1.0]
         # a float quantity is accepted by float(), but a level kept for checksums needs its wire strings
@@ -140,7 +152,7 @@ def test_no_reference_is_leaked():
                 pass
             C["side_update"](keys, qty, raw, False, [[str(p), "1"] for p in range(150, 250)], 20)
             C["pack_top"](dst, 0, keys, qty, keys, qty, 50)
-            C["checksum"](keys, raw, keys, raw, 25)
+            C["checksum"](raw, raw, 25)
             C["side_replace"]([[str(p), "1"] for p in range(i, i + 50)], -1.0)
 
     churn()
@@ -172,6 +184,8 @@ def test_mdengine_no_speedups_selects_the_python_code():
 @example(px="1e500", q="1e-400")
 @example(px="-", q="1e")
 @example(px="inf", q="+.5")
+@example(px="nan", q="1")
+@example(px="1", q="nan")
 def test_number_strings_parse_as_float_does(px, q):
     """The C module parses plain decimals itself and hands the rest to float(): the outcomes must agree."""
     assert run(PY, "side_replace", [[px, q]], 1.0) == run(C, "side_replace", [[px, q]], 1.0)
@@ -180,3 +194,14 @@ def test_number_strings_parse_as_float_does(px, q):
                for impl, s in zip((PY, C), sides, strict=True)]
     assert results[0] == results[1]
     assert state(sides[0]) == state(sides[1])
+
+
+@pytest.mark.parametrize("impl", [PY, C] if C else [PY], ids=["python", "c"][: 2 if C else 1])
+def test_a_level_that_is_not_a_number_is_refused_and_changes_nothing(impl):
+    keys, qty, raw = impl["side_replace"]([["2", "1"], ["1", "1"]], 1.0)
+    for bad in (["nan", "1"], ["1.5", "NaN"]):
+        with pytest.raises(ValueError, match="not a number"):
+            impl["side_update"](keys, qty, raw, False, [bad], 0)
+        with pytest.raises(ValueError, match="not a number"):
+            impl["side_replace"]([["3", "1"], bad], 1.0)
+    assert (keys, qty, raw) == ([1.0, 2.0], [1.0, 1.0], ["1:1", "2:1"])
