@@ -8,19 +8,21 @@
  *   side_replace(levels, sign) -> (keys, qty, raw)                  BookSide.replace
  *   pack_top(dst, offset, bid_keys, bid_qty, ask_keys, ask_qty, n)  LocalBook.pack_top (flat_top, packed)
  *   checksum(bid_raw, ask_raw, depth) -> int                        LocalBook.checksum
+ *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
  * Levels are sequences whose first two items are the price and quantity (str, or anything float() takes).
  * Errors are the ones the Python code raises (ValueError, TypeError, IndexError), so the adapters' handling of
- * bad input is the same on both paths. Nothing here touches shared memory: pack_top writes the writer's
- * private staging buffer.
+ * bad input is the same on both paths. Only latch_publish writes shared memory, with the latch protocol of
+ * docs/layout.md, store for store as the Python writer does it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 /* float(o), as the Python code does it. A plain ASCII decimal ("60000.5", "1e-3") is parsed in place; anything
    else (whitespace, underscores, "inf", non-str) goes through float()'s own code, so the results and errors
@@ -515,11 +517,114 @@ checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(c >= 0x80000000u ? (long long)c - 0x100000000LL : (long long)c);
 }
 
+/* SegmentWriter._write_latched: stamp the header into the staging copy, then the two-copy latch (docs/layout.md).
+ * offsets = (seq, copy0, copy1, publish_counter, slot_last_latency, last_latency), byte offsets into shm of
+ * 8-byte-aligned words (copies: of the slot's book copies). The stores happen in the Python writer's order;
+ * the fences keep the compiler (and a weakly ordered CPU) from moving the copies across the counter stores. */
+static PyObject *
+latch_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "latch_publish(shm, staging, offsets, length, update_id, exch_ts_ns, "
+                                         "recv_ts_ns, n_bids, n_asks, state, flags, generation, version)");
+        return NULL;
+    }
+    PyObject *offsets = args[2];
+    if (!PyTuple_CheckExact(offsets) || PyTuple_GET_SIZE(offsets) != 6) {
+        PyErr_SetString(PyExc_TypeError, "latch_publish: offsets is a tuple of 6 ints");
+        return NULL;
+    }
+    Py_ssize_t off[6];
+    for (int i = 0; i < 6; i++) {
+        off[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i));
+        if (off[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t length = PyLong_AsSsize_t(args[3]);
+    long long h[4];
+    unsigned long u[4];
+    for (int i = 0; i < 3; i++) {
+        h[i] = PyLong_AsLongLong(args[4 + i]);
+        if (h[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        u[i] = PyLong_AsUnsignedLong(args[7 + i]);
+        if (u[i] == (unsigned long)-1 && PyErr_Occurred())
+            return NULL;
+        if (u[i] > 0xFFFFFFFFul) {
+            PyErr_SetString(PyExc_OverflowError, "latch_publish: a uint32 header field is too large");
+            return NULL;
+        }
+    }
+    long long generation = PyLong_AsLongLong(args[11]), version = PyLong_AsLongLong(args[12]);
+    if ((length == -1 || generation == -1 || version == -1) && PyErr_Occurred())
+        return NULL;
+    Py_buffer mem, stage;
+    if (PyObject_GetBuffer(args[0], &mem, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &stage, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&mem);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    if (length < 64 || length > stage.len || off[1] < 0 || off[2] < 0 || off[1] + length > mem.len ||
+        off[2] + length > mem.len) {
+        PyErr_Format(PyExc_ValueError, "latch_publish: %zd bytes do not fit the staging copy or the segment", length);
+        goto done;
+    }
+    for (int i = 0; i < 6; i++) {
+        if ((i != 1 && i != 2) && (off[i] < 0 || off[i] + 8 > mem.len || off[i] % 8)) {
+            PyErr_Format(PyExc_ValueError, "latch_publish: word offset %zd is outside the segment", off[i]);
+            goto done;
+        }
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t pub = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    /* the header, "<qqqqIIIIqq" (layout.BOOK_HEADER_STRUCT) */
+    unsigned char hdr[64];
+    int64_t q8[4] = {h[0], h[1], h[2], pub};
+    uint32_t q4[4] = {(uint32_t)u[0], (uint32_t)u[1], (uint32_t)u[2], (uint32_t)u[3]};
+    int64_t tail[2] = {generation, version};
+#if !PY_LITTLE_ENDIAN
+#error "the store's layout is little-endian; this module packs it natively"
+#endif
+    memcpy(hdr, q8, 32);
+    memcpy(hdr + 32, q4, 16);
+    memcpy(hdr + 48, tail, 16);
+    memcpy(stage.buf, hdr, 64);
+    unsigned char *base = mem.buf;
+    int64_t *seq = (int64_t *)(base + off[0]);
+    int64_t s = __atomic_load_n(seq, __ATOMIC_RELAXED);
+    __atomic_store_n(seq, s + 1, __ATOMIC_RELAXED);  /* odd: readers use copy 1 while copy 0 is rewritten */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(base + off[1], stage.buf, length);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(seq, s + 2, __ATOMIC_RELAXED);  /* even: readers use copy 0 while copy 1 catches up */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(base + off[2], stage.buf, length);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    int64_t *counter = (int64_t *)(base + off[3]);
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    if (h[2]) {
+        __atomic_store_n((int64_t *)(base + off[4]), pub - h[2], __ATOMIC_RELAXED);
+        __atomic_store_n((int64_t *)(base + off[5]), pub - h[2], __ATOMIC_RELAXED);
+    }
+    out = PyLong_FromLongLong(pub);
+done:
+    PyBuffer_Release(&stage);
+    PyBuffer_Release(&mem);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
     {"pack_top", (PyCFunction)(void (*)(void))pack_top, METH_FASTCALL, "LocalBook.pack_top in C."},
     {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL, "LocalBook.checksum in C."},
+    {"latch_publish", (PyCFunction)(void (*)(void))latch_publish, METH_FASTCALL,
+     "SegmentWriter._write_latched in C."},
     {NULL, NULL, 0, NULL},
 };
 

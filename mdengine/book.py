@@ -13,7 +13,6 @@ which; MDENGINE_NO_SPEEDUPS=1 forces Python.
 from __future__ import annotations
 
 import math
-import os
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,8 @@ from functools import cache
 from operator import neg
 
 import crcmod.predefined
+
+from ._native import speedups
 
 _NAN = math.nan
 _INF = math.inf
@@ -137,12 +138,7 @@ def _py_checksum(bid_raw: list[str], ask_raw: list[str], depth: int) -> int:
 
 PYTHON_IMPLEMENTATION = {"side_update": _py_side_update, "side_replace": _py_side_replace,
                          "pack_top": _py_pack_top, "checksum": _py_checksum}
-try:
-    if os.environ.get("MDENGINE_NO_SPEEDUPS"):
-        raise ImportError("MDENGINE_NO_SPEEDUPS is set")
-    from . import _speedups
-except ImportError:
-    _speedups = None
+_speedups = speedups()
 C_IMPLEMENTATION = None if _speedups is None else {name: getattr(_speedups, name) for name in PYTHON_IMPLEMENTATION}
 #: "c" when the per-frame book work runs in mdengine._speedups, "python" otherwise
 IMPLEMENTATION = "python" if _speedups is None else "c"

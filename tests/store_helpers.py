@@ -94,9 +94,9 @@ class RowBuffer:
 class Proc:
     """A helper process; a thread queues its stdout lines so waiting for one can time out."""
 
-    def __init__(self, role: str, args: dict) -> None:
+    def __init__(self, role: str, args: dict, env: dict | None = None) -> None:
         self.popen = subprocess.Popen([sys.executable, HERE, role, json.dumps(args)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True)
+                                      stdout=subprocess.PIPE, text=True, env=env)
         self.pid = self.popen.pid
         self.lines: queue.Queue[str | None] = queue.Queue()
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -152,8 +152,14 @@ class Proc:
         self.popen.stdout.close()
 
 
-def spawn(role: str, **args: object) -> Proc:
-    return Proc(role, args)
+def spawn(role: str, *, latch: str = "default", **args: object) -> Proc:
+    """Start a helper process; latch="python" makes its writer use the pure-Python latch (MDENGINE_NO_SPEEDUPS)."""
+    env = dict(os.environ, MDENGINE_NO_SPEEDUPS="1") if latch == "python" else None
+    return Proc(role, args, env)
+
+
+# the writers the stress tests run: the C latch where it is built, and always the pure-Python one
+LATCHES = ["default", "python"]
 
 
 def emit(obj: dict) -> None:
@@ -173,7 +179,8 @@ def role_book_writer(a: dict) -> None:
     slot = w.add_symbol(MARKET, NATIVE, UNIFIED)
     prev = w._last_book[slot]  # noqa: SLF001 - the repaired book this writer starts from
     u = (prev[0] if prev else 0) + 1
-    emit({"ready": True, "generation": w.generation, "pid": os.getpid(), "start_u": u})
+    emit({"ready": True, "generation": w.generation, "pid": os.getpid(), "start_u": u,
+          "latch": "python" if w._latch is None else "c"})  # noqa: SLF001
     if a.get("wait_go"):
         sys.stdin.readline()
     w.set_running()

@@ -59,12 +59,13 @@ def _copy_rows(seg: SegmentReader, slot: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- SIGKILL, many times
 @pytest.mark.slow
-def test_sigkilled_writers_never_tear_a_read_and_each_successor_takes_over(namespace, tmp_path):
+@pytest.mark.parametrize("latch", H.LATCHES)
+def test_sigkilled_writers_never_tear_a_read_and_each_successor_takes_over(namespace, tmp_path, latch):
     name = create_segment(namespace, H.EXCHANGE, max_symbols=2, book_capacity=DEPTH, trade_capacity=64)
     inode = os.stat(_path(name)).st_ino
     rng = random.Random(20240611)
     stop_file = str(tmp_path / "stop")
-    writer = H.spawn("book-writer", ns=namespace, depth=DEPTH)
+    writer = H.spawn("book-writer", latch=latch, ns=namespace, depth=DEPTH)
     generation = writer.next()["generation"]
     reader = H.spawn("book-reader", ns=namespace, depth=DEPTH, writer_depth=DEPTH, reads=0, watch=True,
                      seconds=120, stop_file=stop_file, batch=256)
@@ -90,7 +91,7 @@ def test_sigkilled_writers_never_tear_a_read_and_each_successor_takes_over(names
             snap = book.snapshot()
             assert snap.header.update_id == last.update_id
             # Phase 3, a new process takes over: STALE, same data, next generation, held until "go".
-            writer = H.spawn("book-writer", ns=namespace, depth=DEPTH, wait_go=True)
+            writer = H.spawn("book-writer", latch=latch, ns=namespace, depth=DEPTH, wait_go=True)
             ready = writer.next()
             assert ready["generation"] == generation + 1 and ready["start_u"] == last.update_id + 1
             generation += 1

@@ -16,11 +16,13 @@ pytestmark = pytest.mark.slow
 DEPTH = 20
 
 
-def test_latch_reads_are_never_torn_while_broken_readers_are(namespace):
+@pytest.mark.parametrize("latch", H.LATCHES)
+def test_latch_reads_are_never_torn_while_broken_readers_are(namespace, latch):
     create_segment(namespace, H.EXCHANGE, max_symbols=2, book_capacity=DEPTH, trade_capacity=64)
-    writer = H.spawn("book-writer", ns=namespace, depth=DEPTH)
+    writer = H.spawn("book-writer", latch=latch, ns=namespace, depth=DEPTH)
     try:
-        writer.next(30)
+        ready = writer.next(30)
+        assert latch == "default" or ready["latch"] == "python", ready
         readers = [H.spawn("book-reader", ns=namespace, depth=DEPTH, writer_depth=DEPTH, reads=500_000,
                            controls=True, min_control_reads=20_000, seconds=40) for _ in range(2)]
         results = [r.finish(90) for r in readers]

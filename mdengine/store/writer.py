@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import psutil
 
+from .._native import speedups
 from . import futex, shm
 from . import layout as L
 from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
@@ -24,6 +25,8 @@ _NAN = math.nan
 _BOOK_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _TRADE = struct.Struct(L.TRADE_STRUCT)
 _BEST_PRICES = struct.Struct("<d8xd")  # a level's bid price and ask price
+_native = speedups()
+_latch_publish = _native.latch_publish if _native is not None else None
 assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
 
 Trade = tuple[int, int, float, float, int, int, int]
@@ -81,8 +84,12 @@ def create_segment(namespace: str, exchange: str, *, max_symbols: int = 32, book
 class SegmentWriter:
     """Publishes into one segment. Not thread-safe: call it from the feed's single I/O thread."""
 
-    def __init__(self, namespace: str, exchange: str, *, create: bool = False, **capacities: int) -> None:
-        """Attach as the writer of ``mde-<namespace>-<exchange>`` (create it first if `create`)."""
+    def __init__(self, namespace: str, exchange: str, *, create: bool = False, native: bool = True,
+                 **capacities: int) -> None:
+        """Attach as the writer of ``mde-<namespace>-<exchange>`` (create it first if `create`).
+
+        native=False writes books with the pure-Python latch even where the C module is built (they write the
+        same bytes; the tests compare them)."""
         check_memory_model()
         self.name = shm.segment_name(namespace, exchange)
         self.created = False
@@ -102,6 +109,8 @@ class SegmentWriter:
         self._stage: list[bytearray | None] = [None] * self.view.max_symbols
         self._versions = [0] * self.view.max_symbols
         self._last_book: list[tuple[int, int, int, int, int, int] | None] = [None] * self.view.max_symbols
+        self._latch = _latch_publish if native else None
+        self._latch_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._wake_addr = futex.address_of(self.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
         self._woken = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
         self._take_over()
@@ -339,20 +348,25 @@ class SegmentWriter:
         raw = self._stage[slot]
         version = self._versions[slot] + 1
         self._versions[slot] = version
-        pub = time.time_ns()
-        _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
-                               self.generation, version)
         if self._last_book[slot] is None:  # this writer's first publish: blank the zero-filled levels too
             n_levels = self.capacity
         self._last_book[slot] = (update_id, exch_ts_ns, recv_ts_ns, nb, na, flags)
         length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
+        if self._latch is not None:  # the same stores in C
+            offsets = self._latch_offsets[slot] or self._slot_offsets(slot)
+            self._latch(self.buf, raw, offsets, length, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags,
+                        self.generation, version)
+            return
+        pub = time.time_ns()
+        _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
+                               self.generation, version)
         base = self.view.slot_base(slot)
         g = self.view.geometry
         c0 = base + g.copy0
         c1 = base + g.copy1
         q, buf = self.q, self.buf
         src = memoryview(raw)[:length]
-        seq_i = base >> 3
+        seq_i = (base + L.SLOT_BOOK_SEQ_OFFSET) >> 3
         s = q[seq_i]
         q[seq_i] = s + 1  # odd: readers use copy 1 (previous state) while copy 0 is rewritten
         buf[c0:c0 + length] = src
@@ -363,6 +377,16 @@ class SegmentWriter:
         if recv_ts_ns:
             q[(base + L.STAT_OFFSETS["last_latency_ns"]) >> 3] = pub - recv_ts_ns
             q[L.COUNTER_OFFSETS["last_latency_ns"] >> 3] = pub - recv_ts_ns
+
+    def _slot_offsets(self, slot: int) -> tuple[int, ...]:
+        """The byte offsets `_speedups.latch_publish` writes for `slot`: its latch counter, its two copies, the
+        publish counter, its last-latency stat and the segment's."""
+        base = self.view.slot_base(slot)
+        g = self.view.geometry
+        offsets = self._latch_offsets[slot] = (base + L.SLOT_BOOK_SEQ_OFFSET, base + g.copy0, base + g.copy1,
+                                               L.PUBLISH_COUNTER_OFFSET, base + L.STAT_OFFSETS["last_latency_ns"],
+                                               L.COUNTER_OFFSETS["last_latency_ns"])
+        return offsets
 
     def wake_readers(self) -> None:
         """Wake readers sleeping on the publish counter (`Client.wait()` without spin) if anything was published
