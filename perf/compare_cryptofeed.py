@@ -555,8 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     latency = {w.name: {side: percentiles([x for r in runs[w.name][side] for x in r["lat_ns"]])
                         for side in ("mdengine", "cryptofeed")} for w in workloads}
     from mdengine import __version__ as md_version
+    from mdengine.book import IMPLEMENTATION as book_implementation
 
-    versions = {"mdengine": md_version, "cryptofeed": peer_info["cryptofeed"], "order_book": peer_info["order_book"],
+    versions = {"mdengine": md_version, "book_implementation": book_implementation,
+                "cryptofeed": peer_info["cryptofeed"], "order_book": peer_info["order_book"],
                 "python_mdengine": platform.python_version(), "python_cryptofeed": peer_info["python"]}
     settings = {"book_depth_published": args.depth, "cryptofeed_max_depth": 0,
                 "cryptofeed_checksum_validation": {w.name: w.checksums for w in workloads},
@@ -564,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                 "repetition": "fresh instances per repetition (snapshot re-delivered)"}
     cmd = " ".join(["python perf/compare_cryptofeed.py", *(argv if argv is not None else sys.argv[1:])])
     print(f"mdengine vs cryptofeed {versions['cryptofeed']} — {started:%Y-%m-%d %H:%M} UTC, "
-          f"{machine()['nproc']} x {machine()['cpu']}, Python {versions['python_mdengine']}")
+          f"{machine()['nproc']} x {machine()['cpu']}, Python {versions['python_mdengine']}, "
+          f"mdengine book code: {book_implementation}")
     print(f"{rounds} alternating rounds, run ≈ {target:g} s each, medians; command: {cmd}")
     print(f"{'workload':<20}{'frames/run':>11}{'mdengine f/s':>14}{'cryptofeed f/s':>16}{'ratio':>8}"
           f"{'md p50/p99 µs':>18}{'cf p50/p99 µs':>18}")
