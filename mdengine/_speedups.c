@@ -9,13 +9,14 @@
  *   pack_top(dst, offset, bid_keys, bid_qty, ask_keys, ask_qty, n)  LocalBook.pack_top (flat_top, packed)
  *   checksum(bid_raw, ask_raw, depth) -> int                        LocalBook.checksum
  *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
+ *   ring_append(shm, offsets, mask, trades) -> int                  SegmentWriter.append_trades (store)
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
  * Levels are sequences whose first two items are the price and quantity (str, or anything float() takes).
  * Errors are the ones the Python code raises (ValueError, TypeError, IndexError), so the adapters' handling of
- * bad input is the same on both paths. Only latch_publish writes shared memory, with the latch protocol of
- * docs/layout.md, store for store as the Python writer does it.
+ * bad input is the same on both paths. Only latch_publish and ring_append write shared memory, with the
+ * protocols of docs/layout.md, store for store as the Python writer does it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -618,6 +619,130 @@ done:
     return out;
 }
 
+/* one trade record, "<qqddqbB6xq8x" (layout.TRADE_STRUCT): what the tuple says, before any store is made */
+typedef struct {
+    int64_t exch_ts, recv_ts;
+    double price, qty;
+    int64_t trade_id;
+    int8_t side;
+    uint8_t flags;
+} trade_rec;
+
+static int
+read_trade(PyObject *t, trade_rec *r)
+{
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
+        PyErr_Format(PyExc_TypeError, "a trade is a 7-tuple, got %R", t);
+        return -1;
+    }
+    long side, flags;
+    r->exch_ts = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 0));
+    r->recv_ts = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1));
+    r->price = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 2));
+    r->qty = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 3));
+    r->trade_id = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 4));
+    side = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
+    flags = PyLong_AsLong(PyTuple_GET_ITEM(t, 6));
+    if (PyErr_Occurred())
+        return -1;
+    if (side < -128 || side > 127 || flags < 0 || flags > 255) {
+        PyErr_Format(PyExc_OverflowError, "trade side %ld or flags %ld out of range", side, flags);
+        return -1;
+    }
+    r->side = (int8_t)side;
+    r->flags = (uint8_t)flags;
+    return 0;
+}
+
+/* SegmentWriter.append_trades: offsets = (tail_intent, tail, first record, publish_counter), byte offsets into
+ * shm; mask = capacity - 1. tail_intent first, then the records, then tail (docs/layout.md, trade ring). A batch
+ * larger than the ring writes its newest `capacity` trades and moves past the others (readers count them lost).
+ * Every trade is read before the first store, so a bad one leaves the ring untouched. */
+static PyObject *
+ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ring_append(shm, offsets, mask, trades)");
+        return NULL;
+    }
+    PyObject *offsets = args[1];
+    if (!PyTuple_CheckExact(offsets) || PyTuple_GET_SIZE(offsets) != 4) {
+        PyErr_SetString(PyExc_TypeError, "ring_append: offsets is a tuple of 4 ints");
+        return NULL;
+    }
+    Py_ssize_t off[4];
+    for (int i = 0; i < 4; i++) {
+        off[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i));
+        if (off[i] == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    Py_ssize_t mask = PyLong_AsSsize_t(args[2]);
+    if (mask == -1 && PyErr_Occurred())
+        return NULL;
+    if (mask < 0 || (mask & (mask + 1))) {
+        PyErr_SetString(PyExc_ValueError, "ring_append: mask must be a power of two minus one");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(args[3], "trades must be iterable");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq), cap = mask + 1;
+    Py_ssize_t skipped = m > cap ? m - cap : 0, n_write = m - skipped;
+    trade_rec *recs = PyMem_Malloc((n_write ? n_write : 1) * sizeof(trade_rec));
+    PyObject *out = NULL;
+    Py_buffer mem;
+    mem.obj = NULL;
+    if (recs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < n_write; j++)
+        if (read_trade(PySequence_Fast_GET_ITEM(seq, skipped + j), &recs[j]) < 0)
+            goto done;
+    if (n_write == 0) {
+        out = PyLong_FromLong(0);
+        goto done;
+    }
+    if (PyObject_GetBuffer(args[0], &mem, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        goto done;
+    for (int i = 0; i < 4; i++) {
+        if (off[i] < 0 || off[i] % 8 || off[i] + (i == 2 ? cap * 64 : 8) > mem.len) {
+            PyErr_Format(PyExc_ValueError, "ring_append: offset %zd is outside the segment", off[i]);
+            goto done;
+        }
+    }
+    unsigned char *base = mem.buf;
+    int64_t *intent = (int64_t *)(base + off[0]), *tail = (int64_t *)(base + off[1]);
+    int64_t n = __atomic_load_n(tail, __ATOMIC_RELAXED) + skipped;
+    __atomic_store_n(intent, n + n_write, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    for (Py_ssize_t j = 0; j < n_write; j++) {
+        int64_t idx = n + j;
+        unsigned char rec[64] = {0};
+        memcpy(rec, &recs[j].exch_ts, 8);
+        memcpy(rec + 8, &recs[j].recv_ts, 8);
+        memcpy(rec + 16, &recs[j].price, 8);
+        memcpy(rec + 24, &recs[j].qty, 8);
+        memcpy(rec + 32, &recs[j].trade_id, 8);
+        memcpy(rec + 40, &recs[j].side, 1);
+        memcpy(rec + 41, &recs[j].flags, 1);
+        memcpy(rec + 48, &idx, 8);
+        memcpy(base + off[2] + (idx & mask) * 64, rec, 64);
+    }
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(tail, n + n_write, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    int64_t *counter = (int64_t *)(base + off[3]);
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    out = PyLong_FromSsize_t(n_write);
+done:
+    if (mem.obj != NULL)
+        PyBuffer_Release(&mem);
+    PyMem_Free(recs);
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
@@ -625,6 +750,7 @@ static PyMethodDef methods[] = {
     {"checksum", (PyCFunction)(void (*)(void))checksum, METH_FASTCALL, "LocalBook.checksum in C."},
     {"latch_publish", (PyCFunction)(void (*)(void))latch_publish, METH_FASTCALL,
      "SegmentWriter._write_latched in C."},
+    {"ring_append", (PyCFunction)(void (*)(void))ring_append, METH_FASTCALL, "SegmentWriter.append_trades in C."},
     {NULL, NULL, 0, NULL},
 };
 

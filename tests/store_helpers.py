@@ -282,8 +282,9 @@ def role_ring_writer(a: dict) -> None:
         m = min(rng.randint(1, cap + cap // 2), total - i)
         w.append_trades(slot, [trade(j) for j in range(i, i + m)])
         i += m
+    ring = "python" if w._ring_append is None else "c"  # noqa: SLF001
     w.close()
-    emit({"written": i})
+    emit({"written": i, "ring": ring})
 
 
 def role_ring_reader(a: dict) -> None:

@@ -39,18 +39,20 @@ def test_latch_reads_are_never_torn_while_broken_readers_are(namespace, latch):
     assert published > 10_000, summary
 
 
-def test_trade_ring_returns_each_trade_once_or_counts_it_lost(namespace):
+@pytest.mark.parametrize("latch", H.LATCHES)
+def test_trade_ring_returns_each_trade_once_or_counts_it_lost(namespace, latch):
     cap, total = 64, 400_000
     create_segment(namespace, H.EXCHANGE, max_symbols=1, book_capacity=5, trade_capacity=cap)
     # Attach the symbol before the reader starts so it finds it.
     done = H.spawn("ring-writer", ns=namespace, capacity=cap, total=0)
     done.finish()
     reader = H.spawn("ring-reader", ns=namespace, total=total, seconds=40, naive=True)
-    writer = H.spawn("ring-writer", ns=namespace, capacity=cap, total=total)
+    writer = H.spawn("ring-writer", latch=latch, ns=namespace, capacity=cap, total=total)
     w = writer.finish(60)
     r = reader.finish(60)
     summary = f"{w=} {r=}"
     assert w["written"] == total
+    assert latch == "default" or w["ring"] == "python", w
     assert r["cursor"] == total, summary
     assert r["got"] + r["lost"] == total, summary
     assert r["bad"] == 0 and r["out_of_order"] == 0, summary

@@ -27,6 +27,7 @@ _TRADE = struct.Struct(L.TRADE_STRUCT)
 _BEST_PRICES = struct.Struct("<d8xd")  # a level's bid price and ask price
 _native = speedups()
 _latch_publish = _native.latch_publish if _native is not None else None
+_ring_append = _native.ring_append if _native is not None else None
 assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
 
 Trade = tuple[int, int, float, float, int, int, int]
@@ -111,6 +112,8 @@ class SegmentWriter:
         self._last_book: list[tuple[int, int, int, int, int, int] | None] = [None] * self.view.max_symbols
         self._latch = _latch_publish if native else None
         self._latch_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
+        self._ring_append = _ring_append if native else None
+        self._ring_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._wake_addr = futex.address_of(self.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
         self._woken = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
         self._take_over()
@@ -405,6 +408,9 @@ class SegmentWriter:
         A batch larger than the ring writes only its newest `trade_capacity` trades; the ring index
         still advances past the others, so every reader reports them as lost.
         """
+        if self._ring_append is not None:  # the same stores in C
+            offsets = self._ring_offsets[slot] or self._ring_offsets_of(slot)
+            return self._ring_append(self.buf, offsets, self._ring_mask, trades)
         batch = list(trades)
         m = len(batch)
         if not m:
@@ -426,3 +432,11 @@ class SegmentWriter:
         q[tail_i] = n + len(batch)
         q[L.PUBLISH_COUNTER_OFFSET >> 3] += 1
         return len(batch)
+
+    def _ring_offsets_of(self, slot: int) -> tuple[int, ...]:
+        """The byte offsets `_speedups.ring_append` writes for `slot`: tail_intent, tail, the first record and
+        the publish counter."""
+        ring = self.view.slot_base(slot) + self.view.geometry.ring
+        offsets = self._ring_offsets[slot] = (ring + L.RING_TAIL_INTENT_OFFSET, ring + L.RING_TAIL_OFFSET,
+                                              ring + L.RING_HEADER_LENGTH, L.PUBLISH_COUNTER_OFFSET)
+        return offsets
