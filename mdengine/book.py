@@ -237,13 +237,13 @@ class LocalBook:
         self.top_dirty = True
 
     def apply_update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        w = self.watch_depth
-        if self.bids.update(bids, w) | self.asks.update(asks, w):
+        w, b, a = self.watch_depth, self.bids, self.asks  # BookSide.update twice, without its two calls
+        if _side_update(b.keys, b.qty, b.raw, True, bids, w) | _side_update(a.keys, a.qty, a.raw, False, asks, w):
             self.top_dirty = True
 
     def is_crossed(self) -> bool:
-        b, a = self.bids.best(), self.asks.best()
-        return b is not None and a is not None and b[0] >= a[0]
+        bk, ak = self.bids.keys, self.asks.keys
+        return bool(bk) and bool(ak) and -bk[0] >= ak[0]
 
     def flat_top(self, n: int) -> tuple[list[float], int, int]:
         """The top `n` levels in the store's layout: ([bid_px, bid_qty, ask_px, ask_qty] * levels, nb, na)."""
