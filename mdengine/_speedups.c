@@ -25,9 +25,48 @@
 #include <string.h>
 #include <time.h>
 
-/* float(o), as the Python code does it. A plain ASCII decimal ("60000.5", "1e-3") is parsed in place; anything
-   else (whitespace, underscores, "inf", non-str) goes through float()'s own code, so the results and errors
-   are float()'s. */
+/* Exact powers of ten: each is a double, so mantissa / 10^k below is one correctly rounded operation. */
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* "[-+]digits[.digits]" with at most 2^53 as the digits' integer and at most 22 decimals: the value is
+   mantissa / 10^decimals, both exact doubles, so one division gives the correctly rounded result, the one
+   strtod and float() give (Clinger's fast path). Returns 0 when the string is not of that form. */
+static int
+plain_decimal(const char *p, Py_ssize_t n, double *out)
+{
+    Py_ssize_t i = 0;
+    int neg = 0, digits = 0, decimals = -1;
+    uint64_t mant = 0;
+    if (n && (p[0] == '-' || p[0] == '+')) {
+        neg = p[0] == '-';
+        i = 1;
+    }
+    for (; i < n; i++) {
+        char c = p[i];
+        if (c == '.' && decimals < 0) {
+            decimals = 0;
+            continue;
+        }
+        if (c < '0' || c > '9')
+            return 0;
+        if (mant > (UINT64_C(1) << 53) / 10)
+            return 0;
+        mant = mant * 10 + (uint64_t)(c - '0');
+        digits++;
+        if (decimals >= 0)
+            decimals++;
+    }
+    if (!digits || mant > (UINT64_C(1) << 53) || decimals > 22)
+        return 0;
+    double v = decimals > 0 ? (double)mant / pow10_exact[decimals] : (double)mant;
+    *out = neg ? -v : v;
+    return 1;
+}
+
+/* float(o), as the Python code does it. A plain decimal ("60000.5", "0.00120") is parsed in place; a few
+   more ASCII forms ("1e-3") by PyOS_string_to_double; anything else (whitespace, underscores, "inf", non-str)
+   by float()'s own code, so the results and errors are float()'s. */
 static int
 as_double(PyObject *o, double *out)
 {
@@ -38,6 +77,8 @@ as_double(PyObject *o, double *out)
     if (PyUnicode_CheckExact(o) && PyUnicode_IS_COMPACT_ASCII(o)) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(o);
         const char *p = (const char *)PyUnicode_1BYTE_DATA(o);
+        if (plain_decimal(p, n, out))
+            return 0;
         int plain = n > 0 && n < 64;
         for (Py_ssize_t i = 0; plain && i < n; i++) {
             char c = p[i];
@@ -518,6 +559,22 @@ checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromLongLong(c >= 0x80000000u ? (long long)c - 0x100000000LL : (long long)c);
 }
 
+/* the n byte offsets of `t`, a tuple of n ints (fn names the caller in the error) */
+static int
+read_offsets(PyObject *t, Py_ssize_t *off, Py_ssize_t n, const char *fn)
+{
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != n) {
+        PyErr_Format(PyExc_TypeError, "%s: offsets is a tuple of %zd ints", fn, n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        off[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, i));
+        if (off[i] == -1 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
 /* SegmentWriter._write_latched: stamp the header into the staging copy, then the two-copy latch (docs/layout.md).
  * offsets = (seq, copy0, copy1, publish_counter, slot_last_latency, last_latency), byte offsets into shm of
  * 8-byte-aligned words (copies: of the slot's book copies). The stores happen in the Python writer's order;
@@ -530,19 +587,11 @@ latch_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                                          "recv_ts_ns, n_bids, n_asks, state, flags, generation, version)");
         return NULL;
     }
-    PyObject *offsets = args[2];
-    if (!PyTuple_CheckExact(offsets) || PyTuple_GET_SIZE(offsets) != 6) {
-        PyErr_SetString(PyExc_TypeError, "latch_publish: offsets is a tuple of 6 ints");
-        return NULL;
-    }
     Py_ssize_t off[6];
-    for (int i = 0; i < 6; i++) {
-        off[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i));
-        if (off[i] == -1 && PyErr_Occurred())
-            return NULL;
-    }
+    if (read_offsets(args[2], off, 6, "latch_publish") < 0)
+        return NULL;
     Py_ssize_t length = PyLong_AsSsize_t(args[3]);
-    long long h[4];
+    long long h[3];
     unsigned long u[4];
     for (int i = 0; i < 3; i++) {
         h[i] = PyLong_AsLongLong(args[4 + i]);
@@ -665,17 +714,9 @@ ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "ring_append(shm, offsets, mask, trades)");
         return NULL;
     }
-    PyObject *offsets = args[1];
-    if (!PyTuple_CheckExact(offsets) || PyTuple_GET_SIZE(offsets) != 4) {
-        PyErr_SetString(PyExc_TypeError, "ring_append: offsets is a tuple of 4 ints");
-        return NULL;
-    }
     Py_ssize_t off[4];
-    for (int i = 0; i < 4; i++) {
-        off[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(offsets, i));
-        if (off[i] == -1 && PyErr_Occurred())
-            return NULL;
-    }
+    if (read_offsets(args[1], off, 4, "ring_append") < 0)
+        return NULL;
     Py_ssize_t mask = PyLong_AsSsize_t(args[2]);
     if (mask == -1 && PyErr_Occurred())
         return NULL;

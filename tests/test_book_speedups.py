@@ -205,3 +205,25 @@ def test_a_level_that_is_not_a_number_is_refused_and_changes_nothing(impl):
         with pytest.raises(ValueError, match="not a number"):
             impl["side_replace"]([["3", "1"], bad], 1.0)
     assert (keys, qty, raw) == ([1.0, 2.0], [1.0, 1.0], ["1:1", "2:1"])
+
+
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(px=st.one_of(st.from_regex(r"[-+]?[0-9]{0,20}\.?[0-9]{0,26}", fullmatch=True),
+                    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                    st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str)))
+@example(px="9007199254740993")  # 2^53 + 1: past the exact-mantissa fast path
+@example(px="0.1000000000000000055511151231257827")
+@example(px="1.0000000000000002220446049250313")
+@example(px="0.0000000000000000000001")  # 22 decimals
+@example(px="0.00000000000000000000001")  # 23
+@example(px="-0.0")
+@example(px="5.")
+@example(px=".5")
+def test_decimal_strings_give_float_s_value_to_the_bit(px):
+    """Prices as exchanges send them, and long ones: the C parser's value is float()'s, bit for bit."""
+    py, c = run(PY, "side_replace", [[px, "1"]], 1.0), run(C, "side_replace", [[px, "1"]], 1.0)
+    assert py[0] == c[0]
+    if py[0] == "ok":
+        assert [math.copysign(1, k) for k in py[1][0]] == [math.copysign(1, k) for k in c[1][0]]
+        assert [k.hex() for k in py[1][0]] == [k.hex() for k in c[1][0]]
