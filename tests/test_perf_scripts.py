@@ -249,3 +249,17 @@ def test_script_prints_one_json_object_last():
     assert result["versions"]["cryptofeed"] == cmp.CRYPTOFEED_VERSION
     assert set(result["exchanges"]) == {"binance", "okx"}
     assert result["machine"]["nproc"] >= 1 and result["date"]
+
+
+def test_book_ops_times_both_implementations_and_prints_one_json_object_last():
+    from mdengine import book
+
+    out = subprocess.run([sys.executable, str(PERF / "book_ops.py"), "--quick", "--repeat", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["implementation"] == book.IMPLEMENTATION
+    ops = ("pack_top_50", "pack_top_20", "update_3_levels_twice", "checksum_25", "snapshot_side_1000")
+    assert all(result[f"{op}_python_us"] > 0 for op in ops)
+    if book.C_IMPLEMENTATION is not None:
+        assert all(result[f"{op}_c_us"] > 0 and result[f"{op}_ratio"] > 0 for op in ops)
