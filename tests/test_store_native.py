@@ -108,7 +108,7 @@ def test_c_latch_refuses_offsets_outside_the_segment(namespace):
     w = SegmentWriter(namespace, "okx", create=True, max_symbols=1, book_capacity=CAP, trade_capacity=8)
     try:
         slot = w.add_symbol("SPOT", "A", "A")
-        good = w._slot_offsets(slot)
+        good = w._latch_offsets_of(slot)
         raw = w._staging(slot)
         size = len(w.buf)
         for bad in ((size,) + good[1:], good[:1] + (size - 64,) + good[2:], good[:3] + (3,) + good[4:]):

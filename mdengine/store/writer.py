@@ -89,8 +89,8 @@ class SegmentWriter:
                  **capacities: int) -> None:
         """Attach as the writer of ``mde-<namespace>-<exchange>`` (create it first if `create`).
 
-        native=False writes books with the pure-Python latch even where the C module is built (they write the
-        same bytes; the tests compare them)."""
+        native=False writes books and trades with the pure-Python code even where the C module is built (both
+        write the same bytes; the tests compare them)."""
         check_memory_model()
         self.name = shm.segment_name(namespace, exchange)
         self.created = False
@@ -356,7 +356,7 @@ class SegmentWriter:
         self._last_book[slot] = (update_id, exch_ts_ns, recv_ts_ns, nb, na, flags)
         length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
         if self._latch is not None:  # the same stores in C
-            offsets = self._latch_offsets[slot] or self._slot_offsets(slot)
+            offsets = self._latch_offsets[slot] or self._latch_offsets_of(slot)
             self._latch(self.buf, raw, offsets, length, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags,
                         self.generation, version)
             return
@@ -381,7 +381,7 @@ class SegmentWriter:
             q[(base + L.STAT_OFFSETS["last_latency_ns"]) >> 3] = pub - recv_ts_ns
             q[L.COUNTER_OFFSETS["last_latency_ns"] >> 3] = pub - recv_ts_ns
 
-    def _slot_offsets(self, slot: int) -> tuple[int, ...]:
+    def _latch_offsets_of(self, slot: int) -> tuple[int, ...]:
         """The byte offsets `_speedups.latch_publish` writes for `slot`: its latch counter, its two copies, the
         publish counter, its last-latency stat and the segment's."""
         base = self.view.slot_base(slot)
