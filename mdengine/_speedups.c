@@ -329,10 +329,11 @@ side_replace(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     double sign = PyFloat_AsDouble(args[1]);
     if (sign == -1.0 && PyErr_Occurred())
         return NULL;
-    PyObject *seq = PySequence_Fast(args[0], "a snapshot's levels must be iterable");
+    /* a tuple of its own: float() of a level may run Python code (a __float__), which could change a list */
+    PyObject *seq = PySequence_Tuple(args[0]);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), m = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq), m = 0;
     PyObject *keys = NULL, *qtys = NULL, *raws = NULL, *out = NULL;
     snap_level *lv = PyMem_Malloc((n ? n : 1) * sizeof(snap_level));
     if (lv == NULL) {
@@ -342,7 +343,7 @@ side_replace(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *px, *qs;
         double q, p;
-        if (level_items(PySequence_Fast_GET_ITEM(seq, i), &px, &qs) < 0)
+        if (level_items(PyTuple_GET_ITEM(seq, i), &px, &qs) < 0)
             goto done;
         /* a zero quantity is skipped before its price is read, as book.py does */
         int ok = as_double(qs, &q) == 0;
@@ -678,10 +679,14 @@ typedef struct {
 } trade_rec;
 
 static int
-read_trade(PyObject *t, trade_rec *r)
+read_trade(PyObject *trade, trade_rec *r)
 {
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
-        PyErr_Format(PyExc_TypeError, "a trade is a 7-tuple, got %R", t);
+    PyObject *t = PyTuple_Check(trade) ? Py_NewRef(trade) : PySequence_Tuple(trade);
+    if (t == NULL)
+        return -1;
+    if (PyTuple_GET_SIZE(t) != 7) {
+        PyErr_Format(PyExc_TypeError, "a trade has 7 fields, got %R", trade);
+        Py_DECREF(t);
         return -1;
     }
     long side, flags;
@@ -692,6 +697,7 @@ read_trade(PyObject *t, trade_rec *r)
     r->trade_id = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 4));
     side = PyLong_AsLong(PyTuple_GET_ITEM(t, 5));
     flags = PyLong_AsLong(PyTuple_GET_ITEM(t, 6));
+    Py_DECREF(t);
     if (PyErr_Occurred())
         return -1;
     if (side < -128 || side > 127 || flags < 0 || flags > 255) {
@@ -724,10 +730,10 @@ ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "ring_append: mask must be a power of two minus one");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(args[3], "trades must be iterable");
+    PyObject *seq = PySequence_Tuple(args[3]);  /* its own: reading a trade may run Python code (__index__) */
     if (seq == NULL)
         return NULL;
-    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq), cap = mask + 1;
+    Py_ssize_t m = PyTuple_GET_SIZE(seq), cap = mask + 1;
     Py_ssize_t skipped = m > cap ? m - cap : 0, n_write = m - skipped;
     trade_rec *recs = PyMem_Malloc((n_write ? n_write : 1) * sizeof(trade_rec));
     PyObject *out = NULL;
@@ -738,7 +744,7 @@ ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     }
     for (Py_ssize_t j = 0; j < n_write; j++)
-        if (read_trade(PySequence_Fast_GET_ITEM(seq, skipped + j), &recs[j]) < 0)
+        if (read_trade(PyTuple_GET_ITEM(seq, skipped + j), &recs[j]) < 0)
             goto done;
     if (n_write == 0) {
         out = PyLong_FromLong(0);

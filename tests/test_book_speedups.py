@@ -227,3 +227,19 @@ def test_decimal_strings_give_float_s_value_to_the_bit(px):
     if py[0] == "ok":
         assert [math.copysign(1, k) for k in py[1][0]] == [math.copysign(1, k) for k in c[1][0]]
         assert [k.hex() for k in py[1][0]] == [k.hex() for k in c[1][0]]
+
+
+@needs_c
+def test_a_level_whose_float_conversion_empties_the_list_does_not_crash_the_c_module():
+    """float() of a level may run Python code; the C module works on its own copy of the levels."""
+    levels = []
+
+    class Emptying:  # a zero quantity (skipped, so never needs a wire string) that empties the levels
+        def __float__(self):
+            levels.clear()
+            return 0.0
+
+    levels.extend([[str(p), "1"] for p in range(1, 50)] + [["60", Emptying()]] + [[str(p), "1"] for p in range(70, 99)])
+    keys, qty, raw = C["side_replace"](levels, 1.0)
+    assert keys == [float(p) for p in [*range(1, 50), *range(70, 99)]]  # every level of the list as it was passed
+    assert qty == [1.0] * len(keys) and len(raw) == len(keys)
