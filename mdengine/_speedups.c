@@ -10,6 +10,7 @@
  *   checksum(bid_raw, ask_raw, depth) -> int                        LocalBook.checksum
  *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
  *   ring_append(shm, offsets, mask, trades) -> int                  SegmentWriter.append_trades (store)
+ *   record_columns(batch) -> (kinds, urls, stamps, lens, blob)      record_writer.encode_batch's columns
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
@@ -790,6 +791,79 @@ done:
     return out;
 }
 
+/* The column-wise form of a recorder batch [(kind, url, data: str, ns: int), ...] (record_writer.encode_batch):
+ * kinds and urls as tuples, the stamps and the texts' lengths (in code points) as native int64 arrays, and the
+ * texts joined and UTF-8 encoded with "surrogatepass". TypeError, ValueError or OverflowError when the batch
+ * has another shape (bytes or None data, a float stamp): the caller then marshals it as it is. */
+static PyObject *
+record_columns(PyObject *self, PyObject *arg)
+{
+    PyObject *batch = PySequence_Tuple(arg);
+    if (batch == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(batch), total = 0;
+    PyObject *kinds = PyTuple_New(n), *urls = PyTuple_New(n), *enc = PyTuple_New(n), *out = NULL;
+    PyObject *stamps = PyBytes_FromStringAndSize(NULL, n * 8), *lens = PyBytes_FromStringAndSize(NULL, n * 8);
+    PyObject *blob = NULL;
+    if (kinds == NULL || urls == NULL || enc == NULL || stamps == NULL || lens == NULL)
+        goto done;
+    int64_t *st = (int64_t *)PyBytes_AS_STRING(stamps), *ln = (int64_t *)PyBytes_AS_STRING(lens);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = PyTuple_GET_ITEM(batch, i);
+        if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 4) {
+            PyErr_SetString(PyExc_ValueError, "a batch entry is (kind, url, data, ns)");
+            goto done;
+        }
+        PyObject *data = PyTuple_GET_ITEM(e, 2);
+        if (!PyUnicode_Check(data)) {
+            PyErr_SetString(PyExc_TypeError, "column-wise batches carry str data only");
+            goto done;
+        }
+        long long ns = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 3));
+        if (ns == -1 && PyErr_Occurred())
+            goto done;
+        PyTuple_SET_ITEM(kinds, i, Py_NewRef(PyTuple_GET_ITEM(e, 0)));
+        PyTuple_SET_ITEM(urls, i, Py_NewRef(PyTuple_GET_ITEM(e, 1)));
+        st[i] = ns;
+        ln[i] = PyUnicode_GET_LENGTH(data);
+        if (PyUnicode_IS_ASCII(data)) {
+            PyTuple_SET_ITEM(enc, i, Py_NewRef(data));
+            total += PyUnicode_GET_LENGTH(data);
+        }
+        else {
+            PyObject *b = PyUnicode_AsEncodedString(data, "utf-8", "surrogatepass");
+            if (b == NULL)
+                goto done;
+            PyTuple_SET_ITEM(enc, i, b);
+            total += PyBytes_GET_SIZE(b);
+        }
+    }
+    if ((blob = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+        goto done;
+    char *d = PyBytes_AS_STRING(blob);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(enc, i);
+        if (PyUnicode_Check(x)) {
+            memcpy(d, PyUnicode_1BYTE_DATA(x), PyUnicode_GET_LENGTH(x));
+            d += PyUnicode_GET_LENGTH(x);
+        }
+        else {
+            memcpy(d, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
+            d += PyBytes_GET_SIZE(x);
+        }
+    }
+    out = PyTuple_Pack(5, kinds, urls, stamps, lens, blob);
+done:
+    Py_DECREF(batch);
+    Py_XDECREF(kinds);
+    Py_XDECREF(urls);
+    Py_XDECREF(enc);
+    Py_XDECREF(stamps);
+    Py_XDECREF(lens);
+    Py_XDECREF(blob);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
@@ -798,6 +872,7 @@ static PyMethodDef methods[] = {
     {"latch_publish", (PyCFunction)(void (*)(void))latch_publish, METH_FASTCALL,
      "SegmentWriter._write_latched in C."},
     {"ring_append", (PyCFunction)(void (*)(void))ring_append, METH_FASTCALL, "SegmentWriter.append_trades in C."},
+    {"record_columns", record_columns, METH_O, "The column-wise parts of a recorder batch."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._native import speedups
 from .record_writer import (
     HEADER,
     KINDS,
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_QUEUE = 200_000  # entries; ~10 s of a very busy feed
 _BATCH = 256  # records per RecordWriter.write call in the in-process mode
 _SHIP_MAX = 4096  # records per message to the child
+_native = speedups()
+_columns = _native.record_columns if _native is not None else None  # a batch's column-wise parts, in C
 _READY_TIMEOUT_S = 30.0  # a child that has not said "ready" by then is not going to
 _BACKOFF_S = (0.5, 5.0)  # first and longest wait before restarting a dead child
 _HEALTHY_S = 10.0  # a child that ran this long resets the backoff
@@ -446,13 +449,13 @@ class Recorder:
         while q and not child.dead:
             batch = [pop() for _ in range(min(len(q), _SHIP_MAX))]  # popleft is atomic: tap() may append
             try:
-                meta, raw = encode_batch(batch)
+                meta, raw = encode_batch(batch, _columns)
             except ValueError:  # data of another type (e.g. an int): convert, as the writer would str() it
                 plain = [p for p in map(_plain, batch) if p is not None]
                 with self._cond:
                     self._unshippable += len(batch) - len(plain)
                 batch = plain
-                meta, raw = encode_batch(batch)
+                meta, raw = encode_batch(batch, _columns)
             with self._cond:
                 child.shipped += len(batch)
             child.send(meta, raw)

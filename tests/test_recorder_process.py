@@ -6,6 +6,7 @@ running a Recorder.
 
 from __future__ import annotations
 
+import marshal
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from test_recorder import T0, _wait
 
 from mdengine.record_writer import HEADER, MessageReader, encode_batch
 from mdengine.recorder import Recorder
+from mdengine.recorder import _columns as COLUMNS_IN_C
 from mdengine.recording import RecordingReader
 
 
@@ -192,12 +194,24 @@ _entries = st.tuples(st.sampled_from(["recv", "send", "http"]), st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(batch=st.lists(_entries, min_size=1, max_size=30), others=st.lists(st.one_of(st.binary(max_size=8),
        st.none()), max_size=3), cut=st.integers(0, 10**6))
-def test_encode_batch_round_trips_through_MessageReader_in_any_chunks(batch, others, cut):
+@pytest.mark.parametrize("columns", [None, pytest.param(COLUMNS_IN_C, marks=pytest.mark.skipif(
+    COLUMNS_IN_C is None, reason="mdengine._speedups is not built"))], ids=["python", "c"])
+def test_encode_batch_round_trips_through_MessageReader_in_any_chunks(batch, others, cut, columns):
     batch = batch + [("recv", "ws://a/ws", x, 1) for x in others]  # bytes/None data: the plain encoding
-    meta, raw = encode_batch(batch)
+    meta, raw = encode_batch(batch, columns)
     wire = HEADER.pack(len(meta), len(raw)) + meta + raw
     wire = wire + wire  # two messages
     cut %= len(wire) + 1
     reader = MessageReader()
     got = list(reader.feed(wire[:cut])) + list(reader.feed(wire[cut:]))
     assert got == [batch, batch]
+    if columns is not None:  # the C parts are the Python parts (marshal's back-references may differ)
+        assert raw == encode_batch(batch)[1]
+        assert marshal.loads(meta) == marshal.loads(encode_batch(batch)[0])
+
+
+@pytest.mark.skipif(COLUMNS_IN_C is None, reason="mdengine._speedups is not built")
+def test_batches_that_do_not_fit_columns_take_the_plain_encoding_on_both_paths():
+    for odd in ([("recv", "u", "x", 2**64)], [("recv", "u", "x", 1.5)], [("recv", "u", b"x", 1)], [("recv", "u")]):
+        for meta, raw in (encode_batch(odd, COLUMNS_IN_C), encode_batch(odd)):
+            assert raw == b"" and marshal.loads(meta) == odd  # marshal's back-references may differ
