@@ -26,6 +26,10 @@
 #include <string.h>
 #include <time.h>
 
+#if !PY_LITTLE_ENDIAN
+#error "the store's layout is little-endian, and this module writes it with native stores"
+#endif
+
 /* Exact powers of ten: each is a double, so mantissa / 10^k below is one correctly rounded operation. */
 static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
                                        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -456,13 +460,7 @@ pack_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned char *d = (unsigned char *)view.buf + offset;
     for (Py_ssize_t i = 0; i < rows; i++, d += 32) {
         double row[4] = {i < nb ? bp[i] : NAN, i < nb ? bq[i] : 0.0, i < na ? ap[i] : NAN, i < na ? aq[i] : 0.0};
-#if PY_LITTLE_ENDIAN
         memcpy(d, row, 32);
-#else
-        for (int j = 0; j < 4; j++)
-            if (PyFloat_Pack8(row[j], (char *)d + 8 * j, 1) < 0)
-                goto done;
-#endif
     }
     out = Py_BuildValue("(nn)", nb, na);
 done:
@@ -639,9 +637,6 @@ latch_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int64_t q8[4] = {h[0], h[1], h[2], pub};
     uint32_t q4[4] = {(uint32_t)u[0], (uint32_t)u[1], (uint32_t)u[2], (uint32_t)u[3]};
     int64_t tail[2] = {generation, version};
-#if !PY_LITTLE_ENDIAN
-#error "the store's layout is little-endian; this module packs it natively"
-#endif
     memcpy(hdr, q8, 32);
     memcpy(hdr + 32, q4, 16);
     memcpy(hdr + 48, tail, 16);

@@ -13,15 +13,14 @@ which; MDENGINE_NO_SPEEDUPS=1 forces Python.
 from __future__ import annotations
 
 import math
-import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from functools import cache
 from operator import neg
 
 import crcmod.predefined
 
 from ._native import speedups
+from .store import layout as L
 
 _NAN = math.nan
 _INF = math.inf
@@ -85,11 +84,6 @@ def _py_side_replace(levels: Iterable[Level], sign: float) -> tuple[list[float],
     return keys, [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-@cache
-def _levels_struct(n: int) -> struct.Struct:
-    return struct.Struct(f"<{4 * n}d")
-
-
 def _flat(bid_keys: list[float], bid_qty: list[float], ask_keys: list[float], ask_qty: list[float],
           n: int) -> tuple[list[float], int, int]:
     bk = bid_keys[:n]
@@ -112,10 +106,10 @@ def _py_pack_top(dst: bytearray | memoryview, offset: int, bid_keys: list[float]
         raise ValueError("pack_top: negative offset or depth")
     flat, nb, na = _flat(bid_keys, bid_qty, ask_keys, ask_qty, n)
     rows = len(flat) >> 2
-    if offset + rows * 32 > len(dst):
+    if offset + rows * L.LEVEL_LENGTH > len(dst):
         raise ValueError(f"pack_top: {rows} levels at offset {offset} do not fit {len(dst)} bytes")
     if rows:
-        _levels_struct(rows).pack_into(dst, offset, *flat)
+        L.levels_struct(rows).pack_into(dst, offset, *flat)
     return nb, na
 
 

@@ -133,7 +133,7 @@ def _tear(w: SegmentWriter, slot: int, copy: str, u: int) -> None:
     staged = bytearray(layout.book_copy_length(DEPTH))
     layout_struct = writer_module._BOOK_HEADER  # noqa: SLF001
     layout_struct.pack_into(staged, 0, u, 0, 0, 0, nb, na, BookState.LIVE, 0, w.generation, u)
-    writer_module._levels_struct(len(flat) // 4).pack_into(staged, layout.BOOK_HEADER_LENGTH, *flat)  # noqa: SLF001
+    layout.levels_struct(len(flat) // 4).pack_into(staged, layout.BOOK_HEADER_LENGTH, *flat)
     g = w.view.geometry
     start = w.view.slot_base(slot) + (g.copy0 if copy == "copy0" else g.copy1)
     half = len(staged) // 2

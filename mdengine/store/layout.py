@@ -37,6 +37,9 @@ then checks its records against ``tail_intent`` and their index to detect being 
 
 from __future__ import annotations
 
+import functools
+import struct
+
 import numpy as np
 
 CACHE_LINE = 64
@@ -199,6 +202,12 @@ BOOK_FLAGS_OFFSET = 44  # uint32, BookFlags
 BOOK_GENERATION_OFFSET = 48  # int64, writer generation that published it
 BOOK_VERSION_OFFSET = 56  # int64, count of publishes to this slot (monotonic)
 LEVEL_LENGTH = 32
+
+
+@functools.cache
+def levels_struct(n: int) -> struct.Struct:
+    """The struct of `n` levels in the level layout: [bid_px, bid_qty, ask_px, ask_qty] * n, little-endian."""
+    return struct.Struct(f"<{4 * n}d")
 LEVEL_BID_PX, LEVEL_BID_QTY, LEVEL_ASK_PX, LEVEL_ASK_QTY = 0, 1, 2, 3  # float64 index in a level
 
 BOOK_HEADER_DTYPE = np.dtype(

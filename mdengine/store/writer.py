@@ -34,11 +34,6 @@ Trade = tuple[int, int, float, float, int, int, int]
 """(exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) - see layout.TRADE_DTYPE."""
 
 
-@functools.cache
-def _levels_struct(n: int) -> struct.Struct:
-    return struct.Struct(f"<{4 * n}d")
-
-
 @functools.lru_cache(maxsize=8)
 def _blank_levels(n: int) -> bytes:
     return struct.pack(f"<{4 * n}d", *([_NAN, 0.0, _NAN, 0.0] * n))
@@ -298,7 +293,7 @@ class SegmentWriter:
             raise ValueError(f"{self.name} slot {slot}: {n} levels ({n_bids} bids, {n_asks} asks) do not fit "
                              f"capacity {self.capacity}")
         if n:
-            _levels_struct(n).pack_into(raw, L.BOOK_HEADER_LENGTH, *flat)
+            L.levels_struct(n).pack_into(raw, L.BOOK_HEADER_LENGTH, *flat)
         self._publish_staged(slot, raw, n, n_bids, n_asks, update_id, exch_ts_ns, recv_ts_ns, state, truncated)
 
     def publish_top(self, slot: int, pack: Callable[[bytearray, int, int], tuple[int, int]], depth: int, *,
