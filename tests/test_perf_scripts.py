@@ -263,3 +263,13 @@ def test_book_ops_times_both_implementations_and_prints_one_json_object_last():
     assert all(result[f"{op}_python_us"] > 0 for op in ops)
     if book.C_IMPLEMENTATION is not None:
         assert all(result[f"{op}_c_us"] > 0 and result[f"{op}_ratio"] > 0 for op in ops)
+
+
+def test_cold_gap_prints_every_point_and_one_json_object_last():
+    out = subprocess.run([sys.executable, str(PERF / "cold_gap.py"), "--quick"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len([k for k in result if k.startswith("gap_")]) == 14
+    assert all(result[f"warm_{w}ms_p50_us"] > 0 for w in ("2", "1", "0.5"))
+    assert result["cold_ratio_10ms"] > 0 and result["warm_1ms_ratio"] > 0
