@@ -274,27 +274,13 @@ def loopback_floor(busy: bool, rate: float, count: int) -> list[float]:
 
 
 def cold_work_gauge(gap_s: float = 0.01, n: int = 150) -> tuple[float, float]:
-    """p50 µs of one fixed piece of Python work (parse 40 levels, fill a dict, sort) run back to back, and
-    run once every `gap_s` (what a feed sees at 100 frames/s): how much this machine penalises work that
-    comes after an idle gap (caches and TLBs refilled, vCPU rescheduled)."""
-    levels = json.dumps([[f"{60000 + i * 0.5:.1f}", f"{i % 7 + 1}.25"] for i in range(40)])
+    """p50 µs of one fixed piece of Python work (perf/cold_gap.py's: parse 40 levels, fill a dict, sort) run
+    back to back, and run once every `gap_s` (what a feed sees at 100 frames/s): how much this machine
+    penalises work that comes after an idle gap (caches and TLBs refilled, vCPU rescheduled)."""
+    from cold_gap import run  # perf/ is on sys.path: this file runs as a script from there
 
-    def work() -> float:
-        book = {float(p): float(q) for p, q in json.loads(levels)}
-        return sum(book[k] for k in sorted(book)[:20])
-
-    def p50(gap: float) -> float:
-        times = []
-        for _ in range(n):
-            if gap:
-                time.sleep(gap)
-            t0 = time.perf_counter_ns()
-            work()
-            times.append((time.perf_counter_ns() - t0) / 1e3)
-        return sorted(times)[n // 2]
-
-    p50(0)
-    return p50(0), p50(gap_s)
+    run(0.0, n, sleep=True)
+    return run(0.0, n, sleep=True)[0], run(gap_s, n, sleep=True)[0]
 
 
 def wait_live(namespace: str) -> None:
