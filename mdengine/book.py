@@ -184,6 +184,12 @@ class BookSide:
         """Replace the whole side (a snapshot): one sort instead of an insert per level."""
         self.keys, self.qty, self.raw = _side_replace(levels, self.sign)
 
+    def copy(self) -> BookSide:
+        """An independent side with the same levels (the lists are copied, their floats and strings shared)."""
+        c = BookSide(self.is_bid)
+        c.keys, c.qty, c.raw = self.keys[:], self.qty[:], self.raw[:]
+        return c
+
     def best(self) -> tuple[float, float] | None:
         if not self.keys:
             return None
@@ -224,6 +230,14 @@ class LocalBook:
         self.asks.clear()
         self.update_id = 0
         self.top_dirty = True
+
+    def copy(self) -> LocalBook:
+        """An independent book in the same state (the feed's warm-up pass replays frames on one)."""
+        c = LocalBook()
+        c.bids, c.asks = self.bids.copy(), self.asks.copy()
+        c.update_id, c.exch_ts_ns, c.watch_depth, c.top_dirty = (self.update_id, self.exch_ts_ns, self.watch_depth,
+                                                                  self.top_dirty)
+        return c
 
     def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         self.bids.replace(bids)

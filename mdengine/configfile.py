@@ -129,6 +129,13 @@ def _sched_slice(path: str, v: Any) -> float:
     return us
 
 
+def _warm_interval(path: str, v: Any) -> float:
+    ms = _nonneg_float(path, v)
+    if ms and not 0.1 <= ms <= 1000:
+        raise ConfigError(f"{path}: {ms} ms; a warm-up interval is 0.1 to 1000 ms (0: no warm-up)")
+    return ms
+
+
 # Keys of one exchange (and of [defaults]) -> reader. Anything else is an error.
 _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "symbols": _str_list,
@@ -146,6 +153,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "record_dir": _str,
     "busy_poll_s": _nonneg_float,
     "sched_slice_us": _sched_slice,
+    "warm_interval_ms": _warm_interval,
     "options": _table,
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {

@@ -12,6 +12,7 @@ with a third process spinning as the strategy would. No engine can beat that on 
 
 Paths measured, one after the other against the same simulator:
   spin      feed process (run_feed) → segment → strategy process in Client.wait(spin=True)
+  spin_no_warm  the same with the feed's idle warm-up pass off (warm_interval_ms = 0): the warm-up's A/B
   blocking  same, Client.wait() sleeping with backoff (low CPU)
   baseline  what a user would otherwise build: a websocket-client reader process that parses each frame,
             applies it to a dict book through a callback (cryptofeed style) and fans it out over a
@@ -25,6 +26,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -173,7 +175,8 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
 
 
-def run_shm_phase(name: str, namespace: str, spin: bool, seconds: float, log: list) -> tuple[list[float], int]:
+def run_shm_phase(namespace: str, spin: bool, seconds: float, log: list) -> tuple[list, dict[int, int], list[float]]:
+    """One strategy process for `seconds`: what it saw, the matching send times, and the sender's overhead."""
     parent, child = CTX.Pipe()
     p = CTX.Process(target=shm_strategy, args=(namespace, spin, seconds, child))
     p.start()
@@ -184,10 +187,8 @@ def run_shm_phase(name: str, namespace: str, spin: bool, seconds: float, log: li
     p.join(10)
     sent = sent_times(log, start - 10**9, time.time_ns())
     called = sent_times(log, start - 10**9, time.time_ns(), at=1)
-    overhead = sorted((sent[u] - called[u]) / 1e3 for u in sent if u in called)
-    print(f"# {name}: {breakdown(seen, sent)}; sender overhead (send() call -> socket write) p50 "
-          f"{pct(overhead, 50):.1f} us, not counted")
-    return latencies(seen, sent), len(seen)
+    overhead = [(sent[u] - called[u]) / 1e3 for u in sent if u in called]
+    return seen, sent, overhead
 
 
 def run_baseline(ws_url: str, seconds: float, log: list) -> tuple[list[float], int]:
@@ -283,6 +284,13 @@ def cold_work_gauge(gap_s: float = 0.01, n: int = 150) -> tuple[float, float]:
     return run(0.0, n, sleep=True)[0], run(gap_s, n, sleep=True)[0]
 
 
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def wait_live(namespace: str) -> None:
     from mdengine.client import Client
 
@@ -306,6 +314,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="book updates per second sent by the simulator")
     ap.add_argument("--sched-slice-us", type=float, default=None,
                     help="the feed's sched_slice_us (default: the config default; 0: the kernel's own slice)")
+    ap.add_argument("--warm-interval-ms", type=float, default=None,
+                    help="the feed's warm_interval_ms (default: the config default; spin_no_warm always uses 0)")
     args = ap.parse_args()
     seconds = args.seconds or (4.0 if args.quick else 20.0)
 
@@ -322,13 +332,26 @@ def main() -> int:
     print(f"# e2e latency: simulator (bybit linear {NATIVE}, {args.rate:.0f} book frames/s) -> strategy process; "
           f"{seconds:.0f} s per phase; cpus={os.cpu_count()} python={sys.version.split()[0]}")
     results: dict[str, tuple[list[float], int]] = {}
-    # (phase, feed's busy_poll_s, strategy spins): the default feed blocks in select between frames
-    phases = [("spin", 0.0, True), ("blocking", 0.0, False), ("spin_busy_poll", 3600.0, True)]
+    # (phase, feed's (busy_poll_s, warm_interval_ms), strategy spins, seconds). The default feed blocks in select
+    # between frames and warms its frame path every 1 ms while idle; spin_no_warm is the same feed without the
+    # warm-up, its A/B: the two alternate in chunks (A B B A [A B]), each chunk on a freshly started feed, so a
+    # drift of the host's speed during the run falls on both.
+    warm_ms = args.warm_interval_ms if args.warm_interval_ms is not None else ExchangeConfig("bybit").warm_interval_ms
+    default, no_warm = (0.0, warm_ms), (0.0, 0.0)
+    chunks = 2 if args.quick else 3
+    ab = [("spin", default), ("spin_no_warm", no_warm)] * 2
+    ab = [ab[0], ab[1], ab[1], ab[0], ab[0], ab[1]][:2 * chunks]
+    schedule = [(name, variant, True, seconds / chunks) for name, variant in ab]
+    schedule += [("blocking", default, False, seconds), ("spin_busy_poll", (3600.0, warm_ms), True, seconds)]
+    pooled: dict[str, tuple[list, dict, list]] = {}
+    feed_cpu: dict[str, list[float]] = {}  # phase -> [cpu seconds, wall seconds]
     try:
-        for busy_poll_s in sorted({p[1] for p in phases}):
+        for variant, group in itertools.groupby(schedule, key=lambda p: p[1]):
+            busy_poll_s, variant_warm_ms = variant
             namespace = "p" + uuid.uuid4().hex[:8]
             cfg = ExchangeConfig(name="bybit", symbols=[SYMBOL], markets=["linear"], book_depth=20,
                                  book_capacity=20, trades=False, busy_poll_s=busy_poll_s,
+                                 warm_interval_ms=variant_warm_ms,
                                  endpoints=get_adapter("bybit").sim_endpoints(sim.endpoints()))
             if args.sched_slice_us is not None:
                 cfg.sched_slice_us = args.sched_slice_us
@@ -336,9 +359,16 @@ def main() -> int:
             feed.start()
             try:
                 wait_live(namespace)
-                for name, busy, spin in phases:
-                    if busy == busy_poll_s:
-                        results[name] = run_shm_phase(name, namespace, spin, seconds, log)
+                for name, _, spin, phase_s in group:
+                    cpu0, t0 = _cpu_s(feed.pid), time.monotonic()
+                    seen, sent, overhead = run_shm_phase(namespace, spin, phase_s, log)
+                    used = feed_cpu.setdefault(name, [0.0, 0.0])
+                    used[0] += _cpu_s(feed.pid) - cpu0
+                    used[1] += time.monotonic() - t0
+                    acc = pooled.setdefault(name, ([], {}, []))
+                    acc[0].extend(seen)
+                    acc[1].update(sent)
+                    acc[2].extend(overhead)
             finally:
                 feed.terminate()
                 feed.join(10)
@@ -346,6 +376,11 @@ def main() -> int:
                     feed.kill()
                 for name in shm.list_names(namespace):
                     shm.unlink(name)
+        for name in ("spin", "blocking", "spin_no_warm", "spin_busy_poll"):
+            seen, sent, overhead = pooled[name]
+            print(f"# {name}: {breakdown(seen, sent)}; sender overhead (send() call -> socket write) p50 "
+                  f"{pct(sorted(overhead), 50):.1f} us, not counted")
+            results[name] = (latencies(seen, sent), len(seen))
         results["baseline"] = run_baseline(sim.endpoints()["bybit"][0], seconds, log)
     finally:
         sim.stop()
@@ -361,7 +396,13 @@ def main() -> int:
     summary = {"sender": "mdengine.sim (bybit orderbook.50 deltas over loopback WebSocket), stamped at the socket "
                "write", "rate_hz": args.rate, "seconds_per_phase": seconds, "cpus": os.cpu_count(),
                "cold_work_hot_us": round(hot_us, 1), "cold_work_after_gap_us": round(gap_us, 1),
-               "feed_sched_slice_us": cfg.sched_slice_us, "book_implementation": book_implementation}
+               "feed_sched_slice_us": cfg.sched_slice_us, "feed_warm_interval_ms": warm_ms,
+               "book_implementation": book_implementation}
+    cpu_pct = {name: 100.0 * cpu / wall for name, (cpu, wall) in feed_cpu.items()}
+    for name, v in cpu_pct.items():
+        summary[f"feed_cpu_pct_{name}"] = round(v, 1)
+    print("# feed process CPU (% of one core) during each phase: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in cpu_pct.items()))
     for name, (lat, n_seen) in results.items():
         print(f"{name:18s} n={len(lat):5d} (seen {n_seen:5d})  p50={pct(lat, 50):8.1f} us  p90={pct(lat, 90):8.1f} us  "
               f"p99={pct(lat, 99):8.1f} us  max={lat[-1] if lat else float('nan'):9.1f} us")
@@ -369,7 +410,8 @@ def main() -> int:
         for p in (50, 90, 99):
             summary[f"{name}_p{p}_us"] = round(pct(lat, p), 1)
     print("# floor_*_hop: a bare Python TCP hop on loopback (no WebSocket, no parsing, no book, no shared memory) "
-          "with one more process spinning; spin_busy_poll is the feed with busy_poll_s set (a core of its own)")
+          "with one more process spinning; spin_busy_poll is the feed with busy_poll_s set (a core of its own); "
+          "spin_no_warm is the default feed without its idle warm-up pass")
     print(json.dumps(summary))
     return 0
 

@@ -57,6 +57,7 @@ heartbeat_interval_s = 0.2
 silence_timeout_s = 9
 busy_poll_s = 0.25
 sched_slice_us = 250
+warm_interval_ms = 2.5
 options = { x = 1 }
 """))
     assert cfg.namespace == "ns_1" and cfg.log_level == "DEBUG" and cfg.keep_segments
@@ -65,7 +66,7 @@ options = { x = 1 }
         name="okx", symbols=["BTC/USDT"], markets=["SPOT"], book_depth=400, book_mode="partial", trades=False,
         endpoints={"ws": "ws://a", "rest": "http://b"}, max_symbols=4, book_capacity=400, trade_capacity=1024,
         stale_after_s=1.5, heartbeat_interval_s=0.2, silence_timeout_s=9.0, record_dir="/tmp/rec",
-        busy_poll_s=0.25, sched_slice_us=250.0, options={"x": 1})]
+        busy_poll_s=0.25, sched_slice_us=250.0, warm_interval_ms=2.5, options={"x": 1})]
 
 
 def test_empty_config_is_the_default_engine():
@@ -101,6 +102,8 @@ def test_empty_config_is_the_default_engine():
     ("namespce='x'", "namespce: unknown key (did you mean 'namespace'?)"),
     ("[defaults]\nsched_slice_us=50", "defaults.sched_slice_us: 50.0 us; Linux takes slices of 100 to 100000 us"),
     ("[defaults]\nsched_slice_us=-1", "defaults.sched_slice_us: expected"),
+    ("[defaults]\nwarm_interval_ms=0.01", "defaults.warm_interval_ms: 0.01 ms; a warm-up interval is 0.1 to 1000"),
+    ("[defaults]\nwarm_interval_ms=-1", "defaults.warm_interval_ms: expected"),
 ])
 def test_bad_config_names_the_key(toml, message):
     with pytest.raises(ConfigError) as info:
@@ -142,7 +145,8 @@ _scalar = st.one_of(st.sampled_from(EXCHANGES), st.integers(-10, 10**6), st.floa
                     st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2))
 _keys = st.sampled_from(["name", "symbols", "markets", "book_depth", "book_mode", "trades", "endpoints",
                          "max_symbols", "book_capacity", "trade_capacity", "stale_after_s", "silence_timeout_s",
-                         "record_dir", "busy_poll_s", "sched_slice_us", "options", "bogus"])
+                         "record_dir", "busy_poll_s", "sched_slice_us", "warm_interval_ms", "options",
+                         "bogus"])
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

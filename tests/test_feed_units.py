@@ -501,3 +501,97 @@ def test_FeedLoop_submit_never_loses_a_wakeup_under_concurrent_posters():
     finally:
         loop.stop()
         t.join(10)
+
+
+class WarmAdapter(EchoAdapter):
+    """EchoAdapter that records warm-up passes (or fails them, with `fail`)."""
+
+    def __init__(self, url: str, fail: bool = False) -> None:
+        super().__init__(url)
+        self.fail = fail
+        self.warmed: list[tuple[str, str]] = []
+
+    def warm(self, conn, data, recv_ns):
+        self.warmed.append((conn, data))
+        if self.fail:
+            raise RuntimeError("bug in warm")
+        return []
+
+
+class ErrorSink(NullSink):
+    def __init__(self):
+        super().__init__()
+        self.errors: list[str] = []
+        self.warm_calls = 0
+
+    def error(self, text):
+        self.errors.append(text)
+
+    def warm(self, events):
+        self.warm_calls += 1
+
+
+def _one_frame_then_silence(adapter_factory, options, tap=None):
+    def handler(conn):
+        conn.send('{"n":1}')
+        time.sleep(1.5)  # longer than any test below runs: no close, so no reconnect and no second frame
+
+    server = serve(handler, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/x"
+    adapter, sink = adapter_factory(url), ErrorSink()
+    loop = FeedLoop(adapter, sink, options=options, tap=tap)
+    t = threading.Thread(target=loop.run)
+    t.start()
+    loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+    deadline = time.monotonic() + 10
+    while not adapter.frames:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return server, loop, t, adapter, sink
+
+
+def test_FeedLoop_warms_with_the_last_frame_while_idle_then_stops_after_warm_for_s():
+    taps: list[str] = []
+    server, loop, t, adapter, sink = _one_frame_then_silence(
+        WarmAdapter, LoopOptions(warm_interval_s=0.01, warm_for_s=0.4), tap=lambda kind, *a: taps.append(kind))
+    try:
+        time.sleep(0.8)
+        n = len(adapter.warmed)
+        assert 15 <= n <= 45, n  # ~one pass per 10 ms during the 0.4 s after the frame
+        assert set(adapter.warmed) == {("c", '{"n":1}')}
+        assert sink.warm_calls == n and loop.submit(lambda: loop.warm_passes).result(5) == n
+        time.sleep(0.3)
+        assert len(adapter.warmed) == n  # silent longer than warm_for_s: asleep again
+        assert adapter.frames == ['{"n":1}'] and taps.count("recv") == 1  # passes are not frames
+    finally:
+        loop.stop()
+        t.join(10)
+        server.shutdown()
+    assert not t.is_alive()
+
+
+def test_FeedLoop_a_failing_warm_pass_is_reported_once_and_warming_stops():
+    server, loop, t, adapter, sink = _one_frame_then_silence(
+        lambda url: WarmAdapter(url, fail=True), LoopOptions(warm_interval_s=0.01))
+    try:
+        time.sleep(0.3)
+        assert len(adapter.warmed) == 1
+        assert len(sink.errors) == 1 and "warm-up pass: RuntimeError: bug in warm" in sink.errors[0]
+        assert loop.submit(lambda: loop.connections()).result(5) == {"c": "open"}  # the feed lives on
+    finally:
+        loop.stop()
+        t.join(10)
+        server.shutdown()
+    assert not t.is_alive()
+
+
+def test_FeedLoop_without_warm_interval_never_warms():
+    server, loop, t, adapter, sink = _one_frame_then_silence(WarmAdapter, LoopOptions())
+    try:
+        time.sleep(0.2)
+        assert adapter.warmed == [] and sink.warm_calls == 0
+    finally:
+        loop.stop()
+        t.join(10)
+        server.shutdown()

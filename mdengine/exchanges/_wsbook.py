@@ -27,6 +27,7 @@ from .base import Adapter, AdapterError
 
 _TRADE_SEEN_MAX = 2048  # trade ids remembered per symbol for de-duplication (Bitget replays)
 _MAX_PENDING = 1024  # request ids remembered for attributing error replies
+_SCRATCH_CONN = "(warm-up)"  # a scratch symbol's connection: never open, so a verdict on it sends nothing
 
 
 class WsBookAdapter(Adapter):
@@ -142,6 +143,18 @@ class WsBookAdapter(Adapter):
     def is_live(self, key: SymbolKey) -> bool:
         s = self.syms.get(key)
         return s is not None and s.state == LIVE
+
+    # ------------------------------------------------------------------ warm-up (see Adapter.warm)
+    def _scratch(self, sym: SymbolSync, seq: int) -> SymbolSync:
+        """A LIVE stand-in for `sym` holding a copy of its book, at sequence position `seq` (the one a replayed
+        frame follows). Its connection is never open, so `_fail` on it queues no resubscribe; its trade memory
+        starts empty. Only `LIVE` symbols get one: a syncing book has nothing worth warming."""
+        s = SymbolSync(sym.inst, _SCRATCH_CONN, sym.channel)
+        s.book = sym.book.copy()
+        s.state = LIVE
+        s.ever_live = True
+        s.seq = seq
+        return s
 
     # ------------------------------------------------------------------ verdicts shared by subclasses
     def _fail(self, sym: SymbolSync, kind: str, detail: str) -> list[Event]:

@@ -85,6 +85,14 @@ class Adapter(ABC):
     def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
         """One frame received. Malformed input yields ProtocolError events, never an exception."""
 
+    def warm(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        """Handle `data` (a market-data frame `on_frame` already took) again on scratch copies of the symbol's
+        book and sequence state, and return the events, which refer to those copies. Nothing of this adapter
+        changes: no book, sequence, subscription or request state, and no message to send. The feed loop calls
+        it while idle to keep the frame path's code and data in the CPU caches (docs/feed.md, "Warm-up").
+        Frames that are not book or trade data yield []; so does every adapter that does not implement it."""
+        return []
+
     @abstractmethod
     def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
         """Answer to a FetchRest (status 0 = transport error; body then holds the error text)."""

@@ -59,6 +59,7 @@ _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
 # chain on the book or show a gap, which resyncs only that symbol).
 ROTATE_AFTER_S = 23.5 * 3600
 _TAKEOVER_NS = 30 * 1_000_000_000
+_SCRATCH_CONN = "(warm-up)"  # the connection of a warm-up pass's stand-in symbol (see BinanceAdapter.warm)
 
 
 # ----------------------------------------------------------------------------- the sync state machine
@@ -628,6 +629,29 @@ class BinanceAdapter(Adapter):
         except _BAD_INPUT as e:
             return [ProtocolError(conn, f"{type(e).__name__}: {e} in {_excerpt(data)}", key=key)]
 
+    def warm(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            obj = _loads(data)
+            sym, kind = self._routes[conn][obj["stream"]]
+            if sym.state is not LIVE:
+                return []
+            d = obj["data"]
+            # A LIVE stand-in holding a copy of the book; its snapshot requests go nowhere (see _no_request).
+            scratch = SymbolSync(sym.inst, sym.book.copy(), _SCRATCH_CONN)
+            scratch.state = LIVE
+            if kind == _DEPTH:
+                if d["u"] != sym.book.update_id:
+                    return []  # not the diff that made the current book (a duplicate, say): nothing to replay
+                scratch.book.update_id = d["pu"] if sym.futures else d["U"] - 1  # as the diff after the copy's id
+                return scratch.on_diff(d, recv_ns, _no_request)
+            if kind == _TRADE:
+                return self._on_trade(scratch, d, recv_ns)
+            if sym.futures:
+                return scratch.on_partial(d["b"], d["a"], d["u"], d.get("E"), recv_ns)
+            return scratch.on_partial(d["bids"], d["asks"], d["lastUpdateId"], None, recv_ns)
+        except _BAD_INPUT:  # orjson's JSONDecodeError is a ValueError
+            return []
+
     def _on_trade(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:
         e = d["e"]
         if e == "trade":
@@ -802,6 +826,11 @@ class BinanceAdapter(Adapter):
 
 
 _DEPTH, _PARTIAL, _TRADE = 0, 1, 2
+
+
+def _no_request(sym: SymbolSync) -> FetchRest:
+    """A scratch symbol's snapshot request: an event like the real one, but no request id is remembered."""
+    return FetchRest(_SCRATCH_CONN, "", sym.key)
 
 
 def _shutdown(conn: str) -> list[Event]:

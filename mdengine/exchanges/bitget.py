@@ -155,6 +155,28 @@ class BitgetAdapter(WsBookAdapter):
         except _PARSE_ERRORS as e:
             return [ProtocolError(conn, f"unexpected Bitget frame: {e!r}")]
 
+    def warm(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            msg = loads(data)
+            arg = msg["arg"]
+            d = msg["data"][0]
+            sym = self.syms.get((arg["instType"], arg["instId"]))
+            if sym is None or sym.state != LIVE:
+                return []
+            ch = arg["channel"]
+            if ch == "trade":
+                return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
+            if ch != sym.channel:
+                return []
+            pseq, seq = d.get("pseq"), d.get("seq")
+            if seq is not None and seq != sym.seq:
+                return []  # not the update that made the current book: nothing to replay
+            # replayed as the update that follows the copy's seq
+            prior = pseq if type(pseq) is int else seq - 1 if type(seq) is int else sym.seq
+            return self._on_book(self._scratch(sym, prior), msg, recv_ns)
+        except _PARSE_ERRORS:
+            return []
+
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")
         if ev in ("subscribe", "unsubscribe"):

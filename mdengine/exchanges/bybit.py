@@ -159,6 +159,22 @@ class BybitAdapter(WsBookAdapter):
         except _PARSE_ERRORS as e:
             return [ProtocolError(conn, f"unexpected Bybit frame: {e!r}")]
 
+    def warm(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            msg = loads(data)
+            topic = msg["topic"]
+            sym = self._alias.get(f"{_category(conn)}|{topic}")
+            if sym is None or sym.state != LIVE:
+                return []
+            if topic[0] == "o":
+                u = msg["data"]["u"]
+                if u != sym.seq:
+                    return []  # not the update that made the current book (a duplicate, say): nothing to replay
+                return self._on_book(self._scratch(sym, u - 1), msg, recv_ns)  # as the delta after the copy's id
+            return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
+        except _PARSE_ERRORS:
+            return []
+
     def _on_op(self, conn: str, msg: dict) -> list[Event]:
         op = msg.get("op")
         if op in ("ping", "pong"):

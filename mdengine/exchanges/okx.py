@@ -172,6 +172,29 @@ class OkxAdapter(WsBookAdapter):
         except _PARSE_ERRORS as e:
             return [ProtocolError(conn, f"unexpected OKX frame: {e!r}")]
 
+    def warm(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
+        try:
+            msg = loads(data)
+            arg = msg["arg"]
+            d = msg["data"][0]
+            sym = self._alias.get(arg["instId"])
+            if sym is None or sym.state != LIVE:
+                return []
+            ch = arg["channel"]
+            if ch == "books":
+                seq, prev = d.get("seqId"), d.get("prevSeqId")
+                if seq is not None and seq != sym.seq:
+                    return []  # not the update that made the current book: nothing to replay
+                # replayed as the update that follows the copy's seqId
+                return self._on_books(self._scratch(sym, prev if type(prev) is int else sym.seq), msg, recv_ns)
+            if ch == "trades":
+                return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
+            if ch in _PARTIAL:
+                return self._on_partial(self._scratch(sym, sym.seq), d, recv_ns)
+            return []
+        except _PARSE_ERRORS:
+            return []
+
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")
         if ev in ("subscribe", "unsubscribe", "channel-conn-count"):

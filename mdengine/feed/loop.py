@@ -63,6 +63,11 @@ class LoopOptions:
     # The loop thread's scheduler slice (µs, Linux >= 6.12; 0 leaves the kernel's ~3 ms): a short one lets a
     # frame's wake-up preempt whatever runs on the free CPU instead of queueing behind it (see feed/sched.py).
     sched_slice_us: float = 0.0
+    # While idle, replay the last data frame through scratch copies of the adapter's and the sink's frame path
+    # this often (0: never). After ~10 ms asleep the frame path runs cold (its code and data left the CPU
+    # caches: ~3x slower); re-running it every 1 ms keeps it warm (docs/feed.md, "Warm-up").
+    warm_interval_s: float = 0.0
+    warm_for_s: float = 5.0  # a connection silent this long is not worth keeping warm: the loop sleeps again
 
 
 class Sink(Protocol):
@@ -78,6 +83,8 @@ class Sink(Protocol):
     def error(self, text: str) -> None: ...
     # optional: called after every round of reads, calls and timers (Publisher: futex-wake blocked readers)
     # def wake_readers(self) -> None: ...
+    # optional: each warm-up pass's events (Adapter.warm, maybe none), for a private copy of the publish path
+    # def warm(self, events: list[Event]) -> None: ...
 
 
 class FeedLoop:
@@ -105,6 +112,9 @@ class FeedLoop:
         self._stopping = False
         self._thread_id: int | None = None
         self._frames = 0
+        self._last_frame: tuple[str, str | bytes] | None = None  # (conn, data) of the newest data frame
+        self._warm_s = self.opts.warm_interval_s
+        self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
         self._requests: dict[type, Callable[[Any], None]] = {
             Send: self._on_send, OpenConnection: self._on_open_request, CloseConnection: self._on_close_request,
@@ -206,7 +216,10 @@ class FeedLoop:
         next_tick = next_beat = 0.0
         busy_poll_s = self.opts.busy_poll_s
         poll_until = 0.0  # busy polling: select() with no timeout until then
+        warm_at = 0.0  # while idle, the next warm-up pass is due then (monotonic)
         wake_readers = getattr(self.sink, "wake_readers", None) or (lambda: None)
+        if self._warm_s > 0:
+            self.log.info("warm-up pass every %g ms while idle", self._warm_s * 1e3)
         try:
             while not self._stopping:
                 now = time.monotonic()
@@ -217,10 +230,20 @@ class FeedLoop:
                     self._tick(now)
                     next_tick = now + TICK_S
                 deadline = min(next_tick, timers[0][0]) if timers else next_tick
+                if self._last_frame is not None and self._warm_s > 0 and warm_at < deadline:
+                    deadline = warm_at
                 timeout = 0.0 if ready or now < poll_until else max(0.0, deadline - now)
                 events = sel.select(timeout)
-                if events and busy_poll_s > 0:
-                    poll_until = time.monotonic() + busy_poll_s
+                if events:
+                    if busy_poll_s > 0:
+                        poll_until = time.monotonic() + busy_poll_s
+                    if self._warm_s > 0:
+                        warm_at = time.monotonic() + self._warm_s
+                elif not ready and self._last_frame is not None and self._warm_s > 0:
+                    t = time.monotonic()
+                    if t >= warm_at:
+                        self._warm(t)
+                        warm_at = time.monotonic() + self._warm_s
                 for key, _ in events:
                     conn = key.data
                     if conn is None:
@@ -237,6 +260,27 @@ class FeedLoop:
                 wake_readers()  # one wake-up per round, however many frames it published
         finally:
             self._shutdown()
+
+    def _warm(self, now: float) -> None:
+        """Replay the newest data frame through the adapter's and the sink's warm-up paths (scratch copies of
+        book, sequence state and segment; see Adapter.warm). A failure there is a bug: reported once, and the
+        loop stops warming rather than risk anything else."""
+        name, data = self._last_frame  # type: ignore[misc]
+        c = self._conns.get(name)
+        if c is None or c.state is not OPEN or now - c.last_recv > self.opts.warm_for_s:
+            self._last_frame = None  # the next data frame starts warming again
+            return
+        try:
+            events = self.adapter.warm(name, data, time.time_ns())
+            sink_warm = getattr(self.sink, "warm", None)
+            if sink_warm is not None:
+                sink_warm(events)
+        except Exception as e:
+            self.log.exception("conn=%s warm-up pass failed; warm-up is off from now on", name)
+            self.sink.error(f"{name}: warm-up pass: {type(e).__name__}: {e}")
+            self._warm_s = 0.0
+            return
+        self.warm_passes += 1
 
     def _run_calls(self) -> None:
         # Drain first, then clear the flag, then run the queue. Clearing first loses wake-ups: a poster
@@ -365,6 +409,8 @@ class FeedLoop:
             self._lost(c, f"{type(e).__name__}: {e}")
             return
         self._frames += n
+        if n and data is not None:
+            self._last_frame = (name, data)
         if got:
             c.last_recv = time.monotonic()
             if c.ws is ws and c.has_buffered():

@@ -61,6 +61,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.silence_timeout_s = cfg.silence_timeout_s if cfg.silence_timeout_s is not None else opts.silence_timeout_s
         opts.busy_poll_s = cfg.busy_poll_s or opts.busy_poll_s
         opts.sched_slice_us = cfg.sched_slice_us
+        opts.warm_interval_s = cfg.warm_interval_ms / 1e3
         loop = FeedLoop(adapter, publisher, options=opts, log=log)
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:

@@ -60,6 +60,7 @@ class Publisher:
         self.on_subscribe_failed: Callable[[SymbolKey | None, str], None] | None = None
         #: called with the key when a symbol's book first goes live (after a subscribe or a resync)
         self.on_synced: Callable[[SymbolKey], None] | None = None
+        self._scratch: Publisher | None = None  # warm-up passes publish into it (see `warm`)
         self._handlers: dict[type, Callable] = {
             BookChanged: self._book, TradesReceived: self._trades, BookInvalid: self._invalid,
             SymbolSynced: self._synced, SubscribeFailed: self._refused, ProtocolError: self._protocol,
@@ -158,6 +159,28 @@ class Publisher:
     def _notice(self, ev: Notice) -> None:
         self.log.info("conn=%s %s%s", ev.conn, ev.message, f" {ev.extra}" if ev.extra else "")
 
+    # ------------------------------------------------------------------ warm-up
+    def warm(self, events: list[Event]) -> None:
+        """One warm-up pass (FeedLoop, docs/feed.md "Warm-up"): its book and trade events go through the same
+        publish code into a private one-slot segment. This feed's segment sees only the `warm_passes` count."""
+        self.q[_C["warm_passes"]] += 1
+        scratch = self._scratch
+        if scratch is None:
+            writer = SegmentWriter.private(self.exchange, book_capacity=self.w.capacity)
+            scratch = self._scratch = Publisher(writer, self.exchange, depth=self.depth, log=self.log)
+        for ev in events:
+            cls = ev.__class__
+            if cls is not BookChanged and cls is not TradesReceived:
+                continue  # verdicts on a scratch copy (a replayed gap, say) are nobody's business
+            if ev.key not in scratch.slots:  # every symbol shares the private segment's one slot
+                s = self.slots.get(ev.key)
+                if s is None:
+                    continue
+                if not scratch.slots:
+                    scratch.add(s.inst)
+                scratch.slots[ev.key] = _Slot(0, s.inst, scratch.w.view.slot_base(0))
+            scratch.on_event(ev)
+
     # ------------------------------------------------------------------ loop reports
     def received(self, frames: int, nbytes: int) -> None:
         q = self.q
@@ -214,3 +237,6 @@ class Publisher:
         """Every book this feed published goes STALE: nobody keeps it current any more."""
         for s in self.slots.values():
             self.w.publish_state(s.slot, _STALE)
+        if self._scratch is not None:
+            self._scratch.w.close()
+            self._scratch = None

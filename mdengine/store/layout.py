@@ -46,7 +46,7 @@ CACHE_LINE = 64
 
 MAGIC = 0x31_4D_48_53_45_44_4D  # b"MDESHM1\0" read as a little-endian uint64
 LAYOUT_MAJOR = 1
-LAYOUT_MINOR = 1  # 1.1: publishes are followed by a futex wake on the publish counter
+LAYOUT_MINOR = 2  # 1.1: publishes are followed by a futex wake on the publish counter; 1.2: warm_passes
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:
@@ -102,7 +102,7 @@ COUNTER_NAMES = (
     "bytes_received",
     "record_errors",  # recorder write failures
     "last_latency_ns",  # wire-to-publish latency of the latest book publish
-    "reserved",
+    "warm_passes",  # warm-up passes run while idle (1.2; 0 in earlier writers' segments)
 )
 COUNTER_OFFSETS = {name: COUNTERS_OFFSET + 8 * i for i, name in enumerate(COUNTER_NAMES)}
 # Line 7: last error, for `mdengine status`.

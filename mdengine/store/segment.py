@@ -141,7 +141,7 @@ class SegmentView:
         return self.q[L.DIRECTORY_VERSION_OFFSET >> 3]
 
     def counters(self) -> dict[str, int]:
-        return {name: self.q[off >> 3] for name, off in L.COUNTER_OFFSETS.items() if name != "reserved"}
+        return {name: self.q[off >> 3] for name, off in L.COUNTER_OFFSETS.items()}
 
     def last_error(self) -> tuple[int, str]:
         off = L.LAST_ERROR_TEXT_OFFSET

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import mmap
 import os
 import struct
 import time
@@ -59,22 +60,38 @@ def create_segment(namespace: str, exchange: str, *, max_symbols: int = 32, book
     """
     check_memory_model()
     name = shm.segment_name(namespace, exchange)
-    size = L.segment_size(max_symbols, book_capacity, trade_capacity)
-    seg = shm.create(name, size)
+    seg = shm.create(name, L.segment_size(max_symbols, book_capacity, trade_capacity))
     try:
-        buf = seg.buf
-        geometry = L.SlotGeometry(book_capacity, trade_capacity)
-        struct.pack_into("<IIQIIIIIIq", buf, L.LAYOUT_MAJOR_OFFSET, L.LAYOUT_MAJOR, L.LAYOUT_MINOR, size,
-                         max_symbols, book_capacity, trade_capacity, geometry.size, L.slots_offset(max_symbols),
-                         L.DIRECTORY_OFFSET, time.time_ns())
-        buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + len(exchange)] = exchange.encode()
-        buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + len(namespace)] = namespace.encode()
-        pid = os.getpid() if owner_pid is None else owner_pid
-        struct.pack_into("<qq", buf, L.OWNER_PID_OFFSET, pid, process_start_ns(pid))
-        struct.pack_into("<Q", buf, L.MAGIC_OFFSET, L.MAGIC)
+        _initialise(seg.buf, namespace, exchange, max_symbols, book_capacity, trade_capacity, owner_pid)
     finally:
         seg.close()
     return name
+
+
+def _initialise(buf: memoryview, namespace: str, exchange: str, max_symbols: int, book_capacity: int,
+                trade_capacity: int, owner_pid: int | None) -> None:
+    size = L.segment_size(max_symbols, book_capacity, trade_capacity)
+    geometry = L.SlotGeometry(book_capacity, trade_capacity)
+    struct.pack_into("<IIQIIIIIIq", buf, L.LAYOUT_MAJOR_OFFSET, L.LAYOUT_MAJOR, L.LAYOUT_MINOR, size,
+                     max_symbols, book_capacity, trade_capacity, geometry.size, L.slots_offset(max_symbols),
+                     L.DIRECTORY_OFFSET, time.time_ns())
+    buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + len(exchange)] = exchange.encode()
+    buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + len(namespace)] = namespace.encode()
+    pid = os.getpid() if owner_pid is None else owner_pid
+    struct.pack_into("<qq", buf, L.OWNER_PID_OFFSET, pid, process_start_ns(pid))
+    struct.pack_into("<Q", buf, L.MAGIC_OFFSET, L.MAGIC)
+
+
+class _PrivateMemory:
+    """Anonymous memory of this process only: what `SegmentWriter.private` writes into."""
+
+    def __init__(self, size: int) -> None:
+        self._map = mmap.mmap(-1, size)
+        self.buf = memoryview(self._map)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._map.close()
 
 
 class SegmentWriter:
@@ -95,7 +112,24 @@ class SegmentWriter:
                 self.created = True
             except shm.SegmentExists:
                 pass
-        self._shm = shm.attach_writable(self.name)
+        self._attach(shm.attach_writable(self.name), native)
+
+    @classmethod
+    def private(cls, exchange: str, *, max_symbols: int = 1, book_capacity: int = 50, trade_capacity: int = 16,
+                native: bool = True) -> SegmentWriter:
+        """A writer of a segment in this process's own anonymous memory: the same layout and the same publish
+        code, but no name, so no reader can ever see it (the feed's warm-up pass writes there)."""
+        check_memory_model()
+        memory = _PrivateMemory(L.segment_size(max_symbols, book_capacity, trade_capacity))
+        _initialise(memory.buf, "", exchange, max_symbols, book_capacity, trade_capacity, None)
+        self = cls.__new__(cls)
+        self.name = f"(private {exchange})"
+        self.created = True
+        self._attach(memory, native)
+        return self
+
+    def _attach(self, memory: shm.shared_memory.SharedMemory | _PrivateMemory, native: bool) -> None:
+        self._shm = memory
         self.view = SegmentView(self._shm.buf, self.name)
         self.buf = self._shm.buf
         self.q = self.view.q
