@@ -586,6 +586,20 @@ def test_FeedLoop_a_failing_warm_pass_is_reported_once_and_warming_stops():
     assert not t.is_alive()
 
 
+def test_FeedLoop_does_not_replay_a_frame_longer_than_WARM_MAX_CHARS(monkeypatch):
+    from mdengine.feed import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "WARM_MAX_CHARS", 5)  # the test frame, '{"n":1}', is 7 characters
+    server, loop, t, adapter, sink = _one_frame_then_silence(WarmAdapter, LoopOptions(warm_interval_s=0.01))
+    try:
+        time.sleep(0.2)
+        assert adapter.frames == ['{"n":1}'] and adapter.warmed == []
+    finally:
+        loop.stop()
+        t.join(10)
+        server.shutdown()
+
+
 def test_FeedLoop_without_warm_interval_never_warms():
     server, loop, t, adapter, sink = _one_frame_then_silence(WarmAdapter, LoopOptions())
     try:

@@ -39,6 +39,9 @@ from .wsconn import CLOSED, CONNECTING, IDLE, OPEN, WOULD_BLOCK, WsConn
 Tap = Callable[[str, str, Any, int], None]  # (kind, url, data, recv_ns); kind: connect|disconnect|recv|send|http
 RestCallback = Callable[[str, int, bytes, int], list[Event]]  # (request_id, status, body, recv_ns) -> events
 TICK_S = 0.05
+# A frame longer than this is not replayed by warm-up passes: a big snapshot (Bybit orderbook.1000, OKX's 400
+# levels) costs far more than a delta to replay every interval, and deltas, the frames worth warming, are short.
+WARM_MAX_CHARS = 16_384
 _WS_ERRORS = (websocket.WebSocketException, OSError, ValueError)
 _TEXT = ABNF.OPCODE_TEXT
 
@@ -267,8 +270,8 @@ class FeedLoop:
         loop stops warming rather than risk anything else."""
         name, data = self._last_frame  # type: ignore[misc]
         c = self._conns.get(name)
-        if c is None or c.state is not OPEN or now - c.last_recv > self.opts.warm_for_s:
-            self._last_frame = None  # the next data frame starts warming again
+        if c is None or c.state is not OPEN or now - c.last_recv > self.opts.warm_for_s or len(data) > WARM_MAX_CHARS:
+            self._last_frame = None  # the next (short) data frame starts warming again
             return
         try:
             events = self.adapter.warm(name, data, time.time_ns())
