@@ -67,8 +67,9 @@ class LoopOptions:
     # frame's wake-up preempt whatever runs on the free CPU instead of queueing behind it (see feed/sched.py).
     sched_slice_us: float = 0.0
     # While idle, replay the last data frame through scratch copies of the adapter's and the sink's frame path
-    # this often (0: never). After ~10 ms asleep the frame path runs cold (its code and data left the CPU
-    # caches: ~3x slower); re-running it every 1 ms keeps it warm (docs/feed.md, "Warm-up").
+    # this often, starting two intervals after the last socket event (0: never). After ~10 ms asleep the frame
+    # path runs cold (its code and data left the CPU caches: ~3x slower); re-running it every 1 ms keeps it warm
+    # (docs/feed.md, "Warm-up").
     warm_interval_s: float = 0.0
     warm_for_s: float = 5.0  # a connection silent this long is not worth keeping warm: the loop sleeps again
 
@@ -240,8 +241,8 @@ class FeedLoop:
                 if events:
                     if busy_poll_s > 0:
                         poll_until = time.monotonic() + busy_poll_s
-                    if self._warm_s > 0:
-                        warm_at = time.monotonic() + self._warm_s
+                    if self._warm_s > 0:  # the first pass after two intervals: a busy feed (gaps ~ one
+                        warm_at = time.monotonic() + 2 * self._warm_s  # interval) gains nothing from passes
                 elif not ready and self._last_frame is not None and self._warm_s > 0:
                     t = time.monotonic()
                     if t >= warm_at:
