@@ -179,7 +179,7 @@ def _until(pred, what: str, timeout: float = 20.0):
 def test_a_feed_warms_while_idle_keeps_its_books_exact_and_sleeps_after_silence():
     from mdengine.sim import Simulator
     from mdengine.store import shm
-    from mdengine.store.layout import BookState
+    from mdengine.store.layout import BookState, WriterState
     from mdengine.store.reader import SegmentReader
 
     with Simulator(seed=3, exchanges=["bybit"], symbols=["BTC/USDT", "BTC/USDT:USDT"], rate_hz=20.0) as sim:
@@ -221,6 +221,12 @@ def test_a_feed_warms_while_idle_keeps_its_books_exact_and_sleeps_after_silence(
                 assert warm()[name] == cold()[name] == 0, name
             sim.resume()
             _until(lambda: warm()["warm_passes"] > quiet + 50, "warming again once frames flow")
+            # SIGTERM: a clean stop (the private segment is closed too) leaves the writer STOPPED, not RUNNING
+            for p in procs:
+                p.terminate()
+                p.join(10)
+            for r in readers:
+                assert r.view.writer_state == WriterState.STOPPED, r.view.writer_state
         finally:
             sim.resume()
             for r in readers:
