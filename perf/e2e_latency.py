@@ -339,8 +339,8 @@ def main() -> int:
     warm_ms = args.warm_interval_ms if args.warm_interval_ms is not None else ExchangeConfig("bybit").warm_interval_ms
     default, no_warm = (0.0, warm_ms), (0.0, 0.0)
     chunks = 2 if args.quick else 3
-    ab = [("spin", default), ("spin_no_warm", no_warm)] * 2
-    ab = [ab[0], ab[1], ab[1], ab[0], ab[0], ab[1]][:2 * chunks]
+    on, off = ("spin", default), ("spin_no_warm", no_warm)
+    ab = [on, off, off, on, on, off][:2 * chunks]
     schedule = [(name, variant, True, seconds / chunks) for name, variant in ab]
     schedule += [("blocking", default, False, seconds), ("spin_busy_poll", (3600.0, warm_ms), True, seconds)]
     pooled: dict[str, tuple[list, dict, list]] = {}

@@ -23,11 +23,10 @@ from ..events import (
 )
 from ..symbols import Instrument, InstrumentIndex
 from ._sync import LIVE, SymbolSync
-from .base import Adapter, AdapterError
+from .base import SCRATCH_CONN, Adapter, AdapterError
 
 _TRADE_SEEN_MAX = 2048  # trade ids remembered per symbol for de-duplication (Bitget replays)
 _MAX_PENDING = 1024  # request ids remembered for attributing error replies
-_SCRATCH_CONN = "(warm-up)"  # a scratch symbol's connection: never open, so a verdict on it sends nothing
 
 
 class WsBookAdapter(Adapter):
@@ -149,7 +148,7 @@ class WsBookAdapter(Adapter):
         """A LIVE stand-in for `sym` holding a copy of its book, at sequence position `seq` (the one a replayed
         frame follows). Its connection is never open, so `_fail` on it queues no resubscribe; its trade memory
         starts empty. Only `LIVE` symbols get one: a syncing book has nothing worth warming."""
-        s = SymbolSync(sym.inst, _SCRATCH_CONN, sym.channel)
+        s = SymbolSync(sym.inst, SCRATCH_CONN, sym.channel)
         s.book = sym.book.copy()
         s.state = LIVE
         s.ever_live = True

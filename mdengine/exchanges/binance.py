@@ -35,7 +35,7 @@ from ..events import (
 )
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, InstrumentIndex, unified_symbol
-from .base import Adapter, AdapterError
+from .base import SCRATCH_CONN, Adapter, AdapterError
 
 _loads = orjson.loads
 _Requester = Callable[["SymbolSync"], FetchRest]  # makes the symbol's next snapshot request
@@ -59,7 +59,6 @@ _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
 # chain on the book or show a gap, which resyncs only that symbol).
 ROTATE_AFTER_S = 23.5 * 3600
 _TAKEOVER_NS = 30 * 1_000_000_000
-_SCRATCH_CONN = "(warm-up)"  # the connection of a warm-up pass's stand-in symbol (see BinanceAdapter.warm)
 
 
 # ----------------------------------------------------------------------------- the sync state machine
@@ -637,7 +636,7 @@ class BinanceAdapter(Adapter):
                 return []
             d = obj["data"]
             # A LIVE stand-in holding a copy of the book; its snapshot requests go nowhere (see _no_request).
-            scratch = SymbolSync(sym.inst, sym.book.copy(), _SCRATCH_CONN)
+            scratch = SymbolSync(sym.inst, sym.book.copy(), SCRATCH_CONN)
             scratch.state = LIVE
             if kind == _DEPTH:
                 if d["u"] != sym.book.update_id:
@@ -830,7 +829,7 @@ _DEPTH, _PARTIAL, _TRADE = 0, 1, 2
 
 def _no_request(sym: SymbolSync) -> FetchRest:
     """A scratch symbol's snapshot request: an event like the real one, but no request id is remembered."""
-    return FetchRest(_SCRATCH_CONN, "", sym.key)
+    return FetchRest(SCRATCH_CONN, "", sym.key)
 
 
 def _shutdown(conn: str) -> list[Event]:

@@ -118,6 +118,7 @@ class FeedLoop:
         self._frames = 0
         self._last_frame: tuple[str, str | bytes] | None = None  # (conn, data) of the newest data frame
         self._warm_s = self.opts.warm_interval_s
+        self._sink_warm: Callable[[list[Event]], None] | None = getattr(sink, "warm", None)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
         self._requests: dict[type, Callable[[Any], None]] = {
@@ -276,9 +277,8 @@ class FeedLoop:
             return
         try:
             events = self.adapter.warm(name, data, time.time_ns())
-            sink_warm = getattr(self.sink, "warm", None)
-            if sink_warm is not None:
-                sink_warm(events)
+            if self._sink_warm is not None:
+                self._sink_warm(events)
         except Exception as e:
             self.log.exception("conn=%s warm-up pass failed; warm-up is off from now on", name)
             self.sink.error(f"{name}: warm-up pass: {type(e).__name__}: {e}")
