@@ -26,48 +26,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "_scan.h"
+
 #if !PY_LITTLE_ENDIAN
 #error "the store's layout is little-endian, and this module writes it with native stores"
 #endif
-
-/* Exact powers of ten: each is a double, so mantissa / 10^k below is one correctly rounded operation. */
-static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
-/* "[-+]digits[.digits]" with at most 2^53 as the digits' integer and at most 22 decimals: the value is
-   mantissa / 10^decimals, both exact doubles, so one division gives the correctly rounded result, the one
-   strtod and float() give (Clinger's fast path). Returns 0 when the string is not of that form. */
-static int
-plain_decimal(const char *p, Py_ssize_t n, double *out)
-{
-    Py_ssize_t i = 0;
-    int neg = 0, digits = 0, decimals = -1;
-    uint64_t mant = 0;
-    if (n && (p[0] == '-' || p[0] == '+')) {
-        neg = p[0] == '-';
-        i = 1;
-    }
-    for (; i < n; i++) {
-        char c = p[i];
-        if (c == '.' && decimals < 0) {
-            decimals = 0;
-            continue;
-        }
-        if (c < '0' || c > '9')
-            return 0;
-        if (mant > (UINT64_C(1) << 53) / 10)
-            return 0;
-        mant = mant * 10 + (uint64_t)(c - '0');
-        digits++;
-        if (decimals >= 0)
-            decimals++;
-    }
-    if (!digits || mant > (UINT64_C(1) << 53) || decimals > 22)
-        return 0;
-    double v = decimals > 0 ? (double)mant / pow10_exact[decimals] : (double)mant;
-    *out = neg ? -v : v;
-    return 1;
-}
 
 /* float(o), as the Python code does it. A plain decimal ("60000.5", "0.00120") is parsed in place; a few
    more ASCII forms ("1e-3") by PyOS_string_to_double; anything else (whitespace, underscores, "inf", non-str)
