@@ -171,20 +171,14 @@ check_side(PyObject *keys, PyObject *qty, PyObject *raw)
     return 0;
 }
 
-/* one level change; *touched set when it is at or above `limit` */
+/* one level change at key k to quantity q (0 removes it), `s` its wire string (unused when q is 0);
+   *touched set when it is at or above `limit` */
 static int
-apply_level(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, PyObject *lv, double limit, int *touched)
+place_level(PyObject *keys, PyObject *qtys, PyObject *raws, double k, double q, PyObject *s, double limit,
+            int *touched)
 {
-    PyObject *px, *qs, *s = NULL, *kobj = NULL, *qobj = NULL;
+    PyObject *kobj = NULL, *qobj = NULL;
     int rc = -1;
-    double q, p;
-    if (level_items(lv, &px, &qs) < 0)
-        return -1;
-    if (level_numbers(px, qs, &p, &q) < 0)
-        goto done;
-    double k = bid ? -p : p;
-    if (q != 0.0 && (s = raw_string(px, qs)) == NULL)
-        goto done;
     Py_ssize_t i = bisect_keys(keys, k);
     if (i < 0)
         goto done;
@@ -221,9 +215,23 @@ apply_level(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, PyObject *l
         *touched = 1;
     rc = 0;
 done:
-    Py_XDECREF(s);
     Py_XDECREF(kobj);
     Py_XDECREF(qobj);
+    return rc;
+}
+
+/* one level change given as a Python level ([price, qty, ...]) */
+static int
+apply_level(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, PyObject *lv, double limit, int *touched)
+{
+    PyObject *px, *qs, *s = NULL;
+    int rc = -1;
+    double q, p;
+    if (level_items(lv, &px, &qs) < 0)
+        return -1;
+    if (level_numbers(px, qs, &p, &q) == 0 && (q == 0.0 || (s = raw_string(px, qs)) != NULL))
+        rc = place_level(keys, qtys, raws, bid ? -p : p, q, s, limit, touched);
+    Py_XDECREF(s);
     Py_DECREF(px);
     Py_DECREF(qs);
     return rc;
@@ -363,23 +371,45 @@ done:
     return out;
 }
 
-/* the side's best n (price, qty) pairs as doubles; price = -key for bids */
-static Py_ssize_t
-side_top(PyObject *keys, PyObject *qtys, Py_ssize_t n, int bid, double *px, double *qty)
+/* the side's i-th (price, qty) as doubles; price = -key for bids */
+static int
+side_level(PyObject *keys, PyObject *qtys, Py_ssize_t i, int bid, double *px, double *qty)
 {
-    Py_ssize_t m = PyList_GET_SIZE(keys);
-    if (m > n)
-        m = n;
-    for (Py_ssize_t i = 0; i < m; i++) {
-        PyObject *k = PyList_GET_ITEM(keys, i), *q = PyList_GET_ITEM(qtys, i);
-        if (!PyFloat_Check(k) || !PyFloat_Check(q)) {
-            PyErr_SetString(PyExc_TypeError, "book keys and quantities must be floats");
-            return -1;
-        }
-        px[i] = bid ? -PyFloat_AS_DOUBLE(k) : PyFloat_AS_DOUBLE(k);
-        qty[i] = PyFloat_AS_DOUBLE(q);
+    PyObject *k = PyList_GET_ITEM(keys, i), *q = PyList_GET_ITEM(qtys, i);
+    if (!PyFloat_Check(k) || !PyFloat_Check(q)) {
+        PyErr_SetString(PyExc_TypeError, "book keys and quantities must be floats");
+        return -1;
     }
-    return m;
+    *px = bid ? -PyFloat_AS_DOUBLE(k) : PyFloat_AS_DOUBLE(k);
+    *qty = PyFloat_AS_DOUBLE(q);
+    return 0;
+}
+
+/* The best n levels per side in the store's level layout at d, `room` bytes: [bid_px, bid_qty, ask_px, ask_qty]
+   little-endian doubles a row, NaN/0 where a side has no level. Sets *nb, *na; -1 with an exception set when
+   the rows do not fit or a side holds something other than floats. */
+static int
+write_top(unsigned char *d, Py_ssize_t room, PyObject *bk, PyObject *bq, PyObject *ak, PyObject *aq, Py_ssize_t n,
+          Py_ssize_t *nb, Py_ssize_t *na)
+{
+    Py_ssize_t b = PyList_GET_SIZE(bk), a = PyList_GET_SIZE(ak);
+    b = b < n ? b : n;
+    a = a < n ? a : n;
+    Py_ssize_t rows = b > a ? b : a;
+    if (rows * 32 > room) {
+        PyErr_Format(PyExc_ValueError, "pack_top: %zd levels do not fit %zd bytes", rows, room);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < rows; i++, d += 32) {
+        double row[4] = {NAN, 0.0, NAN, 0.0};
+        if ((i < b && side_level(bk, bq, i, 1, &row[0], &row[1]) < 0) ||
+            (i < a && side_level(ak, aq, i, 0, &row[2], &row[3]) < 0))
+            return -1;
+        memcpy(d, row, 32);
+    }
+    *nb = b;
+    *na = a;
+    return 0;
 }
 
 static PyObject *
@@ -402,32 +432,13 @@ pack_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *out = NULL;
-    double *bp = PyMem_Malloc(4 * (n ? n : 1) * sizeof(double));
-    if (bp == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    Py_ssize_t nb, na;
+    if (offset > view.len) {
+        PyErr_Format(PyExc_ValueError, "pack_top: offset %zd is past %zd bytes", offset, view.len);
     }
-    double *bq = bp + n, *ap = bp + 2 * n, *aq = bp + 3 * n;
-    Py_ssize_t nb = side_top(args[2], args[3], n, 1, bp, bq);
-    Py_ssize_t na = nb < 0 ? -1 : side_top(args[4], args[5], n, 0, ap, aq);
-    if (na < 0)
-        goto done;
-    Py_ssize_t rows = nb > na ? nb : na;
-    if (offset + rows * 32 > view.len) {
-        PyErr_Format(PyExc_ValueError, "pack_top: %zd levels at offset %zd do not fit %zd bytes", rows, offset,
-                     view.len);
-        goto done;
-    }
-    /* the store's level layout: [bid_px, bid_qty, ask_px, ask_qty] little-endian doubles, NaN/0 where a
-       side has no level */
-    unsigned char *d = (unsigned char *)view.buf + offset;
-    for (Py_ssize_t i = 0; i < rows; i++, d += 32) {
-        double row[4] = {i < nb ? bp[i] : NAN, i < nb ? bq[i] : 0.0, i < na ? ap[i] : NAN, i < na ? aq[i] : 0.0};
-        memcpy(d, row, 32);
-    }
-    out = Py_BuildValue("(nn)", nb, na);
-done:
-    PyMem_Free(bp);
+    else if (write_top((unsigned char *)view.buf + offset, view.len - offset, args[2], args[3], args[4], args[5], n,
+                       &nb, &na) == 0)
+        out = Py_BuildValue("(nn)", nb, na);
     PyBuffer_Release(&view);
     return out;
 }
@@ -484,6 +495,34 @@ crc_raw(uint32_t *c, int *first, PyObject *s)
     return 0;
 }
 
+/* LocalBook.checksum over the sides' lists of wire strings, as a signed 32-bit value in *out */
+static int
+crc_sides(PyObject *br, PyObject *ar, Py_ssize_t depth, int64_t *out)
+{
+    /* raw[:depth], as a Python slice */
+    Py_ssize_t nb = PyList_GET_SIZE(br), na = PyList_GET_SIZE(ar);
+    Py_ssize_t db = depth < 0 ? nb + depth : depth, da = depth < 0 ? na + depth : depth;
+    nb = db < 0 ? 0 : nb < db ? nb : db;
+    na = da < 0 ? 0 : na < da ? na : da;
+    /* bid1:ask1:bid2:ask2:... then what is left of the longer side */
+    uint32_t c = 0xFFFFFFFFu;
+    int first = 1;
+    Py_ssize_t both = nb < na ? nb : na;
+    for (Py_ssize_t i = 0; i < both; i++) {
+        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0 || crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
+            return -1;
+    }
+    for (Py_ssize_t i = both; i < nb; i++)
+        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0)
+            return -1;
+    for (Py_ssize_t i = both; i < na; i++)
+        if (crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
+            return -1;
+    c ^= 0xFFFFFFFFu;
+    *out = c >= 0x80000000u ? (int64_t)c - 0x100000000LL : (int64_t)c;
+    return 0;
+}
+
 static PyObject *
 checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -499,27 +538,8 @@ checksum(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "checksum takes the sides' lists of wire strings");
         return NULL;
     }
-    /* raw[:depth], as a Python slice */
-    Py_ssize_t nb = PyList_GET_SIZE(br), na = PyList_GET_SIZE(ar);
-    Py_ssize_t db = depth < 0 ? nb + depth : depth, da = depth < 0 ? na + depth : depth;
-    nb = db < 0 ? 0 : nb < db ? nb : db;
-    na = da < 0 ? 0 : na < da ? na : da;
-    /* bid1:ask1:bid2:ask2:... then what is left of the longer side */
-    uint32_t c = 0xFFFFFFFFu;
-    int first = 1;
-    Py_ssize_t both = nb < na ? nb : na;
-    for (Py_ssize_t i = 0; i < both; i++) {
-        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0 || crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
-            return NULL;
-    }
-    for (Py_ssize_t i = both; i < nb; i++)
-        if (crc_raw(&c, &first, PyList_GET_ITEM(br, i)) < 0)
-            return NULL;
-    for (Py_ssize_t i = both; i < na; i++)
-        if (crc_raw(&c, &first, PyList_GET_ITEM(ar, i)) < 0)
-            return NULL;
-    c ^= 0xFFFFFFFFu;
-    return PyLong_FromLongLong(c >= 0x80000000u ? (long long)c - 0x100000000LL : (long long)c);
+    int64_t c;
+    return crc_sides(br, ar, depth, &c) < 0 ? NULL : PyLong_FromLongLong(c);
 }
 
 /* the n byte offsets of `t`, a tuple of n ints (fn names the caller in the error) */
@@ -536,6 +556,40 @@ read_offsets(PyObject *t, Py_ssize_t *off, Py_ssize_t n, const char *fn)
             return -1;
     }
     return 0;
+}
+
+/* Stamp the header "<qqqqIIIIqq" (layout.BOOK_HEADER_STRUCT: update_id, exch_ts, recv_ts, publish time, n_bids,
+ * n_asks, state, flags, generation, version) into the staging copy, then copy `length` bytes of it through the
+ * two-copy latch at base + off[...] (see latch_publish for the offsets). Returns the publish time (ns). */
+static int64_t
+latch_store(unsigned char *base, const Py_ssize_t off[6], unsigned char *stage, Py_ssize_t length,
+            const long long h[3], const uint32_t q4[4], int64_t generation, int64_t version)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t pub = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    int64_t q8[4] = {h[0], h[1], h[2], pub};
+    int64_t tail[2] = {generation, version};
+    memcpy(stage, q8, 32);
+    memcpy(stage + 32, q4, 16);
+    memcpy(stage + 48, tail, 16);
+    int64_t *seq = (int64_t *)(base + off[0]);
+    int64_t s = __atomic_load_n(seq, __ATOMIC_RELAXED);
+    __atomic_store_n(seq, s + 1, __ATOMIC_RELAXED);  /* odd: readers use copy 1 while copy 0 is rewritten */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(base + off[1], stage, length);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(seq, s + 2, __ATOMIC_RELAXED);  /* even: readers use copy 0 while copy 1 catches up */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(base + off[2], stage, length);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    int64_t *counter = (int64_t *)(base + off[3]);
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    if (h[2]) {
+        __atomic_store_n((int64_t *)(base + off[4]), pub - h[2], __ATOMIC_RELAXED);
+        __atomic_store_n((int64_t *)(base + off[5]), pub - h[2], __ATOMIC_RELAXED);
+    }
+    return pub;
 }
 
 /* SegmentWriter._write_latched: stamp the header into the staging copy, then the two-copy latch (docs/layout.md).
@@ -592,36 +646,8 @@ latch_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t pub = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    /* the header, "<qqqqIIIIqq" (layout.BOOK_HEADER_STRUCT) */
-    unsigned char hdr[64];
-    int64_t q8[4] = {h[0], h[1], h[2], pub};
     uint32_t q4[4] = {(uint32_t)u[0], (uint32_t)u[1], (uint32_t)u[2], (uint32_t)u[3]};
-    int64_t tail[2] = {generation, version};
-    memcpy(hdr, q8, 32);
-    memcpy(hdr + 32, q4, 16);
-    memcpy(hdr + 48, tail, 16);
-    memcpy(stage.buf, hdr, 64);
-    unsigned char *base = mem.buf;
-    int64_t *seq = (int64_t *)(base + off[0]);
-    int64_t s = __atomic_load_n(seq, __ATOMIC_RELAXED);
-    __atomic_store_n(seq, s + 1, __ATOMIC_RELAXED);  /* odd: readers use copy 1 while copy 0 is rewritten */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(base + off[1], stage.buf, length);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(seq, s + 2, __ATOMIC_RELAXED);  /* even: readers use copy 0 while copy 1 catches up */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(base + off[2], stage.buf, length);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    int64_t *counter = (int64_t *)(base + off[3]);
-    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
-    if (h[2]) {
-        __atomic_store_n((int64_t *)(base + off[4]), pub - h[2], __ATOMIC_RELAXED);
-        __atomic_store_n((int64_t *)(base + off[5]), pub - h[2], __ATOMIC_RELAXED);
-    }
-    out = PyLong_FromLongLong(pub);
+    out = PyLong_FromLongLong(latch_store(mem.buf, off, stage.buf, length, h, q4, generation, version));
 done:
     PyBuffer_Release(&stage);
     PyBuffer_Release(&mem);
@@ -666,6 +692,36 @@ read_trade(PyObject *trade, trade_rec *r)
     r->side = (int8_t)side;
     r->flags = (uint8_t)flags;
     return 0;
+}
+
+/* The ring's stores for `n_write` records (the newest of a batch whose `skipped` oldest are never written): off =
+ * (tail_intent, tail, first record, publish_counter); tail_intent first, then the records, then tail. */
+static void
+ring_store(unsigned char *base, const Py_ssize_t off[4], Py_ssize_t mask, const trade_rec *recs, Py_ssize_t n_write,
+           Py_ssize_t skipped)
+{
+    int64_t *intent = (int64_t *)(base + off[0]), *tail = (int64_t *)(base + off[1]);
+    int64_t n = __atomic_load_n(tail, __ATOMIC_RELAXED) + skipped;
+    __atomic_store_n(intent, n + n_write, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    for (Py_ssize_t j = 0; j < n_write; j++) {
+        int64_t idx = n + j;
+        unsigned char rec[64] = {0};
+        memcpy(rec, &recs[j].exch_ts, 8);
+        memcpy(rec + 8, &recs[j].recv_ts, 8);
+        memcpy(rec + 16, &recs[j].price, 8);
+        memcpy(rec + 24, &recs[j].qty, 8);
+        memcpy(rec + 32, &recs[j].trade_id, 8);
+        memcpy(rec + 40, &recs[j].side, 1);
+        memcpy(rec + 41, &recs[j].flags, 1);
+        memcpy(rec + 48, &idx, 8);
+        memcpy(base + off[2] + (idx & mask) * 64, rec, 64);
+    }
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(tail, n + n_write, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    int64_t *counter = (int64_t *)(base + off[3]);
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
 }
 
 /* SegmentWriter.append_trades: offsets = (tail_intent, tail, first record, publish_counter), byte offsets into
@@ -717,29 +773,7 @@ ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
     }
-    unsigned char *base = mem.buf;
-    int64_t *intent = (int64_t *)(base + off[0]), *tail = (int64_t *)(base + off[1]);
-    int64_t n = __atomic_load_n(tail, __ATOMIC_RELAXED) + skipped;
-    __atomic_store_n(intent, n + n_write, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    for (Py_ssize_t j = 0; j < n_write; j++) {
-        int64_t idx = n + j;
-        unsigned char rec[64] = {0};
-        memcpy(rec, &recs[j].exch_ts, 8);
-        memcpy(rec + 8, &recs[j].recv_ts, 8);
-        memcpy(rec + 16, &recs[j].price, 8);
-        memcpy(rec + 24, &recs[j].qty, 8);
-        memcpy(rec + 32, &recs[j].trade_id, 8);
-        memcpy(rec + 40, &recs[j].side, 1);
-        memcpy(rec + 41, &recs[j].flags, 1);
-        memcpy(rec + 48, &idx, 8);
-        memcpy(base + off[2] + (idx & mask) * 64, rec, 64);
-    }
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(tail, n + n_write, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    int64_t *counter = (int64_t *)(base + off[3]);
-    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    ring_store(mem.buf, off, mask, recs, n_write, skipped);
     out = PyLong_FromSsize_t(n_write);
 done:
     if (mem.obj != NULL)

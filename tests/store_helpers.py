@@ -177,7 +177,7 @@ def role_book_writer(a: dict) -> None:
 
     w = SegmentWriter(a["ns"], EXCHANGE, create=a.get("create", False), **a.get("capacities", {}))
     slot = w.add_symbol(MARKET, NATIVE, UNIFIED)
-    prev = w._last_book[slot]  # noqa: SLF001 - the repaired book this writer starts from
+    prev = w.last_book(slot)  # the repaired book this writer starts from
     u = (prev[0] if prev else 0) + 1
     emit({"ready": True, "generation": w.generation, "pid": os.getpid(), "start_u": u,
           "latch": "python" if w._latch is None else "c"})  # noqa: SLF001

@@ -75,7 +75,7 @@ def test_c_and_python_latches_write_the_same_segment(ops):
                     w.publish_book(slot, sorted(bids, reverse=True), sorted(asks), update_id=uid, recv_ts_ns=recv)
                 elif o[0] == "header":
                     _, slot, uid, recv = o
-                    if w._last_book[slot] is not None:
+                    if w.last_book(slot) is not None:
                         w.publish_header(slot, update_id=uid, recv_ts_ns=recv)
                 else:
                     w.publish_state(o[1], o[2])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 import mmap
 import os
 import struct
@@ -30,6 +31,12 @@ _native = speedups()
 _latch_publish = _native.latch_publish if _native is not None else None
 _ring_append = _native.ring_append if _native is not None else None
 assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
+
+# A slot's publish bookkeeping in `SegmentWriter.meta` (int64 words): whether this writer published it yet, the
+# book version of its last publish, then that publish's update id, timestamps, level counts and flags.
+META_WORDS = 8
+META_PUBLISHED, META_VERSION, META_UPDATE_ID, META_EXCH_TS, META_RECV_TS, META_N_BIDS, META_N_ASKS, META_FLAGS = \
+    range(META_WORDS)
 
 Trade = tuple[int, int, float, float, int, int, int]
 """(exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) - see layout.TRADE_DTYPE."""
@@ -137,8 +144,10 @@ class SegmentWriter:
         self.capacity = g.book_capacity
         self._ring_mask = g.trade_capacity - 1
         self._stage: list[bytearray | None] = [None] * self.view.max_symbols
-        self._versions = [0] * self.view.max_symbols
-        self._last_book: list[tuple[int, int, int, int, int, int] | None] = [None] * self.view.max_symbols
+        # Per slot, what this writer last published (META_WORDS int64 words, see META_*): plain memory the C fast
+        # lane (mdengine.feed.fastlane) updates too, so either may publish the next book.
+        self.meta = bytearray(self.view.max_symbols * META_WORDS * 8)
+        self._meta = memoryview(self.meta).cast("q")
         self._latch = _latch_publish if native else None
         self._latch_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._ring_append = _ring_append if native else None
@@ -179,7 +188,7 @@ class SegmentWriter:
         stage = self._staging(slot)
         stage[:] = self.buf[c0:c0 + g.copy_length]
         hdr = _BOOK_HEADER.unpack_from(stage, 0)
-        self._versions[slot] = hdr[9]
+        self._meta[slot * META_WORDS + META_VERSION] = hdr[9]
         ring = base + g.ring
         tail = self.q[(ring + L.RING_TAIL_OFFSET) >> 3]
         intent_i = (ring + L.RING_TAIL_INTENT_OFFSET) >> 3
@@ -208,6 +217,7 @@ class SegmentWriter:
             futex.wake(self._wake_addr)  # sleeping readers look again (and see the stopped state)
             self._wake_addr = 0
         self._stage = []
+        self._meta.release()
         self.view.release()
         self._shm.close()
         self._shm = None
@@ -343,7 +353,7 @@ class SegmentWriter:
     def _publish_staged(self, slot: int, raw: bytearray, n: int, nb: int, na: int, update_id: int,
                         exch_ts_ns: int, recv_ts_ns: int, state: int, truncated: bool) -> None:
         """The staging copy holds n fresh levels: blank what a deeper previous book left, set the flags, latch."""
-        prev = self._last_book[slot]
+        prev = self.last_book(slot)
         old_n = max(prev[3], prev[4]) if prev else 0
         if old_n > n:  # blank the levels the previous, deeper book left behind
             raw[L.BOOK_HEADER_LENGTH + n * L.LEVEL_LENGTH:L.BOOK_HEADER_LENGTH + old_n * L.LEVEL_LENGTH] = \
@@ -359,7 +369,7 @@ class SegmentWriter:
                        state: int = L.BookState.LIVE) -> None:
         """Publish a new update id / timestamps / state over the slot's current levels (which the caller
         knows did not change): two 64-byte copies instead of a full book."""
-        prev = self._last_book[slot]
+        prev = self.last_book(slot)
         if prev is None:
             raise ValueError(f"{self.name} slot {slot}: publish_header before any book was published")
         _, _, _, nb, na, flags = prev
@@ -367,7 +377,7 @@ class SegmentWriter:
 
     def publish_state(self, slot: int, state: int) -> None:
         """Republish the slot's last book with a new state (e.g. RESYNCING after a gap)."""
-        prev = self._last_book[slot]
+        prev = self.last_book(slot)
         self._staging(slot)
         if prev is None:
             self._write_latched(slot, 0, 0, 0, 0, 0, state, 0, 0)
@@ -378,11 +388,11 @@ class SegmentWriter:
     def _write_latched(self, slot: int, update_id: int, exch_ts_ns: int, recv_ts_ns: int, nb: int, na: int,
                        state: int, flags: int, n_levels: int) -> None:
         raw = self._stage[slot]
-        version = self._versions[slot] + 1
-        self._versions[slot] = version
-        if self._last_book[slot] is None:  # this writer's first publish: blank the zero-filled levels too
+        m, i = self._meta, slot * META_WORDS
+        version = m[i + META_VERSION] + 1
+        if not m[i + META_PUBLISHED]:  # this writer's first publish: blank the zero-filled levels too
             n_levels = self.capacity
-        self._last_book[slot] = (update_id, exch_ts_ns, recv_ts_ns, nb, na, flags)
+        m[i:i + META_WORDS] = array("q", (1, version, update_id, exch_ts_ns, recv_ts_ns, nb, na, flags))
         length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
         if self._latch is not None:  # the same stores in C
             offsets = self._latch_offsets[slot] or self._latch_offsets_of(slot)
@@ -409,6 +419,12 @@ class SegmentWriter:
         if recv_ts_ns:
             q[(base + L.STAT_OFFSETS["last_latency_ns"]) >> 3] = pub - recv_ts_ns
             q[L.COUNTER_OFFSETS["last_latency_ns"] >> 3] = pub - recv_ts_ns
+
+    def last_book(self, slot: int) -> tuple[int, int, int, int, int, int] | None:
+        """(update_id, exch_ts_ns, recv_ts_ns, n_bids, n_asks, flags) of this writer's last publish in `slot`, or
+        None before its first."""
+        m, i = self._meta, slot * META_WORDS
+        return tuple(m[i + META_UPDATE_ID:i + META_WORDS]) if m[i + META_PUBLISHED] else None
 
     def _latch_offsets_of(self, slot: int) -> tuple[int, ...]:
         """The byte offsets `_speedups.latch_publish` writes for `slot`: its latch counter, its two copies, the
