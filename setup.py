@@ -6,5 +6,5 @@ book code instead (same results; see mdengine/book.py and the README's Dependenc
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("mdengine._speedups", ["mdengine/_speedups.c"], depends=["mdengine/_scan.h"],
+setup(ext_modules=[Extension("mdengine._speedups", ["mdengine/_speedups.c"], depends=["mdengine/_scan.h", "mdengine/_lane.h"],
                            optional=True)])

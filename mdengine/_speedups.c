@@ -856,6 +856,8 @@ done:
     return out;
 }
 
+#include "_lane.h"
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
@@ -877,5 +879,10 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     crc_init();
-    return PyModule_Create(&module);
+    if ((str_on_frame = PyUnicode_InternFromString("on_frame")) == NULL || PyType_Ready(&LaneType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Lane", (PyObject *)&LaneType) < 0)
+        Py_CLEAR(m);
+    return m;
 }

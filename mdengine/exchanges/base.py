@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import Any
 
 from ..book import LocalBook
 from ..events import Event, SymbolKey
@@ -95,6 +96,15 @@ class Adapter(ABC):
         it while idle to keep the frame path's code and data in the CPU caches (docs/feed.md, "Warm-up").
         Frames that are not book or trade data yield []; so does every adapter that does not implement it."""
         return []
+
+    def lane_spec(self) -> dict[str, Any] | None:
+        """What the feed's C fast lane (mdengine/feed/fastlane.py) needs to take this adapter's routine frames, or
+        None (every frame comes to `on_frame`). Keys: "exchange" (the lane's decoder), "routes" (the dict on_frame
+        routes by, read live), "live" (the LIVE state object), "kinds" (route kinds, Binance), "types" (the symbol,
+        LocalBook and BookSide classes) and "verdict" (sym, recv_ns, checksum) -> events, called after an update
+        the lane applied failed a check. An adapter that offers one promises that every frame the lane takes would
+        have had the same effect through `on_frame` and the Publisher (tests/test_fastlane.py checks it)."""
+        return None
 
     @abstractmethod
     def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:

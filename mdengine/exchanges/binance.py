@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ..book import LocalBook
+from ..book import BookSide, LocalBook
 from ..events import (
     BookChanged,
     BookInvalid,
@@ -179,12 +179,17 @@ class SymbolSync:
         book.exch_ts_ns = d["E"] * _MS
         self.applied += 1
         if book.is_crossed():
-            return self._invalidate("crossed", f"best bid {book.bids.best()} >= best ask {book.asks.best()} "
-                                               f"after u={d['u']}", make_request)
+            return self.crossed(make_request)
         if bridge:
             self._to("bridged")
             return self._synced(recv_ns)
         return [BookChanged(self.key, book, recv_ns)]
+
+    def crossed(self, make_request: _Requester) -> list[Event]:
+        """The verdict on a diff that left the book crossed (already applied, at book.update_id)."""
+        book = self.book
+        return self._invalidate("crossed", f"best bid {book.bids.best()} >= best ask {book.asks.best()} "
+                                           f"after u={book.update_id}", make_request)
 
     def _synced(self, recv_ns: int) -> list[Event]:
         self.synced_once = True
@@ -650,6 +655,13 @@ class BinanceAdapter(Adapter):
             return scratch.on_partial(d["bids"], d["asks"], d["lastUpdateId"], None, recv_ns)
         except _BAD_INPUT:  # orjson's JSONDecodeError is a ValueError
             return []
+
+    def lane_spec(self) -> dict[str, Any]:
+        """See Adapter.lane_spec: the lane reads `_routes` as on_frame does, takes LIVE diffs that chain and trades
+        newer than `last_trade`, and hands a crossed book to SymbolSync.crossed."""
+        return {"exchange": "binance", "routes": self._routes, "live": LIVE, "kinds": (_DEPTH, _TRADE),
+                "types": (SymbolSync, LocalBook, BookSide),
+                "verdict": lambda sym, recv_ns, checksum: sym.crossed(self._snapshot_request)}
 
     def _on_trade(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:
         e = d["e"]

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
+from ..book import BookSide, LocalBook
 from ..events import (
     CloseConnection,
     Event,
@@ -194,6 +196,13 @@ class OkxAdapter(WsBookAdapter):
             return []
         except _PARSE_ERRORS:
             return []
+
+    def lane_spec(self) -> dict[str, Any]:
+        """See Adapter.lane_spec: the lane reads `_alias` as on_frame does, takes `books` updates on a LIVE book
+        whose prevSeqId is the last seqId (or that carry no seqId) and `trades`, and hands a failed checksum or a
+        crossed book to `_publish`, the Python verdict."""
+        return {"exchange": "okx", "routes": self._alias, "live": LIVE, "kinds": None,
+                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")

@@ -96,8 +96,12 @@ class FeedLoop:
     thread-safe, everything else must be called on the loop thread (e.g. from a submitted function)."""
 
     def __init__(self, adapter: Adapter, sink: Sink, *, options: LoopOptions | None = None, tap: Tap | None = None,
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None,
+                 on_frame: Callable[[str, str | bytes, int], list[Event]] | None = None) -> None:
+        """`on_frame`: what handles each frame instead of adapter.on_frame (the fast lane's, mdengine.feed.fastlane,
+        which hands the adapter every frame it does not take)."""
         self.adapter = adapter
+        self.on_frame = on_frame
         self.sink = sink
         self.opts = options or LoopOptions()
         self.tap = tap
@@ -364,7 +368,7 @@ class FeedLoop:
     def _read(self, c: WsConn) -> None:
         ws = c.ws
         next_frame = c.next_frame
-        on_frame, dispatch, tap, name = self.adapter.on_frame, self.dispatch, self.tap, c.name
+        on_frame, dispatch, tap, name = self.on_frame or self.adapter.on_frame, self.dispatch, self.tap, c.name
         n = got = 0
         try:
             while n < self.opts.max_batch:

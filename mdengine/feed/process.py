@@ -19,6 +19,7 @@ from ..config import ExchangeConfig
 from ..exchanges import get_adapter
 from ..store.writer import SegmentWriter
 from ..symbols import InstrumentIndex
+from . import fastlane
 from .loop import FeedLoop, LoopOptions
 from .publisher import Publisher
 from .session import FeedSession
@@ -62,7 +63,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.busy_poll_s = cfg.busy_poll_s or opts.busy_poll_s
         opts.sched_slice_us = cfg.sched_slice_us
         opts.warm_interval_s = cfg.warm_interval_ms / 1e3
-        loop = FeedLoop(adapter, publisher, options=opts, log=log)
+        loop = FeedLoop(adapter, publisher, options=opts, log=log, on_frame=fastlane.attach(adapter, publisher))
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:
             loop.tap = recorder.tap

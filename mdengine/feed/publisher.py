@@ -61,6 +61,8 @@ class Publisher:
         #: called with the key when a symbol's book first goes live (after a subscribe or a resync)
         self.on_synced: Callable[[SymbolKey], None] | None = None
         self._scratch: Publisher | None = None  # warm-up passes publish into it (see `warm`)
+        #: the C fast lane publishing through this publisher's slots, if any (mdengine.feed.fastlane.attach)
+        self.lane = None
         self._handlers: dict[type, Callable] = {
             BookChanged: self._book, TradesReceived: self._trades, BookInvalid: self._invalid,
             SymbolSynced: self._synced, SubscribeFailed: self._refused, ProtocolError: self._protocol,
@@ -73,12 +75,16 @@ class Publisher:
         slot = self.w.add_symbol(inst.market, inst.native, inst.unified, kind=inst.kind, tick_size=inst.tick_size,
                                  lot_size=inst.lot_size, contract_value=inst.contract_value)
         self.slots[inst.key] = _Slot(slot, inst, self.w.view.slot_base(slot))
+        if self.lane is not None:
+            self.lane.forget()  # its cached slot records are stale now
         self.w.publish_state(slot, _SYNCING)
         return slot
 
     def remove(self, key: SymbolKey) -> None:
         s = self.slots.pop(key, None)
         if s is not None:
+            if self.lane is not None:
+                self.lane.forget()
             self.w.remove_symbol(s.slot)
 
     def name(self, key: SymbolKey | None) -> str:
@@ -233,8 +239,15 @@ class Publisher:
         self.w.record_error(text)
         self.log.error("%s", text)
 
+    def close_lane(self) -> None:
+        """Detach the fast lane (it releases the segment; the adapter then gets every frame)."""
+        if self.lane is not None:
+            self.lane.close()
+            self.lane = None
+
     def close(self) -> None:
         """Every book this feed published goes STALE: nobody keeps it current any more."""
+        self.close_lane()  # before the writer closes: the lane holds the segment's buffer
         for s in self.slots.values():
             self.w.publish_state(s.slot, _STALE)
         if self._scratch is not None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import functools
 import math
-from array import array
 import mmap
 import os
 import struct
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 
 import psutil

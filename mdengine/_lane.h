@@ -1,0 +1,1015 @@
+/* The fast lane: a feed's steady-state frames handled in one C call, from the frame's text to the store.
+ *
+ * Included by _speedups.c (one translation unit: the lane reuses its book and store primitives). Python
+ * glue: mdengine/feed/fastlane.py; design and rules: docs/feed.md, "The fast lane".
+ *
+ * Lane.on_frame(conn, data, recv_ns) stands in front of the adapter's own on_frame. It takes the frames whose
+ * outcome is routine (a book update that follows the symbol's last one on a LIVE book, a trade) and does, in
+ * C, what the adapter and the Publisher do for them in Python: decode, check the sequence, apply the levels to
+ * the same LocalBook lists, set the same attributes, publish the top levels through the same latch, append the
+ * trades to the same ring and bump the same counters. Any other frame (acks, snapshots, gaps, duplicates, an
+ * unknown stream, a number it does not parse exactly, a symbol not LIVE, an adapter mid-rotation) it declines
+ * before changing anything, and the adapter's on_frame handles it as before. A check that fails only after the
+ * update was applied (OKX's checksum, a crossed book) is handed to the adapter's own verdict function, which
+ * returns the events the Python path would have returned.
+ *
+ * The lane reads and writes the adapter's objects through their __slots__ (member offsets resolved once,
+ * objects of exactly those classes only): that is what keeps one frame near a microsecond.
+ */
+#include <structmember.h>
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define LANE_T_OBJECT_EX Py_T_OBJECT_EX
+#else
+#define LANE_T_OBJECT_EX T_OBJECT_EX
+#endif
+
+enum { LANE_BINANCE = 1, LANE_OKX = 2 };
+enum { TGT_SLOT, TGT_STAGE, TGT_LATCH, TGT_RING, TGT_MASK, TGT_BOOK_UPDATES, TGT_MESSAGES, TGT_LAST_RECV, TGT_TRADES,
+       TGT_FIELDS };
+
+/* the attributes the lane reads or writes: class, then member name; their offsets are resolved at construction */
+enum {
+    M_SYM_STATE, M_SYM_BOOK, M_SYM_KEY, M_SYM_X1, M_SYM_X2, /* binance: futures, applied; okx: seq, (unused) */
+    M_SYM_X3,                                              /* binance: last_trade */
+    M_BOOK_BIDS, M_BOOK_ASKS, M_BOOK_UPDATE_ID, M_BOOK_EXCH_TS, M_BOOK_WATCH, M_BOOK_DIRTY,
+    M_SIDE_KEYS, M_SIDE_QTY, M_SIDE_RAW,
+    M_SLOT_PUBLISHED,
+    M_COUNT
+};
+
+typedef struct {
+    PyObject *sym, *book, *bids, *asks, *slot_obj, *stage;
+    Py_buffer stage_buf;
+    Py_ssize_t slot, latch[6], ring[4], mask, book_updates, messages, last_recv, trades;
+} target_t;
+
+typedef struct {
+    PyObject_HEAD
+    int exchange;
+    PyObject *adapter, *on_frame_func, *routes, *live, *depth_kind, *trade_kind, *verdict, *target_of;
+    PyObject *types[4]; /* sym, book, side, slot classes */
+    PyObject *targets;  /* dict: sym -> capsule(target_t) */
+    PyObject *shm_obj, *meta_obj;
+    Py_buffer shm, meta;
+    int open;
+    Py_ssize_t off[M_COUNT];
+    int64_t generation, capacity, depth, state_live, flag_truncated, flag_crossed, side_buy, side_sell, side_unknown;
+    Py_ssize_t seg_book_updates, seg_trades;
+    levels_t bids, asks;
+    unsigned long long handled, declined;
+} Lane;
+
+static PyObject *str_on_frame;
+
+/* ---------------------------------------------------------------------------------------- slot access */
+static Py_ssize_t
+member_offset(PyObject *type, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString(type, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == LANE_T_OBJECT_EX && !(m->flags & READONLY))
+            off = m->offset;
+    }
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "fast lane: %R.%s is not a __slots__ member", type, name);
+    Py_DECREF(d);
+    return off;
+}
+
+/* borrowed; NULL (no exception) when unset */
+#define SLOT_GET(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static void
+slot_set(PyObject *obj, Py_ssize_t off, PyObject *value /* stolen */)
+{
+    PyObject **p = (PyObject **)((char *)obj + off);
+    PyObject *old = *p;
+    *p = value;
+    Py_XDECREF(old);
+}
+
+static int
+slot_i64(PyObject *obj, Py_ssize_t off, int64_t *out)
+{
+    PyObject *v = SLOT_GET(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v))
+        return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = x;
+    return 1;
+}
+
+static int
+slot_set_i64(PyObject *obj, Py_ssize_t off, int64_t v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    if (o == NULL)
+        return -1;
+    slot_set(obj, off, o);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- targets */
+static void
+target_free(PyObject *capsule)
+{
+    target_t *t = PyCapsule_GetPointer(capsule, "mdengine.lane.target");
+    if (t == NULL)
+        return;
+    if (t->stage_buf.obj != NULL)
+        PyBuffer_Release(&t->stage_buf);
+    Py_XDECREF(t->sym);
+    Py_XDECREF(t->book);
+    Py_XDECREF(t->bids);
+    Py_XDECREF(t->asks);
+    Py_XDECREF(t->slot_obj);
+    Py_XDECREF(t->stage);
+    PyMem_Free(t);
+}
+
+/* the symbol's target (its book's objects and its slot's offsets), made on first use from target_of(sym);
+   NULL without an exception when the symbol has no slot (or its objects are not of the lane's classes) */
+static target_t *
+lane_target(Lane *L, PyObject *sym)
+{
+    PyObject *cap = PyDict_GetItemWithError(L->targets, sym);
+    if (cap != NULL) {
+        target_t *t = PyCapsule_GetPointer(cap, "mdengine.lane.target");
+        if (t != NULL && SLOT_GET(sym, L->off[M_SYM_BOOK]) == t->book)
+            return t;
+        PyErr_Clear();
+        if (PyDict_DelItem(L->targets, sym) < 0)
+            return NULL;
+    }
+    else if (PyErr_Occurred())
+        return NULL;
+    PyObject *book = SLOT_GET(sym, L->off[M_SYM_BOOK]);
+    if (book == NULL || Py_TYPE(book) != (PyTypeObject *)L->types[1])
+        return NULL;
+    PyObject *bids = SLOT_GET(book, L->off[M_BOOK_BIDS]), *asks = SLOT_GET(book, L->off[M_BOOK_ASKS]);
+    if (bids == NULL || asks == NULL || Py_TYPE(bids) != (PyTypeObject *)L->types[2] ||
+        Py_TYPE(asks) != (PyTypeObject *)L->types[2])
+        return NULL;
+    PyObject *spec = PyObject_CallOneArg(L->target_of, sym);
+    if (spec == NULL || spec == Py_None) {
+        Py_XDECREF(spec);
+        return NULL;
+    }
+    target_t *t = PyMem_Calloc(1, sizeof(target_t));
+    if (t == NULL) {
+        Py_DECREF(spec);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    cap = PyCapsule_New(t, "mdengine.lane.target", target_free);
+    if (cap == NULL) {
+        PyMem_Free(t);
+        Py_DECREF(spec);
+        return NULL;
+    }
+    int ok = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == TGT_FIELDS + 1;
+    if (ok) {
+        t->slot_obj = Py_NewRef(PyTuple_GET_ITEM(spec, 0));
+        PyObject *f = PyTuple_GET_ITEM(spec, 1 + TGT_STAGE);
+        ok = Py_TYPE(t->slot_obj) == (PyTypeObject *)L->types[3] &&
+             PyObject_GetBuffer(f, &t->stage_buf, PyBUF_WRITABLE | PyBUF_SIMPLE) == 0;
+        if (ok)
+            t->stage = Py_NewRef(f);
+    }
+    if (ok) {
+        Py_ssize_t *scalars[] = {&t->slot, NULL, NULL, NULL, &t->mask, &t->book_updates, &t->messages,
+                                 &t->last_recv, &t->trades};
+        for (int i = 0; ok && i < TGT_FIELDS; i++) {
+            if (scalars[i] != NULL) {
+                *scalars[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1 + i));
+                ok = !(*scalars[i] == -1 && PyErr_Occurred());
+            }
+        }
+        ok = ok && read_offsets(PyTuple_GET_ITEM(spec, 1 + TGT_LATCH), t->latch, 6, "fast lane") == 0 &&
+             read_offsets(PyTuple_GET_ITEM(spec, 1 + TGT_RING), t->ring, 4, "fast lane") == 0;
+    }
+    Py_DECREF(spec);
+    if (ok) {
+        Py_ssize_t len = L->shm.len, copy = 64 + L->capacity * 32;
+        for (int i = 0; ok && i < 6; i++)
+            ok = t->latch[i] >= 0 && t->latch[i] % 8 == 0 && t->latch[i] + ((i == 1 || i == 2) ? copy : 8) <= len;
+        for (int i = 0; ok && i < 4; i++)
+            ok = t->ring[i] >= 0 && t->ring[i] % 8 == 0 && t->ring[i] + (i == 2 ? (t->mask + 1) * 64 : 8) <= len;
+        Py_ssize_t words[] = {t->book_updates, t->messages, t->last_recv, t->trades};
+        for (int i = 0; ok && i < 4; i++)
+            ok = words[i] >= 0 && words[i] % 8 == 0 && words[i] + 8 <= len;
+        ok = ok && t->mask >= 0 && !(t->mask & (t->mask + 1)) && t->slot >= 0 &&
+             (t->slot + 1) * 64 <= L->meta.len && t->stage_buf.len >= copy;
+        if (!ok && !PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "fast lane: a target's offsets do not fit the segment");
+    }
+    if (!ok) {
+        Py_DECREF(cap);
+        return NULL;
+    }
+    t->sym = Py_NewRef(sym);
+    t->book = Py_NewRef(book);
+    t->bids = Py_NewRef(bids);
+    t->asks = Py_NewRef(asks);
+    int rc = PyDict_SetItem(L->targets, sym, cap);
+    Py_DECREF(cap);
+    return rc < 0 ? NULL : t;
+}
+
+/* ---------------------------------------------------------------------------------------- the book */
+static PyObject *
+raw_from_spans(span_t px, span_t qty)
+{
+    PyObject *s = PyUnicode_New(px.n + 1 + qty.n, 127);
+    if (s == NULL)
+        return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    memcpy(d, px.s, px.n);
+    d[px.n] = ':';
+    memcpy(d + px.n + 1, qty.s, qty.n);
+    return s;
+}
+
+/* a side's three lists, if it has them, of one length */
+static int
+side_lists(Lane *L, PyObject *side, PyObject **keys, PyObject **qtys, PyObject **raws)
+{
+    *keys = SLOT_GET(side, L->off[M_SIDE_KEYS]);
+    *qtys = SLOT_GET(side, L->off[M_SIDE_QTY]);
+    *raws = SLOT_GET(side, L->off[M_SIDE_RAW]);
+    return *keys != NULL && *qtys != NULL && *raws != NULL && PyList_CheckExact(*keys) && PyList_CheckExact(*qtys) &&
+           PyList_CheckExact(*raws) && PyList_GET_SIZE(*keys) == PyList_GET_SIZE(*qtys) &&
+           PyList_GET_SIZE(*keys) == PyList_GET_SIZE(*raws);
+}
+
+/* BookSide.update for scanned levels (their numbers already parsed): 0 done, -1 error (the side may then be half
+   updated: memory errors only, or keys that are not floats) */
+static int
+lane_side_update(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, const levels_t *lv, Py_ssize_t watch,
+                 int *touched)
+{
+    double limit = INFINITY;
+    if (watch > 0 && watch <= PyList_GET_SIZE(keys)) {
+        PyObject *v = PyList_GET_ITEM(keys, watch - 1);
+        if (!PyFloat_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "book keys must be floats");
+            return -1;
+        }
+        limit = PyFloat_AS_DOUBLE(v);
+    }
+    for (Py_ssize_t i = 0; i < lv->n; i++) {
+        const level_t *x = &lv->v[i];
+        PyObject *s = NULL;
+        if (x->q != 0.0 && (s = raw_from_spans(x->px, x->qty)) == NULL)
+            return -1;
+        int rc = place_level(keys, qtys, raws, bid ? -x->p : x->p, x->q, s, limit, touched);
+        Py_XDECREF(s);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* both sides of a checked update; 0 only when a side is not of the expected shape, before any change */
+static int
+lane_apply(Lane *L, target_t *t, int *touched)
+{
+    int64_t watch;
+    PyObject *bk, *bq, *br, *ak, *aq, *ar;
+    if (!slot_i64(t->book, L->off[M_BOOK_WATCH], &watch) || !side_lists(L, t->bids, &bk, &bq, &br) ||
+        !side_lists(L, t->asks, &ak, &aq, &ar))
+        return 0;
+    if (lane_side_update(bk, bq, br, 1, &L->bids, (Py_ssize_t)watch, touched) < 0 ||
+        lane_side_update(ak, aq, ar, 0, &L->asks, (Py_ssize_t)watch, touched) < 0)
+        return -1;
+    return 1;
+}
+
+static int
+lane_crossed(Lane *L, target_t *t)
+{
+    PyObject *bk = SLOT_GET(t->bids, L->off[M_SIDE_KEYS]), *ak = SLOT_GET(t->asks, L->off[M_SIDE_KEYS]);
+    if (PyList_GET_SIZE(bk) == 0 || PyList_GET_SIZE(ak) == 0)
+        return 0;
+    PyObject *b = PyList_GET_ITEM(bk, 0), *a = PyList_GET_ITEM(ak, 0);
+    return PyFloat_Check(b) && PyFloat_Check(a) && -PyFloat_AS_DOUBLE(b) >= PyFloat_AS_DOUBLE(a);
+}
+
+/* ---------------------------------------------------------------------------------------- the store */
+static void
+bump(Lane *L, Py_ssize_t off, int64_t n)
+{
+    int64_t *w = (int64_t *)((char *)L->shm.buf + off);
+    __atomic_store_n(w, __atomic_load_n(w, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/* SegmentWriter._write_latched with the writer's meta row */
+static void
+lane_latched(Lane *L, target_t *t, int64_t uid, int64_t exch, int64_t recv, int64_t nb, int64_t na, int64_t flags,
+             Py_ssize_t n_levels)
+{
+    int64_t *m = (int64_t *)L->meta.buf + t->slot * 8;
+    int64_t version = m[1] + 1;
+    if (!m[0])
+        n_levels = L->capacity;
+    int64_t row[8] = {1, version, uid, exch, recv, nb, na, flags};
+    memcpy(m, row, sizeof row);
+    long long h[3] = {uid, exch, recv};
+    uint32_t q4[4] = {(uint32_t)nb, (uint32_t)na, (uint32_t)L->state_live, (uint32_t)flags};
+    latch_store(L->shm.buf, t->latch, t->stage_buf.buf, 64 + n_levels * 32, h, q4, L->generation, version);
+}
+
+/* Publisher._book after an update: the top levels when they may have changed, else the header only */
+static int
+lane_publish(Lane *L, target_t *t, int64_t recv_ns, int touched)
+{
+    PyObject *book = t->book;
+    int64_t uid, exch, watch;
+    PyObject *dirty = SLOT_GET(book, L->off[M_BOOK_DIRTY]), *published = SLOT_GET(t->slot_obj, L->off[M_SLOT_PUBLISHED]);
+    if (!slot_i64(book, L->off[M_BOOK_UPDATE_ID], &uid) || !slot_i64(book, L->off[M_BOOK_EXCH_TS], &exch) ||
+        !slot_i64(book, L->off[M_BOOK_WATCH], &watch) || dirty == NULL || published == NULL) {
+        PyErr_SetString(PyExc_TypeError, "fast lane: a book's update_id, exch_ts_ns or watch_depth is not an int");
+        return -1;
+    }
+    int64_t *m = (int64_t *)L->meta.buf + t->slot * 8;
+    if (touched || dirty == Py_True || published != Py_True || watch != L->depth || !m[0]) {
+        PyObject *bk = SLOT_GET(t->bids, L->off[M_SIDE_KEYS]), *bq = SLOT_GET(t->bids, L->off[M_SIDE_QTY]);
+        PyObject *ak = SLOT_GET(t->asks, L->off[M_SIDE_KEYS]), *aq = SLOT_GET(t->asks, L->off[M_SIDE_QTY]);
+        unsigned char *rows = (unsigned char *)t->stage_buf.buf + 64;
+        Py_ssize_t nb, na;
+        if (write_top(rows, L->capacity * 32, bk, bq, ak, aq, L->depth, &nb, &na) < 0)
+            return -1;
+        Py_ssize_t n = nb > na ? nb : na, old_n = m[0] ? (m[5] > m[6] ? m[5] : m[6]) : 0;
+        for (Py_ssize_t i = n; i < old_n; i++) { /* blank what a deeper previous book left */
+            double blank[4] = {NAN, 0.0, NAN, 0.0};
+            memcpy(rows + i * 32, blank, 32);
+        }
+        int64_t flags = PyList_GET_SIZE(bk) > L->depth || PyList_GET_SIZE(ak) > L->depth ? L->flag_truncated : 0;
+        if (nb && na) {
+            double best_bid, best_ask;
+            memcpy(&best_bid, rows, 8);
+            memcpy(&best_ask, rows + 16, 8);
+            if (best_bid >= best_ask)
+                flags |= L->flag_crossed;
+        }
+        lane_latched(L, t, uid, exch, recv_ns, nb, na, flags, n > old_n ? n : old_n);
+        if (watch != L->depth && slot_set_i64(book, L->off[M_BOOK_WATCH], L->depth) < 0)
+            return -1;
+        if (dirty != Py_False)
+            slot_set(book, L->off[M_BOOK_DIRTY], Py_NewRef(Py_False));
+        if (published != Py_True)
+            slot_set(t->slot_obj, L->off[M_SLOT_PUBLISHED], Py_NewRef(Py_True));
+    }
+    else
+        lane_latched(L, t, uid, exch, recv_ns, m[5], m[6], m[7], 0);
+    bump(L, L->seg_book_updates, 1);
+    bump(L, t->book_updates, 1);
+    bump(L, t->messages, 1);
+    __atomic_store_n((int64_t *)((char *)L->shm.buf + t->last_recv), recv_ns, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Publisher._trades */
+static void
+lane_trades(Lane *L, target_t *t, const trade_rec *recs, Py_ssize_t n)
+{
+    Py_ssize_t cap = t->mask + 1, skipped = n > cap ? n - cap : 0;
+    ring_store(L->shm.buf, t->ring, t->mask, recs + skipped, n - skipped, skipped);
+    bump(L, L->seg_trades, n - skipped);
+    bump(L, t->trades, n - skipped);
+    bump(L, t->messages, 1);
+}
+
+/* after an applied update: a failed check goes to the adapter's verdict (its events are the frame's result) */
+static int
+lane_verdict(Lane *L, target_t *t, int64_t recv_ns, int64_t checksum, int touched, PyObject **result)
+{
+    if (touched)
+        slot_set(t->book, L->off[M_BOOK_DIRTY], Py_NewRef(Py_True));
+    *result = PyObject_CallFunction(L->verdict, "OLL", t->sym, (long long)recv_ns, (long long)checksum);
+    return *result == NULL ? -1 : 1;
+}
+
+/* ---------------------------------------------------------------------------------------- Binance */
+enum { BN_E = 1, BN_T = 2, BN_U = 4, BN_u = 8, BN_pu = 16, BN_b = 32, BN_a = 64, BN_e = 128, BN_t = 256,
+       BN_aid = 512, BN_p = 1024, BN_q = 2048, BN_m = 4096 };
+
+typedef struct {
+    unsigned has;
+    int64_t E, T, U, u, pu, t, aid;
+    span_t e, p, q;
+    int m;
+} bn_fields;
+
+/* the "data" object of a combined-stream frame: depth=1 for a diff-depth stream, 0 for a trade stream */
+static int
+bn_data(Lane *L, scan_t *c, int depth, bn_fields *f)
+{
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c);
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        int ok = 1;
+        if (k.n == 1) {
+            switch (k.s[0]) {
+            case 'E': ok = scan_i64(c, &f->E), f->has |= BN_E; break;
+            case 'T': ok = scan_i64(c, &f->T), f->has |= BN_T; break;
+            case 'U': ok = scan_i64(c, &f->U), f->has |= BN_U; break;
+            case 'u': ok = scan_i64(c, &f->u), f->has |= BN_u; break;
+            case 'e': ok = scan_str(c, &f->e), f->has |= BN_e; break;
+            case 'b':
+                if (depth)
+                    ok = !(f->has & BN_b) && scan_levels(c, &L->bids), f->has |= BN_b;
+                else
+                    ok = scan_skip(c);
+                break;
+            case 'a':
+                if (depth)
+                    ok = !(f->has & BN_a) && scan_levels(c, &L->asks), f->has |= BN_a;
+                else
+                    ok = scan_i64(c, &f->aid), f->has |= BN_aid;
+                break;
+            case 't': ok = scan_i64(c, &f->t), f->has |= BN_t; break;
+            case 'p': ok = scan_str(c, &f->p), f->has |= BN_p; break;
+            case 'q': ok = scan_str(c, &f->q), f->has |= BN_q; break;
+            case 'm': ok = scan_bool(c, &f->m), f->has |= BN_m; break;
+            default: ok = scan_skip(c);
+            }
+        }
+        else if (k.n == 2 && k.s[0] == 'p' && k.s[1] == 'u')
+            ok = scan_i64(c, &f->pu), f->has |= BN_pu;
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    return more == 0;
+}
+
+static int
+bn_depth(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **result)
+{
+    PyObject *sym = t->sym;
+    PyObject *futures = SLOT_GET(sym, L->off[M_SYM_X1]);
+    int fut = futures == Py_True;
+    int64_t last, applied;
+    unsigned need = BN_E | BN_U | BN_u | BN_b | BN_a | (fut ? BN_pu : 0);
+    if ((f->has & need) != need || (futures != Py_True && futures != Py_False) || f->E < 0 ||
+        f->E > INT64_MAX / 1000000 || !slot_i64(t->book, L->off[M_BOOK_UPDATE_ID], &last) ||
+        !slot_i64(sym, L->off[M_SYM_X2], &applied))
+        return 0;
+    if (f->u <= last || (fut ? f->pu : f->U - 1) != last)
+        return 0; /* a duplicate or a gap: the adapter says what it means */
+    int touched = 0;
+    int rc = lane_apply(L, t, &touched);
+    if (rc <= 0)
+        return rc;
+    if (slot_set_i64(t->book, L->off[M_BOOK_UPDATE_ID], f->u) < 0 ||
+        slot_set_i64(t->book, L->off[M_BOOK_EXCH_TS], f->E * 1000000) < 0 ||
+        slot_set_i64(sym, L->off[M_SYM_X2], applied + 1) < 0)
+        return -1;
+    if (lane_crossed(L, t))
+        return lane_verdict(L, t, recv_ns, 0, touched, result);
+    if (lane_publish(L, t, recv_ns, touched) < 0)
+        return -1;
+    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+}
+
+static int
+bn_trade(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **result)
+{
+    unsigned need = BN_e | BN_T | BN_p | BN_q | BN_m;
+    int64_t tid, last;
+    trade_rec r;
+    if ((f->has & need) != need)
+        return 0;
+    if (span_is(f->e, "trade") && (f->has & BN_t))
+        tid = f->t;
+    else if (span_is(f->e, "aggTrade") && (f->has & BN_aid))
+        tid = f->aid;
+    else
+        return 0;
+    if (!slot_i64(t->sym, L->off[M_SYM_X3], &last) || tid <= last || f->T < 0 || f->T > INT64_MAX / 1000000 ||
+        !plain_decimal(f->p.s, f->p.n, &r.price) || !plain_decimal(f->q.s, f->q.n, &r.qty))
+        return 0;
+    if (slot_set_i64(t->sym, L->off[M_SYM_X3], tid) < 0)
+        return -1;
+    r.exch_ts = f->T * 1000000;
+    r.recv_ts = recv_ns;
+    r.trade_id = tid;
+    r.side = (int8_t)(f->m ? L->side_sell : L->side_buy); /* m: the buyer was the maker, so the taker sold */
+    r.flags = 0;
+    lane_trades(L, t, &r, 1);
+    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+}
+
+/* route = adapter._routes[conn][stream] = (sym, kind) */
+static int
+bn_route(Lane *L, PyObject *conn, span_t stream, PyObject **sym, int *depth)
+{
+    PyObject *routes = PyDict_GetItemWithError(L->routes, conn);
+    if (routes == NULL || !PyDict_CheckExact(routes))
+        return 0;
+    PyObject *name = PyUnicode_FromStringAndSize(stream.s, stream.n);
+    if (name == NULL)
+        return -1;
+    PyObject *route = PyDict_GetItemWithError(routes, name);
+    Py_DECREF(name);
+    if (route == NULL || !PyTuple_CheckExact(route) || PyTuple_GET_SIZE(route) != 2)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *kind = PyTuple_GET_ITEM(route, 1);
+    if (kind != L->depth_kind && kind != L->trade_kind)
+        return 0;
+    *sym = PyTuple_GET_ITEM(route, 0);
+    *depth = kind == L->depth_kind;
+    return Py_TYPE(*sym) == (PyTypeObject *)L->types[0];
+}
+
+static int
+bn_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
+{
+    span_t stream = {NULL, 0};
+    const char *data = NULL;
+    PyObject *sym = NULL;
+    int depth = 0, parsed = 0, rc;
+    bn_fields f;
+    memset(&f, 0, sizeof f);
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c);
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "stream")) {
+            if (stream.s != NULL || !scan_str(c, &stream))
+                return 0;
+        }
+        else if (span_is(k, "data")) {
+            if (data != NULL)
+                return 0;
+            data = c->p;
+            if (stream.s != NULL) { /* the usual order: route first, then decode the data in place */
+                if ((rc = bn_route(L, conn, stream, &sym, &depth)) <= 0)
+                    return rc;
+                if (!bn_data(L, c, depth, &f))
+                    return 0;
+                parsed = 1;
+            }
+            else if (!scan_skip(c))
+                return 0;
+        }
+        else if (!scan_skip(c))
+            return 0;
+        more = scan_obj_next(c);
+    }
+    if (more < 0 || !scan_done(c) || stream.s == NULL || data == NULL)
+        return 0;
+    if (!parsed) {
+        scan_t d = {data, c->end};
+        if ((rc = bn_route(L, conn, stream, &sym, &depth)) <= 0)
+            return rc;
+        if (!bn_data(L, &d, depth, &f))
+            return 0;
+    }
+    target_t *t = lane_target(L, sym);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!depth)
+        return bn_trade(L, t, &f, recv_ns, result);
+    if (SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live)
+        return 0;
+    return bn_depth(L, t, &f, recv_ns, result);
+}
+
+/* ---------------------------------------------------------------------------------------- OKX */
+typedef struct {
+    int n_rows, has_seq, has_prev, has_ts, has_checksum, has_bids, has_asks;
+    int64_t seq, prev, ts, checksum;
+} okx_book;
+
+static trade_rec *okx_trades_buf;
+static Py_ssize_t okx_trades_cap;
+
+/* one element of "data": book fields (the first element only, as the adapter reads data[0]) and a trade */
+static int
+okx_row(Lane *L, scan_t *c, int books, int first, okx_book *b, trade_rec *tr)
+{
+    span_t ts = {NULL, 0}, tid = {NULL, 0}, px = {NULL, 0}, sz = {NULL, 0}, side = {NULL, 0};
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c), ok;
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "ts"))
+            ok = scan_str(c, &ts);
+        else if (books && first && span_is(k, "bids"))
+            ok = !b->has_bids && scan_levels(c, &L->bids), b->has_bids = 1;
+        else if (books && first && span_is(k, "asks"))
+            ok = !b->has_asks && scan_levels(c, &L->asks), b->has_asks = 1;
+        else if (books && first && span_is(k, "seqId"))
+            ok = scan_i64(c, &b->seq), b->has_seq = 1;
+        else if (books && first && span_is(k, "prevSeqId"))
+            ok = scan_i64(c, &b->prev), b->has_prev = 1;
+        else if (books && first && span_is(k, "checksum"))
+            ok = scan_i64(c, &b->checksum), b->has_checksum = 1;
+        else if (!books && span_is(k, "tradeId"))
+            ok = scan_str(c, &tid);
+        else if (!books && span_is(k, "px"))
+            ok = scan_str(c, &px);
+        else if (!books && span_is(k, "sz"))
+            ok = scan_str(c, &sz);
+        else if (!books && span_is(k, "side"))
+            ok = scan_str(c, &side);
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    if (more != 0)
+        return 0;
+    if (books) {
+        if (first) {
+            b->has_ts = ts.s != NULL && span_i64(ts, &b->ts);
+            if (!b->has_ts)
+                return 0;
+        }
+        return 1;
+    }
+    int64_t ms;
+    if (ts.s == NULL || tid.s == NULL || px.s == NULL || sz.s == NULL || side.s == NULL || !span_i64(ts, &ms) ||
+        ms > INT64_MAX / 1000000 || !span_i64(tid, &tr->trade_id) || !plain_decimal(px.s, px.n, &tr->price) ||
+        !plain_decimal(sz.s, sz.n, &tr->qty))
+        return 0;
+    tr->exch_ts = ms * 1000000;
+    tr->side = (int8_t)(span_is(side, "buy") ? L->side_buy : span_is(side, "sell") ? L->side_sell : L->side_unknown);
+    tr->flags = 0;
+    return 1;
+}
+
+static int
+okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
+{
+    span_t channel = {NULL, 0}, inst = {NULL, 0}, action = {NULL, 0};
+    int books = 0, seen_data = 0;
+    okx_book b;
+    Py_ssize_t n_trades = 0;
+    memset(&b, 0, sizeof b);
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c);
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "arg")) {
+            if (channel.s != NULL || !scan_byte(c, '{'))
+                return 0;
+            int m2 = scan_obj_first(c);
+            while (m2 > 0) {
+                span_t k2;
+                if (!scan_key(c, &k2))
+                    return 0;
+                int ok = span_is(k2, "channel") ? scan_str(c, &channel)
+                         : span_is(k2, "instId") ? scan_str(c, &inst) : scan_skip(c);
+                if (!ok)
+                    return 0;
+                m2 = scan_obj_next(c);
+            }
+            if (m2 != 0 || channel.s == NULL || inst.s == NULL)
+                return 0;
+            if (span_is(channel, "books"))
+                books = 1;
+            else if (!span_is(channel, "trades"))
+                return 0;
+        }
+        else if (span_is(k, "action")) {
+            if (!scan_str(c, &action))
+                return 0;
+        }
+        else if (span_is(k, "data")) {
+            if (channel.s == NULL || seen_data || !scan_byte(c, '['))
+                return 0; /* "arg" comes first in every OKX push; anything else is the adapter's to read */
+            seen_data = 1;
+            int item = scan_arr_first(c);
+            while (item > 0) {
+                if (!books && n_trades == okx_trades_cap) {
+                    Py_ssize_t cap = okx_trades_cap ? 2 * okx_trades_cap : 64;
+                    trade_rec *v = PyMem_Realloc(okx_trades_buf, cap * sizeof(trade_rec));
+                    if (v == NULL)
+                        return 0;
+                    okx_trades_buf = v;
+                    okx_trades_cap = cap;
+                }
+                if (!okx_row(L, c, books, b.n_rows == 0, &b, books ? NULL : &okx_trades_buf[n_trades]))
+                    return 0;
+                b.n_rows++;
+                n_trades += !books;
+                item = scan_arr_next(c);
+            }
+            if (item != 0)
+                return 0;
+        }
+        else if (!scan_skip(c))
+            return 0;
+        more = scan_obj_next(c);
+    }
+    if (more != 0 || !scan_done(c) || !seen_data || b.n_rows == 0)
+        return 0;
+    PyObject *name = PyUnicode_FromStringAndSize(inst.s, inst.n);
+    if (name == NULL)
+        return -1;
+    PyObject *sym = PyDict_GetItemWithError(L->routes, name); /* adapter._alias: instId -> SymbolSync */
+    Py_DECREF(name);
+    if (sym == NULL || Py_TYPE(sym) != (PyTypeObject *)L->types[0])
+        return PyErr_Occurred() ? -1 : 0;
+    target_t *t = lane_target(L, sym);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!books) {
+        for (Py_ssize_t i = 0; i < n_trades; i++)
+            okx_trades_buf[i].recv_ts = recv_ns;
+        lane_trades(L, t, okx_trades_buf, n_trades);
+        return (*result = PyList_New(0)) == NULL ? -1 : 1;
+    }
+    /* books: an update on a LIVE book whose prevSeqId is the last seqId and whose seqId does not restart */
+    int64_t last;
+    if ((action.s != NULL && !span_is(action, "update")) || !b.has_bids || !b.has_asks ||
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live ||
+        b.ts > INT64_MAX / 1000000 || !slot_i64(sym, L->off[M_SYM_X1], &last))
+        return 0;
+    if (b.has_seq && (!b.has_prev || b.prev != last || b.seq < b.prev))
+        return 0;
+    int touched = 0;
+    int rc = lane_apply(L, t, &touched);
+    if (rc <= 0)
+        return rc;
+    if (b.has_seq) {
+        last = b.seq;
+        if (slot_set_i64(sym, L->off[M_SYM_X1], last) < 0)
+            return -1;
+    }
+    if (slot_set_i64(t->book, L->off[M_BOOK_UPDATE_ID], last > 0 ? last : 0) < 0 ||
+        slot_set_i64(t->book, L->off[M_BOOK_EXCH_TS], b.ts * 1000000) < 0)
+        return -1;
+    if (b.checksum) {
+        PyObject *br = SLOT_GET(t->bids, L->off[M_SIDE_RAW]), *ar = SLOT_GET(t->asks, L->off[M_SIDE_RAW]);
+        int64_t local;
+        if (crc_sides(br, ar, 25, &local) < 0)
+            return -1;
+        if (local != b.checksum)
+            return lane_verdict(L, t, recv_ns, b.checksum, touched, result);
+    }
+    if (lane_crossed(L, t))
+        return lane_verdict(L, t, recv_ns, b.checksum, touched, result);
+    if (lane_publish(L, t, recv_ns, touched) < 0)
+        return -1;
+    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+}
+
+/* ---------------------------------------------------------------------------------------- the type */
+static PyObject *
+Lane_on_frame(Lane *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "on_frame(conn, data, recv_ns)");
+        return NULL;
+    }
+    PyObject *fallback = PyObject_GetAttr(L->adapter, str_on_frame);
+    if (fallback == NULL)
+        return NULL;
+    PyObject *data = args[1], *result = NULL;
+    long long recv_ns = PyLong_AsLongLong(args[2]);
+    int rc = 0;
+    if (recv_ns == -1 && PyErr_Occurred()) {
+        Py_DECREF(fallback);
+        return NULL;
+    }
+    /* an instance's own on_frame (Binance mid-rotation) sees every frame */
+    if (L->open && PyMethod_Check(fallback) && PyMethod_GET_FUNCTION(fallback) == L->on_frame_func &&
+        PyUnicode_CheckExact(data) && PyUnicode_IS_COMPACT_ASCII(data)) {
+        const char *p = (const char *)PyUnicode_1BYTE_DATA(data);
+        scan_t c = {p, p + PyUnicode_GET_LENGTH(data)};
+        L->bids.n = L->asks.n = 0;
+        rc = L->exchange == LANE_BINANCE ? bn_frame(L, args[0], &c, recv_ns, &result)
+                                         : okx_frame(L, args[0], &c, recv_ns, &result);
+    }
+    if (rc != 0) {
+        Py_DECREF(fallback);
+        if (rc > 0)
+            L->handled++;
+        return rc > 0 ? result : NULL;
+    }
+    L->declined++;
+    result = PyObject_Vectorcall(fallback, args, 3, NULL);
+    Py_DECREF(fallback);
+    return result;
+}
+
+static void
+lane_release(Lane *L)
+{
+    if (!L->open)
+        return;
+    L->open = 0;
+    PyBuffer_Release(&L->shm);
+    PyBuffer_Release(&L->meta);
+    if (L->targets != NULL)
+        PyDict_Clear(L->targets);
+}
+
+static PyObject *
+Lane_close(Lane *L, PyObject *unused)
+{
+    lane_release(L);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_forget(Lane *L, PyObject *unused)
+{
+    PyDict_Clear(L->targets);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lane_stats(Lane *L, PyObject *unused)
+{
+    return Py_BuildValue("{sKsK}", "handled", L->handled, "declined", L->declined);
+}
+
+static int
+Lane_traverse(Lane *L, visitproc visit, void *arg)
+{
+    Py_VISIT(L->adapter);
+    Py_VISIT(L->on_frame_func);
+    Py_VISIT(L->routes);
+    Py_VISIT(L->verdict);
+    Py_VISIT(L->target_of);
+    Py_VISIT(L->targets);
+    return 0;
+}
+
+static int
+Lane_clear(Lane *L)
+{
+    lane_release(L);
+    Py_CLEAR(L->adapter);
+    Py_CLEAR(L->on_frame_func);
+    Py_CLEAR(L->routes);
+    Py_CLEAR(L->verdict);
+    Py_CLEAR(L->target_of);
+    Py_CLEAR(L->targets);
+    return 0;
+}
+
+static void
+Lane_dealloc(Lane *L)
+{
+    PyObject_GC_UnTrack(L);
+    Lane_clear(L);
+    Py_CLEAR(L->live);
+    Py_CLEAR(L->depth_kind);
+    Py_CLEAR(L->trade_kind);
+    Py_CLEAR(L->shm_obj);
+    Py_CLEAR(L->meta_obj);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(L->types[i]);
+    PyMem_Free(L->bids.v);
+    PyMem_Free(L->asks.v);
+    Py_TYPE(L)->tp_free((PyObject *)L);
+}
+
+/* Lane(exchange, adapter, on_frame_func, routes, live, kinds, verdict, target_of, types, shm, meta, store) with
+ * kinds = (depth_kind, trade_kind) (Binance) or None, types = (sym, book, side, slot classes), store = (generation,
+ * capacity, depth, LIVE, TRUNCATED, CROSSED, BUY, SELL, UNKNOWN, segment book_updates offset, trades offset) */
+static int
+Lane_init(Lane *L, PyObject *args, PyObject *kw)
+{
+    const char *exchange;
+    PyObject *adapter, *func, *routes, *live, *kinds, *verdict, *target_of, *types, *shm, *meta, *store;
+    if (L->adapter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a Lane is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "sOOO!OOOOO!OOO!:Lane", &exchange, &adapter, &func, &PyDict_Type, &routes, &live,
+                          &kinds, &verdict, &target_of, &PyTuple_Type, &types, &shm, &meta, &PyTuple_Type, &store))
+        return -1;
+    if (strcmp(exchange, "binance") == 0)
+        L->exchange = LANE_BINANCE;
+    else if (strcmp(exchange, "okx") == 0)
+        L->exchange = LANE_OKX;
+    else {
+        PyErr_Format(PyExc_ValueError, "no fast lane for %s", exchange);
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(types) != 4 || PyTuple_GET_SIZE(store) != 11 ||
+        (L->exchange == LANE_BINANCE && (!PyTuple_Check(kinds) || PyTuple_GET_SIZE(kinds) != 2))) {
+        PyErr_SetString(PyExc_TypeError, "Lane: types is 4 classes, store 11 ints, kinds (depth, trade) for binance");
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (!PyType_Check(PyTuple_GET_ITEM(types, i))) {
+            PyErr_SetString(PyExc_TypeError, "Lane: types must be classes");
+            return -1;
+        }
+        L->types[i] = Py_NewRef(PyTuple_GET_ITEM(types, i));
+    }
+    const char *names[M_COUNT] = {"state", "book", "key", NULL, NULL, NULL, "bids", "asks", "update_id", "exch_ts_ns",
+                                  "watch_depth", "top_dirty", "keys", "qty", "raw", "levels_published"};
+    if (L->exchange == LANE_BINANCE) {
+        names[M_SYM_X1] = "futures";
+        names[M_SYM_X2] = "applied";
+        names[M_SYM_X3] = "last_trade";
+    }
+    else
+        names[M_SYM_X1] = "seq";
+    int owner[M_COUNT] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3};
+    for (int i = 0; i < M_COUNT; i++) {
+        L->off[i] = names[i] == NULL ? -1 : member_offset(L->types[owner[i]], names[i]);
+        if (names[i] != NULL && L->off[i] < 0)
+            return -1;
+    }
+    int64_t *dst[] = {&L->generation, &L->capacity, &L->depth, &L->state_live, &L->flag_truncated, &L->flag_crossed,
+                      &L->side_buy, &L->side_sell, &L->side_unknown, NULL, NULL};
+    for (int i = 0; i < 11; i++) {
+        long long v = PyLong_AsLongLong(PyTuple_GET_ITEM(store, i));
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (dst[i] != NULL)
+            *dst[i] = v;
+        else if (i == 9)
+            L->seg_book_updates = (Py_ssize_t)v;
+        else
+            L->seg_trades = (Py_ssize_t)v;
+    }
+    if (L->depth < 0 || L->depth > L->capacity) {
+        PyErr_SetString(PyExc_ValueError, "Lane: depth must be within the segment's book capacity");
+        return -1;
+    }
+    if (PyObject_GetBuffer(shm, &L->shm, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        return -1;
+    if (PyObject_GetBuffer(meta, &L->meta, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&L->shm);
+        return -1;
+    }
+    L->open = 1;
+    if (L->seg_book_updates < 0 || L->seg_book_updates + 8 > L->shm.len || L->seg_trades < 0 ||
+        L->seg_trades + 8 > L->shm.len || (L->seg_book_updates | L->seg_trades) % 8 || L->meta.len % 64) {
+        lane_release(L);
+        PyErr_SetString(PyExc_ValueError, "Lane: counter offsets outside the segment");
+        return -1;
+    }
+    L->adapter = Py_NewRef(adapter);
+    L->on_frame_func = Py_NewRef(func);
+    L->routes = Py_NewRef(routes);
+    L->live = Py_NewRef(live);
+    L->verdict = Py_NewRef(verdict);
+    L->target_of = Py_NewRef(target_of);
+    L->shm_obj = Py_NewRef(shm);
+    L->meta_obj = Py_NewRef(meta);
+    if (L->exchange == LANE_BINANCE) {
+        L->depth_kind = Py_NewRef(PyTuple_GET_ITEM(kinds, 0));
+        L->trade_kind = Py_NewRef(PyTuple_GET_ITEM(kinds, 1));
+    }
+    return (L->targets = PyDict_New()) == NULL ? -1 : 0;
+}
+
+static PyMethodDef Lane_methods[] = {
+    {"on_frame", (PyCFunction)(void (*)(void))Lane_on_frame, METH_FASTCALL,
+     "on_frame(conn, data, recv_ns): the adapter's on_frame, with routine frames handled in C."},
+    {"forget", (PyCFunction)Lane_forget, METH_NOARGS, "Drop every cached symbol target (slots changed)."},
+    {"close", (PyCFunction)Lane_close, METH_NOARGS, "Release the segment; every frame goes to the adapter after."},
+    {"stats", (PyCFunction)Lane_stats, METH_NOARGS, "{'handled': n, 'declined': n} frames so far."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mdengine._speedups.Lane",
+    .tp_basicsize = sizeof(Lane),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The feed's fast lane (see mdengine/feed/fastlane.py).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_methods = Lane_methods,
+};
