@@ -413,9 +413,12 @@ class MdengineSide:
                     answer()
                 lat.append(clock() - t0)
         seconds = (clock() - start) / 1e9
+        handled = 0
         for _adapter, _conn, handle in instances:
+            lane = handle.publisher.lane
+            handled += lane.stats()["handled"] if lane is not None else 0
             handle.publisher.close_lane()
-        return {"ok": True, "frames": len(lat), "seconds": seconds, "lat_ns": lat}
+        return {"ok": True, "frames": len(lat), "seconds": seconds, "lat_ns": lat, "lane_handled": handled}
 
 
 def parse_only(w: Workload, reps: int) -> float:
@@ -431,18 +434,26 @@ def parse_only(w: Workload, reps: int) -> float:
 
 
 def breakdown(md: MdengineSide, w: Workload, reps: int, rounds: int) -> dict[str, float]:
-    """Median µs per frame of mdengine's stages: JSON parse alone, then a run timing the publisher inside it
-    (packing the top levels into the store and the latched writes, trades too); the adapter (decode, sync
-    checks, checksum, book update) is the rest."""
+    """Median µs per frame of mdengine's stages, and the fast lane against the Python path in the same process:
+    `total` (the feed's frame path, lane in front), `lane_share` (frames the lane took), `publisher` (time in the
+    Publisher for the events the lane left to the adapter), `python_path` (the same frames through adapter.on_frame
+    and the Publisher alone, as before the lane) and `orjson_parse` (parsing alone, the floor of that path)."""
     rows = []
     n = reps * len(w.frames)
+    lane = md.lane
     for _ in range(rounds):
         parse = parse_only(w, reps) * 1e6 / n
         md.stage_ns.update(publish=0)
-        total = md.run(w, reps, stage="timed")["seconds"] * 1e6 / n
+        res = md.run(w, reps, stage="timed")
+        total = res["seconds"] * 1e6 / n
         publish = md.stage_ns["publish"] / 1e3 / n
-        rows.append({"json_parse": parse, "adapter_excl_parse": total - publish - parse, "publish": publish,
-                     "total": total})
+        md.lane = False
+        try:
+            python = md.run(w, reps)["seconds"] * 1e6 / n
+        finally:
+            md.lane = lane
+        rows.append({"total": total, "lane_share": res["lane_handled"] / n, "publisher": publish,
+                     "python_path": python, "orjson_parse": parse})
     return {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
 
 
