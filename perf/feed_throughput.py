@@ -4,7 +4,7 @@ For every exchange whose adapter module exists (the others are skipped and named
 - simulated: the simulator's pure venues (mdengine.sim.formats) render instruments, REST answers and WS frames;
   an in-memory link answers the adapter's requests (subscribe frames, snapshots) like the server would. After a
   warm-up until every symbol is live, N pre-rendered frames are timed one by one through
-  `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter. An adapter needs only its normal methods.
+  the fast lane or `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter (the feed's frame path). An adapter needs only its normal methods.
 - recorded: real frames from ../shared/recordings where one exists (Binance spot, OKX), replayed the same way.
 
 The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recorder.Recorder` tap
@@ -33,6 +33,7 @@ import orjson
 
 from mdengine.events import CloseConnection, FetchRest, OpenConnection, Send
 from mdengine.exchanges import EXCHANGES, get_adapter
+from mdengine.feed import fastlane
 from mdengine.feed.publisher import Publisher
 from mdengine.sim.config import SimConfig
 from mdengine.sim.formats.binance import BinanceSpot, BinanceUsdm
@@ -68,8 +69,17 @@ class Harness:
         self.rest_answers: dict[tuple[str, str], list[bytes]] = {}  # recorded mode: (path, query) -> bodies
         self.pending_rest: deque[FetchRest] = deque()
         self.adapter = None
+        self._on_frame = None
+
+    @property
+    def on_frame(self):
+        """The feed process's frame path: the C fast lane in front of the adapter (where built), made once."""
+        if self._on_frame is None:
+            self._on_frame = fastlane.attach(self.adapter, self.pub)
+        return self._on_frame
 
     def close(self) -> None:
+        self.pub.close_lane()
         self.writer.close()
         for name in shm.list_names(self.ns):
             shm.unlink(name)
@@ -158,11 +168,11 @@ class Harness:
 
     def deliver(self, frames) -> None:
         for conn, text in frames:
-            self.handle(self.adapter.on_frame(conn, text, time.time_ns()))
+            self.handle(self.on_frame(conn, text, time.time_ns()))
 
     # ---------------------------------------------------------------- the timed part
     def timed(self, frames: list[tuple[str, str]]) -> list[int]:
-        on_frame, handle, pub_event, tap = self.adapter.on_frame, self.handle, self.pub.on_event, self.tap
+        on_frame, handle, pub_event, tap = self.on_frame, self.handle, self.pub.on_event, self.tap
         requests = (OpenConnection, Send, FetchRest, CloseConnection)
         clock = time.perf_counter_ns
         now = time.time_ns
