@@ -11,6 +11,7 @@
  *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
  *   ring_append(shm, offsets, mask, trades) -> int                  SegmentWriter.append_trades (store)
  *   record_columns(batch) -> (kinds, urls, stamps, lens, blob)      record_writer.encode_batch's columns
+ *   depth_snapshot(body) -> (last_id, E, bid side, ask side) | None book.parse_depth_snapshot (Binance REST)
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
@@ -822,6 +823,318 @@ done:
     return out;
 }
 
+/* ---- REST depth snapshots: {"lastUpdateId":N,"bids":[["px","qty"],...],"asks":[...],"E":ms,...} read straight
+ * into a book's sides. The body is accepted only when orjson would parse it to the same dict (strict JSON,
+ * ASCII strings without escapes, known keys at most once) and its levels are plain decimals: then what it
+ * returns is exactly what orjson.loads + side_replace give. Anything else returns None, and the caller takes
+ * the Python path, which reports errors as before. */
+
+/* a string orjson reads as these very bytes: no escape, no control byte, ASCII (so valid UTF-8) */
+static int
+snap_ascii_str(scan_t *c, span_t *s)
+{
+    if (!scan_str(c, s))
+        return 0;
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        if ((unsigned char)s->s[i] >= 0x80)
+            return 0;
+    return 1;
+}
+
+/* a JSON number without exponent and of at most 100 digits: orjson takes it (never an infinity) */
+static int
+snap_number(scan_t *c)
+{
+    const char *p = c->p, *end = c->end;
+    int digits = 0;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++, digits++;
+    else
+        while (p < end && *p >= '0' && *p <= '9')
+            p++, digits++;
+    if (!digits)
+        return 0;
+    if (p < end && *p == '.') {
+        const char *f = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == f)
+            return 0;
+        digits += (int)(p - f);
+    }
+    if (digits > 100 || (p < end && (*p == 'e' || *p == 'E')))
+        return 0;
+    c->p = p;
+    return 1;
+}
+
+/* any value orjson accepts, strictly (scan_skip also passes what is not JSON: the error would be lost) */
+static int
+snap_skip(scan_t *c, int depth)
+{
+    span_t s;
+    char ch = scan_peek(c);
+    if (depth > 64)
+        return 0;
+    if (ch == '"')
+        return snap_ascii_str(c, &s);
+    if (ch == '{' || ch == '[') {
+        c->p++;
+        int more = ch == '{' ? scan_obj_first(c) : scan_arr_first(c);
+        while (more > 0) {
+            if (ch == '{' && (!snap_ascii_str(c, &s) || !scan_byte(c, ':')))
+                return 0;
+            if (!snap_skip(c, depth + 1))
+                return 0;
+            more = ch == '{' ? scan_obj_next(c) : scan_arr_next(c);
+        }
+        return more == 0;
+    }
+    int b;
+    if (scan_bool(c, &b))
+        return 1;
+    if (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) {
+        c->p += 4;
+        return 1;
+    }
+    return snap_number(c);
+}
+
+/* 8 ASCII digits, first one in the lowest byte: are they all digits, and their value (SWAR: pairs, quads) */
+static inline int
+snap_eight(uint64_t v, uint64_t *out)
+{
+    const uint64_t hi = UINT64_C(0xF0F0F0F0F0F0F0F0), zeros = UINT64_C(0x3030303030303030);
+    if ((v & hi) != zeros || ((v + UINT64_C(0x0606060606060606)) & hi) != zeros)
+        return 0;
+    v -= zeros;
+    v = (v * 10 + (v >> 8)) & UINT64_C(0x00FF00FF00FF00FF);
+    v = (v * 100 + (v >> 16)) & UINT64_C(0x0000FFFF0000FFFF);
+    *out = (v & 0xFFFFFFFFu) * 10000 + (v >> 32);
+    return 1;
+}
+
+/* a level's "price" or "qty": scan_str and plain_decimal in one pass, eight digits at a time where it can.
+ * The same Clinger fast path (digits as an integer <= 2^53, <= 22 decimals, one division), so the same double
+ * as float(); it refuses what plain_decimal refuses, and also more than 19 digits. */
+static inline int
+snap_decimal(scan_t *c, span_t *sp, double *out)
+{
+    if (!scan_byte(c, '"'))
+        return 0;
+    const char *p = c->p, *end = c->end, *s = p;
+    int neg = 0, digits = 0, decimals = -1;
+    uint64_t mant = 0, eight;
+    if (p < end && (*p == '-' || *p == '+'))
+        neg = *p++ == '-';
+    for (;;) {
+        if (digits <= 11 && end - p >= 8) {  /* 11 + 8 digits stay below 2^64 */
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (snap_eight(v, &eight)) {
+                mant = mant * 100000000 + eight;
+                digits += 8;
+                decimals += decimals >= 0 ? 8 : 0;
+                p += 8;
+                continue;
+            }
+        }
+        if (p >= end)
+            return 0;
+        char ch = *p++;
+        if (ch >= '0' && ch <= '9') {
+            if (digits >= 19)
+                return 0;
+            mant = mant * 10 + (uint64_t)(ch - '0');
+            digits++;
+            decimals += decimals >= 0;
+        }
+        else if (ch == '.' && decimals < 0)
+            decimals = 0;
+        else if (ch == '"')
+            break;
+        else
+            return 0;
+    }
+    if (!digits || mant > (UINT64_C(1) << 53) || decimals > 22)
+        return 0;
+    double v = decimals > 0 ? (double)mant / pow10_exact[decimals] : (double)mant;
+    *out = neg ? -v : v;
+    sp->s = s;
+    sp->n = p - 1 - s;
+    c->p = p;
+    return 1;
+}
+
+/* [["px","qty",...],...] into `out` (emptied first): scan_levels, but extra items skipped strictly */
+static int
+snap_levels(scan_t *c, levels_t *out)
+{
+    out->n = 0;
+    if (!scan_byte(c, '['))
+        return 0;
+    int more = scan_arr_first(c);
+    while (more > 0) {
+        if (out->n == out->cap) {
+            Py_ssize_t cap = out->cap ? 2 * out->cap : 1024;
+            level_t *v = PyMem_Realloc(out->v, cap * sizeof(level_t));
+            if (v == NULL)
+                return 0;
+            out->v = v;
+            out->cap = cap;
+        }
+        level_t *lv = &out->v[out->n];
+        if (!scan_byte(c, '[') || !snap_decimal(c, &lv->px, &lv->p) || !scan_byte(c, ',') ||
+            !snap_decimal(c, &lv->qty, &lv->q))
+            return 0;
+        int item = scan_arr_next(c);
+        while (item > 0) {
+            if (!snap_skip(c, 2))
+                return 0;
+            item = scan_arr_next(c);
+        }
+        if (item < 0)
+            return 0;
+        out->n++;
+        more = scan_arr_next(c);
+    }
+    return more == 0;
+}
+
+/* "px:qty" from the body's bytes (ASCII: snap_decimal accepted both) */
+static PyObject *
+snap_raw(const level_t *lv)
+{
+    PyObject *s = PyUnicode_New(lv->px.n + 1 + lv->qty.n, 127);
+    if (s == NULL)
+        return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    memcpy(d, lv->px.s, lv->px.n);
+    d[lv->px.n] = ':';
+    memcpy(d + lv->px.n + 1, lv->qty.s, lv->qty.n);
+    return s;
+}
+
+/* (keys, qty, raw) of one side, as side_replace(levels, sign) builds it. Binance sends each side best first,
+ * so the keys usually arrive strictly ascending: then they are taken in order, with no sort and no merge. */
+static PyObject *
+snap_side(const levels_t *in, int bid)
+{
+    Py_ssize_t n = in->n, m = 0;
+    int sorted = 1;
+    double prev = -INFINITY;
+    snap_level *lv = PyMem_Malloc((n ? n : 1) * sizeof(snap_level));
+    PyObject *keys = NULL, *qtys = NULL, *raws = NULL, *out = NULL;
+    if (lv == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (in->v[i].q == 0.0)  /* skipped, as side_replace does */
+            continue;
+        double k = bid ? -in->v[i].p : in->v[i].p;
+        sorted &= m == 0 || k > prev;
+        prev = k;
+        lv[m].key = k;
+        lv[m].qty = in->v[i].q;
+        lv[m].order = i;
+        lv[m].raw = NULL;
+        m++;
+    }
+    if (!sorted)
+        qsort(lv, m, sizeof(snap_level), snap_cmp);
+    Py_ssize_t uniq = 0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        uniq += i == 0 || lv[i].key != lv[i - 1].key;
+    if ((keys = PyList_New(uniq)) == NULL || (qtys = PyList_New(uniq)) == NULL || (raws = PyList_New(uniq)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0, j = 0; i < m; j++) {
+        Py_ssize_t last = i;  /* a price sent twice: the key as first sent, quantity and string as last sent */
+        while (last + 1 < m && lv[last + 1].key == lv[i].key)
+            last++;
+        PyObject *k = PyFloat_FromDouble(lv[i].key), *q = PyFloat_FromDouble(lv[last].qty);
+        PyObject *s = snap_raw(&in->v[lv[last].order]);
+        if (k == NULL || q == NULL || s == NULL) {
+            Py_XDECREF(k);
+            Py_XDECREF(q);
+            Py_XDECREF(s);
+            goto done;
+        }
+        PyList_SET_ITEM(keys, j, k);
+        PyList_SET_ITEM(qtys, j, q);
+        PyList_SET_ITEM(raws, j, s);
+        i = last + 1;
+    }
+    out = PyTuple_Pack(3, keys, qtys, raws);
+done:
+    PyMem_Free(lv);
+    Py_XDECREF(keys);
+    Py_XDECREF(qtys);
+    Py_XDECREF(raws);
+    return out;
+}
+
+/* the parsed levels, kept from call to call (the GIL serialises the calls; no Python code runs meanwhile) */
+static levels_t snap_bids, snap_asks;
+
+static PyObject *
+depth_snapshot(PyObject *self, PyObject *body)
+{
+    const char *p;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(body)) {
+        p = PyBytes_AS_STRING(body);
+        n = PyBytes_GET_SIZE(body);
+    }
+    else if (PyUnicode_CheckExact(body) && PyUnicode_IS_COMPACT_ASCII(body)) {
+        p = (const char *)PyUnicode_1BYTE_DATA(body);
+        n = PyUnicode_GET_LENGTH(body);
+    }
+    else
+        Py_RETURN_NONE;
+    scan_t c = {p, p + n};
+    span_t key;
+    int64_t last = 0, ts = 0;
+    int have_last = 0, have_ts = 0, have_bids = 0, have_asks = 0;
+    if (!scan_byte(&c, '{'))
+        Py_RETURN_NONE;
+    int more = scan_obj_first(&c);
+    while (more > 0) {
+        if (!snap_ascii_str(&c, &key) || !scan_byte(&c, ':'))
+            Py_RETURN_NONE;
+        int ok;
+        /* a known key twice: orjson keeps the last value; rare enough to leave to it */
+        if (span_is(key, "bids"))
+            ok = !have_bids++ && snap_levels(&c, &snap_bids);
+        else if (span_is(key, "asks"))
+            ok = !have_asks++ && snap_levels(&c, &snap_asks);
+        else if (span_is(key, "lastUpdateId"))
+            ok = !have_last++ && scan_i64(&c, &last);
+        else if (span_is(key, "E"))  /* an "E" that is not an integer is left to the Python path */
+            ok = !have_ts++ && scan_i64(&c, &ts);
+        else
+            ok = snap_skip(&c, 1);
+        if (!ok)  /* (a failed PyMem_Realloc too: the Python path then meets the same shortage) */
+            Py_RETURN_NONE;
+        more = scan_obj_next(&c);
+    }
+    if (more < 0 || !scan_done(&c) || !have_last || !have_bids || !have_asks)
+        Py_RETURN_NONE;
+    PyObject *b = snap_side(&snap_bids, 1);
+    PyObject *a = b == NULL ? NULL : snap_side(&snap_asks, 0);
+    PyObject *out = NULL;
+    if (a != NULL) {
+        PyObject *lu = PyLong_FromLongLong(last), *e = have_ts ? PyLong_FromLongLong(ts) : Py_NewRef(Py_None);
+        if (lu != NULL && e != NULL)
+            out = PyTuple_Pack(4, lu, e, b, a);
+        Py_XDECREF(lu);
+        Py_XDECREF(e);
+    }
+    Py_XDECREF(b);
+    Py_XDECREF(a);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
@@ -831,6 +1144,7 @@ static PyMethodDef methods[] = {
      "SegmentWriter._write_latched in C."},
     {"ring_append", (PyCFunction)(void (*)(void))ring_append, METH_FASTCALL, "SegmentWriter.append_trades in C."},
     {"record_columns", record_columns, METH_O, "The column-wise parts of a recorder batch."},
+    {"depth_snapshot", depth_snapshot, METH_O, "A REST depth snapshot body read into two book sides."},
     {NULL, NULL, 0, NULL},
 };
 
