@@ -227,19 +227,6 @@ lane_target(Lane *L, PyObject *sym)
 }
 
 /* ---------------------------------------------------------------------------------------- the book */
-static PyObject *
-raw_from_spans(span_t px, span_t qty)
-{
-    PyObject *s = PyUnicode_New(px.n + 1 + qty.n, 127);
-    if (s == NULL)
-        return NULL;
-    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
-    memcpy(d, px.s, px.n);
-    d[px.n] = ':';
-    memcpy(d + px.n + 1, qty.s, qty.n);
-    return s;
-}
-
 /* a side's three lists, if it has them, of one length */
 static int
 side_lists(Lane *L, PyObject *side, PyObject **keys, PyObject **qtys, PyObject **raws)
@@ -270,7 +257,7 @@ lane_side_update(PyObject *keys, PyObject *qtys, PyObject *raws, int bid, const 
     for (Py_ssize_t i = 0; i < lv->n; i++) {
         const level_t *x = &lv->v[i];
         PyObject *s = NULL;
-        if (x->q != 0.0 && (s = raw_from_spans(x->px, x->qty)) == NULL)
+        if (x->q != 0.0 && (s = level_raw(x)) == NULL)
             return -1;
         int rc = place_level(keys, qtys, raws, bid ? -x->p : x->p, x->q, s, limit, touched);
         Py_XDECREF(s);

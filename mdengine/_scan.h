@@ -48,7 +48,8 @@ scan_peek(scan_t *c)
     return c->p < c->end ? *c->p : 0;
 }
 
-/* a string without escapes or control bytes, as a span of the input (quotes excluded) */
+/* a string orjson reads as these very bytes (no escape, no control byte, ASCII, so valid UTF-8), as a span of the
+   input (quotes excluded) */
 static inline int
 scan_str(scan_t *c, span_t *out)
 {
@@ -63,7 +64,7 @@ scan_str(scan_t *c, span_t *out)
             c->p++;
             return 1;
         }
-        if (ch == '\\' || ch < 0x20)
+        if (ch == '\\' || ch < 0x20 || ch >= 0x80)
             return 0;
         c->p++;
     }
@@ -132,57 +133,6 @@ scan_bool(scan_t *c, int *out)
     return 0;
 }
 
-/* any value; nesting is bounded so hostile input cannot recurse deeply */
-static int
-scan_skip_depth(scan_t *c, int depth)
-{
-    char ch = scan_peek(c);
-    if (depth > 64)
-        return 0;
-    if (ch == '"') {
-        c->p++;
-        while (c->p < c->end) {
-            if (*c->p == '\\') {
-                c->p += 2;
-                continue;
-            }
-            if (*c->p++ == '"')
-                return c->p <= c->end;
-        }
-        return 0;
-    }
-    if (ch == '{' || ch == '[') {
-        char close = ch == '{' ? '}' : ']';
-        c->p++;
-        if (scan_byte(c, close))
-            return 1;
-        for (;;) {
-            if (ch == '{' && (!scan_skip_depth(c, depth + 1) || !scan_byte(c, ':')))
-                return 0;
-            if (!scan_skip_depth(c, depth + 1))
-                return 0;
-            if (scan_byte(c, ','))
-                continue;
-            return scan_byte(c, close);
-        }
-    }
-    /* a number or a literal: its characters up to a delimiter */
-    const char *s = c->p;
-    while (c->p < c->end) {
-        char x = *c->p;
-        if (x == ',' || x == '}' || x == ']' || x == ' ' || x == '\n' || x == '\r' || x == '\t')
-            break;
-        c->p++;
-    }
-    return c->p > s;
-}
-
-static inline int
-scan_skip(scan_t *c)
-{
-    return scan_skip_depth(c, 0);
-}
-
 /* Object iteration:  if (!scan_byte(c, '{')) fail;  int more = scan_obj_first(c);
  *                    while (more > 0) { span_t key; if (!scan_key(c, &key)) fail; ...value...; more = scan_obj_next(c); }
  *                    if (more < 0) fail;
@@ -221,6 +171,74 @@ scan_arr_next(scan_t *c)
     if (scan_byte(c, ','))
         return 1;
     return scan_byte(c, ']') ? 0 : -1;
+}
+
+/* a JSON number without exponent and of at most 100 digits: orjson takes it (never an infinity) */
+static inline int
+scan_number(scan_t *c)
+{
+    const char *p = c->p, *end = c->end;
+    int digits = 0;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++, digits++;
+    else
+        while (p < end && *p >= '0' && *p <= '9')
+            p++, digits++;
+    if (!digits)
+        return 0;
+    if (p < end && *p == '.') {
+        const char *f = ++p;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == f)
+            return 0;
+        digits += (int)(p - f);
+    }
+    if (digits > 100 || (p < end && (*p == 'e' || *p == 'E')))
+        return 0;
+    c->p = p;
+    return 1;
+}
+
+/* any value orjson accepts, strictly: what is not JSON must reach the Python path, whose parser reports it;
+   nesting is bounded so hostile input cannot recurse deeply */
+static int
+scan_skip_depth(scan_t *c, int depth)
+{
+    span_t s;
+    char ch = scan_peek(c);
+    if (depth > 64)
+        return 0;
+    if (ch == '"')
+        return scan_str(c, &s);
+    if (ch == '{' || ch == '[') {
+        c->p++;
+        int more = ch == '{' ? scan_obj_first(c) : scan_arr_first(c);
+        while (more > 0) {
+            if (ch == '{' && (!scan_str(c, &s) || !scan_byte(c, ':')))
+                return 0;
+            if (!scan_skip_depth(c, depth + 1))
+                return 0;
+            more = ch == '{' ? scan_obj_next(c) : scan_arr_next(c);
+        }
+        return more == 0;
+    }
+    int b;
+    if (scan_bool(c, &b))
+        return 1;
+    if (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) {
+        c->p += 4;
+        return 1;
+    }
+    return scan_number(c);
+}
+
+static inline int
+scan_skip(scan_t *c)
+{
+    return scan_skip_depth(c, 0);
 }
 
 static inline int
@@ -289,16 +307,83 @@ typedef struct {
     Py_ssize_t n, cap;
 } levels_t;
 
-/* an array of levels appended to `out`; 0 when any level is not two plain decimal strings first */
+/* 8 ASCII digits, first one in the lowest byte: are they all digits, and their value (SWAR: pairs, quads) */
+static inline int
+scan_eight(uint64_t v, uint64_t *out)
+{
+    const uint64_t hi = UINT64_C(0xF0F0F0F0F0F0F0F0), zeros = UINT64_C(0x3030303030303030);
+    if ((v & hi) != zeros || ((v + UINT64_C(0x0606060606060606)) & hi) != zeros)
+        return 0;
+    v -= zeros;
+    v = (v * 10 + (v >> 8)) & UINT64_C(0x00FF00FF00FF00FF);
+    v = (v * 100 + (v >> 16)) & UINT64_C(0x0000FFFF0000FFFF);
+    *out = (v & 0xFFFFFFFFu) * 10000 + (v >> 32);
+    return 1;
+}
+
+/* a level's "price" or "qty": scan_str and plain_decimal in one pass, eight digits at a time where it can.
+ * The same Clinger fast path (digits as an integer <= 2^53, <= 22 decimals, one division), so the same double
+ * as float(); it refuses what plain_decimal refuses, and also more than 19 digits. */
+static inline int
+scan_decimal(scan_t *c, span_t *sp, double *out)
+{
+    if (!scan_byte(c, '"'))
+        return 0;
+    const char *p = c->p, *end = c->end, *s = p;
+    int neg = 0, digits = 0, decimals = -1;
+    uint64_t mant = 0, eight;
+    if (p < end && (*p == '-' || *p == '+'))
+        neg = *p++ == '-';
+    for (;;) {
+        if (digits <= 11 && end - p >= 8) {  /* 11 + 8 digits stay below 2^64 */
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (scan_eight(v, &eight)) {
+                mant = mant * 100000000 + eight;
+                digits += 8;
+                decimals += decimals >= 0 ? 8 : 0;
+                p += 8;
+                continue;
+            }
+        }
+        if (p >= end)
+            return 0;
+        char ch = *p++;
+        if (ch >= '0' && ch <= '9') {
+            if (digits >= 19)
+                return 0;
+            mant = mant * 10 + (uint64_t)(ch - '0');
+            digits++;
+            decimals += decimals >= 0;
+        }
+        else if (ch == '.' && decimals < 0)
+            decimals = 0;
+        else if (ch == '"')
+            break;
+        else
+            return 0;
+    }
+    if (!digits || mant > (UINT64_C(1) << 53) || decimals > 22)
+        return 0;
+    double v = decimals > 0 ? (double)mant / pow10_exact[decimals] : (double)mant;
+    *out = neg ? -v : v;
+    sp->s = s;
+    sp->n = p - 1 - s;
+    c->p = p;
+    return 1;
+}
+
+/* [["px","qty",...],...] into `out` (emptied first): extra items skipped; 0 when a price or quantity is not a plain decimal string */
 static inline int
 scan_levels(scan_t *c, levels_t *out)
 {
+    out->n = 0;
     if (!scan_byte(c, '['))
         return 0;
     int more = scan_arr_first(c);
     while (more > 0) {
         if (out->n == out->cap) {
-            Py_ssize_t cap = out->cap ? 2 * out->cap : 64;
+            Py_ssize_t cap = out->cap ? 2 * out->cap : 1024;
             level_t *v = PyMem_Realloc(out->v, cap * sizeof(level_t));
             if (v == NULL)
                 return 0;
@@ -306,12 +391,12 @@ scan_levels(scan_t *c, levels_t *out)
             out->cap = cap;
         }
         level_t *lv = &out->v[out->n];
-        if (!scan_byte(c, '[') || !scan_str(c, &lv->px) || !scan_byte(c, ',') || !scan_str(c, &lv->qty) ||
-            !plain_decimal(lv->px.s, lv->px.n, &lv->p) || !plain_decimal(lv->qty.s, lv->qty.n, &lv->q))
+        if (!scan_byte(c, '[') || !scan_decimal(c, &lv->px, &lv->p) || !scan_byte(c, ',') ||
+            !scan_decimal(c, &lv->qty, &lv->q))
             return 0;
         int item = scan_arr_next(c);
         while (item > 0) {
-            if (!scan_skip(c))
+            if (!scan_skip_depth(c, 2))
                 return 0;
             item = scan_arr_next(c);
         }

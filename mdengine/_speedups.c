@@ -11,6 +11,7 @@
  *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
  *   ring_append(shm, offsets, mask, trades) -> int                  SegmentWriter.append_trades (store)
  *   record_columns(batch) -> (kinds, urls, stamps, lens, blob)      record_writer.encode_batch's columns
+ *   depth_snapshot(body) -> (last_id, E, bid side, ask side) | None book.parse_depth_snapshot (Binance REST)
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
@@ -134,6 +135,21 @@ raw_string(PyObject *px, PyObject *qty)
     Py_DECREF(head);
     return s;
 }
+
+/* a scanned level's "px:qty", its wire string as book.py keeps it (ASCII: scan_decimal accepted both) */
+static PyObject *
+level_raw(const level_t *lv)
+{
+    PyObject *s = PyUnicode_New(lv->px.n + 1 + lv->qty.n, 127);
+    if (s == NULL)
+        return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    memcpy(d, lv->px.s, lv->px.n);
+    d[lv->px.n] = ':';
+    memcpy(d + lv->px.n + 1, lv->qty.s, lv->qty.n);
+    return s;
+}
+
 
 /* bisect_left over a list of floats */
 static Py_ssize_t
@@ -856,6 +872,130 @@ done:
     return out;
 }
 
+/* ---- REST depth snapshots: {"lastUpdateId":N,"bids":[["px","qty"],...],"asks":[...],"E":ms,...} read straight
+ * into a book's sides. The body is accepted only when orjson would parse it to the same dict (strict JSON,
+ * ASCII strings without escapes, known keys at most once) and its levels are plain decimals: then what it
+ * returns is exactly what orjson.loads + side_replace give. Anything else returns None, and the caller takes
+ * the Python path, which reports errors as before. */
+
+/* (keys, qty, raw) of one side, as side_replace(levels, sign) builds it. Binance sends each side best first,
+ * so the keys usually arrive strictly ascending: then they are taken in order, with no sort and no merge. */
+static PyObject *
+snap_side(const levels_t *in, int bid)
+{
+    Py_ssize_t n = in->n, m = 0;
+    int sorted = 1;
+    double prev = -INFINITY;
+    snap_level *lv = PyMem_Malloc((n ? n : 1) * sizeof(snap_level));
+    PyObject *keys = NULL, *qtys = NULL, *raws = NULL, *out = NULL;
+    if (lv == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (in->v[i].q == 0.0)  /* skipped, as side_replace does */
+            continue;
+        double k = bid ? -in->v[i].p : in->v[i].p;
+        sorted &= m == 0 || k > prev;
+        prev = k;
+        lv[m].key = k;
+        lv[m].qty = in->v[i].q;
+        lv[m].order = i;
+        lv[m].raw = NULL;
+        m++;
+    }
+    if (!sorted)
+        qsort(lv, m, sizeof(snap_level), snap_cmp);
+    Py_ssize_t uniq = 0;
+    for (Py_ssize_t i = 0; i < m; i++)
+        uniq += i == 0 || lv[i].key != lv[i - 1].key;
+    if ((keys = PyList_New(uniq)) == NULL || (qtys = PyList_New(uniq)) == NULL || (raws = PyList_New(uniq)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0, j = 0; i < m; j++) {
+        Py_ssize_t last = i;  /* a price sent twice: the key as first sent, quantity and string as last sent */
+        while (last + 1 < m && lv[last + 1].key == lv[i].key)
+            last++;
+        PyObject *k = PyFloat_FromDouble(lv[i].key), *q = PyFloat_FromDouble(lv[last].qty);
+        PyObject *s = level_raw(&in->v[lv[last].order]);
+        if (k == NULL || q == NULL || s == NULL) {
+            Py_XDECREF(k);
+            Py_XDECREF(q);
+            Py_XDECREF(s);
+            goto done;
+        }
+        PyList_SET_ITEM(keys, j, k);
+        PyList_SET_ITEM(qtys, j, q);
+        PyList_SET_ITEM(raws, j, s);
+        i = last + 1;
+    }
+    out = PyTuple_Pack(3, keys, qtys, raws);
+done:
+    PyMem_Free(lv);
+    Py_XDECREF(keys);
+    Py_XDECREF(qtys);
+    Py_XDECREF(raws);
+    return out;
+}
+
+/* the parsed levels, kept from call to call (the GIL serialises the calls; no Python code runs meanwhile) */
+static levels_t snap_bids, snap_asks;
+
+static PyObject *
+depth_snapshot(PyObject *self, PyObject *body)
+{
+    const char *p;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(body)) {
+        p = PyBytes_AS_STRING(body);
+        n = PyBytes_GET_SIZE(body);
+    }
+    else if (PyUnicode_CheckExact(body) && PyUnicode_IS_COMPACT_ASCII(body)) {
+        p = (const char *)PyUnicode_1BYTE_DATA(body);
+        n = PyUnicode_GET_LENGTH(body);
+    }
+    else
+        Py_RETURN_NONE;
+    scan_t c = {p, p + n};
+    span_t key;
+    int64_t last = 0, ts = 0;
+    int have_last = 0, have_ts = 0, have_bids = 0, have_asks = 0;
+    if (!scan_byte(&c, '{'))
+        Py_RETURN_NONE;
+    int more = scan_obj_first(&c);
+    while (more > 0) {
+        if (!scan_str(&c, &key) || !scan_byte(&c, ':'))
+            Py_RETURN_NONE;
+        int ok;
+        /* a known key twice: orjson keeps the last value; rare enough to leave to it */
+        if (span_is(key, "bids"))
+            ok = !have_bids++ && scan_levels(&c, &snap_bids);
+        else if (span_is(key, "asks"))
+            ok = !have_asks++ && scan_levels(&c, &snap_asks);
+        else if (span_is(key, "lastUpdateId"))
+            ok = !have_last++ && scan_i64(&c, &last);
+        else if (span_is(key, "E"))  /* an "E" that is not an integer is left to the Python path */
+            ok = !have_ts++ && scan_i64(&c, &ts);
+        else
+            ok = scan_skip(&c);
+        if (!ok)  /* (a failed PyMem_Realloc too: the Python path then meets the same shortage) */
+            Py_RETURN_NONE;
+        more = scan_obj_next(&c);
+    }
+    if (more < 0 || !scan_done(&c) || !have_last || !have_bids || !have_asks)
+        Py_RETURN_NONE;
+    PyObject *b = snap_side(&snap_bids, 1);
+    PyObject *a = b == NULL ? NULL : snap_side(&snap_asks, 0);
+    PyObject *out = NULL;
+    if (a != NULL) {
+        PyObject *lu = PyLong_FromLongLong(last), *e = have_ts ? PyLong_FromLongLong(ts) : Py_NewRef(Py_None);
+        if (lu != NULL && e != NULL)
+            out = PyTuple_Pack(4, lu, e, b, a);
+        Py_XDECREF(lu);
+        Py_XDECREF(e);
+    }
+    Py_XDECREF(b);
+    Py_XDECREF(a);
+    return out;
+}
+
 #include "_lane.h"
 
 static PyMethodDef methods[] = {
@@ -867,6 +1007,7 @@ static PyMethodDef methods[] = {
      "SegmentWriter._write_latched in C."},
     {"ring_append", (PyCFunction)(void (*)(void))ring_append, METH_FASTCALL, "SegmentWriter.append_trades in C."},
     {"record_columns", record_columns, METH_O, "The column-wise parts of a recorder batch."},
+    {"depth_snapshot", depth_snapshot, METH_O, "A REST depth snapshot body read into two book sides."},
     {NULL, NULL, 0, NULL},
 };
 

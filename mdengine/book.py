@@ -26,6 +26,9 @@ _NAN = math.nan
 _INF = math.inf
 _crc32 = crcmod.predefined.mkPredefinedCrcFun("crc-32")  # IEEE 802.3, same as zlib.crc32
 Level = Sequence[str]  # [price, qty, ...] as sent; extra fields (OKX order counts) are ignored
+SideLists = tuple[list[float], list[float], list[str]]  # (keys, qty, raw) of one side, as BookSide keeps them
+#: (lastUpdateId, "E" in ms or None, bid side, ask side): a REST depth snapshot read by `parse_depth_snapshot`
+DepthSnapshot = tuple[int, int | None, SideLists, SideLists]
 
 
 # ----------------------------------------------------------------------------- the pure-Python implementation
@@ -138,6 +141,19 @@ C_IMPLEMENTATION = None if _speedups is None else {name: getattr(_speedups, name
 IMPLEMENTATION = "python" if _speedups is None else "c"
 _impl = C_IMPLEMENTATION or PYTHON_IMPLEMENTATION
 _side_update, _side_replace, _pack_top, _checksum = (_impl[k] for k in PYTHON_IMPLEMENTATION)
+_depth_snapshot = None if _speedups is None else _speedups.depth_snapshot
+
+
+def parse_depth_snapshot(body: bytes | str) -> DepthSnapshot | None:
+    """A REST depth snapshot body (`{"lastUpdateId": N, "bids": [[px, qty], ...], "asks": [...], "E": ms}`,
+    keys in any order, others skipped) read straight into the book's side lists, with no per-level objects in
+    between: the sides are what `BookSide.replace` makes of orjson's levels, ready for `LocalBook.set_sides`.
+
+    Returns None when the C module is not built, or when the body is not of that plain shape (JSON that is not
+    strict ASCII, an escape, an exponent or a non-plain decimal in a level, a key twice, "E" not an integer,
+    a key missing, invalid JSON): the caller then parses it with orjson, whose errors it reports as before.
+    """
+    return None if _depth_snapshot is None else _depth_snapshot(body)
 
 
 class BookSide:
@@ -242,6 +258,14 @@ class LocalBook:
     def apply_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         self.bids.replace(bids)
         self.asks.replace(asks)
+        self.top_dirty = True
+
+    def set_sides(self, bids: SideLists, asks: SideLists) -> None:
+        """Install sides built elsewhere (`parse_depth_snapshot`): the lists are taken, not copied, and must be
+        as BookSide keeps them (aligned, keys strictly ascending); a snapshot without `apply_snapshot`'s parse."""
+        b, a = self.bids, self.asks
+        b.keys, b.qty, b.raw = bids
+        a.keys, a.qty, a.raw = asks
         self.top_dirty = True
 
     def apply_update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:

@@ -201,6 +201,9 @@ MUTATIONS = {
     "spaces": lambda frames, i: frames[:i] + [frames[i].replace(",", " , ").replace(":", ": ")] + frames[i + 1:],
     "truncate": lambda frames, i: frames[:i] + [frames[i][:len(frames[i]) // 2]] + frames[i + 1:],
     "not-json": lambda frames, i: frames[:i] + ["pong"] + frames[i + 1:],
+    # JSON broken only in a member the lane skips: it must still reach the adapter's parser (a ProtocolError)
+    "junk-member": lambda frames, i: frames[:i] + [frames[i].replace("{", '{"x":tru,', 1)] + frames[i + 1:],
+    "junk-nested": lambda frames, i: frames[:i] + [frames[i].replace("{", '{"x":[1,{"y":01}],', 2)] + frames[i + 1:],
     "zero-qty": lambda frames, i: frames[:i] + [re.sub(r'("[\d.]+"),"[\d.]+"', r'\1,"0"', frames[i], count=2)]
     + frames[i + 1:],
 }
