@@ -3,8 +3,9 @@
 For every exchange whose adapter module exists (the others are skipped and named), two scenarios:
 - simulated: the simulator's pure venues (mdengine.sim.formats) render instruments, REST answers and WS frames;
   an in-memory link answers the adapter's requests (subscribe frames, snapshots) like the server would. After a
-  warm-up until every symbol is live, N pre-rendered frames are timed one by one through
-  the fast lane or `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter (the feed's frame path). An adapter needs only its normal methods.
+  warm-up until every symbol is live, N pre-rendered frames are timed one by one through the feed's frame path:
+  the fast lane, or `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter for the frames it declines (and for
+  every frame of an exchange without a lane). An adapter needs only its normal methods.
 - recorded: real frames from ../shared/recordings where one exists (Binance spot, OKX), replayed the same way.
 
 The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recorder.Recorder` tap
