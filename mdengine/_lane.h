@@ -24,13 +24,13 @@
 #define LANE_T_OBJECT_EX T_OBJECT_EX
 #endif
 
-enum { LANE_BINANCE = 1, LANE_OKX = 2 };
+enum { LANE_BINANCE = 1, LANE_OKX = 2, LANE_BYBIT = 3, LANE_BITGET = 4 };
 enum { TGT_SLOT, TGT_STAGE, TGT_LATCH, TGT_RING, TGT_MASK, TGT_BOOK_UPDATES, TGT_MESSAGES, TGT_LAST_RECV, TGT_TRADES,
        TGT_FIELDS };
 
 /* the attributes the lane reads or writes: class, then member name; their offsets are resolved at construction */
 enum {
-    M_SYM_STATE, M_SYM_BOOK, M_SYM_KEY, M_SYM_X1, M_SYM_X2, /* binance: futures, applied; okx: seq, (unused) */
+    M_SYM_STATE, M_SYM_BOOK, M_SYM_KEY, M_SYM_X1, M_SYM_X2, /* binance: futures, applied; others: seq, channel */
     M_SYM_X3,                                              /* binance: last_trade */
     M_BOOK_BIDS, M_BOOK_ASKS, M_BOOK_UPDATE_ID, M_BOOK_EXCH_TS, M_BOOK_WATCH, M_BOOK_DIRTY,
     M_SIDE_KEYS, M_SIDE_QTY, M_SIDE_RAW,
@@ -583,14 +583,32 @@ bn_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
     return bn_depth(L, t, &f, recv_ns, result);
 }
 
+static int ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_ms, int64_t checksum, int64_t recv_ns,
+                     PyObject **result);
+
+/* the trades of one frame: a growable array shared by every lane (all run under the GIL) */
+static trade_rec *okx_trades_buf;
+static Py_ssize_t okx_trades_cap;
+
+static trade_rec *
+trade_slot(Py_ssize_t n)
+{
+    if (n == okx_trades_cap) {
+        Py_ssize_t cap = okx_trades_cap ? 2 * okx_trades_cap : 64;
+        trade_rec *v = PyMem_Realloc(okx_trades_buf, cap * sizeof(trade_rec));
+        if (v == NULL)
+            return NULL;
+        okx_trades_buf = v;
+        okx_trades_cap = cap;
+    }
+    return &okx_trades_buf[n];
+}
+
 /* ---------------------------------------------------------------------------------------- OKX */
 typedef struct {
     int n_rows, has_seq, has_prev, has_ts, has_checksum, has_bids, has_asks;
     int64_t seq, prev, ts, checksum;
 } okx_book;
-
-static trade_rec *okx_trades_buf;
-static Py_ssize_t okx_trades_cap;
 
 /* one element of "data": book fields (the first element only, as the adapter reads data[0]) and a trade */
 static int
@@ -697,15 +715,8 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
             seen_data = 1;
             int item = scan_arr_first(c);
             while (item > 0) {
-                if (!books && n_trades == okx_trades_cap) {
-                    Py_ssize_t cap = okx_trades_cap ? 2 * okx_trades_cap : 64;
-                    trade_rec *v = PyMem_Realloc(okx_trades_buf, cap * sizeof(trade_rec));
-                    if (v == NULL)
-                        return 0;
-                    okx_trades_buf = v;
-                    okx_trades_cap = cap;
-                }
-                if (!okx_row(L, c, books, b.n_rows == 0, &b, books ? NULL : &okx_trades_buf[n_trades]))
+                trade_rec *tr = books ? NULL : trade_slot(n_trades);
+                if ((!books && tr == NULL) || !okx_row(L, c, books, b.n_rows == 0, &b, tr))
                     return 0;
                 b.n_rows++;
                 n_trades += !books;
@@ -739,36 +750,308 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
     /* books: an update on a LIVE book whose prevSeqId is the last seqId and whose seqId does not restart */
     int64_t last;
     if ((action.s != NULL && !span_is(action, "update")) || !b.has_bids || !b.has_asks ||
-        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live ||
-        b.ts > INT64_MAX / 1000000 || !slot_i64(sym, L->off[M_SYM_X1], &last))
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last))
         return 0;
     if (b.has_seq && (!b.has_prev || b.prev != last || b.seq < b.prev))
+        return 0;
+    return ws_update(L, t, b.has_seq, b.seq, b.ts, b.checksum, recv_ns, result);
+}
+
+/* OKX, Bybit, Bitget (mdengine/exchanges/_wsbook.py): a checked update applied, then `_publish`'s verdicts. The
+   symbol's seq becomes `seq` when the frame has one; update_id is max(seq, 0); a non-zero checksum is verified over
+   the top 25 levels' wire strings. */
+static int
+ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_ms, int64_t checksum, int64_t recv_ns,
+          PyObject **result)
+{
+    int64_t last;
+    if (ts_ms < 0 || ts_ms > INT64_MAX / 1000000 || !slot_i64(t->sym, L->off[M_SYM_X1], &last))
         return 0;
     int touched = 0;
     int rc = lane_apply(L, t, &touched);
     if (rc <= 0)
         return rc;
-    if (b.has_seq) {
-        last = b.seq;
-        if (slot_set_i64(sym, L->off[M_SYM_X1], last) < 0)
+    if (has_seq) {
+        last = seq;
+        if (slot_set_i64(t->sym, L->off[M_SYM_X1], last) < 0)
             return -1;
     }
     if (slot_set_i64(t->book, L->off[M_BOOK_UPDATE_ID], last > 0 ? last : 0) < 0 ||
-        slot_set_i64(t->book, L->off[M_BOOK_EXCH_TS], b.ts * 1000000) < 0)
+        slot_set_i64(t->book, L->off[M_BOOK_EXCH_TS], ts_ms * 1000000) < 0)
         return -1;
-    if (b.checksum) {
+    if (checksum) {
         PyObject *br = SLOT_GET(t->bids, L->off[M_SIDE_RAW]), *ar = SLOT_GET(t->asks, L->off[M_SIDE_RAW]);
         int64_t local;
         if (crc_sides(br, ar, 25, &local) < 0)
             return -1;
-        if (local != b.checksum)
-            return lane_verdict(L, t, recv_ns, b.checksum, touched, result);
+        if (local != checksum)
+            return lane_verdict(L, t, recv_ns, checksum, touched, result);
     }
     if (lane_crossed(L, t))
-        return lane_verdict(L, t, recv_ns, b.checksum, touched, result);
+        return lane_verdict(L, t, recv_ns, checksum, touched, result);
     if (lane_publish(L, t, recv_ns, touched) < 0)
         return -1;
     return (*result = PyList_New(0)) == NULL ? -1 : 1;
+}
+
+/* ---------------------------------------------------------------------------------------- Bybit */
+/* the value of a member that is an integer or a string of digits (Bybit "cts"/"ts", Bitget "ts") */
+static int
+scan_int_or_digits(scan_t *c, int64_t *out)
+{
+    span_t s;
+    if (scan_peek(c) == '"')
+        return scan_str(c, &s) && span_i64(s, out);
+    return scan_i64(c, out);
+}
+
+/* publicTrade rows: {"T": ms, "S": "Buy"|"Sell", "v": qty, "p": price, "i": id of digits, ...} */
+static int
+by_trades(Lane *L, scan_t *c, Py_ssize_t *n)
+{
+    if (!scan_byte(c, '['))
+        return 0;
+    int item = scan_arr_first(c);
+    while (item > 0) {
+        trade_rec *tr = trade_slot(*n);
+        span_t side = {NULL, 0}, qty = {NULL, 0}, px = {NULL, 0}, id = {NULL, 0};
+        int64_t ms = -1;
+        if (tr == NULL || !scan_byte(c, '{'))
+            return 0;
+        int more = scan_obj_first(c), ok;
+        while (more > 0) {
+            span_t k;
+            if (!scan_key(c, &k))
+                return 0;
+            ok = span_is(k, "T") ? scan_i64(c, &ms) : span_is(k, "S") ? scan_str(c, &side)
+                 : span_is(k, "v") ? scan_str(c, &qty) : span_is(k, "p") ? scan_str(c, &px)
+                 : span_is(k, "i") ? scan_str(c, &id) : scan_skip(c);
+            if (!ok)
+                return 0;
+            more = scan_obj_next(c);
+        }
+        if (more != 0 || ms < 0 || ms > INT64_MAX / 1000000 || side.s == NULL || !span_i64(id, &tr->trade_id) ||
+            qty.s == NULL || px.s == NULL || !plain_decimal(px.s, px.n, &tr->price) ||
+            !plain_decimal(qty.s, qty.n, &tr->qty))
+            return 0;
+        tr->exch_ts = ms * 1000000;
+        tr->side = (int8_t)(span_is(side, "Buy") ? L->side_buy : span_is(side, "Sell") ? L->side_sell : L->side_unknown);
+        tr->flags = 0;
+        (*n)++;
+        item = scan_arr_next(c);
+    }
+    return item == 0;
+}
+
+/* orderbook data: {"s": ..., "b": levels, "a": levels, "u": update id, "seq": ...} */
+static int
+by_book(Lane *L, scan_t *c, int64_t *u)
+{
+    int has_b = 0, has_a = 0, has_u = 0;
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c), ok;
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "b"))
+            ok = !has_b++ && scan_levels(c, &L->bids);
+        else if (span_is(k, "a"))
+            ok = !has_a++ && scan_levels(c, &L->asks);
+        else if (span_is(k, "u"))
+            ok = !has_u++ && scan_i64(c, u);
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    return more == 0 && has_b && has_a && has_u;
+}
+
+/* adapter._alias["<category>|<topic>"], the category being the connection's name up to its last "-" */
+static PyObject *
+by_symbol(Lane *L, PyObject *conn, span_t topic)
+{
+    Py_ssize_t n;
+    const char *cn = PyUnicode_Check(conn) ? PyUnicode_AsUTF8AndSize(conn, &n) : NULL;
+    if (cn == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_ssize_t cat = n;
+    while (cat > 0 && cn[cat - 1] != '-')
+        cat--;
+    cat = cat > 0 ? cat - 1 : n;
+    char buf[256];
+    if (cat + 1 + topic.n > (Py_ssize_t)sizeof buf)
+        return NULL;
+    memcpy(buf, cn, cat);
+    buf[cat] = '|';
+    memcpy(buf + cat + 1, topic.s, topic.n);
+    PyObject *name = PyUnicode_DecodeUTF8(buf, cat + 1 + topic.n, "strict");
+    if (name == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *sym = PyDict_GetItemWithError(L->routes, name);
+    Py_DECREF(name);
+    if (sym == NULL)
+        PyErr_Clear();
+    return sym != NULL && Py_TYPE(sym) == (PyTypeObject *)L->types[0] ? sym : NULL;
+}
+
+static int
+by_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
+{
+    span_t topic = {NULL, 0}, type = {NULL, 0};
+    int64_t ts = 0, cts = 0, u = 0;
+    int has_ts = 0, book = -1; /* book: 1 data was an orderbook object, 0 trade rows */
+    Py_ssize_t n_trades = 0;
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c), ok;
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "topic"))
+            ok = topic.s == NULL && scan_str(c, &topic);
+        else if (span_is(k, "type"))
+            ok = type.s == NULL && scan_str(c, &type);
+        else if (span_is(k, "ts"))
+            ok = !has_ts++ && scan_int_or_digits(c, &ts);
+        else if (span_is(k, "cts"))
+            ok = scan_int_or_digits(c, &cts);
+        else if (span_is(k, "data")) {
+            char ch = scan_peek(c);
+            ok = book < 0 && (ch == '{' ? (book = 1, by_book(L, c, &u)) : (book = 0, by_trades(L, c, &n_trades)));
+        }
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    if (more != 0 || !scan_done(c) || topic.s == NULL || topic.n < 1 || book < 0)
+        return 0;
+    PyObject *sym = by_symbol(L, conn, topic);
+    if (sym == NULL || (book != (topic.s[0] == 'o')))
+        return 0;
+    target_t *t = lane_target(L, sym);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!book) {
+        if (n_trades == 0)
+            return 0;
+        for (Py_ssize_t i = 0; i < n_trades; i++)
+            okx_trades_buf[i].recv_ts = recv_ns;
+        lane_trades(L, t, okx_trades_buf, n_trades);
+        return (*result = PyList_New(0)) == NULL ? -1 : 1;
+    }
+    /* a delta that follows the last update id on a LIVE book (u == 1 is Bybit's restart: a snapshot) */
+    int64_t last;
+    if (type.s == NULL || span_is(type, "snapshot") || u == 1 || (!cts && !has_ts) ||
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last) || u != last + 1)
+        return 0;
+    return ws_update(L, t, 1, u, cts ? cts : ts, 0, recv_ns, result);
+}
+
+/* ---------------------------------------------------------------------------------------- Bitget */
+static int
+bg_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
+{
+    span_t action = {NULL, 0}, itype = {NULL, 0}, inst = {NULL, 0}, channel = {NULL, 0};
+    int64_t seq = 0, pseq = 0, ts = 0, checksum = 0;
+    int has_seq = 0, has_pseq = 0, has_ts = 0, has_b = 0, has_a = 0, rows = 0, ok;
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c);
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        if (span_is(k, "action"))
+            ok = action.s == NULL && scan_str(c, &action);
+        else if (span_is(k, "arg")) {
+            ok = channel.s == NULL && scan_byte(c, '{');
+            int m2 = ok ? scan_obj_first(c) : -1;
+            while (ok && m2 > 0) {
+                span_t k2;
+                ok = scan_key(c, &k2) && (span_is(k2, "channel") ? scan_str(c, &channel)
+                                          : span_is(k2, "instId") ? scan_str(c, &inst)
+                                          : span_is(k2, "instType") ? scan_str(c, &itype) : scan_skip(c));
+                m2 = ok ? scan_obj_next(c) : -1;
+            }
+            ok = ok && m2 == 0 && channel.s != NULL && inst.s != NULL && itype.s != NULL &&
+                 span_is(channel, "books"); /* trades (de-duplicated by id) and books1/5/15 stay with the adapter */
+        }
+        else if (span_is(k, "data")) {
+            /* "arg" comes first in every Bitget push; the book fields are read from data[0], as the adapter does */
+            ok = channel.s != NULL && rows == 0 && scan_byte(c, '[');
+            int item = ok ? scan_arr_first(c) : -1;
+            while (ok && item > 0) {
+                if (rows++ == 0) {
+                    ok = scan_byte(c, '{');
+                    int m3 = ok ? scan_obj_first(c) : -1;
+                    while (ok && m3 > 0) {
+                        span_t k3;
+                        ok = scan_key(c, &k3);
+                        if (!ok)
+                            break;
+                        if (span_is(k3, "bids"))
+                            ok = !has_b++ && scan_levels(c, &L->bids);
+                        else if (span_is(k3, "asks"))
+                            ok = !has_a++ && scan_levels(c, &L->asks);
+                        else if (span_is(k3, "seq"))
+                            ok = !has_seq++ && scan_i64(c, &seq);
+                        else if (span_is(k3, "pseq"))
+                            ok = !has_pseq++ && scan_i64(c, &pseq);
+                        else if (span_is(k3, "ts"))
+                            ok = !has_ts++ && scan_int_or_digits(c, &ts);
+                        else if (span_is(k3, "checksum"))
+                            ok = scan_i64(c, &checksum);
+                        else
+                            ok = scan_skip(c);
+                        m3 = ok ? scan_obj_next(c) : -1;
+                    }
+                    ok = ok && m3 == 0;
+                }
+                else
+                    ok = scan_skip(c);
+                item = ok ? scan_arr_next(c) : -1;
+            }
+            ok = ok && item == 0;
+        }
+        else
+            ok = scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    if (more != 0 || !scan_done(c) || rows == 0 || !has_b || !has_a || !has_ts || action.s == NULL ||
+        !span_is(action, "update"))
+        return 0;
+    PyObject *key = Py_BuildValue("(s#s#)", itype.s, itype.n, inst.s, inst.n);
+    if (key == NULL)
+        return -1;
+    PyObject *sym = PyDict_GetItemWithError(L->routes, key); /* adapter.syms: (instType, instId) -> SymbolSync */
+    Py_DECREF(key);
+    if (sym == NULL || Py_TYPE(sym) != (PyTypeObject *)L->types[0])
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *sym_channel = SLOT_GET(sym, L->off[M_SYM_X2]);
+    int64_t last;
+    if (sym_channel == NULL || !PyUnicode_Check(sym_channel) ||
+        PyUnicode_CompareWithASCIIString(sym_channel, "books") != 0 ||
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last))
+        return 0;
+    if (has_seq && ((has_pseq && pseq != last) || seq <= last))
+        return 0; /* a gap, a duplicate or a reset: the adapter's verdicts */
+    target_t *t = lane_target(L, sym);
+    if (t == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    return ws_update(L, t, has_seq, seq, ts, checksum, recv_ns, result);
 }
 
 /* ---------------------------------------------------------------------------------------- the type */
@@ -795,8 +1078,12 @@ Lane_on_frame(Lane *L, PyObject *const *args, Py_ssize_t nargs)
         const char *p = (const char *)PyUnicode_1BYTE_DATA(data);
         scan_t c = {p, p + PyUnicode_GET_LENGTH(data)};
         L->bids.n = L->asks.n = 0;
-        rc = L->exchange == LANE_BINANCE ? bn_frame(L, args[0], &c, recv_ns, &result)
-                                         : okx_frame(L, args[0], &c, recv_ns, &result);
+        switch (L->exchange) {
+        case LANE_BINANCE: rc = bn_frame(L, args[0], &c, recv_ns, &result); break;
+        case LANE_OKX: rc = okx_frame(L, args[0], &c, recv_ns, &result); break;
+        case LANE_BYBIT: rc = by_frame(L, args[0], &c, recv_ns, &result); break;
+        default: rc = bg_frame(L, args[0], &c, recv_ns, &result);
+        }
     }
     if (rc != 0) {
         Py_DECREF(fallback);
@@ -903,6 +1190,10 @@ Lane_init(Lane *L, PyObject *args, PyObject *kw)
         L->exchange = LANE_BINANCE;
     else if (strcmp(exchange, "okx") == 0)
         L->exchange = LANE_OKX;
+    else if (strcmp(exchange, "bybit") == 0)
+        L->exchange = LANE_BYBIT;
+    else if (strcmp(exchange, "bitget") == 0)
+        L->exchange = LANE_BITGET;
     else {
         PyErr_Format(PyExc_ValueError, "no fast lane for %s", exchange);
         return -1;
@@ -926,8 +1217,10 @@ Lane_init(Lane *L, PyObject *args, PyObject *kw)
         names[M_SYM_X2] = "applied";
         names[M_SYM_X3] = "last_trade";
     }
-    else
+    else {
         names[M_SYM_X1] = "seq";
+        names[M_SYM_X2] = L->exchange == LANE_BITGET ? "channel" : NULL;
+    }
     int owner[M_COUNT] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3};
     for (int i = 0; i < M_COUNT; i++) {
         L->off[i] = names[i] == NULL ? -1 : member_offset(L->types[owner[i]], names[i]);

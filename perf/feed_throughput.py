@@ -56,8 +56,9 @@ RECORDINGS = os.path.join(HERE, "..", "..", "shared", "recordings")
 class Harness:
     """One adapter, its publisher on a throwaway segment, and an in-memory stand-in for the exchange."""
 
-    def __init__(self, exchange: str, tap=None) -> None:
+    def __init__(self, exchange: str, tap=None, lane: bool = True) -> None:
         self.exchange = exchange
+        self.lane = lane
         self.cls = get_adapter(exchange)
         self.ns = "p" + uuid.uuid4().hex[:8]
         self.writer = SegmentWriter(self.ns, exchange, create=True, max_symbols=64, book_capacity=DEPTH,
@@ -76,7 +77,7 @@ class Harness:
     def on_frame(self):
         """The feed process's frame path: the C fast lane in front of the adapter (where built), made once."""
         if self._on_frame is None:
-            self._on_frame = fastlane.attach(self.adapter, self.pub)
+            self._on_frame = fastlane.attach(self.adapter, self.pub) if self.lane else self.adapter.on_frame
         return self._on_frame
 
     def close(self) -> None:

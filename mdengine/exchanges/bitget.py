@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
+from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
@@ -176,6 +178,13 @@ class BitgetAdapter(WsBookAdapter):
             return self._on_book(self._scratch(sym, prior), msg, recv_ns)
         except _PARSE_ERRORS:
             return []
+
+    def lane_spec(self) -> dict[str, Any]:
+        """See Adapter.lane_spec: the lane reads `syms` ((instType, instId)) as on_frame does, takes `books` updates on
+        a LIVE book whose seq moves forward (and pseq, when sent, is the last seq), and hands a failed checksum or a
+        crossed book to `_publish`, the Python verdict. Trades stay with the adapter (it drops replayed ids)."""
+        return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None,
+                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")

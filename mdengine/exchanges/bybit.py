@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
@@ -174,6 +176,13 @@ class BybitAdapter(WsBookAdapter):
             return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
         except _PARSE_ERRORS:
             return []
+
+    def lane_spec(self) -> dict[str, Any]:
+        """See Adapter.lane_spec: the lane reads `_alias` ("<category>|<topic>") as on_frame does, takes deltas on a
+        LIVE book whose `u` is the last plus one and trades with numeric ids, and hands a crossed book to `_publish`,
+        the Python verdict."""
+        return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None,
+                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
 
     def _on_op(self, conn: str, msg: dict) -> list[Event]:
         op = msg.get("op")
