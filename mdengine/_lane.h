@@ -58,6 +58,7 @@ typedef struct {
     Py_ssize_t seg_book_updates, seg_trades;
     levels_t bids, asks;
     unsigned long long handled, declined;
+    int last_handled; /* the newest frame was the lane's (the loop's warm-up pass replays only the adapter's) */
 } Lane;
 
 static PyObject *str_on_frame;
@@ -1085,6 +1086,7 @@ Lane_on_frame(Lane *L, PyObject *const *args, Py_ssize_t nargs)
         default: rc = bg_frame(L, args[0], &c, recv_ns, &result);
         }
     }
+    L->last_handled = rc > 0;
     if (rc != 0) {
         Py_DECREF(fallback);
         if (rc > 0)
@@ -1281,6 +1283,12 @@ static PyMethodDef Lane_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Lane_members[] = {
+    {"last_handled", T_INT, offsetof(Lane, last_handled), READONLY,
+     "1 when the newest frame was handled by the lane, 0 when it went to the adapter."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mdengine._speedups.Lane",
     .tp_basicsize = sizeof(Lane),
@@ -1292,4 +1300,5 @@ static PyTypeObject LaneType = {
     .tp_traverse = (traverseproc)Lane_traverse,
     .tp_clear = (inquiry)Lane_clear,
     .tp_methods = Lane_methods,
+    .tp_members = Lane_members,
 };

@@ -355,3 +355,20 @@ def test_simulated_feeds_take_the_same_path_through_the_lane(exchange, damage, m
     assert lane_state["handled"] > (len(frames) // 3 if not damage else 0)
     if damage:
         assert any(t[1] in ("BookInvalid", "ProtocolError") for t in trace)
+
+
+def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):
+    from mdengine.feed.loop import FeedLoop
+
+    w = workloads["okx-simulated-seqid"]
+    r = Run(w, True, namespace)
+    try:
+        loop = FeedLoop(r.adapter, r.publisher, on_frame=r.on_frame)
+        assert loop._lane is r.publisher.lane
+        r.feed(w.frames[:40])
+        assert loop._lane.last_handled == 1  # a routine update: nothing to warm (see FeedLoop._read)
+        r.feed(["pong"], start_ns=50_000)
+        assert loop._lane.last_handled == 0
+        assert FeedLoop(r.adapter, r.publisher)._lane is None  # the adapter's own on_frame: warm-up as before
+    finally:
+        r.close()

@@ -176,7 +176,10 @@ def _until(pred, what: str, timeout: float = 20.0):
 
 
 @pytest.mark.slow
-def test_a_feed_warms_while_idle_keeps_its_books_exact_and_sleeps_after_silence():
+def test_a_feed_warms_while_idle_keeps_its_books_exact_and_sleeps_after_silence(monkeypatch):
+    # The pass replays frames that took the Python path; with the fast lane most frames do not (they are not
+    # replayed: tests/test_fastlane.py), so these feeds run without it.
+    monkeypatch.setenv("MDENGINE_NO_LANE", "1")
     from mdengine.sim import Simulator
     from mdengine.store import shm
     from mdengine.store.layout import BookState, WriterState
