@@ -146,7 +146,8 @@ lane_target(Lane *L, PyObject *sym)
     PyObject *cap = PyDict_GetItemWithError(L->targets, sym);
     if (cap != NULL) {
         target_t *t = PyCapsule_GetPointer(cap, "mdengine.lane.target");
-        if (t != NULL && SLOT_GET(sym, L->off[M_SYM_BOOK]) == t->book)
+        if (t != NULL && SLOT_GET(sym, L->off[M_SYM_BOOK]) == t->book &&
+            SLOT_GET(t->book, L->off[M_BOOK_BIDS]) == t->bids && SLOT_GET(t->book, L->off[M_BOOK_ASKS]) == t->asks)
             return t;
         PyErr_Clear();
         if (PyDict_DelItem(L->targets, sym) < 0)
