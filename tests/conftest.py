@@ -1,3 +1,4 @@
+import json
 import os
 import uuid
 
@@ -22,3 +23,13 @@ def recordings_dir():
     if not os.path.isdir(path):
         path = os.path.join(here, "data")
     return path
+
+
+@pytest.fixture(scope="session")
+def binance_recording(recordings_dir):
+    """The events of shared/recordings/binance-spot-2021-10-12.jsonl, in order (the test is skipped without it)."""
+    path = os.path.join(recordings_dir, "binance-spot-2021-10-12.jsonl")
+    if not os.path.exists(path):
+        pytest.skip(f"recording not found: {path}")
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -5,7 +5,6 @@ books must equal a reference computed here from the same frames, independently o
 """
 
 import json
-import os
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -20,12 +19,8 @@ PAIRS = {"NKNUSDT": ("NKN", "USDT"), "BLZETH": ("BLZ", "ETH"), "LRCBTC": ("LRC",
 
 
 @pytest.fixture(scope="module")
-def lines(recordings_dir):
-    path = os.path.join(recordings_dir, "binance-spot-2021-10-12.jsonl")
-    if not os.path.exists(path):
-        pytest.skip(f"recording not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def lines(binance_recording):
+    return binance_recording
 
 
 def replay(lines):

@@ -50,13 +50,8 @@ def fast(body):
 
 # ----------------------------------------------------------------------------- the recorded bodies
 @pytest.fixture(scope="module")
-def recorded_bodies(recordings_dir):
-    path = os.path.join(recordings_dir, "binance-spot-2021-10-12.jsonl")
-    if not os.path.exists(path):
-        pytest.skip(f"recording not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        events = [json.loads(line) for line in fh if line.strip()]
-    return [e["data"] for e in events if e["kind"] == "http" and "/depth" in e["url"]]
+def recorded_bodies(binance_recording):
+    return [e["data"] for e in binance_recording if e["kind"] == "http" and "/depth" in e["url"]]
 
 
 @needs_c
