@@ -11,6 +11,7 @@
  *   latch_publish(shm, staging, offsets, length, header...) -> ns   SegmentWriter._write_latched (store)
  *   ring_append(shm, offsets, mask, trades) -> int                  SegmentWriter.append_trades (store)
  *   record_columns(batch) -> (kinds, urls, stamps, lens, blob)      record_writer.encode_batch's columns
+ *   tap_queue(maxlen) -> TapQueue (.tap, .take, len)                recorder._TapQueue
  *   depth_snapshot(body) -> (last_id, E, bid side, ask side) | None book.parse_depth_snapshot (Binance REST)
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
@@ -872,6 +873,300 @@ done:
     return out;
 }
 
+#include <structmember.h>  /* T_LONGLONG, READONLY: TapQueue's members */
+
+/* ---- The recorder's tap queue: recorder.Recorder.tap, the whole of recording that the feed thread runs.
+ * A bounded FIFO of (kind, url, data, ns) entries, four references per slot of a ring that grows by doubling up
+ * to `maxlen` (nothing is allocated for a queue that stays short). tap() never raises on its values: on a full
+ * queue it evicts the oldest entry, counted in `overflow`; `tapped` counts every call. take(max, columns=True)
+ * removes up to `max` of the oldest entries and returns them, when `columns` is true and every one is plain
+ * (kind and url exact str, data str, ns an exact int within int64), as record_columns' 5-tuple, else as a list
+ * of (kind, url, data, ns) tuples. The entries leave the ring before anything else is done with them, and an
+ * evicted entry's references are released only once the ring is consistent again: a deallocation that runs
+ * Python code (which may tap) always sees a valid queue. Should take() fail (no memory), what it removed is
+ * counted in `overflow`, so every tapped entry stays accounted for. The recorder.py twin is _TapQueue. */
+typedef struct {
+    PyObject_HEAD
+    PyObject **slot;  /* 4 references per entry: kind, url, data, ns */
+    Py_ssize_t cap, maxlen, head, count;
+    long long tapped, overflow;
+} TapQueue;
+
+static int
+tq_grow(TapQueue *q)
+{
+    Py_ssize_t cap = q->cap ? (q->cap > q->maxlen / 2 ? q->maxlen : q->cap * 2)
+                            : (q->maxlen < 1024 ? q->maxlen : 1024);
+    if ((size_t)cap > PY_SSIZE_T_MAX / (4 * sizeof(PyObject *)))
+        return -1;
+    PyObject **s = PyMem_Malloc((size_t)cap * 4 * sizeof(PyObject *));
+    if (s == NULL)
+        return -1;
+    Py_ssize_t first = q->cap - q->head < q->count ? q->cap - q->head : q->count;
+    if (q->count) {
+        memcpy(s, q->slot + 4 * q->head, (size_t)first * 4 * sizeof(PyObject *));
+        memcpy(s + 4 * first, q->slot, (size_t)(q->count - first) * 4 * sizeof(PyObject *));
+    }
+    PyMem_Free(q->slot);
+    q->slot = s;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
+static PyObject *
+TapQueue_tap(TapQueue *q, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "tap() takes 4 arguments (kind, url, data, ns), %zd given", nargs);
+        return NULL;
+    }
+    PyObject *old[4] = {NULL, NULL, NULL, NULL};
+    q->tapped++;
+    if (q->count == q->cap && (q->cap == q->maxlen || tq_grow(q) < 0)) {
+        if (q->cap == 0) {  /* not even the first slots could be allocated: this entry is the one dropped */
+            q->overflow++;
+            Py_RETURN_NONE;
+        }
+        memcpy(old, q->slot + 4 * q->head, sizeof(old));
+        if (++q->head == q->cap)
+            q->head = 0;
+        q->count--;
+        q->overflow++;
+    }
+    Py_ssize_t i = q->head + q->count;
+    if (i >= q->cap)
+        i -= q->cap;
+    PyObject **s = q->slot + 4 * i;
+    for (int k = 0; k < 4; k++)
+        s[k] = Py_NewRef(args[k]);
+    q->count++;
+    if (old[0] != NULL) {
+        for (int k = 0; k < 4; k++)
+            Py_DECREF(old[k]);
+    }
+    Py_RETURN_NONE;
+}
+
+/* record_columns' parts of n plain entries (owned references in e, all consumed). */
+static PyObject *
+tq_columns(PyObject **e, Py_ssize_t n)
+{
+    Py_ssize_t total = 0;
+    PyObject *kinds = PyTuple_New(n), *urls = PyTuple_New(n), *out = NULL, *blob = NULL;
+    PyObject *stamps = PyBytes_FromStringAndSize(NULL, n * 8), *lens = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (kinds == NULL || urls == NULL || stamps == NULL || lens == NULL)
+        goto done;
+    int64_t *st = (int64_t *)PyBytes_AS_STRING(stamps), *ln = (int64_t *)PyBytes_AS_STRING(lens);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject **x = e + 4 * i;
+        st[i] = PyLong_AsLongLong(x[3]);  /* checked by the caller: exact int within int64 */
+        ln[i] = PyUnicode_GET_LENGTH(x[2]);
+        if (PyUnicode_IS_ASCII(x[2])) {
+            total += ln[i];
+        }
+        else {  /* replaced by its UTF-8 bytes; its length in code points is already in lens */
+            PyObject *b = PyUnicode_AsEncodedString(x[2], "utf-8", "surrogatepass");
+            if (b == NULL)
+                goto done;
+            Py_SETREF(x[2], b);
+            total += PyBytes_GET_SIZE(b);
+        }
+    }
+    if ((blob = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+        goto done;
+    char *d = PyBytes_AS_STRING(blob);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = e[4 * i + 2];
+        if (PyUnicode_Check(x)) {
+            memcpy(d, PyUnicode_1BYTE_DATA(x), PyUnicode_GET_LENGTH(x));
+            d += PyUnicode_GET_LENGTH(x);
+        }
+        else {
+            memcpy(d, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
+            d += PyBytes_GET_SIZE(x);
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {  /* the tuples take the kind and url references */
+        PyTuple_SET_ITEM(kinds, i, e[4 * i]);
+        PyTuple_SET_ITEM(urls, i, e[4 * i + 1]);
+        e[4 * i] = e[4 * i + 1] = NULL;
+    }
+    out = PyTuple_Pack(5, kinds, urls, stamps, lens, blob);
+done:
+    for (Py_ssize_t i = 0; i < 4 * n; i++)
+        Py_XDECREF(e[i]);
+    Py_XDECREF(kinds);
+    Py_XDECREF(urls);
+    Py_XDECREF(stamps);
+    Py_XDECREF(lens);
+    Py_XDECREF(blob);
+    return out;
+}
+
+/* n entries as a list of 4-tuples (owned references in e, all consumed). */
+static PyObject *
+tq_tuples(PyObject **e, Py_ssize_t n)
+{
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n && out != NULL; i++) {
+        PyObject *t = PyTuple_New(4);
+        if (t == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        for (int k = 0; k < 4; k++) {
+            PyTuple_SET_ITEM(t, k, e[4 * i + k]);
+            e[4 * i + k] = NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    for (Py_ssize_t i = 0; i < 4 * n; i++)
+        Py_XDECREF(e[i]);
+    return out;
+}
+
+static PyObject *
+TapQueue_take(TapQueue *q, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "take(max, columns=True)");
+        return NULL;
+    }
+    Py_ssize_t max = PyLong_AsSsize_t(args[0]);
+    if (max == -1 && PyErr_Occurred())
+        return NULL;
+    int columns = nargs > 1 ? PyObject_IsTrue(args[1]) : 1;
+    if (columns < 0)
+        return NULL;
+    Py_ssize_t n = max < 0 ? 0 : (max < q->count ? max : q->count);
+    PyObject **e = PyMem_Malloc((size_t)(n ? n : 1) * 4 * sizeof(PyObject *));
+    if (e == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t first = q->cap - q->head < n ? q->cap - q->head : n;
+    if (n) {
+        memcpy(e, q->slot + 4 * q->head, (size_t)first * 4 * sizeof(PyObject *));
+        memcpy(e + 4 * first, q->slot, (size_t)(n - first) * 4 * sizeof(PyObject *));
+    }
+    q->head += n;
+    if (q->head >= q->cap)
+        q->head -= q->cap;
+    q->count -= n;
+    if (q->count == 0)
+        q->head = 0;
+    /* the ring is consistent again: from here on, Python code may run */
+    for (Py_ssize_t i = 0; i < n && columns; i++) {
+        PyObject **x = e + 4 * i;
+        int overflow = 0;
+        columns = PyUnicode_CheckExact(x[0]) && PyUnicode_CheckExact(x[1]) && PyUnicode_Check(x[2])
+                  && PyLong_CheckExact(x[3]) && (PyLong_AsLongLongAndOverflow(x[3], &overflow), !overflow);
+    }
+    PyObject *out = columns ? tq_columns(e, n) : tq_tuples(e, n);
+    PyMem_Free(e);
+    if (out == NULL)
+        q->overflow += n;
+    return out;
+}
+
+static Py_ssize_t
+TapQueue_len(TapQueue *q)
+{
+    return q->count;
+}
+
+static int
+TapQueue_traverse(TapQueue *q, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < q->count; i++) {
+        Py_ssize_t j = q->head + i;
+        if (j >= q->cap)
+            j -= q->cap;
+        for (int k = 0; k < 4; k++)
+            Py_VISIT(q->slot[4 * j + k]);
+    }
+    return 0;
+}
+
+static int
+TapQueue_clear(TapQueue *q)
+{
+    PyObject **s = q->slot;
+    Py_ssize_t head = q->head, count = q->count, cap = q->cap;
+    q->slot = NULL;
+    q->cap = q->head = q->count = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t j = head + i;
+        if (j >= cap)
+            j -= cap;
+        for (int k = 0; k < 4; k++)
+            Py_DECREF(s[4 * j + k]);
+    }
+    PyMem_Free(s);
+    return 0;
+}
+
+static void
+TapQueue_dealloc(TapQueue *q)
+{
+    PyObject_GC_UnTrack(q);
+    TapQueue_clear(q);
+    PyObject_GC_Del(q);
+}
+
+static PyMethodDef TapQueue_methods[] = {
+    {"tap", (PyCFunction)(void (*)(void))TapQueue_tap, METH_FASTCALL,
+     "tap(kind, url, data, ns): queue one entry; a full queue evicts (and counts) its oldest."},
+    {"take", (PyCFunction)(void (*)(void))TapQueue_take, METH_FASTCALL,
+     "take(max, columns=True): the oldest entries, as record_columns' parts or a list of tuples."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef TapQueue_members[] = {
+    {"tapped", T_LONGLONG, offsetof(TapQueue, tapped), READONLY, "tap() calls"},
+    {"overflow", T_LONGLONG, offsetof(TapQueue, overflow), READONLY, "entries evicted by a full queue"},
+    {"maxlen", T_PYSSIZET, offsetof(TapQueue, maxlen), READONLY, "bound of the queue"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PySequenceMethods TapQueue_as_sequence = {.sq_length = (lenfunc)TapQueue_len};
+
+static PyTypeObject TapQueueType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mdengine._speedups.TapQueue",
+    .tp_basicsize = sizeof(TapQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The recorder's tap queue (see tap_queue).",
+    .tp_dealloc = (destructor)TapQueue_dealloc,
+    .tp_traverse = (traverseproc)TapQueue_traverse,
+    .tp_clear = (inquiry)TapQueue_clear,
+    .tp_methods = TapQueue_methods,
+    .tp_members = TapQueue_members,
+    .tp_as_sequence = &TapQueue_as_sequence,
+};
+
+/* tap_queue(maxlen) -> TapQueue: a new, empty queue holding at most maxlen entries (>= 1). */
+static PyObject *
+tap_queue(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t maxlen = PyLong_AsSsize_t(arg);
+    if (maxlen == -1 && PyErr_Occurred())
+        return NULL;
+    if (maxlen < 1) {
+        PyErr_SetString(PyExc_ValueError, "tap_queue: maxlen must be >= 1");
+        return NULL;
+    }
+    if (!(TapQueueType.tp_flags & Py_TPFLAGS_READY) && PyType_Ready(&TapQueueType) < 0)
+        return NULL;
+    TapQueue *q = PyObject_GC_New(TapQueue, &TapQueueType);
+    if (q == NULL)
+        return NULL;
+    q->slot = NULL;
+    q->cap = q->head = q->count = 0;
+    q->maxlen = maxlen;
+    q->tapped = q->overflow = 0;
+    PyObject_GC_Track(q);
+    return (PyObject *)q;
+}
+
 /* ---- REST depth snapshots: {"lastUpdateId":N,"bids":[["px","qty"],...],"asks":[...],"E":ms,...} read straight
  * into a book's sides. The body is accepted only when orjson would parse it to the same dict (strict JSON,
  * ASCII strings without escapes, known keys at most once) and its levels are plain decimals: then what it
@@ -1007,6 +1302,7 @@ static PyMethodDef methods[] = {
      "SegmentWriter._write_latched in C."},
     {"ring_append", (PyCFunction)(void (*)(void))ring_append, METH_FASTCALL, "SegmentWriter.append_trades in C."},
     {"record_columns", record_columns, METH_O, "The column-wise parts of a recorder batch."},
+    {"tap_queue", tap_queue, METH_O, "The recorder's tap queue (a bounded FIFO; tap in C)."},
     {"depth_snapshot", depth_snapshot, METH_O, "A REST depth snapshot body read into two book sides."},
     {NULL, NULL, 0, NULL},
 };

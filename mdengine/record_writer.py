@@ -408,14 +408,21 @@ def encode_batch(batch: list[tuple[str, str, Any, int]], columns: Callable[[list
     `mdengine.recorder`)."""
     try:
         if columns is not None:
-            kinds, urls, stamps, lens, blob = columns(batch)
-        else:
-            kinds, urls, datas, stamp_col = zip(*batch, strict=True)
-            blob = "".join(datas).encode("utf-8", "surrogatepass")
-            stamps, lens = array("q", stamp_col).tobytes(), array("q", map(len, datas)).tobytes()
-        return marshal.dumps((_COLUMNS, kinds, urls, stamps, lens)), blob
+            return encode_columns(columns(batch))
+        kinds, urls, datas, stamp_col = zip(*batch, strict=True)
+        blob = "".join(datas).encode("utf-8", "surrogatepass")
+        stamps, lens = array("q", stamp_col).tobytes(), array("q", map(len, datas)).tobytes()
+        return encode_columns((kinds, urls, stamps, lens, blob))
     except (TypeError, ValueError, OverflowError):  # bytes/None data, a float timestamp...: the plain way
         return marshal.dumps(batch), b""
+
+
+def encode_columns(parts: tuple[Any, Any, bytes, bytes, bytes]) -> tuple[bytes, bytes]:
+    """The (marshal part, raw part) of a column-wise batch message from its parts ``(kinds, urls, stamps, lens,
+    blob)``, as `mdengine._speedups.record_columns` and ``TapQueue.take`` build them. Raises ValueError when
+    marshal cannot take a kind or URL (TapQueue.take returns parts only for exact str ones)."""
+    kinds, urls, stamps, lens, blob = parts
+    return marshal.dumps((_COLUMNS, kinds, urls, stamps, lens)), blob
 
 
 def _decode_columns(msg: tuple[Any, ...], blob: bytes | memoryview) -> list[tuple[str, str, Any, int]]:

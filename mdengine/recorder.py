@@ -7,13 +7,19 @@ One file per exchange per UTC day, ``DIR/<exchange>-YYYY-MM-DD.jsonl.zst`` (``.j
      "exchange":"binance"}
 
 Where the work happens:
-- ``tap()`` (feed thread) only appends a tuple to a bounded deque. If the writer falls behind, the oldest
-  entries are dropped and counted; the feed never blocks.
-- A shipper thread wakes every ``poll_interval_s``, pops everything and sends it, ``marshal``-ed, over a
-  socket to a writer child process (`mdengine.record_writer`), which serialises (orjson), compresses (zstd)
-  and writes. The feed process pays ~1 µs of CPU per record for this (tap, column-wise marshal, send)
-  instead of ~3 µs when it serialises and compresses itself (`perf/record_overhead.py`); the socket send
-  releases the GIL.
+- ``tap()`` (feed thread) only queues a reference to its four arguments in a bounded FIFO: a C type
+  (``_speedups.tap_queue``; ``rec.tap`` is its METH_FASTCALL method, so no Python frame runs per record), or its
+  pure-Python twin `_TapQueue` (a deque) without the C module. If the writer falls behind, the oldest entries
+  are dropped and counted; the feed never blocks.
+- A shipper thread wakes every ``poll_interval_s`` and takes up to 4096 entries per C call, handed over already
+  column-wise (the parts of ``_speedups.record_columns``: no tuple per record, no Python code per record), and
+  sends them, ``marshal``-ed, over a socket to a writer child process (`mdengine.record_writer`), which
+  serialises (orjson), compresses (zstd) and writes. The socket send releases the GIL.
+- Feed-process cost per record (tight loops over one 356 B frame, see docs/recording.md): the
+  tap ~40 ns of the feed thread (~150 ns as a Python method on a deque), the shipper ~50 ns of GIL time
+  (~100 ns popping tuples and encoding them). On fresh frames whose memory has gone cold by the time the
+  shipper reads it, both grow (``perf/record_cpu.py``). ``perf/feed_throughput.py`` reports the frames/s a
+  CPU-bound feed (~1 µs per frame) loses to the tap: ~3 % (was ~15 %).
 - ``process=False``, or when no child can be started, the same writer (`RecordWriter`) runs in the shipper
   thread instead (the previous design; it costs the feed thread the serialisation's GIL time).
 
@@ -25,7 +31,7 @@ Rules this module keeps:
   ``poll_interval_s`` of taps), ends its frame and exits 0. The child ignores SIGINT/SIGTERM for this.
 - The child dies: the records shipped to it and not yet reported written are counted as dropped, reported
   once through ``on_error``, and a new child is started after a backoff (0.5 s doubling to 5 s); the
-  records tapped meanwhile wait in the deque.
+  records tapped meanwhile wait in the tap queue.
 - An I/O failure (disk full, unwritable directory) is reported once per failure episode through
   ``on_error(text)`` and the log; the batch is dropped (counted) and the file is reopened later.
 """
@@ -54,6 +60,7 @@ from .record_writer import (
     RecordWriter,
     default_compression,
     encode_batch,
+    encode_columns,
     file_name,
     zstandard,
 )
@@ -65,6 +72,7 @@ _BATCH = 256  # records per RecordWriter.write call in the in-process mode
 _SHIP_MAX = 4096  # records per message to the child
 _native = speedups()
 _columns = _native.record_columns if _native is not None else None  # a batch's column-wise parts, in C
+_tap_queue = _native.tap_queue if _native is not None else None  # the tap queue, in C
 _READY_TIMEOUT_S = 30.0  # a child that has not said "ready" by then is not going to
 _BACKOFF_S = (0.5, 5.0)  # first and longest wait before restarting a dead child
 _HEALTHY_S = 10.0  # a child that ran this long resets the backoff
@@ -157,6 +165,34 @@ def _describe_exit(rc: int) -> str:
     return f"signal {-rc}" if rc < 0 else f"exit code {rc}"
 
 
+class _TapQueue:
+    """The pure-Python twin of ``mdengine._speedups.tap_queue`` (used when the C module is missing): a bounded
+    FIFO of ``(kind, url, data, ns)`` whose full queue evicts the oldest entry, counted in `overflow`."""
+
+    def __init__(self, maxlen: int) -> None:
+        self._q: collections.deque[tuple[Any, Any, Any, Any]] = collections.deque(maxlen=maxlen)
+        self.maxlen = maxlen
+        self.tapped = 0  # tap() calls
+        self.overflow = 0  # entries evicted by a full queue
+
+    def tap(self, kind: Any, url: Any, data: Any, ns: Any) -> None:
+        q = self._q
+        if len(q) == self.maxlen:
+            self.overflow += 1  # deque(maxlen) evicts the oldest on append
+        q.append((kind, url, data, ns))
+        self.tapped += 1
+
+    def take(self, n: int, columns: bool = True) -> list[tuple[Any, Any, Any, Any]]:
+        """Up to `n` of the oldest entries, always as a list of tuples here (the C queue returns
+        `record_columns`' parts when `columns` and every entry fits them)."""
+        q = self._q
+        pop = q.popleft  # atomic: tap() may append meanwhile
+        return [pop() for _ in range(min(len(q), n))]
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
 def _plain(item: tuple[Any, ...]) -> tuple[str, str, Any, int] | None:
     """An entry marshal can take (data: str, bytes or None), or None if it cannot be recorded at all."""
     try:
@@ -208,10 +244,8 @@ class Recorder:
         self.poll_interval_s = poll_interval_s
         self.on_error = on_error
         self.executable = executable or sys.executable
-        self._max_queue = max_queue
-        self._q: collections.deque[tuple[str, str, Any, int]] = collections.deque(maxlen=max_queue)
-        self._tapped = 0
-        self._overflow = 0
+        self._q = _tap_queue(max_queue) if _tap_queue is not None else _TapQueue(max_queue)
+        self.tap = self._q.tap  # the feed calls the queue's own tap: in C, no Python frame per record
         # writer side: owned by the shipper thread; what stats() and flush() read changes under _cond
         self._cond = threading.Condition()
         self._mode = "process" if process else "thread"
@@ -239,12 +273,12 @@ class Recorder:
     # ------------------------------------------------------------------ hot path
     def tap(self, kind: str, url: str, data: Any, recv_ns: int) -> None:
         """Queue one event: kind in connect|disconnect|recv|send|http, `data` text/bytes/None,
-        `recv_ns` the local wall-clock receive time in ns. Never blocks, never raises on input."""
-        q = self._q
-        if len(q) == self._max_queue:
-            self._overflow += 1  # deque(maxlen) evicts the oldest on append
-        q.append((kind, url, data, recv_ns))
-        self._tapped += 1
+        `recv_ns` the local wall-clock receive time in ns. Never blocks, never raises on input.
+
+        An instance's ``tap`` attribute is its queue's own ``tap`` (``_speedups.TapQueue.tap`` where the C module
+        is built), which does exactly this without a Python call; this method is for callers of
+        ``Recorder.tap(rec, ...)``."""
+        self._q.tap(kind, url, data, recv_ns)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self, timeout: float = 10.0) -> None:
@@ -275,7 +309,7 @@ class Recorder:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything tapped so far is written and its frame ended, or dropped (tests, shutdown
         hooks). Returns False on timeout."""
-        target = self._tapped
+        target = self._q.tapped
         deadline = time.monotonic() + timeout
         with self._cond:
             self._flush_seq += 1
@@ -296,7 +330,7 @@ class Recorder:
             w = self._writer
             in_flight = (child.shipped - child.accounted if child else 0) + (w.unflushed if w else 0)
             path = child.status["path"] if child else (w.path if w else None)
-            return RecorderStats(tapped=self._tapped, written=st["written"], dropped=self._dropped(st),
+            return RecorderStats(tapped=self._q.tapped, written=st["written"], dropped=self._dropped(st),
                                  errors=st["errors"] + self._deaths, bytes_written=st["bytes_written"],
                                  queued=len(self._q), in_flight=in_flight, path=path, mode=self._mode,
                                  restarts=self._restarts)
@@ -326,7 +360,7 @@ class Recorder:
         return out
 
     def _dropped(self, st: dict[str, int]) -> int:
-        return self._overflow + self._lost + self._unshippable + st["io_dropped"] + st["bad"]
+        return self._q.overflow + self._lost + self._unshippable + st["io_dropped"] + st["bad"]
 
     def _accounted(self) -> int:
         st = self._counters()
@@ -445,9 +479,15 @@ class Recorder:
     def _ship(self, child: _Child) -> None:
         """Send everything queued to the child (the feed's GIL time for recording: see `encode_batch`)."""
         q = self._q
-        pop = q.popleft
-        while q and not child.dead:
-            batch = [pop() for _ in range(min(len(q), _SHIP_MAX))]  # popleft is atomic: tap() may append
+        take = q.take
+        while len(q) and not child.dead:
+            batch = take(_SHIP_MAX)  # atomic: tap() may append meanwhile
+            if batch.__class__ is tuple:  # the C queue's record_columns parts: nothing to convert
+                meta, raw = encode_columns(batch)
+                with self._cond:
+                    child.shipped += len(batch[0])
+                child.send(meta, raw)
+                continue
             try:
                 meta, raw = encode_batch(batch, _columns)
             except ValueError:  # data of another type (e.g. an int): convert, as the writer would str() it
@@ -462,9 +502,8 @@ class Recorder:
 
     def _write_queue(self, writer: RecordWriter) -> None:
         q = self._q
-        pop = q.popleft
-        while q:
-            writer.write([pop() for _ in range(min(len(q), _BATCH))])
+        while len(q):
+            writer.write(q.take(_BATCH, False))
 
     def _start_child(self) -> None:
         self._restart_at = None
@@ -550,7 +589,7 @@ class Recorder:
                 child.proc.kill()
                 child.dead = True
                 self._child_exited(child)
-            if self._q:  # no writer process to take them: write them here rather than lose them
+            if len(self._q):  # no writer process to take them: write them here rather than lose them
                 if self._writer is None:
                     with self._cond:
                         self._writer = self._new_writer()
