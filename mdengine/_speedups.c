@@ -800,6 +800,29 @@ done:
     return out;
 }
 
+/* n texts, items[0], items[stride], ...: ASCII str (copied as is) or bytes (already UTF-8), joined into one bytes
+   object of `total` bytes */
+static PyObject *
+join_texts(PyObject *const *items, Py_ssize_t stride, Py_ssize_t n, Py_ssize_t total)
+{
+    PyObject *blob = PyBytes_FromStringAndSize(NULL, total);
+    if (blob == NULL)
+        return NULL;
+    char *d = PyBytes_AS_STRING(blob);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = items[i * stride];
+        if (PyUnicode_Check(x)) {
+            memcpy(d, PyUnicode_1BYTE_DATA(x), PyUnicode_GET_LENGTH(x));
+            d += PyUnicode_GET_LENGTH(x);
+        }
+        else {
+            memcpy(d, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
+            d += PyBytes_GET_SIZE(x);
+        }
+    }
+    return blob;
+}
+
 /* The column-wise form of a recorder batch [(kind, url, data: str, ns: int), ...] (record_writer.encode_batch):
  * kinds and urls as tuples, the stamps and the texts' lengths (in code points) as native int64 arrays, and the
  * texts joined and UTF-8 encoded with "surrogatepass". TypeError, ValueError or OverflowError when the batch
@@ -847,20 +870,8 @@ record_columns(PyObject *self, PyObject *arg)
             total += PyBytes_GET_SIZE(b);
         }
     }
-    if ((blob = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+    if ((blob = join_texts(&PyTuple_GET_ITEM(enc, 0), 1, n, total)) == NULL)
         goto done;
-    char *d = PyBytes_AS_STRING(blob);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = PyTuple_GET_ITEM(enc, i);
-        if (PyUnicode_Check(x)) {
-            memcpy(d, PyUnicode_1BYTE_DATA(x), PyUnicode_GET_LENGTH(x));
-            d += PyUnicode_GET_LENGTH(x);
-        }
-        else {
-            memcpy(d, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
-            d += PyBytes_GET_SIZE(x);
-        }
-    }
     out = PyTuple_Pack(5, kinds, urls, stamps, lens, blob);
 done:
     Py_DECREF(batch);
@@ -973,20 +984,8 @@ tq_columns(PyObject **e, Py_ssize_t n)
             total += PyBytes_GET_SIZE(b);
         }
     }
-    if ((blob = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+    if ((blob = join_texts(e + 2, 4, n, total)) == NULL)
         goto done;
-    char *d = PyBytes_AS_STRING(blob);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *x = e[4 * i + 2];
-        if (PyUnicode_Check(x)) {
-            memcpy(d, PyUnicode_1BYTE_DATA(x), PyUnicode_GET_LENGTH(x));
-            d += PyUnicode_GET_LENGTH(x);
-        }
-        else {
-            memcpy(d, PyBytes_AS_STRING(x), PyBytes_GET_SIZE(x));
-            d += PyBytes_GET_SIZE(x);
-        }
-    }
     for (Py_ssize_t i = 0; i < n; i++) {  /* the tuples take the kind and url references */
         PyTuple_SET_ITEM(kinds, i, e[4 * i]);
         PyTuple_SET_ITEM(urls, i, e[4 * i + 1]);
