@@ -609,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({w.name: {s: runs[w.name][s][-1]["lat_ns"] for s in ("mdengine", "cryptofeed")}
                        for w in workloads}, fh)
         if args.plot:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
             plot = subprocess.run([str(PEER_PYTHON), str(HERE / "plot_latency.py"), str(lat_path), str(args.plot)],
                                   capture_output=True, text=True)
             print(plot.stdout.strip() or f"plot failed: {plot.stderr.strip()[-300:]}")
