@@ -204,6 +204,11 @@ MUTATIONS = {
     "spaces": lambda frames, i: frames[:i] + [frames[i].replace(",", " , ").replace(":", ": ")] + frames[i + 1:],
     "truncate": lambda frames, i: frames[:i] + [frames[i][:len(frames[i]) // 2]] + frames[i + 1:],
     "not-json": lambda frames, i: frames[:i] + ["pong"] + frames[i + 1:],
+    # numbers the store cannot hold (a time past int64 once in ns) or ids that are not integers
+    "huge": lambda frames, i: frames[:i] + [re.sub(r'"(E|T|u|ts|seqId)":"?(\d+)', r'"\1":\g<2>0000000000000',
+                                                   frames[i], count=1)] + frames[i + 1:],
+    "float-id": lambda frames, i: frames[:i] + [re.sub(r'"(a|t|u|seqId|T)":(\d+)', r'"\1":\2.5', frames[i], count=1)]
+    + frames[i + 1:],
     # JSON broken only in a member the lane skips: it must still reach the adapter's parser (a ProtocolError)
     "junk-member": lambda frames, i: frames[:i] + [frames[i].replace("{", '{"x":tru,', 1)] + frames[i + 1:],
     "junk-nested": lambda frames, i: frames[:i] + [frames[i].replace("{", '{"x":[1,{"y":01}],', 2)] + frames[i + 1:],
@@ -239,6 +244,29 @@ def test_any_damage_leaves_both_paths_equal(workloads, namespace, data):
     for _ in range(data.draw(st.integers(0, 6))):
         kind = data.draw(st.sampled_from(sorted(MUTATIONS)))
         frames = MUTATIONS[kind](frames, data.draw(st.integers(0, len(frames) - 3)))
+    py, lane, _ = replay_both(w, frames, namespace)
+    assert_same(py, lane)
+
+
+_JSON_BYTES = '{}[]:,"\\ -+.0123456789eEtrufalsn\x00\x1f\u00e9'
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_byte_spliced_anywhere_is_read_as_orjson_reads_it(workloads, namespace, data):
+    """One character inserted, deleted or replaced at any place of a few routine frames: where orjson refuses the
+    frame, the lane must have refused it too (the adapter's ProtocolError), and where orjson reads it differently
+    (a key renamed, a number changed), the lane must read it the same way or decline."""
+    w = workloads[data.draw(st.sampled_from(["binance-simulated", "okx-simulated", "okx-simulated-seqid"]))]
+    frames = list(w.frames[:60])
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(len(frames) // 2, len(frames) - 1))  # after the snapshots: on the lane's frames
+        text = frames[i]
+        at = data.draw(st.integers(0, len(text) - 1))
+        ch = data.draw(st.sampled_from(_JSON_BYTES))
+        how = data.draw(st.sampled_from(["insert", "delete", "replace"]))
+        frames[i] = (text[:at] + ch + text[at:] if how == "insert" else text[:at] + text[at + 1:] if how == "delete"
+                     else text[:at] + ch + text[at + 1:])
     py, lane, _ = replay_both(w, frames, namespace)
     assert_same(py, lane)
 

@@ -74,3 +74,42 @@ def test_deep_change_publishes_header_only(namespace):
         assert len(calls) == 1
     finally:
         writer.close()
+
+
+def test_data_the_store_cannot_hold_is_counted_not_raised(namespace):
+    """An update id or time past int64, or a float trade id (exchange data gone wrong), must not take the feed down:
+    nothing of it is written, it is counted as malformed, and the next good update publishes the whole book."""
+    from mdengine.events import TradesReceived
+    from mdengine.store import layout as L
+
+    for native in (True, False):
+        ns = f"{namespace}{int(native)}"
+        writer = SegmentWriter(ns, "okx", create=True, native=native, max_symbols=2, book_capacity=8,
+                               trade_capacity=8)
+        reader = SegmentReader(ns, "okx")
+        try:
+            pub = Publisher(writer, "okx", depth=DEPTH)
+            pub.add(INST)
+            book = LocalBook()
+            book.apply_snapshot([["10", "1"]], [["11", "1"]])
+            book.update_id, book.exch_ts_ns = 7, 1_000
+            pub.on_event(BookChanged(INST.key, book, 5))
+            before = bytes(writer.buf[writer.view.slot_base(0):])
+            book.apply_update([["9", "2"]], [])
+            for uid, ts in ((1 << 70, 2_000), (8, 1 << 64)):
+                book.update_id, book.exch_ts_ns = uid, ts
+                pub.on_event(BookChanged(INST.key, book, 6))
+            pub.on_event(TradesReceived(INST.key, [(1, 2, 3.0, 4.0, 5.5, 1, 0)]))  # a float id
+            pub.on_event(TradesReceived(INST.key, [(1 << 80, 2, 3.0, 4.0, 5, 1, 0)]))
+            assert bytes(writer.buf[writer.view.slot_base(0):]) == before  # nothing of it reached the slot
+            assert reader.view.counters()["malformed"] == 4
+            assert "unpublishable" in reader.view.last_error()[1]
+            book.update_id, book.exch_ts_ns = 9, 3_000
+            pub.on_event(BookChanged(INST.key, book, 7))
+            snap = reader.book("BTC/USDT").snapshot(DEPTH)
+            assert snap.update_id == 9 and snap.bids.tolist() == [[10.0, 1.0], [9.0, 2.0]]
+            assert snap.state == L.BookState.LIVE
+        finally:
+            reader.close()
+            writer.close()
+            shm.unlink(writer.name)

@@ -8,6 +8,7 @@ exchange, connection and symbol, counted in its own counter, and `errors` + last
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 
 from ..events import (
@@ -27,6 +28,8 @@ from ..symbols import Instrument
 
 _LIVE, _SYNCING, _STALE, _RESYNCING = L.BookState.LIVE, L.BookState.SYNCING, L.BookState.STALE, L.BookState.RESYNCING
 _C = {name: off >> 3 for name, off in L.COUNTER_OFFSETS.items()}  # counter -> word index in the segment
+# a value the store cannot hold: an id or a time past int64, a float id
+_UNPUBLISHABLE = (OverflowError, struct.error, TypeError, ValueError)
 
 
 class _Slot:
@@ -100,16 +103,20 @@ class Publisher:
         if s is None:
             return  # unsubscribed meanwhile
         book, depth, q = ev.book, self.depth, self.q
-        if book.top_dirty or not s.levels_published or book.watch_depth != depth:
-            self.w.publish_top(s.slot, book.pack_top, depth, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
-                               recv_ts_ns=ev.recv_ts_ns, state=_LIVE,
-                               truncated=len(book.bids.keys) > depth or len(book.asks.keys) > depth)
-            book.watch_depth = depth
-            book.top_dirty = False
-            s.levels_published = True
-        else:  # only levels below the published depth changed
-            self.w.publish_header(s.slot, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
-                                  recv_ts_ns=ev.recv_ts_ns, state=_LIVE)
+        try:
+            if book.top_dirty or not s.levels_published or book.watch_depth != depth:
+                self.w.publish_top(s.slot, book.pack_top, depth, update_id=book.update_id,
+                                   exch_ts_ns=book.exch_ts_ns, recv_ts_ns=ev.recv_ts_ns, state=_LIVE,
+                                   truncated=len(book.bids.keys) > depth or len(book.asks.keys) > depth)
+                book.watch_depth = depth
+                book.top_dirty = False
+                s.levels_published = True
+            else:  # only levels below the published depth changed
+                self.w.publish_header(s.slot, update_id=book.update_id, exch_ts_ns=book.exch_ts_ns,
+                                      recv_ts_ns=ev.recv_ts_ns, state=_LIVE)
+        except _UNPUBLISHABLE as e:
+            self._unpublishable(s, f"book u={book.update_id} ts={book.exch_ts_ns}", e)
+            return
         q[_C["book_updates"]] += 1
         q[s.book_updates] += 1
         q[s.messages] += 1
@@ -119,11 +126,23 @@ class Publisher:
         s = self.slots.get(ev.key)
         if s is None:
             return
-        n = self.w.append_trades(s.slot, ev.trades)
+        try:
+            n = self.w.append_trades(s.slot, ev.trades)
+        except _UNPUBLISHABLE as e:
+            self._unpublishable(s, f"{len(ev.trades)} trades", e)
+            return
         q = self.q
         q[_C["trades"]] += n
         q[s.trades] += n
         q[s.messages] += 1
+
+    def _unpublishable(self, s: _Slot, what: str, err: Exception) -> None:
+        """Exchange data the store cannot hold (an id or a time past int64, a float id): nothing of it was written;
+        counted as malformed and logged. A book stays as it is (its next update publishes it whole); the trades are
+        lost."""
+        self.q[_C["malformed"]] += 1
+        self.w.record_error(f"{s.inst.unified} unpublishable {what}: {err}")
+        self.log.error("symbol=%s unpublishable %s: %s: %s", s.inst.unified, what, type(err).__name__, err)
 
     def _invalid(self, ev: BookInvalid) -> None:
         s = self.slots.get(ev.key)

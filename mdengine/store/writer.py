@@ -392,13 +392,17 @@ class SegmentWriter:
         version = m[i + META_VERSION] + 1
         if not m[i + META_PUBLISHED]:  # this writer's first publish: blank the zero-filled levels too
             n_levels = self.capacity
-        m[i:i + META_WORDS] = array("q", (1, version, update_id, exch_ts_ns, recv_ts_ns, nb, na, flags))
+        # Built first: a value that does not fit the header's int64 (OverflowError) stops the publish before any
+        # store, and the bookkeeping changes only once the book is out.
+        row = array("q", (1, version, update_id, exch_ts_ns, recv_ts_ns, nb, na, flags))
         length = L.BOOK_HEADER_LENGTH + n_levels * L.LEVEL_LENGTH
         if self._latch is not None:  # the same stores in C
             offsets = self._latch_offsets[slot] or self._latch_offsets_of(slot)
             self._latch(self.buf, raw, offsets, length, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags,
                         self.generation, version)
+            m[i:i + META_WORDS] = row
             return
+        m[i:i + META_WORDS] = row
         pub = time.time_ns()
         _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
                                self.generation, version)
@@ -467,13 +471,16 @@ class SegmentWriter:
         g = self.view.geometry
         ring = self.view.slot_base(slot) + g.ring
         records = ring + L.RING_HEADER_LENGTH
-        q, buf, mask, pack = self.q, self.buf, self._ring_mask, _TRADE.pack_into
+        q, buf, mask = self.q, self.buf, self._ring_mask
         tail_i = (ring + L.RING_TAIL_OFFSET) >> 3
         n = q[tail_i] + skipped
+        # every record packed before the first store, as the C writer reads every trade first: a bad one
+        # (struct.error) leaves the ring untouched
+        packed = [_TRADE.pack(t[0], t[1], t[2], t[3], t[4], t[5], t[6], n + j) for j, t in enumerate(batch)]
         q[(ring + L.RING_TAIL_INTENT_OFFSET) >> 3] = n + len(batch)
-        for j, t in enumerate(batch):
-            idx = n + j
-            pack(buf, records + (idx & mask) * L.TRADE_RECORD_LENGTH, t[0], t[1], t[2], t[3], t[4], t[5], t[6], idx)
+        for j, rec in enumerate(packed):
+            off = records + ((n + j) & mask) * L.TRADE_RECORD_LENGTH
+            buf[off:off + L.TRADE_RECORD_LENGTH] = rec
         q[tail_i] = n + len(batch)
         q[L.PUBLISH_COUNTER_OFFSET >> 3] += 1
         return len(batch)
