@@ -190,7 +190,10 @@ def _bad_checksum(text: str) -> str:
 
 
 def _reorder(text: str) -> str:
-    obj = json.loads(text)
+    try:
+        obj = json.loads(text)
+    except ValueError:  # already broken by an earlier mutation
+        return text
     return json.dumps(dict(reversed(list(obj.items()))) if isinstance(obj, dict) else obj)
 
 
