@@ -403,3 +403,21 @@ def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):
         assert FeedLoop(r.adapter, r.publisher)._lane is None  # the adapter's own on_frame: warm-up as before
     finally:
         r.close()
+
+
+def test_a_feed_whose_loop_crashes_still_closes_its_segment(namespace, monkeypatch):
+    """run_feed's cleanup after a crash: the lane lets go of the segment's buffer before the writer closes it
+    (else SharedMemory.close raises BufferError and the writer is never marked)."""
+    from mdengine.config import ExchangeConfig
+    from mdengine.feed import process
+
+    def crash(self):
+        assert self._lane is not None  # the feed did put the lane in front of its adapter
+        raise RuntimeError("loop bug")
+
+    monkeypatch.setattr(process.FeedLoop, "run", crash)
+    monkeypatch.setattr(process, "_on_signals", lambda stop: None)  # pytest's own handlers stay
+    monkeypatch.setattr(process, "_setup_logging", lambda level: None)  # and so does its logging
+    cfg = ExchangeConfig(name="okx", symbols=["BTC/USDT"], endpoints={"ws": "ws://127.0.0.1:9", "rest":
+                                                                      "http://127.0.0.1:9"})
+    assert process.run_feed(namespace, cfg) == 1  # not a BufferError out of its cleanup

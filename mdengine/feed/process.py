@@ -48,6 +48,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
     writer = SegmentWriter(namespace, cfg.name, create=True, max_symbols=cfg.max_symbols,
                            book_capacity=cfg.book_capacity, trade_capacity=cfg.trade_capacity)
     recorder = None
+    publisher: Publisher | None = None
     clean = False
     try:
         log.info("feed starting: namespace=%s segment=%s symbols=%s", namespace, writer.name, ",".join(cfg.symbols))
@@ -85,6 +86,8 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
     finally:
         if recorder is not None:
             recorder.close()
+        if publisher is not None:
+            publisher.close_lane()  # after a crash too: the lane holds the segment's buffer, which must go first
         writer.close(clean=clean)
 
 
