@@ -589,21 +589,21 @@ static int ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_
                      PyObject **result);
 
 /* the trades of one frame: a growable array shared by every lane (all run under the GIL) */
-static trade_rec *okx_trades_buf;
-static Py_ssize_t okx_trades_cap;
+static trade_rec *trades_buf;
+static Py_ssize_t trades_cap;
 
 static trade_rec *
 trade_slot(Py_ssize_t n)
 {
-    if (n == okx_trades_cap) {
-        Py_ssize_t cap = okx_trades_cap ? 2 * okx_trades_cap : 64;
-        trade_rec *v = PyMem_Realloc(okx_trades_buf, cap * sizeof(trade_rec));
+    if (n == trades_cap) {
+        Py_ssize_t cap = trades_cap ? 2 * trades_cap : 64;
+        trade_rec *v = PyMem_Realloc(trades_buf, cap * sizeof(trade_rec));
         if (v == NULL)
             return NULL;
-        okx_trades_buf = v;
-        okx_trades_cap = cap;
+        trades_buf = v;
+        trades_cap = cap;
     }
-    return &okx_trades_buf[n];
+    return &trades_buf[n];
 }
 
 /* ---------------------------------------------------------------------------------------- OKX */
@@ -745,8 +745,8 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
         return PyErr_Occurred() ? -1 : 0;
     if (!books) {
         for (Py_ssize_t i = 0; i < n_trades; i++)
-            okx_trades_buf[i].recv_ts = recv_ns;
-        lane_trades(L, t, okx_trades_buf, n_trades);
+            trades_buf[i].recv_ts = recv_ns;
+        lane_trades(L, t, trades_buf, n_trades);
         return (*result = PyList_New(0)) == NULL ? -1 : 1;
     }
     /* books: an update on a LIVE book whose prevSeqId is the last seqId and whose seqId does not restart */
@@ -948,8 +948,8 @@ by_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
         if (n_trades == 0)
             return 0;
         for (Py_ssize_t i = 0; i < n_trades; i++)
-            okx_trades_buf[i].recv_ts = recv_ns;
-        lane_trades(L, t, okx_trades_buf, n_trades);
+            trades_buf[i].recv_ts = recv_ns;
+        lane_trades(L, t, trades_buf, n_trades);
         return (*result = PyList_New(0)) == NULL ? -1 : 1;
     }
     /* a delta that follows the last update id on a LIVE book (u == 1 is Bybit's restart: a snapshot) */
