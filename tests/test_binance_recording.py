@@ -23,7 +23,9 @@ def lines(binance_recording):
     return binance_recording
 
 
-def replay(lines):
+def replay(lines, observe=None):
+    """The recording through a BinanceAdapter (REST answers from the recording); `observe(out)` sees each
+    frame's or answer's events as they come."""
     insts = [Instrument("binance", "spot", n, f"{b}/{q}", MarketKind.SPOT, b, q) for n, (b, q) in PAIRS.items()]
     a = BinanceAdapter(InstrumentIndex(insts), trade_stream="aggTrade")
     opens = [e for i in insts for e in a.subscribe(i)]
@@ -45,6 +47,8 @@ def replay(lines):
             if isinstance(e, FetchRest):
                 u = urlsplit(e.url)
                 pending[(u.path, u.query)] = e
+        if observe is not None:
+            observe(out)
         events += out
     return a, events, pending
 

@@ -8,9 +8,7 @@ states, books and counters are the same with the fast path on or off.
 
 import dataclasses
 import json
-import os
 import random
-from urllib.parse import urlsplit
 
 import orjson
 import pytest
@@ -304,35 +302,12 @@ def test_BinanceAdapter_snapshot_fast_path_changes_nothing_on_generated_steps(st
         both_paths(mp, SPOT, [diff(10, 12)] + steps)
 
 
-def test_BinanceAdapter_replays_the_recording_the_same_with_the_fast_path_on_and_off(monkeypatch, recordings_dir):
-    path = os.path.join(recordings_dir, "binance-spot-2021-10-12.jsonl")
-    if not os.path.exists(path):
-        pytest.skip(f"recording not found: {path}")
-    with open(path, encoding="utf-8") as fh:
-        lines = [json.loads(line) for line in fh if line.strip()]
+def test_BinanceAdapter_replays_the_recording_the_same_with_the_fast_path_on_and_off(monkeypatch, binance_recording):
+    from test_binance_recording import replay as replay_recording
 
     def replay():
-        pairs = {"NKNUSDT": ("NKN", "USDT"), "BLZETH": ("BLZ", "ETH"), "LRCBTC": ("LRC", "BTC"),
-                 "RUNEEUR": ("RUNE", "EUR")}
-        insts = [Instrument("binance", "spot", n, f"{b}/{q}", MarketKind.SPOT, b, q) for n, (b, q) in pairs.items()]
-        a = BinanceAdapter(InstrumentIndex(insts), trade_stream="aggTrade")
-        (conn,) = {e.conn for i in insts for e in a.subscribe(i) if isinstance(e, OpenConnection)}
-        a.on_open(conn)
-        pending, events = {}, []
-        for ev in lines:
-            ts_ns = int(ev["ts"] * 1e9)
-            if ev["kind"] == "recv":
-                out = a.on_frame(conn, ev["data"], ts_ns)
-            elif ev["kind"] == "http":
-                u = urlsplit(ev["url"])
-                out = a.on_rest(pending.pop((u.path, u.query)).request_id, 200, ev["data"].encode(), ts_ns)
-            else:
-                continue
-            for e in out:
-                if isinstance(e, FetchRest):
-                    u = urlsplit(e.url)
-                    pending[(u.path, u.query)] = e
-            events.append(comparable(out))
+        events = []
+        a, _, _ = replay_recording(binance_recording, lambda out: events.append(comparable(out)))
         return events, {k: (s.state, s.applied, s.dropped, comparable(s.book)) for k, s in a.syms.items()}
 
     on = replay()
