@@ -389,6 +389,21 @@ lane_verdict(Lane *L, target_t *t, int64_t recv_ns, int64_t checksum, int touche
     return *result == NULL ? -1 : 1;
 }
 
+/* the frame was handled: its result is an empty event list */
+static int
+handled(PyObject **result)
+{
+    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+}
+
+/* `sym`'s target in *t: 1; 0 to decline (no slot); -1 on an error */
+static int
+find_target(Lane *L, PyObject *sym, target_t **t)
+{
+    *t = lane_target(L, sym);
+    return *t != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+}
+
 /* ---------------------------------------------------------------------------------------- Binance */
 enum { BN_E = 1, BN_T = 2, BN_U = 4, BN_u = 8, BN_pu = 16, BN_b = 32, BN_a = 64, BN_e = 128, BN_t = 256,
        BN_aid = 512, BN_p = 1024, BN_q = 2048, BN_m = 4096 };
@@ -475,7 +490,7 @@ bn_depth(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **r
         return lane_verdict(L, t, recv_ns, 0, touched, result);
     if (lane_publish(L, t, recv_ns, touched) < 0)
         return -1;
-    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+    return handled(result);
 }
 
 static int
@@ -503,7 +518,7 @@ bn_trade(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **r
     r.side = (int8_t)(f->m ? L->side_sell : L->side_buy); /* m: the buyer was the maker, so the taker sold */
     r.flags = 0;
     lane_trades(L, t, &r, 1);
-    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+    return handled(result);
 }
 
 /* route = adapter._routes[conn][stream] = (sym, kind) */
@@ -575,9 +590,9 @@ bn_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
         if (!bn_data(L, &d, depth, &f))
             return 0;
     }
-    target_t *t = lane_target(L, sym);
-    if (t == NULL)
-        return PyErr_Occurred() ? -1 : 0;
+    target_t *t;
+    if ((rc = find_target(L, sym, &t)) <= 0)
+        return rc;
     if (!depth)
         return bn_trade(L, t, &f, recv_ns, result);
     if (SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live)
@@ -604,6 +619,38 @@ trade_slot(Py_ssize_t n)
         trades_cap = cap;
     }
     return &trades_buf[n];
+}
+
+/* the "arg" object of an OKX or Bitget push: its channel, instId and (Bitget) instType; all three must be there
+   except instType when `itype` is NULL */
+static int
+scan_arg(scan_t *c, span_t *channel, span_t *inst, span_t *itype)
+{
+    if (!scan_byte(c, '{'))
+        return 0;
+    int more = scan_obj_first(c);
+    while (more > 0) {
+        span_t k;
+        if (!scan_key(c, &k))
+            return 0;
+        int ok = span_is(k, "channel") ? scan_str(c, channel)
+                 : span_is(k, "instId") ? scan_str(c, inst)
+                 : itype != NULL && span_is(k, "instType") ? scan_str(c, itype) : scan_skip(c);
+        if (!ok)
+            return 0;
+        more = scan_obj_next(c);
+    }
+    return more == 0 && channel->s != NULL && inst->s != NULL && (itype == NULL || itype->s != NULL);
+}
+
+/* the n trades scanned into trades_buf, received at recv_ns, into the symbol's ring */
+static int
+lane_trade_batch(Lane *L, target_t *t, Py_ssize_t n, int64_t recv_ns, PyObject **result)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        trades_buf[i].recv_ts = recv_ns;
+    lane_trades(L, t, trades_buf, n);
+    return handled(result);
 }
 
 /* ---------------------------------------------------------------------------------------- OKX */
@@ -687,20 +734,7 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
         if (!scan_key(c, &k))
             return 0;
         if (span_is(k, "arg")) {
-            if (channel.s != NULL || !scan_byte(c, '{'))
-                return 0;
-            int m2 = scan_obj_first(c);
-            while (m2 > 0) {
-                span_t k2;
-                if (!scan_key(c, &k2))
-                    return 0;
-                int ok = span_is(k2, "channel") ? scan_str(c, &channel)
-                         : span_is(k2, "instId") ? scan_str(c, &inst) : scan_skip(c);
-                if (!ok)
-                    return 0;
-                m2 = scan_obj_next(c);
-            }
-            if (m2 != 0 || channel.s == NULL || inst.s == NULL)
+            if (channel.s != NULL || !scan_arg(c, &channel, &inst, NULL))
                 return 0;
             if (span_is(channel, "books"))
                 books = 1;
@@ -740,15 +774,12 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
     Py_DECREF(name);
     if (sym == NULL || Py_TYPE(sym) != (PyTypeObject *)L->types[0])
         return PyErr_Occurred() ? -1 : 0;
-    target_t *t = lane_target(L, sym);
-    if (t == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (!books) {
-        for (Py_ssize_t i = 0; i < n_trades; i++)
-            trades_buf[i].recv_ts = recv_ns;
-        lane_trades(L, t, trades_buf, n_trades);
-        return (*result = PyList_New(0)) == NULL ? -1 : 1;
-    }
+    target_t *t;
+    int rc = find_target(L, sym, &t);
+    if (rc <= 0)
+        return rc;
+    if (!books)
+        return lane_trade_batch(L, t, n_trades, recv_ns, result);
     /* books: an update on a LIVE book whose prevSeqId is the last seqId and whose seqId does not restart */
     int64_t last;
     if ((action.s != NULL && !span_is(action, "update")) || !b.has_bids || !b.has_asks ||
@@ -793,7 +824,7 @@ ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_ms, int64_t
         return lane_verdict(L, t, recv_ns, checksum, touched, result);
     if (lane_publish(L, t, recv_ns, touched) < 0)
         return -1;
-    return (*result = PyList_New(0)) == NULL ? -1 : 1;
+    return handled(result);
 }
 
 /* ---------------------------------------------------------------------------------------- Bybit */
@@ -941,17 +972,12 @@ by_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
     PyObject *sym = by_symbol(L, conn, topic);
     if (sym == NULL || (book != (topic.s[0] == 'o')))
         return 0;
-    target_t *t = lane_target(L, sym);
-    if (t == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    if (!book) {
-        if (n_trades == 0)
-            return 0;
-        for (Py_ssize_t i = 0; i < n_trades; i++)
-            trades_buf[i].recv_ts = recv_ns;
-        lane_trades(L, t, trades_buf, n_trades);
-        return (*result = PyList_New(0)) == NULL ? -1 : 1;
-    }
+    target_t *t;
+    int rc = find_target(L, sym, &t);
+    if (rc <= 0)
+        return rc;
+    if (!book)
+        return n_trades == 0 ? 0 : lane_trade_batch(L, t, n_trades, recv_ns, result);
     /* a delta that follows the last update id on a LIVE book (u == 1 is Bybit's restart: a snapshot) */
     int64_t last;
     if (type.s == NULL || span_is(type, "snapshot") || u == 1 || (!cts && !has_ts) ||
@@ -976,19 +1002,8 @@ bg_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
             return 0;
         if (span_is(k, "action"))
             ok = action.s == NULL && scan_str(c, &action);
-        else if (span_is(k, "arg")) {
-            ok = channel.s == NULL && scan_byte(c, '{');
-            int m2 = ok ? scan_obj_first(c) : -1;
-            while (ok && m2 > 0) {
-                span_t k2;
-                ok = scan_key(c, &k2) && (span_is(k2, "channel") ? scan_str(c, &channel)
-                                          : span_is(k2, "instId") ? scan_str(c, &inst)
-                                          : span_is(k2, "instType") ? scan_str(c, &itype) : scan_skip(c));
-                m2 = ok ? scan_obj_next(c) : -1;
-            }
-            ok = ok && m2 == 0 && channel.s != NULL && inst.s != NULL && itype.s != NULL &&
-                 span_is(channel, "books"); /* trades (de-duplicated by id) and books1/5/15 stay with the adapter */
-        }
+        else if (span_is(k, "arg"))  /* trades (de-duplicated by id) and books1/5/15 stay with the adapter */
+            ok = channel.s == NULL && scan_arg(c, &channel, &inst, &itype) && span_is(channel, "books");
         else if (span_is(k, "data")) {
             /* "arg" comes first in every Bitget push; the book fields are read from data[0], as the adapter does */
             ok = channel.s != NULL && rows == 0 && scan_byte(c, '[');
@@ -1050,10 +1065,9 @@ bg_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
         return 0;
     if (has_seq && ((has_pseq && pseq != last) || seq <= last))
         return 0; /* a gap, a duplicate or a reset: the adapter's verdicts */
-    target_t *t = lane_target(L, sym);
-    if (t == NULL)
-        return PyErr_Occurred() ? -1 : 0;
-    return ws_update(L, t, has_seq, seq, ts, checksum, recv_ns, result);
+    target_t *t;
+    int rc = find_target(L, sym, &t);
+    return rc <= 0 ? rc : ws_update(L, t, has_seq, seq, ts, checksum, recv_ns, result);
 }
 
 /* ---------------------------------------------------------------------------------------- the type */
