@@ -47,8 +47,7 @@ def attach(adapter: Adapter, publisher: Publisher) -> FrameHandler:
         if s is None:
             return None
         i = s.slot
-        return (s, i, w._staging(i), w._latch_offsets[i] or w._latch_offsets_of(i),  # noqa: SLF001
-                w._ring_offsets[i] or w._ring_offsets_of(i), w._ring_mask,  # noqa: SLF001
+        return (s, i, w._staging(i), w._latch_offsets_of(i), w._ring_offsets_of(i), w._ring_mask,  # noqa: SLF001
                 s.book_updates << 3, s.messages << 3, s.last_recv_ns << 3, s.trades << 3)
 
     store = (w.generation, w.capacity, publisher.depth, L.BookState.LIVE, L.BookFlags.TRUNCATED, L.BookFlags.CROSSED,

@@ -400,9 +400,13 @@ class SegmentWriter:
             offsets = self._latch_offsets[slot] or self._latch_offsets_of(slot)
             self._latch(self.buf, raw, offsets, length, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags,
                         self.generation, version)
-            m[i:i + META_WORDS] = row
-            return
+        else:
+            self._latch_python(slot, raw, length, update_id, exch_ts_ns, recv_ts_ns, nb, na, state, flags, version)
         m[i:i + META_WORDS] = row
+
+    def _latch_python(self, slot: int, raw: bytearray, length: int, update_id: int, exch_ts_ns: int,
+                      recv_ts_ns: int, nb: int, na: int, state: int, flags: int, version: int) -> None:
+        """`_speedups.latch_publish`'s stores in Python: header into the staging copy, then the two-copy latch."""
         pub = time.time_ns()
         _BOOK_HEADER.pack_into(raw, 0, update_id, exch_ts_ns, recv_ts_ns, pub, nb, na, state, flags,
                                self.generation, version)
