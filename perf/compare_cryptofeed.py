@@ -37,7 +37,7 @@ PEER_VENV = HERE / ".peer-venv"
 PEER_PYTHON = PEER_VENV / "bin" / "python"
 PEER_SCRIPT = HERE / "_cryptofeed_peer.py"
 CRYPTOFEED_VERSION = "2.4.1"
-RECORDINGS = HERE.parent.parent / "shared" / "recordings"
+RECORDINGS = HERE.parent / "tests" / "data"  # copies of the real recordings (tests/data/RECORDINGS.md)
 BINANCE_RECORDING = "binance-spot-2021-10-12.jsonl"
 OKX_RECORDING = "okx-2022-05-13.jsonl"
 BOOK_DEPTH = 50  # levels mdengine publishes per book change (store capacity)
@@ -69,7 +69,7 @@ class Workload:
 
 
 def load_recording(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Events of a shared/recordings JSON Lines file, in order; raises ValueError naming a bad line."""
+    """Events of a recording JSON Lines file (tests/data), in order; raises ValueError naming a bad line."""
     events = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):

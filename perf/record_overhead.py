@@ -1,6 +1,6 @@
 """What recording costs the feed process, with the writer in a child process (default) and in a thread.
 
-Workload: the real OKX recording (shared/recordings/okx-2022-05-13.jsonl, 410 frames of books/trades/tickers),
+Workload: the real OKX recording (tests/data/okx-2022-05-13.jsonl, 410 frames of books/trades/tickers),
 its frames fed K times through the OKX adapter (each pass starts with the books' snapshots, so the state
 stays realistic). Modes: `process` (Recorder default: a shipper thread marshals batches to a writer child
 process) and `thread` (Recorder(process=False): serialising, compressing and writing in a thread of the feed
@@ -35,7 +35,7 @@ from mdengine.export import Rebuild
 from mdengine.recorder import Recorder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RECORDING = os.path.join(HERE, "..", "..", "shared", "recordings", "okx-2022-05-13.jsonl")
+RECORDING = os.path.join(HERE, "..", "tests", "data", "okx-2022-05-13.jsonl")
 MODES = ("process", "thread")
 
 

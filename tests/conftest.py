@@ -18,18 +18,13 @@ def namespace():
 
 @pytest.fixture(scope="session")
 def recordings_dir():
-    here = os.path.dirname(__file__)
-    path = os.path.abspath(os.path.join(here, "..", "..", "shared", "recordings"))
-    if not os.path.isdir(path):
-        path = os.path.join(here, "data")
-    return path
+    """tests/data: the real exchange recordings the tests replay (provenance in tests/data/RECORDINGS.md)."""
+    return os.path.join(os.path.dirname(__file__), "data")
 
 
 @pytest.fixture(scope="session")
 def binance_recording(recordings_dir):
-    """The events of shared/recordings/binance-spot-2021-10-12.jsonl, in order (the test is skipped without it)."""
+    """The events of tests/data/binance-spot-2021-10-12.jsonl, in order."""
     path = os.path.join(recordings_dir, "binance-spot-2021-10-12.jsonl")
-    if not os.path.exists(path):
-        pytest.skip(f"recording not found: {path}")
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]

@@ -1,4 +1,4 @@
-"""The Binance adapter on real frames (shared/recordings/binance-spot-2021-10-12.jsonl), replayed without sockets.
+"""The Binance adapter on real frames (tests/data/binance-spot-2021-10-12.jsonl), replayed without sockets.
 
 Facts checked by the recording's README: all 4 symbols sync, no gap, 172 diffs applied and 5 dropped. The final
 books must equal a reference computed here from the same frames, independently of LocalBook.

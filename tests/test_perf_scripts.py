@@ -31,10 +31,7 @@ plot = _load("plot_latency")
 
 @pytest.fixture(scope="module")
 def recordings(recordings_dir):
-    path = Path(recordings_dir)
-    if not (path / cmp.BINANCE_RECORDING).exists():
-        pytest.skip(f"recordings not found in {path}")
-    return path
+    return Path(recordings_dir)
 
 
 @pytest.fixture(scope="module")
