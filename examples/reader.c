@@ -173,23 +173,24 @@ static int text_eq(const char *field, size_t size, const char *s, int fold) {
 }
 
 /* Copy entries [0, count) so that no directory change overlapped the copy, then apply the rule.
- * Returns the slot, -1 if nothing matches, -2 if a native id names several symbols. */
+ * Returns the slot, -1 if nothing matches, -2 if a native id names several symbols, -3 if the directory
+ * changed during every copy. */
 static int lookup(const segment *seg, const char *symbol, const char *market, dir_entry *out) {
     const uint8_t *dir = seg->base + HEADER_LENGTH;
     dir_entry *e = malloc((size_t)seg->max_symbols * sizeof *e);
     uint64_t count = 0;
+    int stable = 0;
     if (!e) return -1;
-    for (int attempt = 0; attempt < RETRY_LIMIT; attempt++) {
+    for (int attempt = 0; attempt < RETRY_LIMIT && !stable; attempt++) {
         uint64_t version = load_acquire(seg->base + OFF_DIRECTORY_VERSION);
-        count = load_acquire(seg->base + OFF_DIRECTORY_COUNT);
-        if ((int64_t)count < 0) count = 0;
-        if (count > seg->max_symbols) count = seg->max_symbols;
+        uint64_t raw = load_acquire(seg->base + OFF_DIRECTORY_COUNT);
+        count = (int64_t)raw < 0 ? 0 : raw > seg->max_symbols ? seg->max_symbols : raw;
         copy_words(e, dir, count * DIR_ENTRY_LENGTH);
         atomic_thread_fence(memory_order_acquire);
-        if (load_relaxed(seg->base + OFF_DIRECTORY_VERSION) == version
-            && load_relaxed(seg->base + OFF_DIRECTORY_COUNT) == count) break;
+        stable = load_relaxed(seg->base + OFF_DIRECTORY_VERSION) == version
+                 && load_relaxed(seg->base + OFF_DIRECTORY_COUNT) == raw;
     }
-    int best = -1, best_rank = 8;
+    int best = stable ? -1 : -3, best_rank = 8;
     for (uint64_t i = 0; i < count; i++) {
         const dir_entry *x = &e[i];
         if (!(text_eq(x->unified, 40, symbol, 0) || text_eq(x->native, 32, symbol, 1))) continue;
@@ -329,6 +330,8 @@ static int watch(const segment *seg, int slot, uint32_t depth, long books, long 
     const uint8_t *base = slot_base(seg, slot);
     trade_cursor c;
     cursor_open(&c, seg, base, earliest);
+    printf("{\"ready\":{\"slot\":%d,\"trade_cursor\":%lld}}\n", slot, (long long)c.cursor);
+    fflush(stdout);
     long printed_books = 0, printed_trades = 0, retries = 0;
     int64_t last_version = -1, last_seq = -1, end = now_ns() + (int64_t)(seconds * 1e9), lost;
     while ((printed_books < books || printed_trades < trades) && now_ns() < end) {
@@ -340,13 +343,14 @@ static int watch(const segment *seg, int slot, uint32_t depth, long books, long 
             last_seq = s;
             if (b.h.version != last_version) print_book(&b), printed_books++, last_version = b.h.version;
         }
-        int64_t n = poll_trades(&c, t, 4096, &lost);
+        if (printed_trades >= trades) continue;
+        int64_t n = poll_trades(&c, t, trades - printed_trades < 4096 ? trades - printed_trades : 4096, &lost);
         if (lost) printf("{\"lost\":%lld,\"cursor\":%lld}\n", (long long)lost, (long long)c.cursor);
         for (int64_t k = 0; k < n; k++) print_trade(&t[k]);
         printed_trades += (long)n;
     }
-    printf("{\"done\":{\"books\":%ld,\"trades\":%ld,\"lost\":%lld,\"retries\":%ld}}\n", printed_books,
-           printed_trades, (long long)c.lost, retries);
+    printf("{\"done\":{\"books\":%ld,\"trades\":%ld,\"lost\":%lld,\"trade_cursor\":%lld,\"retries\":%ld}}\n",
+           printed_books, printed_trades, (long long)c.lost, (long long)c.cursor, retries);
     return 0;
 }
 
@@ -402,7 +406,8 @@ int main(int argc, char **argv) {
     if (status) return status;
     dir_entry e;
     int slot = lookup(&seg, argv[4], market, &e);
-    if (slot < 0) return fail(2, slot == -2 ? "ambiguous symbol" : "unknown symbol");
+    if (slot < 0)
+        return fail(2, slot == -2 ? "ambiguous symbol" : slot == -3 ? "the directory kept changing" : "unknown symbol");
     if (depth < 1 || n < 1) return fail(1, "depth and counts must be positive");
     if (depth > seg.book_capacity) depth = seg.book_capacity;
     if (!strcmp(mode, "lookup")) {
