@@ -147,9 +147,66 @@ def is_versioned(u: int, bids: list, asks: list) -> bool:
             and asks == [[u * 1000.0 + 500 + i, u + 0.5] for i in range(na)])
 
 
+class SideBySide:
+    """examples/reader.c `watch` and the Python client reading the same book and trade ring at the same time."""
+
+    def __init__(self, exe: str, namespace: str, exchange: str, symbol: str, market: str | None, out_path,
+                 books: int, trades: int, seconds: float) -> None:
+        self.py_books: dict[int, tuple[list, list]] = {}
+        self.py_trades: dict[int, np.void] = {}
+        self.py_lost = 0
+        with Client(namespace) as client, open(out_path, "w") as out:
+            book = client.book(exchange, symbol, market)
+            stream = client.trade_stream(exchange, symbol, market, start="earliest")
+            c_proc = subprocess.Popen([exe, "watch", namespace, exchange, symbol, *([market] if market else []),
+                                       "-d", str(DEPTH), "-n", str(books), "-t", str(trades), "-s", str(seconds),
+                                       "-e"], stdout=out)
+            while c_proc.poll() is None:
+                for _ in range(200):
+                    d = book.snapshot(DEPTH)
+                    self.py_books.setdefault(d.update_id, (d.bids.tolist(), d.asks.tolist()))
+                t = stream.poll()
+                self.py_lost += t.lost
+                for r in t.records:
+                    self.py_trades[int(r["index"])] = r
+            self.status = c_proc.wait(60)
+            self.slot = book.entry.slot
+        with open(out_path) as f:
+            lines = [json.loads(line) for line in f]
+        self.ready, self.done = lines[0]["ready"], lines[-1]["done"]
+        self.c_books = [x["book"] for x in lines if "book" in x]
+        self.c_trades = [x["trade"] for x in lines if "trade" in x]
+        self.c_lost = sum(x["lost"] for x in lines if "lost" in x)
+
+    def check_c_alone(self) -> None:
+        """Its trades are in order, once each, and returned + lost accounts for every record it passed."""
+        assert self.status == 0 and self.ready["slot"] == self.slot
+        assert len(self.c_books) == self.done["books"] > 0 and len(self.c_trades) == self.done["trades"]
+        indices = [t["index"] for t in self.c_trades]
+        assert indices == sorted(set(indices))
+        assert len(self.c_trades) + self.c_lost == self.done["trade_cursor"] - self.ready["trade_cursor"]
+        assert self.c_lost == self.done["lost"]
+
+    def compare(self, min_books: int, min_trades: int) -> tuple[int, int]:
+        """At equal update ids the same levels; at equal ring indices the same trade, field by field."""
+        same_books = [b for b in self.c_books if b["update_id"] in self.py_books]
+        assert len(same_books) >= min_books, f"only {len(same_books)} update ids were read by both " \
+                                             f"(C {len(self.c_books)}, Python {len(self.py_books)})"
+        assert [b["update_id"] for b in same_books if (b["bids"], b["asks"]) != self.py_books[b["update_id"]]] == []
+        same_trades = [t for t in self.c_trades if t["index"] in self.py_trades]
+        assert len(same_trades) >= min_trades, f"only {len(same_trades)} trades were read by both"
+        names = L.TRADE_DTYPE.names
+        assert [t["index"] for t in same_trades
+                if tuple(self.py_trades[t["index"]][n].item() for n in names) != tuple(t[n] for n in names)] == []
+        print(f"C: {len(self.c_books)} books, {len(self.c_trades)} trades, {self.c_lost} lost, "
+              f"{self.done['retries']} retries; Python: {len(self.py_books)} books, {len(self.py_trades)} trades, "
+              f"{self.py_lost} lost; compared {len(same_books)} books and {len(same_trades)} trades: equal")
+        return len(same_books), len(same_trades)
+
+
 def test_books_and_trades_match_the_python_client_while_the_writer_runs_at_full_speed(reader_exe, namespace,
                                                                                          tmp_path):
-    trade_capacity = 64
+    trade_capacity = 64  # small, so the writer laps the readers all the time
     SegmentWriter(namespace, EXCHANGE, create=True, max_symbols=2, book_capacity=DEPTH,
                   trade_capacity=trade_capacity).close()
     ctx = mp.get_context("spawn")
@@ -158,21 +215,7 @@ def test_books_and_trades_match_the_python_client_while_the_writer_runs_at_full_
     writer.start()
     try:
         assert ready.wait(60), "the writer did not start publishing"
-        with Client(namespace) as client, open(tmp_path / "c.jsonl", "w") as out:
-            book = client.book(EXCHANGE, "BTC/USDT")
-            stream = client.trade_stream(EXCHANGE, "BTC/USDT", start="earliest")
-            c_proc = subprocess.Popen([reader_exe, "watch", namespace, EXCHANGE, "BTC/USDT", "-d", str(DEPTH),
-                                       "-n", "5000", "-t", "20000", "-s", "20", "-e"], stdout=out)
-            py_books, py_trades, py_lost = {}, {}, 0
-            while c_proc.poll() is None:
-                for _ in range(200):
-                    d = book.snapshot(DEPTH)
-                    py_books.setdefault(d.update_id, (d.bids.tolist(), d.asks.tolist()))
-                t = stream.poll()
-                py_lost += t.lost
-                for r in t.records:
-                    py_trades[int(r["index"])] = r
-            assert c_proc.wait(60) == 0
+        run = SideBySide(reader_exe, namespace, EXCHANGE, "BTC/USDT", None, tmp_path / "c.jsonl", 5000, 20000, 20)
         writer_alive_throughout = writer.is_alive()
     finally:
         stop.set()
@@ -180,41 +223,59 @@ def test_books_and_trades_match_the_python_client_while_the_writer_runs_at_full_
         if writer.is_alive():
             writer.kill()
     assert writer_alive_throughout and writer.exitcode == 0
-    with open(tmp_path / "c.jsonl") as f:
-        lines = [json.loads(line) for line in f]
-    ready_line, done = lines[0]["ready"], lines[-1]["done"]
-    assert ready_line["slot"] == 1
-    c_books = [x["book"] for x in lines if "book" in x]
-    c_trades = [x["trade"] for x in lines if "trade" in x]
-    c_lost = sum(x["lost"] for x in lines if "lost" in x)
+    run.check_c_alone()
+    assert run.slot == 1 and run.c_lost > 0  # the ring was lapped: the lap check was exercised
+    # every book is one whole versioned state, every trade record intact
+    assert [b["update_id"] for b in run.c_books if not is_versioned(b["update_id"], b["bids"], b["asks"])] == []
+    recs = np.array([tuple(t[n] for n in L.TRADE_DTYPE.names) for t in run.c_trades],
+                    dtype=[(n, L.TRADE_DTYPE[n]) for n in L.TRADE_DTYPE.names])
+    assert len(recs) == 20000 and bad_trades(recs) == 0
+    run.compare(min_books=20, min_trades=100)
 
-    # the C reader alone: every book is one whole versioned state, every trade intact and in order, and
-    # returned + lost accounts for every record between its first and last cursor
-    assert len(c_books) == done["books"] > 0 and len(c_trades) == done["trades"] > 0
-    torn = [b["update_id"] for b in c_books if not is_versioned(b["update_id"], b["bids"], b["asks"])]
-    assert torn == []
-    indices = [t["index"] for t in c_trades]
-    assert indices == sorted(set(indices))
-    recs = np.array([(t["exch_ts_ns"], t["recv_ts_ns"], t["price"], t["qty"], t["trade_id"], t["side"], t["flags"],
-                      t["index"]) for t in c_trades], dtype=[(n, L.TRADE_DTYPE[n]) for n in L.TRADE_DTYPE.names])
-    assert bad_trades(recs) == 0
-    assert len(c_trades) + c_lost == done["trade_cursor"] - ready_line["trade_cursor"] and c_lost == done["lost"]
 
-    # the C reader against the Python client, at equal update ids and ring indices
-    same_books = [b for b in c_books if b["update_id"] in py_books]
-    assert len(same_books) >= 20, f"only {len(same_books)} update ids were read by both (C {len(c_books)}, " \
-                                  f"Python {len(py_books)})"
-    differ = [b["update_id"] for b in same_books if (b["bids"], b["asks"]) != py_books[b["update_id"]]]
-    assert differ == []
-    same_trades = [t for t in c_trades if t["index"] in py_trades]
-    assert len(same_trades) >= 100, f"only {len(same_trades)} trades were read by both"
-    differ = [t["index"] for t in same_trades
-              if tuple(py_trades[t["index"]][n].item() for n in L.TRADE_DTYPE.names) != tuple(t[n] for n in
-                                                                                            L.TRADE_DTYPE.names)]
-    assert differ == []
-    print(f"C: {len(c_books)} books, {len(c_trades)} trades, {c_lost} lost, {done['retries']} retries; "
-          f"Python: {len(py_books)} books, {len(py_trades)} trades, {py_lost} lost; compared "
-          f"{len(same_books)} books, {len(same_trades)} trades")
+@pytest.fixture
+def sim_engine(namespace):
+    """A real feed process on the simulator running as fast as it can (rate_hz=0): Bybit BTC/USDT:USDT."""
+    from test_client import _until
+
+    from mdengine.config import ExchangeConfig
+    from mdengine.exchanges import get_adapter
+    from mdengine.feed.process import run_feed
+    from mdengine.sim import Simulator
+
+    sim = Simulator(seed=5, rate_hz=0, exchanges=["bybit"], symbols=["BTC/USDT:USDT"]).start()
+    cfg = ExchangeConfig(name="bybit", symbols=["BTC/USDT:USDT"], markets=["linear"], book_depth=DEPTH,
+                         book_capacity=DEPTH, endpoints=get_adapter("bybit").sim_endpoints(sim.endpoints()),
+                         heartbeat_interval_s=0.1)
+    proc = mp.get_context("spawn").Process(target=run_feed, args=(namespace, cfg), kwargs={"log_level": "WARNING"},
+                                           daemon=True)
+    proc.start()
+    try:
+        def live() -> bool:
+            try:
+                with Client(namespace) as c:
+                    return c.book("bybit", "BTC/USDT:USDT").top().state == "live"
+            except Exception:  # noqa: BLE001 - not there yet
+                return False
+
+        _until(live, 60, "a live book from the feed")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        sim.stop()
+
+
+def test_books_and_trades_match_the_python_client_on_an_engine_on_the_simulator(reader_exe, namespace, tmp_path,
+                                                                                  sim_engine):
+    # by native id, case folded, in a market spelled in another case: the documented lookup rule
+    run = SideBySide(reader_exe, namespace, "bybit", "btcusdt", "LINEAR", tmp_path / "c.jsonl", 100_000, 100_000, 4)
+    assert sim_engine.is_alive()
+    run.check_c_alone()
+    assert all(b["n_bids"] and b["n_asks"] and b["bids"][0][0] < b["asks"][0][0] for b in run.c_books)
+    run.compare(min_books=50, min_trades=1)
 
 
 def test_bench_times_consistent_reads(reader_exe, namespace):
