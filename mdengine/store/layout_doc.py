@@ -256,6 +256,9 @@ def rewrite(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if not os.path.exists(DOC):
+        print(f"{os.path.normpath(DOC)} not found: run this from a source checkout of mdengine", file=sys.stderr)
+        return 2
     with open(DOC, encoding="utf-8") as f:
         text = f.read()
     if "--check" in argv:
