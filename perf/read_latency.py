@@ -8,6 +8,11 @@ Scenario (declared up front, printed with the results):
                   reported separately): `BookReader.top()`, `read_into` a 20-level BookBuffer, `read_into`
                   a full-capacity BookBuffer, `TradeReader.poll` of exactly 100 new trades. Every read is
                   verified afterwards (each level encodes the book's update id), so torn reads are counted.
+  C reader:       examples/reader.c (built with docs/layout.md's build line) times `bench` reads of the same
+                  20-level book in its own process, while the same writer keeps publishing, right after the
+                  Python reader's window (the two never compete for a core); clock_gettime before and after
+                  each read, nothing subtracted. Its reads are not content-checked here (tests/test_c_reader.py
+                  checks them); retries are counted.
   baseline:       the same 20-level book (header + levels, 704 bytes) handed from a producer process to a
                   consumer process through a multiprocessing.Queue at 10,000/s; time from just before
                   put() to just after get() (CLOCK_MONOTONIC is system-wide).
@@ -22,7 +27,12 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import timeit
 import uuid
@@ -184,7 +194,31 @@ def pct(a: np.ndarray) -> dict[str, float]:
     return {"n": int(len(a)), "p50": float(p50), "p99": float(p99), "p99.9": float(p999)}
 
 
-def run_phase(ctx, ns: str, rate: float, seconds: float) -> dict:
+def build_c_reader(directory: str) -> tuple[str | None, str]:
+    """examples/reader.c built with docs/layout.md's build line: (path, "") or (None, why not)."""
+    cc = next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    if cc is None:
+        return None, "no C compiler"
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    with open(os.path.join(root, "docs", "layout.md"), encoding="utf-8") as f:
+        args = shlex.split(re.search(r"^cc (-std=c11 .*examples/reader\.c)", f.read(), re.M).group(1))
+    exe = os.path.join(directory, "mde-reader")
+    args[args.index("-o") + 1] = exe
+    r = subprocess.run([cc, *args], cwd=root, capture_output=True, text=True)
+    return (exe, "") if r.returncode == 0 else (None, f"{cc} failed: {r.stderr.strip()[:200]}")
+
+
+def c_bench(exe: str | None, ns: str, reads: int) -> dict:
+    if exe is None:
+        return {}
+    r = subprocess.run([exe, "bench", ns, EXCHANGE, "BTC/USDT", "-d", str(DEPTH), "-n", str(reads)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"examples/reader.c bench failed ({r.returncode}): {r.stdout} {r.stderr}")
+    return json.loads(r.stdout.splitlines()[-1])["bench"]
+
+
+def run_phase(ctx, ns: str, rate: float, seconds: float, c_exe: str | None = None, c_reads: int = 0) -> dict:
     wa, wb = ctx.Pipe()
     ra, rb = ctx.Pipe()
     stop = ctx.Event()
@@ -195,6 +229,7 @@ def run_phase(ctx, ns: str, rate: float, seconds: float) -> dict:
     reader.start()
     assert ra.recv() == "ready"
     r = ra.recv()
+    c = c_bench(c_exe, ns, c_reads)  # the same book, the writer still publishing
     stop.set()
     w = wa.recv()
     reader.join()
@@ -202,7 +237,7 @@ def run_phase(ctx, ns: str, rate: float, seconds: float) -> dict:
     stats = {k: pct(v) for k, v in r["samples"].items()}
     stats["publish20"] = pct(w["publish20"])
     reads = sum(len(v) for k, v in r["samples"].items() if k != "trades100")
-    return {"rate": rate or "max", "stats": stats, "torn": r["torn"], "retries": r["retries"],
+    return {"rate": rate or "max", "stats": stats, "c": c, "torn": r["torn"], "retries": r["retries"],
             "retries_per_read": r["retries"] / max(reads, 1), "trades_lost": r["trades_lost"],
             "writer_updates_per_s": w["updates"] / w["seconds"] if w["seconds"] else None}
 
@@ -223,12 +258,16 @@ def main() -> int:
     call = min(timeit.repeat("f()", "def f(): pass", number=100_000, repeat=5)) / 100_000 * 1e9
     print(f"bare timer (perf_counter_ns pair): p50 {np.percentile(timer, 50):.0f} ns; "
           f"empty Python call {call:.0f} ns (machine speed/contention gauge)")
+    c_reads = 1_000_000 if args.quick else 5_000_000
     SegmentWriter(ns, EXCHANGE, create=True, max_symbols=2, book_capacity=CAPACITY, trade_capacity=4096).close()
-    try:
-        phases = [run_phase(ctx, ns, 10_000, seconds), run_phase(ctx, ns, 0, seconds)]
-    finally:
-        for name in list_names(ns):
-            unlink(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        c_exe, c_why = build_c_reader(tmp)
+        try:
+            phases = [run_phase(ctx, ns, 10_000, seconds, c_exe, c_reads),
+                      run_phase(ctx, ns, 0, seconds, c_exe, c_reads)]
+        finally:
+            for name in list_names(ns):
+                unlink(name)
     queue = pct(queue_baseline(ctx, queue_n, 10_000))
     for ph in phases:
         print(f"\nwriter {ph['rate']} updates/s (achieved {ph['writer_updates_per_s'] or 0:,.0f}/s), "
@@ -238,12 +277,22 @@ def main() -> int:
             if s["n"]:
                 print(f"  {k:10s} n={s['n']:>8,}  p50 {s['p50']:>8,.0f} ns  p99 {s['p99']:>9,.0f} ns  "
                       f"p99.9 {s['p99.9']:>10,.0f} ns")
+        if ph["c"]:
+            c = ph["c"]
+            print(f"  {'C book20':10s} n={c['reads']:>8,}  p50 {c['p50_ns']:>8,.0f} ns  p99 {c['p99_ns']:>9,.0f} ns  "
+                  f"p99.9 {c['p999_ns']:>10,.0f} ns  (examples/reader.c; retries {c['retries']}, "
+                  f"timer {c['timer_p50_ns']} ns)")
+        else:
+            print(f"  C reader not run: {c_why}")
     print(f"\nmultiprocessing.Queue hand-off of the 20-level book: p50 {queue['p50']:,.0f} ns, "
           f"p99 {queue['p99']:,.0f} ns, p99.9 {queue['p99.9']:,.0f} ns")
     paced, stress = phases
     s, x = paced["stats"], stress["stats"]
     ratio = queue["p50"] / s["book20"]["p50"]
     print(f"queue / shm 20-level read (p50): {ratio:.0f}x")
+    pc, xc = paced["c"], stress["c"]
+    if pc:
+        print(f"Python / C 20-level read (p50): {s['book20']['p50'] / max(pc['p50_ns'], 1):.0f}x")
     result = {
         "top_p50_ns": s["top"]["p50"], "top_p99_ns": s["top"]["p99"], "top_p999_ns": s["top"]["p99.9"],
         "book20_p50_ns": s["book20"]["p50"], "book20_p99_ns": s["book20"]["p99"],
@@ -259,6 +308,11 @@ def main() -> int:
         "stress_full_p50_ns": x["full"]["p50"], "stress_publish20_p50_ns": x["publish20"].get("p50"),
         "stress_retries": stress["retries"], "stress_retries_per_read": stress["retries_per_read"],
         "stress_updates_per_s": stress["writer_updates_per_s"],
+        "c_book20_p50_ns": pc.get("p50_ns"), "c_book20_p99_ns": pc.get("p99_ns"),
+        "c_book20_p999_ns": pc.get("p999_ns"), "c_retries_per_read": pc["retries"] / pc["reads"] if pc else None,
+        "stress_c_book20_p50_ns": xc.get("p50_ns"), "stress_c_book20_p99_ns": xc.get("p99_ns"),
+        "stress_c_retries_per_read": xc["retries"] / xc["reads"] if xc else None,
+        "c_timer_p50_ns": pc.get("timer_p50_ns"),
         "timer_p50_ns": float(np.percentile(timer, 50)), "empty_call_ns": round(call, 1),
         "load1": os.getloadavg()[0], "quick": args.quick,
     }
