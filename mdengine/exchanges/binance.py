@@ -33,6 +33,7 @@ from ..events import (
     SymbolSynced,
     TradesReceived,
 )
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, InstrumentIndex, unified_symbol
 from .base import SCRATCH_CONN, Adapter, AdapterError
@@ -690,9 +691,10 @@ class BinanceAdapter(Adapter):
             raise TypeError(f"trade id {tid!r}")
         if tid <= sym.last_trade:  # already passed on (both connections carry it during a rotation)
             return []
+        px, qty = trade_numbers(d["p"], d["q"])  # a bad number raises before the trade counts as passed on
         sym.last_trade = tid
         side = Side.SELL if d["m"] else Side.BUY  # m: the buyer was the maker, so the taker sold
-        return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, float(d["p"]), float(d["q"]), tid, side, 0)])]
+        return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, px, qty, tid, side, 0)])]
 
     def _on_control(self, conn: str, obj: dict) -> list[Event]:
         c = self._conns.get(conn)

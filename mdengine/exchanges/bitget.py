@@ -21,6 +21,7 @@ from typing import Any
 
 from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
@@ -146,7 +147,10 @@ class BitgetAdapter(WsBookAdapter):
                     return []  # unsubscribed meanwhile
                 ch = arg["channel"]
                 if ch == "trade":
-                    return self._on_trades(sym, msg["data"], recv_ns)
+                    try:
+                        return self._on_trades(sym, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        return [ProtocolError(conn, f"bad trade frame: {e!r}", sym.key)]
                 if ch == sym.channel:
                     try:
                         return self._on_book(sym, msg, recv_ns)
@@ -245,7 +249,8 @@ class BitgetAdapter(WsBookAdapter):
             tid, flags = trade_id(raw)
             s = t["side"]
             side = Side.BUY if s == "buy" else Side.SELL if s == "sell" else Side.UNKNOWN
-            parsed.append((ts, raw, (ts * _MS, recv_ns, float(t["price"]), float(t["size"]), tid, side, flags)))
+            px, size = trade_numbers(t["price"], t["size"])
+            parsed.append((ts, raw, (ts * _MS, recv_ns, px, size, tid, side, flags)))
         trades = self._new_trades(sym, parsed)
         return [TradesReceived(sym.key, trades)] if trades else []
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
@@ -156,7 +157,10 @@ class BybitAdapter(WsBookAdapter):
                         return self._on_book(sym, msg, recv_ns)
                     except _PARSE_ERRORS as e:
                         return self._bad_book(sym, e, msg.get("type") == "snapshot")
-                return self._on_trades(sym, msg["data"], recv_ns)
+                try:
+                    return self._on_trades(sym, msg["data"], recv_ns)
+                except _PARSE_ERRORS as e:  # nothing of the frame is published
+                    return [ProtocolError(conn, f"bad publicTrade frame: {e!r}", sym.key)]
             return self._on_op(conn, msg)
         except _PARSE_ERRORS as e:
             return [ProtocolError(conn, f"unexpected Bybit frame: {e!r}")]
@@ -247,7 +251,8 @@ class BybitAdapter(WsBookAdapter):
             tid, flags = trade_id(t["i"])
             s = t["S"]
             side = Side.BUY if s == "Buy" else Side.SELL if s == "Sell" else Side.UNKNOWN
-            trades.append((int(t["T"]) * _MS, recv_ns, float(t["p"]), float(t["v"]), tid, side, flags))
+            px, qty = trade_numbers(t["p"], t["v"])
+            trades.append((int(t["T"]) * _MS, recv_ns, px, qty, tid, side, flags))
         return [TradesReceived(sym.key, trades)] if trades else []
 
 

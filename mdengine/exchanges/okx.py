@@ -29,6 +29,7 @@ from ..events import (
     Send,
     TradesReceived,
 )
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
@@ -163,7 +164,10 @@ class OkxAdapter(WsBookAdapter):
                     except _PARSE_ERRORS as e:  # the book may be half-applied: resync unless already resyncing
                         return self._bad_book(sym, e, msg.get("action") == "snapshot")
                 if ch == "trades":
-                    return self._on_trades(sym, msg["data"], recv_ns)
+                    try:
+                        return self._on_trades(sym, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        return [ProtocolError(conn, f"bad trades frame: {e!r}", sym.key)]
                 if ch in _PARTIAL:
                     try:
                         return self._on_partial(sym, msg["data"][0], recv_ns)
@@ -268,7 +272,8 @@ class OkxAdapter(WsBookAdapter):
         for t in rows:
             tid, flags = trade_id(t["tradeId"])
             side = Side.BUY if t["side"] == "buy" else Side.SELL if t["side"] == "sell" else Side.UNKNOWN
-            trades.append((int(t["ts"]) * _MS, recv_ns, float(t["px"]), float(t["sz"]), tid, side, flags))
+            px, sz = trade_numbers(t["px"], t["sz"])
+            trades.append((int(t["ts"]) * _MS, recv_ns, px, sz, tid, side, flags))
         return [TradesReceived(sym.key, trades)] if trades else []
 
 

@@ -151,6 +151,8 @@ class Publisher:
         counter = {"gap": "gaps", "checksum": "checksum_failures"}.get(ev.kind)
         if counter:
             q[_C[counter]] += 1
+        elif ev.kind == "malformed":  # bad levels (mdengine.limits): a malformed frame as much as bad JSON is
+            q[_C["malformed"]] += 1
         if s is not None:
             self.w.publish_state(s.slot, _RESYNCING)
             s.levels_published = False
