@@ -25,7 +25,7 @@ from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
-from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, trade_id
+from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from ._wsbook import WsBookAdapter
 
 _MS = 1_000_000
@@ -34,6 +34,7 @@ _ARG_RE = re.compile(r"instType:([\w-]+),channel:([\w-]+),instId:([\w-]+)")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 20
 _PARTIAL = ("books1", "books5", "books15")
+_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL")  # to split a native id no list names
 
 
 class BitgetAdapter(WsBookAdapter):
@@ -90,6 +91,22 @@ class BitgetAdapter(WsBookAdapter):
         expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
         return Instrument("bitget", market, row["symbol"], unified_symbol(base, quote, kind, settle, expiry), kind,
                           base, quote, settle, tick, float(row["sizeMultiplier"]), 1.0)
+
+    @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """Symbols are BASEQUOTE in every instType (SPOT unless `market` names a futures product type)."""
+        it = market or "SPOT"
+        pair = split_pair(native, _QUOTES)
+        if it not in cls.MARKETS or pair is None:
+            return None
+        base, quote = pair
+        if it == "SPOT":
+            return Instrument("bitget", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
+                              base, quote, "", 0.0, 0.0, 1.0)
+        kind = MarketKind.INVERSE if it == "COIN-FUTURES" else MarketKind.LINEAR
+        settle = base if kind == MarketKind.INVERSE else quote
+        return Instrument("bitget", it, native, unified_symbol(base, quote, kind, settle), kind, base, quote, settle,
+                          0.0, 0.0, 1.0)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:

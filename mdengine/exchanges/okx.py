@@ -98,6 +98,27 @@ class OkxAdapter(WsBookAdapter):
         return Instrument("okx", it, native, unified, kind, base, quote, settle, tick, lot, ct_val)
 
     @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """instIds spell their market: BASE-QUOTE (SPOT), BASE-QUOTE-SWAP, BASE-QUOTE-YYMMDD (FUTURES); a -USD
+        quote is inverse (settled in the base). Options are not guessed."""
+        parts = native.split("-")
+        if not 2 <= len(parts) <= 3 or not all(p.isalnum() and p == p.upper() for p in parts):
+            return None
+        base, quote = parts[:2]
+        it = "SPOT" if len(parts) == 2 else "SWAP" if parts[2] == "SWAP" else "FUTURES" if (
+            len(parts[2]) == 6 and parts[2].isdigit()) else None
+        if it is None or market not in (None, it):
+            return None
+        if it == "SPOT":
+            return Instrument("okx", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT, base,
+                              quote, "", 0.0, 0.0, 1.0)
+        kind = MarketKind.INVERSE if quote == "USD" else MarketKind.LINEAR
+        settle = base if kind == MarketKind.INVERSE else quote
+        expiry = parts[2] if it == "FUTURES" else ""
+        return Instrument("okx", it, native, unified_symbol(base, quote, kind, settle, expiry), kind, base, quote,
+                          settle, 0.0, 0.0, 0.0)
+
+    @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         ws, rest = sim["okx"]
         return {"ws": ws, "rest": rest}

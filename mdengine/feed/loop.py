@@ -184,9 +184,12 @@ class FeedLoop:
             else:
                 handler(ev)
 
-    def fetch(self, req: FetchRest, callback: RestCallback) -> None:
+    def fetch(self, req: FetchRest, callback: RestCallback,
+              on_retry: Callable[[int, str], None] | None = None) -> None:
         """GET req.url off-thread, retrying transport errors, 429/418 and 5xx with capped backoff (honouring
-        Retry-After); then `callback(request_id, status, body, recv_ns)` on the loop thread, events dispatched."""
+        Retry-After); then `callback(request_id, status, body, recv_ns)` on the loop thread, events dispatched.
+        `on_retry(status, error)` hears of each failed attempt that is retried (the instrument lists fall back on
+        their cached copy at the first)."""
         backoff = Backoff(self.opts.rest_backoff_initial_s, self.opts.rest_backoff_max_s)
 
         def start() -> None:
@@ -204,6 +207,8 @@ class FeedLoop:
             self.sink.rest_done(req.url, status, err, retry_in)
             if retry_in is not None:
                 self.call_later(retry_in, start)
+                if on_retry is not None:
+                    on_retry(status, err or "")
                 return
             if status == 200 and self.tap is not None:
                 self.tap("http", req.url, body.decode("utf-8", "replace"), now_ns)

@@ -283,10 +283,11 @@ class Publisher:
         self.w.heartbeat()
         self.repeats.flush()  # the counts of repeated lines whose interval is over
 
-    def error(self, text: str, key: object = None) -> None:
+    def error(self, text: str, key: object = None, short: str | None = None) -> None:
         """A feed error: recorded, counted, logged (once per interval for each `key`, by default the text up to
-        its second colon: where and what, without the details)."""
-        self.w.record_error(text)
+        its second colon: where and what, without the details). `short`: the segment's last-error text instead
+        of `text` (it keeps 56 bytes)."""
+        self.w.record_error(short or text)
         self._failed(_ERROR, ("error", key if key is not None else ":".join(text.split(":", 2)[:2])), "%s", text)
 
     def close_lane(self) -> None:
