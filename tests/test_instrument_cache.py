@@ -260,3 +260,64 @@ def test_a_cache_that_cannot_be_written_is_logged_and_stops_nothing(sim, namespa
     finally:
         f.close()
     assert os.path.isfile(blocker)
+
+
+def test_every_page_of_a_paged_list_is_loaded_and_kept(namespace, tmp_path):
+    """Bybit pages its instrument lists (nextPageCursor): the session waits for the last page, and caches the whole
+    list. (Before, the first page's answer ended the wait and the second page's answer was dropped.)"""
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mdengine.config import ExchangeConfig
+    from mdengine.exchanges.bybit import BybitAdapter
+    from mdengine.feed.loop import FeedLoop
+    from mdengine.feed.publisher import Publisher
+    from mdengine.feed.session import FeedSession
+    from mdengine.store import SegmentWriter, shm
+
+    def row(base: str) -> dict:
+        return {"symbol": f"{base}USDT", "contractType": "LinearPerpetual", "baseCoin": base, "quoteCoin": "USDT",
+                "settleCoin": "USDT", "priceFilter": {"tickSize": "0.1"}, "lotSizeFilter": {"qtyStep": "0.001"}}
+
+    class Pages(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            second = "cursor=" in self.path
+            result = {"category": "linear", "list": [row("ETH" if second else "BTC")],
+                      "nextPageCursor": "" if second else "page2"}
+            body = json.dumps({"retCode": 0, "retMsg": "OK", "result": result}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rest = f"http://127.0.0.1:{server.server_address[1]}"
+    cfg = ExchangeConfig("bybit", markets=["linear"], endpoints={"rest": rest, "ws": "ws://127.0.0.1:9"})
+    w = SegmentWriter(namespace, "bybit", create=True, max_symbols=2, book_capacity=5, trade_capacity=16)
+    log = logging.getLogger("mdengine.test.pages")
+    index = InstrumentIndex()
+    adapter = BybitAdapter(index, cfg.endpoints)
+    pub = Publisher(w, "bybit", depth=5, log=log)
+    loop = FeedLoop(adapter, pub, log=log)
+    session = FeedSession(loop, adapter, pub, index, cfg, log, cache=InstrumentCache("bybit", tmp_path))
+    t = threading.Thread(target=loop.run)
+    t.start()
+    try:
+        loop.submit(session.start)
+        assert session.loaded.wait(20)
+        time.sleep(0.3)  # a page answered after the wait ended would land now
+        assert sorted(i.native for i in index) == ["BTCUSDT", "ETHUSDT"]
+        url = f"{rest}/v5/market/instruments-info?category=linear&limit=1000"
+        assert sorted(i.native for i in InstrumentCache("bybit", tmp_path).load(url)[0]) == ["BTCUSDT", "ETHUSDT"]
+    finally:
+        loop.stop()
+        t.join(10)
+        server.shutdown()
+        pub.close()
+        w.close()
+        shm.unlink(w.name)
