@@ -141,10 +141,14 @@ def test_a_frame_that_failed_is_logged_once_and_never_replayed_by_the_warm_up_pa
                     assert counters["malformed"] == 1
                     assert "unpublishable" in r.view.last_error()[1]
                     assert counters["warm_passes"] == before  # the bad frame is the newest: no pass replays it
+                    for _ in range(200):  # a flood of broken frames: each counted, one line
+                        sim.inject("okx", "malformed_json")
+                    _wait(lambda: r.view.counters()["malformed"] == 201, 20, "200 more malformed frames")
                 finally:
                     r.close()
             finally:
                 p.terminate()
                 p.wait(15)
         errors = [line for line in log_path.read_text().splitlines() if " ERROR " in line]
-        assert len(errors) == 1 and "unpublishable" in errors[0], errors[:5]
+        assert len(errors) == 2, errors[:5]
+        assert "unpublishable" in errors[0] and "bad JSON" in errors[1]
