@@ -26,24 +26,24 @@ class RepeatLog:
         self.log = log
         self.interval_s = interval_s
         self._clock = clock
-        # key -> [window start, held back, level, msg, args, exc_info] of the newest held-back line
+        # key -> [window start, held back, level, msg, args] of the newest held-back line
         self._keys: dict[Hashable, list] = {}
 
     def __call__(self, level: int, key: Hashable, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log `msg % args` at `level` unless a line of `key` was written less than `interval_s` ago; returns
-        whether it was written."""
+        whether it was written. `exc_info`: with the exception being handled (a held-back line loses it)."""
         now = self._clock()
         st = self._keys.get(key)
         if st is not None and now - st[0] < self.interval_s:
             st[1] += 1
-            st[2:] = level, msg, args, exc_info
+            st[2:] = level, msg, args
             return False
         if st is not None and st[1]:
             msg += " [and %d more like it in the last %.1f s]"
             args = (*args, st[1], now - st[0])
         if st is None and len(self._keys) >= _MAX_KEYS:
             self.flush(force=True)
-        self._keys[key] = [now, 0, level, msg, args, exc_info]
+        self._keys[key] = [now, 0, level, msg, args]
         self.log.log(level, msg, *args, exc_info=exc_info)
         return True
 
@@ -51,9 +51,9 @@ class RepeatLog:
         """Write the held-back count of every key whose interval is over (every key with `force`), and forget
         those keys."""
         now = self._clock()
-        for key, (start, held, level, msg, args, exc_info) in list(self._keys.items()):
+        for key, (start, held, level, msg, args) in list(self._keys.items()):
             if force or now - start >= self.interval_s:
                 del self._keys[key]
                 if held:
-                    self.log.log(level, msg + " [%d like it in the last %.1f s; this is the newest]",
-                                 *args, held, now - start, exc_info=exc_info)
+                    self.log.log(level, msg + " [%d like it in the last %.1f s; this is the newest]", *args, held,
+                                 now - start)
