@@ -8,8 +8,8 @@
  * C, what the adapter and the Publisher do for them in Python: decode, check the sequence, apply the levels to
  * the same LocalBook lists, set the same attributes, publish the top levels through the same latch, append the
  * trades to the same ring and bump the same counters. Any other frame (acks, snapshots, gaps, duplicates, an
- * unknown stream, a number it does not parse exactly, a symbol not LIVE, an adapter mid-rotation) it declines
- * before changing anything, and the adapter's on_frame handles it as before. A check that fails only after the
+ * unknown stream, a number it does not parse exactly or that breaks mdengine.limits' rule, a symbol not LIVE, an
+ * adapter mid-rotation) it declines before changing anything, and the adapter's on_frame handles it as before. A check that fails only after the
  * update was applied (OKX's checksum, a crossed book) is handed to the adapter's own verdict function, which
  * returns the events the Python path would have returned.
  *
@@ -508,7 +508,8 @@ bn_trade(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **r
     else
         return 0;
     if (!slot_i64(t->sym, L->off[M_SYM_X3], &last) || tid <= last || f->T < 0 || f->T > INT64_MAX / 1000000 ||
-        !plain_decimal(f->p.s, f->p.n, &r.price) || !plain_decimal(f->q.s, f->q.n, &r.qty))
+        !plain_decimal(f->p.s, f->p.n, &r.price) || !plain_decimal(f->q.s, f->q.n, &r.qty) ||
+        !sane_numbers(r.price, r.qty))
         return 0;
     if (slot_set_i64(t->sym, L->off[M_SYM_X3], tid) < 0)
         return -1;
@@ -710,7 +711,7 @@ okx_row(Lane *L, scan_t *c, int books, int first, okx_book *b, trade_rec *tr)
     int64_t ms;
     if (ts.s == NULL || tid.s == NULL || px.s == NULL || sz.s == NULL || side.s == NULL || !span_i64(ts, &ms) ||
         ms > INT64_MAX / 1000000 || !span_i64(tid, &tr->trade_id) || !plain_decimal(px.s, px.n, &tr->price) ||
-        !plain_decimal(sz.s, sz.n, &tr->qty))
+        !plain_decimal(sz.s, sz.n, &tr->qty) || !sane_numbers(tr->price, tr->qty))
         return 0;
     tr->exch_ts = ms * 1000000;
     tr->side = (int8_t)(span_is(side, "buy") ? L->side_buy : span_is(side, "sell") ? L->side_sell : L->side_unknown);
@@ -865,7 +866,7 @@ by_trades(Lane *L, scan_t *c, Py_ssize_t *n)
         }
         if (more != 0 || ms < 0 || ms > INT64_MAX / 1000000 || side.s == NULL || !span_i64(id, &tr->trade_id) ||
             qty.s == NULL || px.s == NULL || !plain_decimal(px.s, px.n, &tr->price) ||
-            !plain_decimal(qty.s, qty.n, &tr->qty))
+            !plain_decimal(qty.s, qty.n, &tr->qty) || !sane_numbers(tr->price, tr->qty))
             return 0;
         tr->exch_ts = ms * 1000000;
         tr->side = (int8_t)(span_is(side, "Buy") ? L->side_buy : span_is(side, "Sell") ? L->side_sell : L->side_unknown);

@@ -295,6 +295,16 @@ plain_decimal(const char *p, Py_ssize_t n, double *out)
     return 1;
 }
 
+/* mdengine.limits' rule: a price in (0, PRICE_MAX], a quantity in [0, QTY_MAX] (NaN fails every comparison). The
+   bounds are that module's, read when _speedups loads (load_limits); until then they are 0 and refuse everything. */
+static double limits_price_max, limits_qty_max;
+
+static inline int
+sane_numbers(double p, double q)
+{
+    return p > 0.0 && p <= limits_price_max && q >= 0.0 && q <= limits_qty_max;
+}
+
 /* one book level as sent: ["price", "qty", ...more items, skipped], both plain decimals */
 typedef struct {
     span_t px, qty;
@@ -373,7 +383,8 @@ scan_decimal(scan_t *c, span_t *sp, double *out)
     return 1;
 }
 
-/* [["px","qty",...],...] into `out` (emptied first): extra items skipped; 0 when a price or quantity is not a plain decimal string */
+/* [["px","qty",...],...] into `out` (emptied first): extra items skipped; 0 when a price or quantity is not a plain
+   decimal string or breaks the limits (sane_numbers): its reader then leaves the whole text to the Python path */
 static inline int
 scan_levels(scan_t *c, levels_t *out)
 {
@@ -392,7 +403,7 @@ scan_levels(scan_t *c, levels_t *out)
         }
         level_t *lv = &out->v[out->n];
         if (!scan_byte(c, '[') || !scan_decimal(c, &lv->px, &lv->p) || !scan_byte(c, ',') ||
-            !scan_decimal(c, &lv->qty, &lv->q))
+            !scan_decimal(c, &lv->qty, &lv->q) || !sane_numbers(lv->p, lv->q))
             return 0;
         int item = scan_arr_next(c);
         while (item > 0) {

@@ -13,6 +13,7 @@
  *   record_columns(batch) -> (kinds, urls, stamps, lens, blob)      record_writer.encode_batch's columns
  *   tap_queue(maxlen) -> TapQueue (.tap, .take, len)                recorder._TapQueue
  *   depth_snapshot(body) -> (last_id, E, bid side, ask side) | None book.parse_depth_snapshot (Binance REST)
+ *   limits() -> (PRICE_MAX, QTY_MAX)                               mdengine.limits, as read at load
  *
  * A side is three aligned lists, best level first: keys (floats, ascending: -price for bids, price for asks),
  * quantities (floats) and "price:qty" strings exactly as received (what OKX's and Bitget's checksums cover).
@@ -72,14 +73,14 @@ as_double(PyObject *o, double *out)
     return 0;
 }
 
-/* a level's price and quantity as doubles; NaN is refused (it has no place in a sorted book) */
+/* a level's price and quantity as doubles, refused unless they obey mdengine.limits' rule (NaN fails it too) */
 static int
 level_numbers(PyObject *px, PyObject *qs, double *p, double *q)
 {
     if (as_double(qs, q) < 0 || as_double(px, p) < 0)
         return -1;
-    if (isnan(*p) || isnan(*q)) {
-        PyErr_Format(PyExc_ValueError, "a book level of %R at %R is not a number", qs, px);
+    if (!sane_numbers(*p, *q)) {
+        PyErr_Format(PyExc_ValueError, "a book level of %R at %R is not a valid price and quantity", qs, px);
         return -1;
     }
     return 0;
@@ -1292,6 +1293,35 @@ depth_snapshot(PyObject *self, PyObject *body)
 
 #include "_lane.h"
 
+/* mdengine.limits' bounds into the statics every number check here uses (see sane_numbers): no copy of the rule */
+static int
+load_limits(void)
+{
+    PyObject *mod = PyImport_ImportModule("mdengine.limits");
+    if (mod == NULL)
+        return -1;
+    PyObject *p = PyObject_GetAttrString(mod, "PRICE_MAX"), *q = p ? PyObject_GetAttrString(mod, "QTY_MAX") : NULL;
+    Py_DECREF(mod);
+    double pv = p ? PyFloat_AsDouble(p) : -1.0, qv = q ? PyFloat_AsDouble(q) : -1.0;
+    Py_XDECREF(p);
+    Py_XDECREF(q);
+    if (PyErr_Occurred())
+        return -1;
+    if (!(pv > 0.0) || !(qv > 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "mdengine.limits: PRICE_MAX and QTY_MAX must be positive numbers");
+        return -1;
+    }
+    limits_price_max = pv;
+    limits_qty_max = qv;
+    return 0;
+}
+
+static PyObject *
+limits(PyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("(dd)", limits_price_max, limits_qty_max);
+}
+
 static PyMethodDef methods[] = {
     {"side_update", (PyCFunction)(void (*)(void))side_update, METH_FASTCALL, "BookSide.update in C."},
     {"side_replace", (PyCFunction)(void (*)(void))side_replace, METH_FASTCALL, "BookSide.replace in C."},
@@ -1303,6 +1333,7 @@ static PyMethodDef methods[] = {
     {"record_columns", record_columns, METH_O, "The column-wise parts of a recorder batch."},
     {"tap_queue", tap_queue, METH_O, "The recorder's tap queue (a bounded FIFO; tap in C)."},
     {"depth_snapshot", depth_snapshot, METH_O, "A REST depth snapshot body read into two book sides."},
+    {"limits", limits, METH_NOARGS, "(PRICE_MAX, QTY_MAX) as read from mdengine.limits when the module loaded."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1315,6 +1346,8 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     crc_init();
+    if (load_limits() < 0)
+        return NULL;
     if ((str_on_frame = PyUnicode_InternFromString("on_frame")) == NULL || PyType_Ready(&LaneType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

@@ -2,7 +2,9 @@
 
 Pure state: no I/O, no clock. Prices are keyed by their float value, so "0.5000" and "0.5" are the
 same level; the strings kept are the latest ones the exchange sent for that level, which is what
-OKX's and Bitget's CRC32 checksums are computed over.
+OKX's and Bitget's CRC32 checksums are computed over. A level whose price or quantity breaks the rule of
+mdengine.limits (NaN, inf, negative, absurd) raises ValueError; the levels before it in the same call are
+applied, so the adapters resync that book.
 
 The per-frame work (applying levels, packing the top levels for the store, the checksum) runs in the C
 module `mdengine._speedups` when it was built, else in the pure-Python functions below (`_py_*`): same
@@ -20,6 +22,7 @@ from operator import neg
 import crcmod.predefined
 
 from ._native import speedups
+from .limits import PRICE_MAX, QTY_MAX
 from .store import layout as L
 
 _NAN = math.nan
@@ -45,9 +48,10 @@ def _py_side_update(keys: list[float], qtys: list[float], raws: list[str], bid: 
         px_s = lv[0]
         q_s = lv[1]
         q = float(q_s)
-        k = -float(px_s) if bid else float(px_s)
-        if k != k or q != q:
-            raise ValueError(f"a book level of {q_s!r} at {px_s!r} is not a number")
+        p = float(px_s)
+        if not (0.0 < p <= PRICE_MAX and 0.0 <= q <= QTY_MAX):  # mdengine.limits; NaN fails it too
+            raise ValueError(f"a book level of {q_s!r} at {px_s!r} is not a valid price and quantity")
+        k = -p if bid else p
         s = px_s + ":" + q_s if q != 0.0 else ""
         i = bisect_left(keys, k)
         found = i < len(keys) and keys[i] == k
@@ -78,9 +82,10 @@ def _py_side_replace(levels: Iterable[Level], sign: float) -> tuple[list[float],
         q = float(lv[1])
         if q == 0.0:
             continue
-        k = -float(lv[0]) if bid else float(lv[0])
-        if k != k or q != q:
-            raise ValueError(f"a book level of {lv[1]!r} at {lv[0]!r} is not a number")
+        p = float(lv[0])
+        if not (0.0 < p <= PRICE_MAX and 0.0 <= q <= QTY_MAX):
+            raise ValueError(f"a book level of {lv[1]!r} at {lv[0]!r} is not a valid price and quantity")
+        k = -p if bid else p
         seen[k] = (q, lv[0] + ":" + lv[1])
     keys = sorted(seen)
     pairs = [seen[k] for k in keys]

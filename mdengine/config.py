@@ -31,6 +31,8 @@ class ExchangeConfig:
     busy_poll_s: float = 0.0  # > 0: the feed polls its sockets without sleeping this long after a frame (a core)
     sched_slice_us: float = 100.0  # the loop thread's scheduler slice (Linux >= 6.12; 0: the kernel's default)
     warm_interval_ms: float = 1.0  # while idle, keep the frame path warm by replaying the last frame (0: off)
+    # the last good instrument lists (None: $XDG_CACHE_HOME/mdengine/instruments or ~/.cache/mdengine/instruments)
+    instrument_cache_dir: str | None = None
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 
 

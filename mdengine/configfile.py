@@ -154,6 +154,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "busy_poll_s": _nonneg_float,
     "sched_slice_us": _sched_slice,
     "warm_interval_ms": _warm_interval,
+    "instrument_cache_dir": _str,
     "options": _table,
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {

@@ -54,6 +54,11 @@ class InstrumentIndex:
             self.add(inst)
 
     def add(self, inst: Instrument) -> None:
+        """Add `inst`, replacing the instrument of the same key (a fresh list over a cached or synthesised one)."""
+        old = self._by_key.get(inst.key)
+        if old is not None:
+            for name in {old.unified, old.native, old.native.upper()}:
+                self._by_name[name] = [i for i in self._by_name.get(name, []) if i.key != inst.key]
         self._by_key[inst.key] = inst
         for name in {inst.unified, inst.native, inst.native.upper()}:
             self._by_name.setdefault(name, []).append(inst)

@@ -7,6 +7,19 @@ import pytest
 from mdengine.store import shm
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Feeds keep their instrument lists in the user's cache directory: the tests' feeds (child processes
+    included, which inherit the environment) keep theirs in a directory of this run instead."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture
 def namespace():
     """A fresh namespace per test; every segment left in it is unlinked afterwards."""

@@ -153,7 +153,7 @@ def test_no_reference_is_leaked():
             C["side_update"](keys, qty, raw, False, [[str(p), "1"] for p in range(150, 250)], 20)
             C["pack_top"](dst, 0, keys, qty, keys, qty, 50)
             C["checksum"](raw, raw, 25)
-            C["side_replace"]([[str(p), "1"] for p in range(i, i + 50)], -1.0)
+            C["side_replace"]([[str(p), "1"] for p in range(i + 1, i + 51)], -1.0)
 
     churn()
     before = sys.getallocatedblocks()
@@ -200,11 +200,47 @@ def test_number_strings_parse_as_float_does(px, q):
 def test_a_level_that_is_not_a_number_is_refused_and_changes_nothing(impl):
     keys, qty, raw = impl["side_replace"]([["2", "1"], ["1", "1"]], 1.0)
     for bad in (["nan", "1"], ["1.5", "NaN"]):
-        with pytest.raises(ValueError, match="not a number"):
+        with pytest.raises(ValueError, match="not a valid price and quantity"):
             impl["side_update"](keys, qty, raw, False, [bad], 0)
-        with pytest.raises(ValueError, match="not a number"):
+        with pytest.raises(ValueError, match="not a valid price and quantity"):
             impl["side_replace"]([["3", "1"], bad], 1.0)
     assert (keys, qty, raw) == ([1.0, 2.0], [1.0, 1.0], ["1:1", "2:1"])
+
+
+BAD_LEVELS = [["1.5", "1e400"], ["1e400", "1"], ["1.5", "-5"], ["-1.5", "1"], ["0", "1"], ["-0", "1"], ["-inf", "1"],
+              ["1.5", "inf"], ["1e13", "1"], ["1.5", "2e15"], ["1e12", "1e15"]]
+
+
+@pytest.mark.parametrize("impl", [PY, C] if C else [PY], ids=["python", "c"][: 2 if C else 1])
+@pytest.mark.parametrize("bid", [True, False])
+def test_a_level_outside_the_limits_is_refused_by_both_implementations(impl, bid):
+    """mdengine.limits: a price in (0, PRICE_MAX], a quantity in [0, QTY_MAX]; zero quantity deletes a level."""
+    from mdengine.limits import PRICE_MAX, QTY_MAX
+
+    for px, q in BAD_LEVELS:
+        ok = 0 < float(px) <= PRICE_MAX and 0 <= float(q) <= QTY_MAX
+        keys, qty, raw = impl["side_replace"]([["2", "1"]], -1.0 if bid else 1.0)
+        if ok:  # the bounds themselves are sane
+            impl["side_update"](keys, qty, raw, bid, [[px, q]], 0)
+            assert float(px) in [abs(k) for k in keys]
+            continue
+        with pytest.raises(ValueError, match="not a valid price and quantity"):
+            impl["side_update"](keys, qty, raw, bid, [[px, q]], 0)
+        with pytest.raises(ValueError, match="not a valid price and quantity"):
+            impl["side_replace"]([["3", "1"], [px, q]], -1.0 if bid else 1.0)
+        assert qty == [1.0] and raw == ["2:1"]
+    # a zero quantity at a sane price deletes (a snapshot skips it); "-0" is zero
+    keys, qty, raw = impl["side_replace"]([["2", "1"], ["3", "0"], ["4", "-0"]], 1.0)
+    assert keys == [2.0]
+    impl["side_update"](keys, qty, raw, False, [["2", "-0"]], 0)
+    assert keys == []
+
+
+@needs_c
+def test_the_c_module_takes_its_limits_from_mdengine_limits():
+    from mdengine import _speedups, limits
+
+    assert _speedups.limits() == (limits.PRICE_MAX, limits.QTY_MAX)
 
 
 @needs_c

@@ -19,6 +19,7 @@ from mdengine import book as B
 from mdengine.events import FetchRest, OpenConnection
 from mdengine.exchanges import binance
 from mdengine.exchanges.binance import BinanceAdapter
+from mdengine.limits import sane
 from mdengine.store.layout import MarketKind
 from mdengine.symbols import Instrument, InstrumentIndex
 
@@ -118,7 +119,20 @@ def bodies(draw):
 @example(body=b'{"lastUpdateId":7,"bids":[["0","1"],["-0","2"],["1","1"],["1.0","0"]],"asks":[["2","1"],["2.0","3"]]}')
 @example(body=b'{"asks":[["3","1"],["2","1"],["2.00","5"]],"E":1,"T":2,"lastUpdateId":0,"bids":[]}')
 def test_parse_depth_snapshot_equals_orjson_and_side_replace(body):
-    assert fast(body) == reference(body)
+    try:
+        want = reference(body)
+    except ValueError:  # a level breaks mdengine.limits: the Python path refuses the snapshot, the C reader leaves it
+        assert fast(body) is None
+        return
+    got = fast(body)
+    # the C reader also leaves a snapshot to the Python path for a zero-quantity level at a bad price (the Python
+    # path skips that level unread)
+    assert got == want or (got is None and not all(sane(float(p), float(q)) for p, q, *_ in _levels_of(body)))
+
+
+def _levels_of(body):
+    d = orjson.loads(body)
+    return d["bids"] + d["asks"]
 
 
 @needs_c
@@ -135,7 +149,8 @@ def test_parse_depth_snapshot_reads_each_decimal_as_float_does(px, q):
     else:  # refused: only what the fast path cannot take exactly (no digit, 2^53 exceeded, > 22 decimals)
         digits = px.lstrip("+-").replace(".", "")
         assert not digits or int(digits) > 2**53 or len(digits) > 19 or len(px.partition(".")[2]) > 22 or \
-            not q.replace(".", "") or int(q.replace(".", "")) > 2**53 or len(q.replace(".", "")) > 19
+            not q.replace(".", "") or int(q.replace(".", "")) > 2**53 or len(q.replace(".", "")) > 19 or \
+            not sane(float(px), float(q))  # mdengine.limits: the Python path decides (skips or refuses it)
 
 
 @needs_c

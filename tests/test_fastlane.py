@@ -57,6 +57,7 @@ class Run:
 
     def __init__(self, w, lane: bool, ns: str, depth: int = DEPTH) -> None:
         self.w = w
+        self.namespace = ns
         insts = cmp.MdengineSide.instruments(w)
         self.writer = SegmentWriter(ns, w.exchange, create=True, max_symbols=8, book_capacity=depth,
                                     trade_capacity=64)
@@ -215,6 +216,26 @@ MUTATIONS = {
     "zero-qty": lambda frames, i: frames[:i] + [re.sub(r'("[\d.]+"),"[\d.]+"', r'\1,"0"', frames[i], count=2)]
     + frames[i + 1:],
 }
+
+# numbers that break mdengine.limits' rule: malformed on both paths (the lane declines them), never published
+BAD_NUMBERS = {
+    "negative-qty": lambda t: re.sub(r'(\["[\d.]+"),"[\d.]+"', r'\1,"-5"', t, count=1),
+    "inf-qty": lambda t: re.sub(r'(\["[\d.]+"),"[\d.]+"', r'\1,"1e400"', t, count=1),
+    "nan-qty": lambda t: re.sub(r'(\["[\d.]+"),"[\d.]+"', r'\1,"nan"', t, count=1),
+    "absurd-qty": lambda t: re.sub(r'(\["[\d.]+"),"[\d.]+"', r'\1,"9000000000000000"', t, count=1),
+    "absurd-price": lambda t: re.sub(r'\["[\d.]+",', '["9000000000000",', t, count=1),
+    "zero-price": lambda t: re.sub(r'\["[\d.]+",', '["0",', t, count=1),
+    "negative-price": lambda t: re.sub(r'\["([\d.]+)",', r'["-\1",', t, count=1),
+    "trade-negative-price": lambda t: re.sub(r'"(p|px|price)":"[\d.]+"', r'"\1":"-5"', t, count=1),
+    "trade-inf-qty": lambda t: re.sub(r'"(q|sz|v|size)":"[\d.]+"', r'"\1":"1e400"', t, count=1),
+}
+
+
+def _at(change):
+    return lambda frames, i: frames[:i] + [change(frames[i])] + frames[i + 1:]
+
+
+MUTATIONS.update({name: _at(change) for name, change in BAD_NUMBERS.items()})
 
 
 def damaged(frames: list[str], seed: int, n: int) -> list[str]:
@@ -383,6 +404,78 @@ def test_simulated_feeds_take_the_same_path_through_the_lane(exchange, damage, m
     assert lane_state["handled"] > (len(frames) // 3 if not damage else 0)
     if damage:
         assert any(t[1] in ("BookInvalid", "ProtocolError") for t in trace)
+
+
+def _sane_segment(run: Run) -> None:
+    """Every level and trade the run's segment holds obeys mdengine.limits."""
+    from mdengine.limits import sane
+    from mdengine.store.reader import SegmentReader
+
+    with SegmentReader(run.namespace, run.w.exchange) as seg:
+        for e in seg.symbols():
+            snap = seg.book(e.native, e.market).snapshot()
+            for px, qty in [*snap.bids.tolist(), *snap.asks.tolist()]:
+                assert sane(px, qty), (e.unified, px, qty)
+            trades, _ = seg.trades(e.native, e.market, start="earliest").poll()
+            for t in trades:
+                assert sane(float(t["price"]), float(t["qty"])), (e.unified, t)
+
+
+@pytest.mark.parametrize("name", ["binance-simulated", "okx-simulated", "okx-simulated-seqid", "binance-recorded",
+                                  "okx-recorded"])
+@pytest.mark.parametrize("bad", sorted(BAD_NUMBERS))
+def test_numbers_outside_the_limits_are_malformed_on_both_paths_and_never_published(workloads, name, bad,
+                                                                                      namespace):
+    w = workloads[name]
+    frames = list(w.frames[:300])
+    rnd = random.Random(bad)
+    hit = 0
+    for i in sorted(rnd.sample(range(10, len(frames)), 40)):
+        changed = BAD_NUMBERS[bad](frames[i])
+        hit += changed != frames[i]
+        frames[i] = changed
+    if not hit:
+        pytest.skip(f"no {bad} in these frames")
+    runs = []
+    try:
+        for lane in (False, True):
+            r = Run(w, lane, f"{namespace}{int(lane)}")
+            runs.append(r)
+            for n, text in enumerate(frames):
+                r.feed([text], start_ns=1_000 + n)
+                if n % 10 == 0:
+                    _sane_segment(r)
+            _sane_segment(r)
+        py, lane_state = (r.state() | {"trace": r.trace} for r in runs)
+        assert_same(py, lane_state)
+        malformed = py["segment"][(L.COUNTER_OFFSETS["malformed"] - L.COUNTERS_OFFSET) >> 3]
+        said = [t for t in py["trace"] if "not a valid price and quantity" in str(t)]
+        assert malformed >= 1 and said, (malformed, [t for t in py["trace"] if t[0] != "frame"][:5])
+        for key, book in ((k, v) for k, v in py.items() if isinstance(k, tuple)):
+            bids = [(-k, q) for k, q in zip(book[0], book[1], strict=True)]
+            asks = list(zip(book[3], book[4], strict=True))
+            assert all(0 < p <= 1e12 and 0 <= q <= 1e15 for p, q in bids + asks), key
+    finally:
+        for r in runs:
+            r.close()
+
+
+@pytest.mark.parametrize("exchange", ["bybit", "bitget", "okx"])
+@pytest.mark.parametrize("bad", sorted(BAD_NUMBERS))
+def test_simulated_feeds_agree_on_numbers_outside_the_limits(exchange, bad, monkeypatch):
+    monkeypatch.setattr(ft, "time", _FixedClock())
+    for fmt in (sim_bybit, sim_bitget, sim_okx):
+        monkeypatch.setattr(fmt, "now_ms", lambda: 1_700_000_000_000)
+    frames = sim_frames(exchange, 150)
+    rnd = random.Random(bad)
+    for i in sorted(rnd.sample(range(len(frames)), 30)):
+        frames[i] = (frames[i][0], BAD_NUMBERS[bad](frames[i][1]))
+    trace, state = sim_replay(exchange, False, frames)
+    lane_trace, lane_state = sim_replay(exchange, True, frames)
+    assert lane_trace == trace
+    assert lane_state["books"] == state["books"]
+    assert lane_state["segment"] == state["segment"]
+    assert any("not a valid price and quantity" in str(t) for t in trace), trace[:5]
 
 
 def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -42,6 +43,20 @@ def expiry_yymmdd(ms: Any) -> str:
 def chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), n):
         yield items[i:i + n]
+
+
+_PLAIN_PAIR = re.compile(r"[A-Z0-9]{2,30}")
+
+
+def split_pair(native: str, quotes: Sequence[str]) -> tuple[str, str] | None:
+    """(base, quote) of a concatenated native id ("BTCUSDT" -> ("BTC", "USDT")) by the longest of `quotes` it ends
+    with; None when it is not upper-case letters and digits, or ends with none of them."""
+    if not _PLAIN_PAIR.fullmatch(native):
+        return None
+    for q in sorted(quotes, key=len, reverse=True):
+        if native.endswith(q) and len(native) > len(q):
+            return native[:-len(q)], q
+    return None
 
 
 def decimals_step(places: Any) -> float:

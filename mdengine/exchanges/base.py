@@ -59,6 +59,13 @@ class Adapter(ABC):
         """Instruments from one instrument-list response, plus follow-up requests (e.g. the next page)."""
 
     @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """An instrument for a native id no instrument list names (the list failed, or is an old copy), with tick
+        and lot size unknown (0.0, and so is a contract value that varies by contract), or None when `native` is not
+        a plain id of this exchange. A bare id means spot, as in `InstrumentIndex.resolve`; `market` picks another."""
+        return None
+
+    @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         """Endpoint overrides pointing at a local simulator, from its {market name: (ws_url, rest_url)}."""
         return {}

@@ -33,8 +33,10 @@ from ..events import (
     SymbolSynced,
     TradesReceived,
 )
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, InstrumentIndex, unified_symbol
+from ._wire import split_pair
 from .base import SCRATCH_CONN, Adapter, AdapterError
 
 _loads = orjson.loads
@@ -54,6 +56,8 @@ _SEND_RATE = {SPOT: 4.0, USDM: 9.0}  # incoming msg/s limits are 5 and 10, pings
 _SILENCE = {SPOT: 60.0, USDM: 200.0}
 _SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
 _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
+# quote assets, to split a native id no instrument list names ("BTCUSDT" -> BTC, USDT)
+_QUOTES = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "DAI")
 # Binance closes every connection 24 h after it opened; a successor is opened well before and takes over once
 # each of its depth streams has delivered (or _TAKEOVER_NS after its first frame: a quiet symbol's diffs then
 # chain on the book or show a gap, which resyncs only that symbol).
@@ -442,6 +446,20 @@ class BinanceAdapter(Adapter):
                           MarketKind.LINEAR, base, quote, settle, tick, lot)
 
     @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """Spot unless `market` is "usdm" (a perpetual; quarterlies, BTCUSDT_250627, are not guessed)."""
+        m = market or SPOT
+        pair = split_pair(native, _QUOTES)
+        if m not in MARKETS or pair is None:
+            return None
+        base, quote = pair
+        if m == SPOT:
+            return Instrument("binance", SPOT, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
+                              base, quote)
+        return Instrument("binance", USDM, native, unified_symbol(base, quote, MarketKind.LINEAR, quote),
+                          MarketKind.LINEAR, base, quote, quote, 0.0, 0.0, 1.0)
+
+    @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         out = {}
         if "binance-spot" in sim:
@@ -690,9 +708,10 @@ class BinanceAdapter(Adapter):
             raise TypeError(f"trade id {tid!r}")
         if tid <= sym.last_trade:  # already passed on (both connections carry it during a rotation)
             return []
+        px, qty = trade_numbers(d["p"], d["q"])  # a bad number raises before the trade counts as passed on
         sym.last_trade = tid
         side = Side.SELL if d["m"] else Side.BUY  # m: the buyer was the maker, so the taker sold
-        return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, float(d["p"]), float(d["q"]), tid, side, 0)])]
+        return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, px, qty, tid, side, 0)])]
 
     def _on_control(self, conn: str, obj: dict) -> list[Event]:
         c = self._conns.get(conn)

@@ -21,10 +21,11 @@ from typing import Any
 
 from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
-from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, trade_id
+from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from ._wsbook import WsBookAdapter
 
 _MS = 1_000_000
@@ -33,6 +34,7 @@ _ARG_RE = re.compile(r"instType:([\w-]+),channel:([\w-]+),instId:([\w-]+)")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 20
 _PARTIAL = ("books1", "books5", "books15")
+_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL")  # to split a native id no list names
 
 
 class BitgetAdapter(WsBookAdapter):
@@ -91,6 +93,22 @@ class BitgetAdapter(WsBookAdapter):
                           base, quote, settle, tick, float(row["sizeMultiplier"]), 1.0)
 
     @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """Symbols are BASEQUOTE in every instType (SPOT unless `market` names a futures product type)."""
+        it = market or "SPOT"
+        pair = split_pair(native, _QUOTES)
+        if it not in cls.MARKETS or pair is None:
+            return None
+        base, quote = pair
+        if it == "SPOT":
+            return Instrument("bitget", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
+                              base, quote, "", 0.0, 0.0, 1.0)
+        kind = MarketKind.INVERSE if it == "COIN-FUTURES" else MarketKind.LINEAR
+        settle = base if kind == MarketKind.INVERSE else quote
+        return Instrument("bitget", it, native, unified_symbol(base, quote, kind, settle), kind, base, quote, settle,
+                          0.0, 0.0, 1.0)
+
+    @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         ws, rest = sim["bitget"]
         return {"ws": ws, "rest": rest}
@@ -146,7 +164,10 @@ class BitgetAdapter(WsBookAdapter):
                     return []  # unsubscribed meanwhile
                 ch = arg["channel"]
                 if ch == "trade":
-                    return self._on_trades(sym, msg["data"], recv_ns)
+                    try:
+                        return self._on_trades(sym, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        return [ProtocolError(conn, f"bad trade frame: {e!r}", sym.key)]
                 if ch == sym.channel:
                     try:
                         return self._on_book(sym, msg, recv_ns)
@@ -245,7 +266,8 @@ class BitgetAdapter(WsBookAdapter):
             tid, flags = trade_id(raw)
             s = t["side"]
             side = Side.BUY if s == "buy" else Side.SELL if s == "sell" else Side.UNKNOWN
-            parsed.append((ts, raw, (ts * _MS, recv_ns, float(t["price"]), float(t["size"]), tid, side, flags)))
+            px, size = trade_numbers(t["price"], t["size"])
+            parsed.append((ts, raw, (ts * _MS, recv_ns, px, size, tid, side, flags)))
         trades = self._new_trades(sym, parsed)
         return [TradesReceived(sym.key, trades)] if trades else []
 

@@ -21,10 +21,11 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from ..book import BookSide, LocalBook
 from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
-from ._wire import chunks, dumps_str, expiry_yymmdd, loads, trade_id
+from ._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from ._wsbook import WsBookAdapter
 
 _MS = 1_000_000
@@ -32,6 +33,7 @@ _KINDS = {"spot": MarketKind.SPOT, "linear": MarketKind.LINEAR, "inverse": Marke
 _MAX_ARGS = 10  # spot's per-request limit; used for every category
 _TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL", "DAI")  # to split a native id no list names
 
 
 class BybitAdapter(WsBookAdapter):
@@ -89,6 +91,23 @@ class BybitAdapter(WsBookAdapter):
         expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
         return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind, settle, expiry), kind, base, quote_,
                           settle, tick, float(lots["qtyStep"]), 1.0)
+
+    @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """Symbols are BASEQUOTE in every category (spot unless `market` says linear or inverse); dated futures
+        (BTCUSDT-27JUN25) are not guessed."""
+        cat = market or "spot"
+        pair = split_pair(native, _QUOTES)
+        if cat not in _KINDS or pair is None:
+            return None
+        base, quote_ = pair
+        kind = _KINDS[cat]
+        if cat == "spot":
+            return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind), kind, base, quote_, "", 0.0,
+                              0.0, 1.0)
+        settle = base if kind == MarketKind.INVERSE else quote_
+        return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind, settle), kind, base, quote_,
+                          settle, 0.0, 0.0, 1.0)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
@@ -156,7 +175,10 @@ class BybitAdapter(WsBookAdapter):
                         return self._on_book(sym, msg, recv_ns)
                     except _PARSE_ERRORS as e:
                         return self._bad_book(sym, e, msg.get("type") == "snapshot")
-                return self._on_trades(sym, msg["data"], recv_ns)
+                try:
+                    return self._on_trades(sym, msg["data"], recv_ns)
+                except _PARSE_ERRORS as e:  # nothing of the frame is published
+                    return [ProtocolError(conn, f"bad publicTrade frame: {e!r}", sym.key)]
             return self._on_op(conn, msg)
         except _PARSE_ERRORS as e:
             return [ProtocolError(conn, f"unexpected Bybit frame: {e!r}")]
@@ -247,7 +269,8 @@ class BybitAdapter(WsBookAdapter):
             tid, flags = trade_id(t["i"])
             s = t["S"]
             side = Side.BUY if s == "Buy" else Side.SELL if s == "Sell" else Side.UNKNOWN
-            trades.append((int(t["T"]) * _MS, recv_ns, float(t["p"]), float(t["v"]), tid, side, flags))
+            px, qty = trade_numbers(t["p"], t["v"])
+            trades.append((int(t["T"]) * _MS, recv_ns, px, qty, tid, side, flags))
         return [TradesReceived(sym.key, trades)] if trades else []
 
 

@@ -29,6 +29,7 @@ from ..events import (
     Send,
     TradesReceived,
 )
+from ..limits import trade_numbers
 from ..store.layout import MarketKind, Side
 from ..symbols import Instrument, unified_symbol
 from ._sync import LIVE, SymbolSync
@@ -97,6 +98,27 @@ class OkxAdapter(WsBookAdapter):
         return Instrument("okx", it, native, unified, kind, base, quote, settle, tick, lot, ct_val)
 
     @classmethod
+    def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
+        """instIds spell their market: BASE-QUOTE (SPOT), BASE-QUOTE-SWAP, BASE-QUOTE-YYMMDD (FUTURES); a -USD
+        quote is inverse (settled in the base). Options are not guessed."""
+        parts = native.split("-")
+        if not 2 <= len(parts) <= 3 or not all(p.isalnum() and p == p.upper() for p in parts):
+            return None
+        base, quote = parts[:2]
+        it = "SPOT" if len(parts) == 2 else "SWAP" if parts[2] == "SWAP" else "FUTURES" if (
+            len(parts[2]) == 6 and parts[2].isdigit()) else None
+        if it is None or market not in (None, it):
+            return None
+        if it == "SPOT":
+            return Instrument("okx", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT, base,
+                              quote, "", 0.0, 0.0, 1.0)
+        kind = MarketKind.INVERSE if quote == "USD" else MarketKind.LINEAR
+        settle = base if kind == MarketKind.INVERSE else quote
+        expiry = parts[2] if it == "FUTURES" else ""
+        return Instrument("okx", it, native, unified_symbol(base, quote, kind, settle, expiry), kind, base, quote,
+                          settle, 0.0, 0.0, 0.0)
+
+    @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:
         ws, rest = sim["okx"]
         return {"ws": ws, "rest": rest}
@@ -163,7 +185,10 @@ class OkxAdapter(WsBookAdapter):
                     except _PARSE_ERRORS as e:  # the book may be half-applied: resync unless already resyncing
                         return self._bad_book(sym, e, msg.get("action") == "snapshot")
                 if ch == "trades":
-                    return self._on_trades(sym, msg["data"], recv_ns)
+                    try:
+                        return self._on_trades(sym, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        return [ProtocolError(conn, f"bad trades frame: {e!r}", sym.key)]
                 if ch in _PARTIAL:
                     try:
                         return self._on_partial(sym, msg["data"][0], recv_ns)
@@ -268,7 +293,8 @@ class OkxAdapter(WsBookAdapter):
         for t in rows:
             tid, flags = trade_id(t["tradeId"])
             side = Side.BUY if t["side"] == "buy" else Side.SELL if t["side"] == "sell" else Side.UNKNOWN
-            trades.append((int(t["ts"]) * _MS, recv_ns, float(t["px"]), float(t["sz"]), tid, side, flags))
+            px, sz = trade_numbers(t["px"], t["sz"])
+            trades.append((int(t["ts"]) * _MS, recv_ns, px, sz, tid, side, flags))
         return [TradesReceived(sym.key, trades)] if trades else []
 
 

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat", type=float, default=0.5, help="heartbeat interval, seconds")
     p.add_argument("--silence-timeout", type=float, default=None, help="watchdog, seconds (default: adapter's)")
     p.add_argument("--record-dir", default=None)
+    p.add_argument("--instrument-cache-dir", default=None,
+                   help="where the last good instrument lists are kept (default: ~/.cache/mdengine/instruments)")
     p.add_argument("--log-level", default="INFO")
     a = p.parse_args(argv)
     cfg = ExchangeConfig(
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         markets=a.markets.split(",") if a.markets else None, book_depth=a.book_depth, book_mode=a.book_mode,
         trades=not a.no_trades, endpoints=_pairs(a.endpoint, "endpoint"), max_symbols=a.max_symbols,
         book_capacity=a.book_capacity, trade_capacity=a.trade_capacity, heartbeat_interval_s=a.heartbeat,
-        silence_timeout_s=a.silence_timeout, record_dir=a.record_dir, options=_pairs(a.option, "option"))
+        silence_timeout_s=a.silence_timeout, record_dir=a.record_dir, options=_pairs(a.option, "option"),
+        instrument_cache_dir=a.instrument_cache_dir)
     return run_feed(a.namespace, cfg, log_level=a.log_level)
 
 

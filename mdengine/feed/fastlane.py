@@ -8,6 +8,8 @@ ring and counters. It declines every other frame before touching anything, and t
 
 The adapter stays the authority: it says which dict it routes by, which state is LIVE and what to do when an
 applied update fails a check (`Adapter.lane_spec`); the Publisher says where each symbol's slot is (`target_of`).
+The rule for sane prices and quantities is mdengine.limits': the C module reads its bounds from there when it loads,
+and the lane declines any frame that breaks them, so the adapter reports it as malformed and resyncs the symbol.
 """
 
 from __future__ import annotations

@@ -29,10 +29,11 @@ from typing import Any, Protocol
 import websocket
 from websocket import ABNF
 
-from ..events import CloseConnection, Event, FetchRest, OpenConnection, Send
+from ..events import BookChanged, CloseConnection, Event, FetchRest, OpenConnection, Send, TradesReceived
 from ..exchanges.base import Adapter
 from . import sched
 from .http import RestClient, retryable
+from .logrepeat import RepeatLog
 from .timing import Backoff
 from .wsconn import CLOSED, CONNECTING, IDLE, OPEN, WOULD_BLOCK, WsConn
 
@@ -88,7 +89,7 @@ class Sink(Protocol):
     # optional: called after every round of reads, calls and timers (Publisher: futex-wake blocked readers)
     # def wake_readers(self) -> None: ...
     # optional: each warm-up pass's events (Adapter.warm, maybe none), for a private copy of the publish path
-    # def warm(self, events: list[Event]) -> None: ...
+    # def warm(self, events: list[Event]) -> bool | None: ...  (False: the pass met a verdict or a failure)
 
 
 class FeedLoop:
@@ -126,7 +127,10 @@ class FeedLoop:
         self._frames = 0
         self._last_frame: tuple[str, str | bytes] | None = None  # (conn, data) of the newest data frame
         self._warm_s = self.opts.warm_interval_s
-        self._sink_warm: Callable[[list[Event]], None] | None = getattr(sink, "warm", None)
+        self._sink_warm: Callable[[list[Event]], bool | None] | None = getattr(sink, "warm", None)
+        # a frame path that raises on every frame logs once per interval (the sink's RepeatLog, flushed by it)
+        repeats = getattr(sink, "repeats", None)
+        self._repeats = repeats if isinstance(repeats, RepeatLog) else RepeatLog(self.log)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
         self._requests: dict[type, Callable[[Any], None]] = {
@@ -180,9 +184,12 @@ class FeedLoop:
             else:
                 handler(ev)
 
-    def fetch(self, req: FetchRest, callback: RestCallback) -> None:
+    def fetch(self, req: FetchRest, callback: RestCallback,
+              on_retry: Callable[[int, str], None] | None = None) -> None:
         """GET req.url off-thread, retrying transport errors, 429/418 and 5xx with capped backoff (honouring
-        Retry-After); then `callback(request_id, status, body, recv_ns)` on the loop thread, events dispatched."""
+        Retry-After); then `callback(request_id, status, body, recv_ns)` on the loop thread, events dispatched.
+        `on_retry(status, error)` hears of each failed attempt that is retried (the instrument lists fall back on
+        their cached copy at the first)."""
         backoff = Backoff(self.opts.rest_backoff_initial_s, self.opts.rest_backoff_max_s)
 
         def start() -> None:
@@ -200,6 +207,8 @@ class FeedLoop:
             self.sink.rest_done(req.url, status, err, retry_in)
             if retry_in is not None:
                 self.call_later(retry_in, start)
+                if on_retry is not None:
+                    on_retry(status, err or "")
                 return
             if status == 200 and self.tap is not None:
                 self.tap("http", req.url, body.decode("utf-8", "replace"), now_ns)
@@ -276,7 +285,8 @@ class FeedLoop:
 
     def _warm(self, now: float) -> None:
         """Replay the newest data frame through the adapter's and the sink's warm-up paths (scratch copies of
-        book, sequence state and segment; see Adapter.warm). A failure there is a bug: reported once, and the
+        book, sequence state and segment; see Adapter.warm). A frame whose replay meets a verdict or a failure is
+        not routine: it is dropped and never replayed again. An exception there is a bug: reported once, and the
         loop stops warming rather than risk anything else."""
         name, data = self._last_frame  # type: ignore[misc]
         c = self._conns.get(name)
@@ -285,14 +295,23 @@ class FeedLoop:
             return
         try:
             events = self.adapter.warm(name, data, time.time_ns())
-            if self._sink_warm is not None:
-                self._sink_warm(events)
+            clean = all(ev.__class__ is BookChanged or ev.__class__ is TradesReceived for ev in events)
+            if self._sink_warm is not None and self._sink_warm(events) is False:
+                clean = False
         except Exception as e:
             self.log.exception("conn=%s warm-up pass failed; warm-up is off from now on", name)
             self.sink.error(f"{name}: warm-up pass: {type(e).__name__}: {e}")
             self._warm_s = 0.0
             return
         self.warm_passes += 1
+        if not clean:
+            self._last_frame = None
+
+    def _failures(self) -> int:
+        """The sink's count of failures (the Publisher's `failures`), 0 if it keeps none: a frame that failed is
+        never warmed."""
+        n = getattr(self.sink, "failures", 0)
+        return n if n.__class__ is int else 0
 
     def _run_calls(self) -> None:
         # Drain first, then clear the flag, then run the queue. Clearing first loses wake-ups: a poster
@@ -374,6 +393,7 @@ class FeedLoop:
         next_frame = c.next_frame
         on_frame, dispatch, tap, name = self.on_frame or self.adapter.on_frame, self.dispatch, self.tap, c.name
         n = got = 0
+        failures = self._failures()
         try:
             while n < self.opts.max_batch:
                 try:
@@ -409,7 +429,8 @@ class FeedLoop:
                 try:
                     events = on_frame(name, data, recv_ns)
                 except Exception as e:  # adapters must not raise; if one does, the frame is lost, not the feed
-                    self.log.exception("conn=%s adapter.on_frame raised", name)
+                    self._repeats(logging.ERROR, ("on_frame", name), "conn=%s adapter.on_frame raised", name,
+                                  exc_info=True)
                     self.sink.error(f"{name}: adapter bug: {type(e).__name__}: {e}")
                     continue
                 if events:
@@ -421,8 +442,9 @@ class FeedLoop:
             self._lost(c, f"{type(e).__name__}: {e}")
             return
         self._frames += n
-        if n and data is not None:
-            self._last_frame = (name, data) if self._lane is None or not self._lane.last_handled else None
+        if n and data is not None:  # the warm-up candidate: a frame the adapter took, in a batch where none failed
+            handled = self._lane is not None and self._lane.last_handled
+            self._last_frame = (name, data) if not handled and self._failures() == failures else None
         if got:
             c.last_recv = time.monotonic()
             if c.ws is ws and c.has_buffered():

@@ -2,7 +2,9 @@
 
 The loop's sink. Called on the loop thread only (the segment has one writer). Every error is logged with
 exchange, connection and symbol, counted in its own counter, and `errors` + last-error text are set by
-`record_error`; gaps, resyncs and reconnects are warnings with their own counters.
+`record_error`; gaps, resyncs and reconnects are warnings with their own counters. Errors and warnings are counted
+and recorded every time but logged through a RepeatLog: a repeated one once per interval, with a count. `failures`
+counts them all, so the loop can tell a frame that failed (its warm-up pass never replays one).
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from ..events import (
 from ..store import layout as L
 from ..store.writer import SegmentWriter
 from ..symbols import Instrument
+from .logrepeat import RepeatLog
 
 _LIVE, _SYNCING, _STALE, _RESYNCING = L.BookState.LIVE, L.BookState.SYNCING, L.BookState.STALE, L.BookState.RESYNCING
 _C = {name: off >> 3 for name, off in L.COUNTER_OFFSETS.items()}  # counter -> word index in the segment
 # a value the store cannot hold: an id or a time past int64, a float id
 _UNPUBLISHABLE = (OverflowError, struct.error, TypeError, ValueError)
+_ERROR, _WARNING = logging.ERROR, logging.WARNING
+#: a warm-up pass's scratch publisher logs nothing: its verdicts are on copies (a Logger outside the hierarchy, off)
+_SILENT = logging.Logger("mdengine.feed.warm-up", logging.CRITICAL + 1)
 
 
 class _Slot:
@@ -58,6 +64,10 @@ class Publisher:
         self.exchange = exchange
         self.depth = min(depth, writer.capacity)
         self.log = log or logging.getLogger(f"mdengine.feed.{exchange}")
+        #: errors and warnings go through this: a repeated one is logged once per interval, with a count
+        self.repeats = RepeatLog(self.log)
+        #: errors and warnings so far (each occurrence, logged or held back)
+        self.failures = 0
         self.slots: dict[SymbolKey, _Slot] = {}
         #: called with (key, message) when the exchange refuses a symbol (the process answers control callers)
         self.on_subscribe_failed: Callable[[SymbolKey | None, str], None] | None = None
@@ -93,6 +103,11 @@ class Publisher:
     def name(self, key: SymbolKey | None) -> str:
         s = self.slots.get(key) if key is not None else None
         return s.inst.unified if s is not None else ("-" if key is None else f"{key[1]}({key[0]})")
+
+    def _failed(self, level: int, key: object, msg: str, *args: object) -> None:
+        """Count a failure and log it (once per interval and key, see RepeatLog)."""
+        self.failures += 1
+        self.repeats(level, key, msg, *args)
 
     # ------------------------------------------------------------------ adapter events
     def on_event(self, ev: Event) -> None:
@@ -142,7 +157,8 @@ class Publisher:
         lost."""
         self.q[_C["malformed"]] += 1
         self.w.record_error(f"{s.inst.unified} unpublishable {what}: {err}")
-        self.log.error("symbol=%s unpublishable %s: %s: %s", s.inst.unified, what, type(err).__name__, err)
+        self._failed(_ERROR, ("unpublishable", s.slot), "symbol=%s unpublishable %s: %s: %s", s.inst.unified, what,
+                     type(err).__name__, err)
 
     def _invalid(self, ev: BookInvalid) -> None:
         s = self.slots.get(ev.key)
@@ -151,6 +167,8 @@ class Publisher:
         counter = {"gap": "gaps", "checksum": "checksum_failures"}.get(ev.kind)
         if counter:
             q[_C[counter]] += 1
+        elif ev.kind == "malformed":  # bad levels (mdengine.limits): a malformed frame as much as bad JSON is
+            q[_C["malformed"]] += 1
         if s is not None:
             self.w.publish_state(s.slot, _RESYNCING)
             s.levels_published = False
@@ -159,7 +177,8 @@ class Publisher:
                 q[getattr(s, counter)] += 1
         if ev.kind in ("malformed", "crossed"):
             self.w.record_error(f"{self.name(ev.key)} {ev.kind}: {ev.detail}")
-        self.log.warning("symbol=%s book invalid (%s): %s; resyncing", self.name(ev.key), ev.kind, ev.detail)
+        self._failed(_WARNING, ("invalid", ev.key, ev.kind), "symbol=%s book invalid (%s): %s; resyncing",
+                     self.name(ev.key), ev.kind, ev.detail)
 
     def _synced(self, ev: SymbolSynced) -> None:
         self.log.info("symbol=%s synced", self.name(ev.key))
@@ -169,7 +188,8 @@ class Publisher:
     def _refused(self, ev: SubscribeFailed) -> None:
         self.q[_C["subscribe_errors"]] += 1
         self.w.record_error(f"subscribe {self.name(ev.key)}: {ev.message}")
-        self.log.error("conn=%s symbol=%s subscription failed: %s", ev.conn, self.name(ev.key), ev.message)
+        self._failed(_ERROR, ("refused", ev.conn, ev.key), "conn=%s symbol=%s subscription failed: %s", ev.conn,
+                     self.name(ev.key), ev.message)
         if ev.key is not None:
             self.remove(ev.key)
         if self.on_subscribe_failed is not None:
@@ -179,24 +199,29 @@ class Publisher:
         if ev.malformed:
             self.q[_C["malformed"]] += 1
         self.w.record_error(f"{ev.conn}: {ev.message}")
-        self.log.error("conn=%s symbol=%s bad frame: %s", ev.conn, self.name(ev.key), ev.message)
+        self._failed(_ERROR, ("protocol", ev.conn, ev.key), "conn=%s symbol=%s bad frame: %s", ev.conn,
+                     self.name(ev.key), ev.message)
 
     def _notice(self, ev: Notice) -> None:
         self.log.info("conn=%s %s%s", ev.conn, ev.message, f" {ev.extra}" if ev.extra else "")
 
     # ------------------------------------------------------------------ warm-up
-    def warm(self, events: list[Event]) -> None:
+    def warm(self, events: list[Event]) -> bool:
         """One warm-up pass (FeedLoop, docs/feed.md "Warm-up"): its book and trade events go through the same
-        publish code into a private one-slot segment. This feed's segment sees only the `warm_passes` count."""
+        publish code into a private one-slot segment. This feed's segment sees only the `warm_passes` count.
+        Returns False when the pass met a verdict (a replayed gap, say) or a failure: the frame is not routine,
+        and the loop stops replaying it."""
         self.q[_C["warm_passes"]] += 1
         scratch = self._scratch
         if scratch is None:
             writer = SegmentWriter.private(self.exchange, book_capacity=self.w.capacity)
-            scratch = self._scratch = Publisher(writer, self.exchange, depth=self.depth, log=self.log)
+            scratch = self._scratch = Publisher(writer, self.exchange, depth=self.depth, log=_SILENT)
+        failures, clean = scratch.failures, True
         for ev in events:
             cls = ev.__class__
             if cls is not BookChanged and cls is not TradesReceived:
-                continue  # verdicts on a scratch copy (a replayed gap, say) are nobody's business
+                clean = False  # verdicts on a scratch copy are nobody's business, and nothing worth warming
+                continue
             if ev.key not in scratch.slots:  # every symbol shares the private segment's one slot
                 s = self.slots.get(ev.key)
                 if s is None:
@@ -205,6 +230,7 @@ class Publisher:
                     scratch.add(s.inst)
                 scratch.slots[ev.key] = _Slot(0, s.inst, scratch.w.view.slot_base(0))
             scratch.on_event(ev)
+        return clean and scratch.failures == failures
 
     # ------------------------------------------------------------------ loop reports
     def received(self, frames: int, nbytes: int) -> None:
@@ -223,11 +249,12 @@ class Publisher:
             self.log.info("conn=%s symbols=%s closed: %s", conn, names, reason)
             return
         self.w.record_error(f"{conn} lost: {reason}")
-        self.log.warning("conn=%s symbols=%s connection lost: %s", conn, names, reason)
+        self._failed(_WARNING, ("lost", conn), "conn=%s symbols=%s connection lost: %s", conn, names, reason)
 
     def connect_failed(self, conn: str, url: str, error: str, retry_in: float) -> None:
         self.w.record_error(f"{conn} connect: {error}")
-        self.log.warning("conn=%s connect to %s failed: %s; retrying in %.2fs", conn, url, error, retry_in)
+        self._failed(_WARNING, ("connect", conn), "conn=%s connect to %s failed: %s; retrying in %.2fs", conn, url,
+                     error, retry_in)
 
     def rest_done(self, url: str, status: int, error: str | None, retry_in: float | None) -> None:
         q = self.q
@@ -237,26 +264,31 @@ class Publisher:
         q[_C["rest_failures"]] += 1
         self.w.record_error(f"GET {status}: {error or ''}")
         then = f"retrying in {retry_in:.2f}s" if retry_in is not None else "not retried"
-        self.log.warning("GET %s failed: HTTP %s %s; %s", url, status or "(transport)", error, then)
+        self._failed(_WARNING, ("rest", url.partition("?")[0], status), "GET %s failed: HTTP %s %s; %s", url,
+                     status or "(transport)", error, then)
 
     def subscribe_error(self, text: str) -> None:
         """A symbol we could not subscribe (unknown, no room): counted, logged, kept as the last error."""
         self.q[_C["subscribe_errors"]] += 1
         self.w.record_error(text)
-        self.log.error("%s", text)
+        self._failed(_ERROR, ("subscribe", text), "%s", text)
 
     def record_failed(self, text: str) -> None:
         """The recorder could not write (call on the loop thread)."""
         self.q[_C["record_errors"]] += 1
         self.w.record_error(f"recorder: {text}")
-        self.log.error("recorder: %s", text)
+        self._failed(_ERROR, "recorder", "recorder: %s", text)
 
     def heartbeat(self) -> None:
         self.w.heartbeat()
+        self.repeats.flush()  # the counts of repeated lines whose interval is over
 
-    def error(self, text: str) -> None:
-        self.w.record_error(text)
-        self.log.error("%s", text)
+    def error(self, text: str, key: object = None, short: str | None = None) -> None:
+        """A feed error: recorded, counted, logged (once per interval for each `key`, by default the text up to
+        its second colon: where and what, without the details). `short`: the segment's last-error text instead
+        of `text` (it keeps 56 bytes)."""
+        self.w.record_error(short or text)
+        self._failed(_ERROR, ("error", key if key is not None else ":".join(text.split(":", 2)[:2])), "%s", text)
 
     def close_lane(self) -> None:
         """Detach the fast lane (it releases the segment; the adapter then gets every frame)."""

@@ -4,19 +4,27 @@ All methods run on the loop thread (the process submits control requests there),
 control thread calls to wait for a new subscription's outcome. An unknown symbol is logged, counted as
 `subscribe_errors` and answered as an error; so is a symbol the exchange refuses, if it refuses within the
 caller's wait; the other symbols carry on.
+
+The instrument lists are no single point of failure. Each good list is kept on disk (feed/instcache.py). When a
+list's GET fails (an HTTP error, a transport error, a body that is not a list), the feed starts at once from the
+cached copy, records the failure as the segment's last error, and fetches again in the background until it gets a
+fresh list (then subscribes what could not start before). While a list is missing or old, a symbol given by its
+native id that no list names starts anyway, as the adapter's `native_instrument` makes it (tick and lot unknown).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from ..config import ExchangeConfig
 from ..events import Event, FetchRest, ProtocolError, SymbolKey
 from ..exchanges.base import Adapter
 from ..store.writer import StoreFull
-from ..symbols import InstrumentIndex, UnknownSymbolError
+from ..symbols import Instrument, InstrumentIndex, UnknownSymbolError
+from .instcache import InstrumentCache
 from .loop import FeedLoop
 from .publisher import Publisher
 from .timing import Backoff
@@ -24,7 +32,7 @@ from .timing import Backoff
 
 class FeedSession:
     def __init__(self, loop: FeedLoop, adapter: Adapter, publisher: Publisher, index: InstrumentIndex,
-                 cfg: ExchangeConfig, log: logging.Logger) -> None:
+                 cfg: ExchangeConfig, log: logging.Logger, cache: InstrumentCache | None = None) -> None:
         self.loop = loop
         self.adapter = adapter
         self.publisher = publisher
@@ -32,7 +40,13 @@ class FeedSession:
         self.cfg = cfg
         self.log = log
         self.loaded = threading.Event()  # set once the instrument lists are in (any thread may wait on it)
-        self._pending: dict[str, FetchRest] = {}
+        self.cache = cache if cache is not None else InstrumentCache(adapter.exchange, cfg.instrument_cache_dir)
+        self._pending: dict[str, FetchRest] = {}  # instrument requests in flight (their next page, say)
+        self._waiting: set[str] = set()  # requests the start waits for: neither a fresh nor a cached list yet
+        self._stale: set[str] = set()  # requests that failed and have no fresh list yet (fetched again)
+        self._pages: dict[str, list[Instrument]] = {}  # a paged list's instruments so far
+        self._urls: dict[str, str] = {}  # request id -> its first page's URL (the list's name in the cache)
+        self.instrument_failures = 0  # failed instrument GETs (each attempt)
         self._retry = Backoff(1.0, 60.0)
         # new subscriptions a control caller waits on: key -> (done, [refusal text or None])
         self._verdicts: dict[SymbolKey, tuple[threading.Event, list[str | None]]] = {}
@@ -42,45 +56,123 @@ class FeedSession:
 
     # ------------------------------------------------------------------ instruments
     def start(self) -> None:
-        """Fetch the instrument lists; subscribe cfg.symbols once all are in."""
+        """Fetch the instrument lists; subscribe cfg.symbols once each is in (fresh or from the cache)."""
         for req in type(self.adapter).instrument_requests(self.adapter.endpoints, self.cfg.markets):
+            self._waiting.add(req.request_id)
+            self._urls[req.request_id] = req.url
             self._fetch(req)
 
     def _fetch(self, req: FetchRest) -> None:
         self._pending[req.request_id] = req
-        self.loop.fetch(req, self._on_instruments)
+        self.loop.fetch(req, self._on_instruments,
+                        on_retry=lambda status, error: self._failed(req, f"HTTP {status}" if status else "transport",
+                                                                    error))
 
     def _on_instruments(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
         req = self._pending.get(request_id)
         if req is None:
             return []
-        if status != 200:  # not retryable (the loop retries 429/5xx itself): this market is unavailable
-            self.publisher.error(f"instrument list {req.url}: HTTP {status}; its symbols are unavailable")
-            return self._done(request_id)
+        if status != 200:  # one the loop does not retry (a 404, say): this session fetches again later
+            self._failed(req, f"HTTP {status}", body[:200].decode("utf-8", "replace"))
+            self._fetch_later(req)
+            return []
         insts, events = type(self.adapter).parse_instruments(request_id, body)
+        follow = None
         for ev in events:
             if isinstance(ev, FetchRest):
-                self._fetch(ev)
+                follow = ev
             else:
                 self.loop.dispatch([ev])
         if not insts and any(isinstance(ev, ProtocolError) for ev in events):
-            delay = self._retry.next()
-            self.log.warning("instrument list %s unusable; fetching again in %.1fs", req.url, delay)
-            self.loop.call_later(delay, lambda: self.loop.fetch(req, self._on_instruments))
+            self._failed(req, "bad body", "the answer is not an instrument list")
+            self._fetch_later(req)
             return []
+        self._pages.setdefault(request_id, []).extend(insts)
+        if follow is not None:  # the next page, under the same request id
+            self._fetch(follow)
+            return []
+        self._fresh(request_id, self._pages.pop(request_id))
+        return []
+
+    def _fetch_later(self, req: FetchRest) -> None:
+        delay = self._retry.next()
+        self.log.info("instrument list %s: fetching again in %.1fs", req.url, delay)
+        self.loop.call_later(delay, lambda: self._fetch(req))
+
+    def _failed(self, req: FetchRest, what: str, detail: str) -> None:
+        """A GET of an instrument list failed (`what`: "HTTP 404", "transport", "bad body"): the first time, start
+        from the cached copy (or none); each time, record it (the segment's last error; the log once per
+        interval)."""
+        rid = req.request_id
+        self.instrument_failures += 1
+        if rid not in self._waiting:  # already started from the cache (or had a list): only say it again
+            self.publisher.error(f"instrument list {req.url}: {what} {detail}; still fetching",
+                                 key=("instruments", rid), short=f"instrument list failed ({what}): retrying")
+            return
+        self._stale.add(rid)
+        cached = self.cache.load(self._urls.get(rid, req.url))
+        if cached is None:
+            then = "no cached copy: its symbols start only by their native ids"
+        else:
+            insts, saved_at = cached
+            for inst in insts:
+                self.index.add(inst)
+            then = (f"starting from the cached copy of {len(insts)} instruments saved "
+                    f"{datetime.fromtimestamp(saved_at, UTC):%Y-%m-%d %H:%M:%S} UTC")
+        short = f"instrument list failed ({what}): {'no cache' if cached is None else 'using cache'}, retrying"
+        self.publisher.error(f"instrument list {req.url}: {what} {detail}; {then}; fetching again in the "
+                             "background", key=("instruments", rid), short=short)
+        self._resolved(rid)
+
+    def _fresh(self, request_id: str, insts: list[Instrument]) -> None:
+        """A good list: into the index and the cache; if it follows a failure, subscribe what could not start."""
+        self._pending.pop(request_id, None)
+        self._retry.reset()
         for inst in insts:
             self.index.add(inst)
-        return self._done(request_id)
+        try:
+            self.cache.save(self._urls.get(request_id, request_id), insts)
+        except OSError as e:  # the disk is the cache's problem, never the feed's
+            self.log.warning("instrument cache %s not written: %s", self.cache.path, e)
+        if request_id in self._stale:
+            self._stale.discard(request_id)
+            self.log.info("instrument list %s: %d instruments loaded after %s", self._urls.get(request_id), len(insts),
+                          "failures" if self.loaded.is_set() else "a failure")
+            if self.loaded.is_set():
+                self._subscribe_missing()
+        self._resolved(request_id)
 
-    def _done(self, request_id: str) -> list[Event]:
-        self._pending.pop(request_id, None)
-        if not self._pending and not self.loaded.is_set():
+    def _resolved(self, request_id: str) -> None:
+        self._waiting.discard(request_id)
+        if not self._waiting and not self.loaded.is_set():
             self.log.info("%d instruments loaded", len(self.index))
             for symbol in self.cfg.symbols:
                 self.subscribe(symbol)
             self.loop.dispatch(self.adapter.start())
             self.loaded.set()
-        return []
+
+    def _subscribe_missing(self) -> None:
+        """The configured symbols that a list now names and that are not subscribed (they failed to resolve)."""
+        for symbol in self.cfg.symbols:
+            try:
+                inst = self.index.resolve(symbol)
+            except UnknownSymbolError:
+                continue
+            if inst.key not in self.publisher.slots:
+                self.subscribe(symbol)
+
+    def _native(self, symbol: str, market: str | None) -> Instrument | None:
+        """While a list failed, an instrument for `symbol` as a native id (see Adapter.native_instrument)."""
+        if not self._stale:
+            return None
+        if market is None and self.cfg.markets and len(self.cfg.markets) == 1:
+            market = self.cfg.markets[0]
+        inst = type(self.adapter).native_instrument(symbol, market)
+        if inst is not None:
+            self.index.add(inst)
+            self.log.warning("symbol=%s is in no instrument list (one failed): starting it by its native id as %s %s,"
+                             " tick and lot size unknown", symbol, inst.market, inst.unified)
+        return inst
 
     # ------------------------------------------------------------------ subscriptions
     def _refuse(self, text: str) -> dict[str, Any]:
@@ -92,7 +184,10 @@ class FeedSession:
         try:
             inst = self.index.resolve(symbol, market)
         except UnknownSymbolError as e:
-            return self._refuse(f"subscribe {symbol}: {e}")
+            native = self._native(symbol, market)
+            if native is None:
+                return self._refuse(f"subscribe {symbol}: {e}")
+            inst = native
         answer = {"ok": True, "error": None, "symbol": inst.unified, "market": inst.market, "native": inst.native}
         if inst.key in self.publisher.slots:
             return {**answer, "live": self.adapter.is_live(inst.key)}

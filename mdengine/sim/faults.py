@@ -18,7 +18,7 @@ FRAME_FAULTS = ("skip_sequence", "duplicate", "reorder", "corrupt_checksum", "cr
 # Done at once on the open connections.
 CONN_FAULTS = ("drop", "disconnect", "silent", "malformed_json", "server_shutdown", "idle_keepalive")
 # Market-wide: next subscription / REST request, or the model itself.
-MARKET_FAULTS = ("refuse_subscription", "http_429", "slow_rest", "seq_reset")
+MARKET_FAULTS = ("refuse_subscription", "http_429", "http_error", "slow_rest", "seq_reset")
 ALL_FAULTS = FRAME_FAULTS + CONN_FAULTS + MARKET_FAULTS
 
 

@@ -103,6 +103,11 @@ class MarketServer:
             self.stats["faults_delivered"] += 1
             ra = str(limited.params.get("retry_after", 1))
             return _json_response(429, dumps(self.venue.too_many()), [("Retry-After", ra)])
+        failed = self.faults.take("http_error", path=parts.path)
+        if failed is not None:  # any status, any body: a 404, a 503, or a 200 that is not JSON
+            self.stats["faults_delivered"] += 1
+            return _json_response(int(failed.params.get("status", 500)),
+                                  str(failed.params.get("body", '{"error":"injected failure"}')))
         res = self.venue.rest(parts.path, dict(parse_qsl(parts.query)))
         if res is None:
             return _json_response(404, '{"error":"unknown path"}')
