@@ -50,7 +50,7 @@ def test_the_doc_has_all_its_tables():
     for name in L.COUNTER_NAMES:
         assert f"COUNTER_OFFSETS[{name}]" in names
     for name in L.STAT_NAMES:
-        assert f"STAT_OFFSETS[{name}]" in names or name.startswith("reserved") and name != "reserved1"
+        assert f"STAT_OFFSETS[{name}]" in names or name.startswith("reserved") and name != "reserved2"
     header_constants = [k for k, v in vars(L).items() if k.endswith("_OFFSET") and isinstance(v, int)
                         and not k.startswith(("DIR_", "BOOK_", "TRADE_", "LEVEL_"))]
     for k in header_constants:
@@ -108,7 +108,7 @@ def test_slot_geometry_keeps_polled_words_alone_on_their_cache_lines(book_capaci
                 L.COUNTERS_OFFSET, L.RING_HEADER_LENGTH, L.HEARTBEAT_NS_OFFSET - 32):
         assert off % L.CACHE_LINE == 0
     assert L.LAST_ERROR_TEXT_OFFSET + L.LAST_ERROR_TEXT_LENGTH == L.HEADER_LENGTH
-    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size
+    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size + L.TEXT_AREA_LENGTH
 
 
 @pytest.mark.parametrize("args,match", [((0, 8), "book capacity 0"), ((5001, 8), "book capacity 5001"),

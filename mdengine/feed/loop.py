@@ -50,6 +50,9 @@ _TEXT = ABNF.OPCODE_TEXT
 class LoopOptions:
     heartbeat_interval_s: float = 0.5
     silence_timeout_s: float | None = None  # None: the adapter's value per connection; <= 0 disables
+    # A connection that received nothing (data, heartbeat, pong) for half this long is probed with a ping; after
+    # this long its books are stale for readers (layout confirmed_ns) and it is replaced. <= 0 disables.
+    stale_after_s: float = 0.0
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 30.0
@@ -89,6 +92,8 @@ class Sink(Protocol):
     # def wake_readers(self) -> None: ...
     # optional: each warm-up pass's events (Adapter.warm, maybe none), for a private copy of the publish path
     # def warm(self, events: list[Event]) -> None: ...
+    # optional: these symbols' connection received something at wall time recv_ns (every tick, per connection)
+    # def confirm(self, keys: list, recv_ns: int) -> None: ...
 
 
 class FeedLoop:
@@ -127,6 +132,9 @@ class FeedLoop:
         self._last_frame: tuple[str, str | bytes] | None = None  # (conn, data) of the newest data frame
         self._warm_s = self.opts.warm_interval_s
         self._sink_warm: Callable[[list[Event]], None] | None = getattr(sink, "warm", None)
+        self._sink_confirm: Callable[[list, int], None] | None = getattr(sink, "confirm", None)
+        self._confirmed: dict[str, float] = {}  # conn -> the last_recv it last confirmed to the sink
+        self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
         self._requests: dict[type, Callable[[Any], None]] = {
@@ -328,6 +336,7 @@ class FeedLoop:
 
     def _tick(self, now: float) -> None:
         nbytes = 0
+        wall_ns = time.time_ns()
         for c in list(self._conns.values()):
             nbytes += c.nbytes
             c.nbytes = 0
@@ -337,6 +346,8 @@ class FeedLoop:
                     timeout = self.adapter.silence_timeout(c.name)
                 if 0 < timeout < now - c.last_recv:
                     self._lost(c, f"nothing received for {now - c.last_recv:.1f}s (watchdog, limit {timeout:g}s)")
+                    continue
+                if self._confirm(c, now, wall_ns):
                     continue
                 if not c.healthy and now - c.opened_at >= self.opts.healthy_after_s:
                     c.healthy = True
@@ -367,6 +378,28 @@ class FeedLoop:
         if self._frames or nbytes:
             self.sink.received(self._frames, nbytes)
             self._frames = 0
+
+    def _confirm(self, c: WsConn, now: float, wall_ns: int) -> bool:
+        """Freshness of an open connection: tell the sink when it last received anything (readers call its books
+        stale once that is stale_after_s old), probe it with a ping after half that silence, and replace it after
+        all of it. True if it was replaced."""
+        if self._sink_confirm is not None and self._confirmed.get(c.name) != c.last_recv:
+            self._confirmed[c.name] = c.last_recv
+            self._sink_confirm(self.adapter.symbols_on(c.name), wall_ns - int((now - c.last_recv) * 1e9))
+        stale_after = self.opts.stale_after_s
+        silent = now - c.last_recv
+        if stale_after <= 0 or silent < stale_after / 2:
+            return False
+        if silent > stale_after:
+            self._lost(c, f"nothing received for {silent:.1f}s, not even the answer to a ping (stale_after_s "
+                          f"{stale_after:g}): replacing the connection")
+            return True
+        if self._probed.get(c.name, 0.0) < c.last_recv:  # one probe per silence
+            self._probed[c.name] = now
+            payload = self.adapter.ping_payload(c.name)  # the exchange's own ping goes through its application
+            c.outq.append((ABNF.OPCODE_TEXT, payload) if payload is not None else (ABNF.OPCODE_PING, b"mdengine"))
+            self._flush(c)
+        return False
 
     # ------------------------------------------------------------------ reading
     def _read(self, c: WsConn) -> None:

@@ -254,6 +254,13 @@ class Publisher:
     def heartbeat(self) -> None:
         self.w.heartbeat()
 
+    def confirm(self, keys: list, recv_ns: int) -> None:
+        """The connection carrying `keys` received something at recv_ns (the loop's tick): readers' freshness."""
+        for key in keys:
+            s = self.slots.get(key)
+            if s is not None:
+                self.w.confirm(s.slot, recv_ns)
+
     def error(self, text: str) -> None:
         self.w.record_error(text)
         self.log.error("%s", text)
