@@ -51,7 +51,8 @@ class LoopOptions:
     heartbeat_interval_s: float = 0.5
     silence_timeout_s: float | None = None  # None: the adapter's value per connection; <= 0 disables
     # A connection that received nothing (data, heartbeat, pong) for half this long is probed with a ping; after
-    # this long its books are stale for readers (layout confirmed_ns) and it is replaced. <= 0 disables.
+    # this long its books are stale for readers (layout confirmed_ns); after 1.5 times this long (the probe had all
+    # that time to be answered) it is replaced. <= 0 disables.
     stale_after_s: float = 0.0
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.25
@@ -382,7 +383,7 @@ class FeedLoop:
     def _confirm(self, c: WsConn, now: float, wall_ns: int) -> bool:
         """Freshness of an open connection: tell the sink when it last received anything (readers call its books
         stale once that is stale_after_s old), probe it with a ping after half that silence, and replace it after
-        all of it. True if it was replaced."""
+        1.5 times it. True if it was replaced."""
         if self._sink_confirm is not None and self._confirmed.get(c.name) != c.last_recv:
             self._confirmed[c.name] = c.last_recv
             self._sink_confirm(self.adapter.symbols_on(c.name), wall_ns - int((now - c.last_recv) * 1e9))
@@ -390,7 +391,7 @@ class FeedLoop:
         silent = now - c.last_recv
         if stale_after <= 0 or silent < stale_after / 2:
             return False
-        if silent > stale_after:
+        if silent > 1.5 * stale_after:
             self._lost(c, f"nothing received for {silent:.1f}s, not even the answer to a ping (stale_after_s "
                           f"{stale_after:g}): replacing the connection")
             return True
