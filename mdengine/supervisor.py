@@ -279,7 +279,10 @@ class Supervisor:
 
         def watch() -> None:
             try:
-                select.select([fd], [], [])
+                waiter = select.poll()  # not select(): the fd may be past FD_SETSIZE
+                waiter.register(fd, select.POLLIN)
+                while not waiter.poll():
+                    pass
             finally:
                 os.close(fd)
             with self._tick_lock:  # the watch loop has not handled this exit yet, so no successor was spawned

@@ -455,7 +455,9 @@ class FeedLoop:
             self._lost(c, f"{type(e).__name__}: {e}")
             return
         self._frames += n
-        if n and data is not None:
+        # The first batch after a freshness probe of a silent connection is its answer (a pong): not worth warming,
+        # and it must not restart warming after a silence.
+        if n and data is not None and not self._probed.get(name, 0.0) > c.last_recv:
             self._last_frame = (name, data) if self._lane is None or not self._lane.last_handled else None
         if got:
             c.last_recv = time.monotonic()
