@@ -264,6 +264,7 @@ class _Handle:
         self._next_bind = 0
         self._rest_sym: rest.RestSymbol | None = None
         self._conf_i = 0  # word index of the slot's confirmed_ns
+        self._fresh_until = 0  # wall ns until which the book's connection is known to be confirmed (stale_after)
 
     @property
     def symbol(self) -> str:
@@ -293,6 +294,15 @@ class _Handle:
         self._seg, self.entry = seg, entry
         self._rest_sym = None
         self._conf_i = (seg.reader.view.slot_base(entry.slot) + _CONFIRMED) >> 3
+        self._fresh_until = 0
+
+    def _silent(self, now: int, recv: int) -> bool:
+        """True if the book's connection received nothing for the feed's stale_after. Confirmations only move
+        forward, so the answer "not silent" holds until `_fresh_until`: reads before then skip this."""
+        seg = self._seg
+        conf = seg.q[self._conf_i]
+        self._fresh_until = (recv if recv > conf else conf) + seg.stale_ns
+        return now > self._fresh_until
 
     def _rebind(self, seg: _Segment) -> bool:
         """Move to `seg`, the recreated segment of this handle's exchange, if it lists the symbol yet."""
@@ -363,9 +373,8 @@ class Book(_Handle):
         age = (now - recv) / 1e9 if recv else math.inf
         state = t[6]
         seg = self._seg
-        conf = seg.q[self._conf_i]  # when the book's connection last received anything
         stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
-            now - (recv if recv > conf else conf) > seg.stale_ns
+            (now > self._fresh_until and self._silent(now, recv))
         if stale or age > self.client._max_age:
             return self._on_stale(t, age, state, stale, now, recv)
         return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm", ""))  # no __new__
@@ -422,9 +431,8 @@ class Book(_Handle):
         recv = recv or pub
         age = (now - recv) / 1e9 if recv else math.inf
         seg = self._seg
-        conf = seg.q[self._conf_i]
         stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
-            now - (recv if recv > conf else conf) > seg.stale_ns
+            (now > self._fresh_until and self._silent(now, recv))
         buffer.source, buffer.age_s, buffer.stale = "shm", age, stale
         buffer.state = _NAMES[state] if state < len(_NAMES) else str(state)
         buffer.reason = ""
