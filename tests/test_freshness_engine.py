@@ -15,7 +15,7 @@ import psutil
 import pytest
 from test_supervisor import RESTART, attach, exchange_toml, live_book, wait_for
 
-from mdengine.client import Client
+from mdengine.client import Client, StaleBookError
 from mdengine.control import ControlError, is_running, request
 from mdengine.sim import Simulator
 from mdengine.status import StatusSampler
@@ -137,6 +137,15 @@ def test_a_killed_feed_is_marked_dead_by_the_supervisor_at_once(sim, run, namesp
         live_book(reader, SYMBOL)
         book = c.book("okx", SYMBOL)
         wait_for(lambda: _live(book), LIVE_S, "a live book")
+        with Client(namespace, max_age=0.1) as strict:  # data age only: the feed's 0.2 s heartbeat is fine
+            refusals = []
+            for _ in range(100):
+                try:
+                    strict.top("okx", SYMBOL)
+                except StaleBookError as e:
+                    refusals.append(e.reason)
+                time.sleep(0.005)
+        assert not [r for r in refusals if "older than max_age" not in r], refusals
         [pid] = engine.feed_pids()
         assert reader.view.writer_pid == pid
         os.kill(pid, signal.SIGKILL)
