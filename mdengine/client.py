@@ -285,6 +285,12 @@ class _Handle:
         if seg is None:
             return False
         entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None and now >= seg.next_follow:  # not there: maybe the engine was restarted with it
+            seg.next_follow = now + FOLLOW_NS
+            self.client._follow_segment(seg)
+            new = self.client._segments.get(self.exchange)
+            if new is not None and new is not seg:
+                seg, entry = new, _find_entry(new.reader, self.requested, self.market)
         if entry is None:
             return False
         self._attach(seg, entry)
@@ -379,10 +385,9 @@ class Book(_Handle):
             return self._on_stale(t, age, state, stale, now, recv)
         return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm", ""))  # no __new__
 
-    def _on_stale(self, t: tuple, age: float, state: int, stale: bool, now: int, recv: int, follow: bool = True) \
-            -> Top:
+    def _on_stale(self, t: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> Top:
         c = self.client
-        if follow and c._follow(self):
+        if c._follow(self):
             return self.top()  # the engine was restarted: read the new segment
         c._stale_reads += 1
         reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {c.max_age} s"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mdengine.client import BookBuffer, Client, StaleBookError
+from mdengine.client import BookBuffer, Client, StaleBookError, UnknownSymbol
 from mdengine.status import StatusSampler, render_text
 from mdengine.store import SegmentWriter, layout
 from mdengine.store.writer import mark_dead
@@ -124,3 +124,55 @@ def test_status_says_starting_or_degraded_lists_pending_and_prints_the_whole_err
         assert feed["state"] == "running" and feed["pending"] == ["ETH/USDT", "SOL/USDT"]
         writer.publish_state(a, layout.BookState.RESYNCING)
         assert sampler.sample(sup)["feeds"][0]["state"] == "degraded"  # was live, has nothing live now
+
+
+def _until(pred, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (v := pred()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return v
+
+
+def test_handles_and_unbound_handles_follow_a_recreated_segment(namespace):
+    from mdengine.store import shm
+
+    old = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+    old.set_running()
+    old.heartbeat()
+    slot = _book(old, "BTC-USDT", "BTC/USDT", time.time_ns())
+    old.append_trades(slot, [(1, 1, 100.0, 1.0, i, 1, 0) for i in range(5)])
+    with Client(namespace) as c, Client(namespace, rest_fallback=True, endpoints={"okx": "http://127.0.0.1:9"}) as fb:
+        eth_later = fb.book("okx", "ETH/USDT")  # not in this engine: unbound (it would serve REST)
+        book = c.book("okx", "BTC/USDT")
+        stream = c.trade_stream("okx", "BTC/USDT", start="earliest")
+        assert len(stream.poll().records) == 5
+        old.append_trades(slot, [(1, 1, 100.0, 1.0, i, 1, 0) for i in range(5, 8)])  # never read: lost at restart
+        old.close()
+        shm.unlink(old.name)  # what a supervisor does on shutdown; the next one creates the name again
+        assert book.top().stale
+        new = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+        try:
+            new.set_running()
+            new.heartbeat()
+            eth = _book(new, "ETH-USDT", "ETH/USDT", time.time_ns(), uid=70)  # only the new engine has ETH
+            btc = _book(new, "BTC-USDT", "BTC/USDT", time.time_ns(), uid=42)
+            new.append_trades(btc, [(2, 2, 200.0, 2.0, 100 + i, -1, 0) for i in range(2)])
+            top = _until(lambda: (t := book.top()).update_id == 42 and t, "the Book to follow")
+            assert not top.stale and top.bid == 100.0 and c.statistics().follows == 1
+            got = stream.poll()
+            assert got.reset and got.lost == 3 and got.records["trade_id"].tolist() == [100, 101]
+            assert got.records["price"].tolist() == [200.0, 200.0]
+            later = stream.poll()
+            assert not later.reset and len(later.records) == 0 and stream.statistics().resets == 1
+            assert new.view.entry(eth).native == "ETH-USDT"
+            _until(lambda: _header_uid(eth_later) == 70, "the unbound handle to find its symbol in the new engine")
+        finally:
+            new.close()
+
+
+def _header_uid(book) -> int | None:
+    try:
+        return book.header().update_id
+    except UnknownSymbol:
+        return None
