@@ -128,6 +128,28 @@ def test_a_silent_connection_is_stale_within_stale_after_with_the_reason_then_re
     assert "replacing the connection" in engine.log_text()
 
 
+def test_a_quiet_book_on_a_healthy_connection_stays_live(sim, run, namespace):
+    run(RESTART + exchange_toml("okx", sim, [SYMBOL], stale_after_s=1.0))
+    with attach(namespace, "okx") as reader:
+        live_book(reader, SYMBOL)
+        with Client(namespace) as c:
+            book = c.book("okx", SYMBOL)
+            wait_for(lambda: _live(book), LIVE_S, "a live book")
+            reconnects = reader.view.counters()["reconnects"]
+            sim.pause()  # no market data at all; the exchange still answers pings
+            try:
+                start, stale = time.monotonic(), []
+                while time.monotonic() - start < 4.0:  # four times stale_after
+                    top = book.top()
+                    if top.stale:
+                        stale.append(top.reason)
+                    time.sleep(0.02)
+                assert book.top().age_s > 3.0  # quiet indeed
+            finally:
+                sim.resume()
+        assert stale == [] and reader.view.counters()["reconnects"] == reconnects
+
+
 # --------------------------------------------------------------------------- a killed feed
 def test_a_killed_feed_is_marked_dead_by_the_supervisor_at_once(sim, run, namespace):
     slow_restart = RESTART.replace("backoff_initial_s = 0.1", "backoff_initial_s = 2.0").replace(

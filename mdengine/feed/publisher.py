@@ -36,7 +36,7 @@ class _Slot:
     """A subscribed symbol's slot and the word indices of its stats (resolved once, used per publish)."""
 
     __slots__ = ("slot", "inst", "levels_published", "messages", "book_updates", "trades", "gaps", "resyncs",
-                 "checksum_failures", "last_recv_ns")
+                 "checksum_failures", "last_recv_ns", "confirmed_ns")
 
     def __init__(self, slot: int, inst: Instrument, base: int) -> None:
         self.slot = slot
@@ -256,10 +256,11 @@ class Publisher:
 
     def confirm(self, keys: list, recv_ns: int) -> None:
         """The connection carrying `keys` received something at recv_ns (the loop's tick): readers' freshness."""
+        q, slots = self.q, self.slots
         for key in keys:
-            s = self.slots.get(key)
-            if s is not None:
-                self.w.confirm(s.slot, recv_ns)
+            s = slots.get(key)
+            if s is not None and recv_ns > q[s.confirmed_ns]:  # never back (a symbol may change connection)
+                q[s.confirmed_ns] = recv_ns
 
     def error(self, text: str) -> None:
         self.w.record_error(text)
