@@ -100,16 +100,16 @@ def _live(book) -> bool:
 
 # --------------------------------------------------------------------------- silent connection
 def test_a_silent_connection_is_stale_within_stale_after_with_the_reason_then_replaced(sim, run, namespace):
-    engine = run(RESTART + exchange_toml("okx", sim, [SYMBOL], stale_after_s=1.0))
+    engine = run(RESTART + exchange_toml("okx", sim, [SYMBOL], stale_after_s=2.0))
     with attach(namespace, "okx") as reader:
         live_book(reader, SYMBOL)
     with Client(namespace) as c, StatusSampler(namespace) as sampler:
         book = c.book("okx", SYMBOL)
         wait_for(lambda: _live(book), LIVE_S, "a live book")
-        sim.inject("okx", "silent", seconds=12.0)  # the socket stays open; nothing (not even pongs) comes back
+        sim.inject("okx", "silent", seconds=15.0)  # the socket stays open; nothing (not even pongs) comes back
         start = time.monotonic()
         reasons, statuses, stale_at, live_again = [], set(), None, None
-        while time.monotonic() - start < 11.0:
+        while time.monotonic() - start < 14.0:
             top = book.top()
             if top.stale:
                 stale_at = stale_at or time.monotonic() - start
@@ -120,7 +120,7 @@ def test_a_silent_connection_is_stale_within_stale_after_with_the_reason_then_re
                 break
             time.sleep(0.01)
     print(f"stale after {stale_at} s, live again after {live_again} s; reasons {sorted(set(reasons))}")
-    assert stale_at is not None and stale_at < 10.0, "a silent connection was served as fresh"
+    assert stale_at is not None and stale_at < 12.0, "a silent connection was served as fresh"
     assert any(r.startswith("nothing received from the exchange") for r in reasons), reasons
     assert "stale" in statuses  # `mdengine status` says stale too, not live
     # live again while the fault still silences the old connection: the feed probed and replaced it
@@ -129,7 +129,7 @@ def test_a_silent_connection_is_stale_within_stale_after_with_the_reason_then_re
 
 
 def test_a_quiet_book_on_a_healthy_connection_stays_live(sim, run, namespace):
-    run(RESTART + exchange_toml("okx", sim, [SYMBOL], stale_after_s=1.0))
+    run(RESTART + exchange_toml("okx", sim, [SYMBOL], stale_after_s=2.0))
     with attach(namespace, "okx") as reader:
         live_book(reader, SYMBOL)
         with Client(namespace) as c:
@@ -139,12 +139,12 @@ def test_a_quiet_book_on_a_healthy_connection_stays_live(sim, run, namespace):
             sim.pause()  # no market data at all; the exchange still answers pings
             try:
                 start, stale = time.monotonic(), []
-                while time.monotonic() - start < 4.0:  # four times stale_after
+                while time.monotonic() - start < 6.0:  # three times stale_after
                     top = book.top()
                     if top.stale:
                         stale.append(top.reason)
                     time.sleep(0.02)
-                assert book.top().age_s > 3.0  # quiet indeed
+                assert book.top().age_s > 5.0  # quiet indeed
             finally:
                 sim.resume()
         assert stale == [] and reader.view.counters()["reconnects"] == reconnects
@@ -224,7 +224,7 @@ def _restart_and_follow(sim, run, namespace, kill: bool):
             first.stop(signal.SIGTERM)
         first_gone.set()
         wait_for(lambda: all(not psutil.pid_exists(p) for p in old_pids), 30, "the old feeds to be gone")
-        assert book.top().stale
+        wait_for(lambda: book.top().stale, 10, "the old engine's book to be stale")
         second = run(toml)
         with attach(namespace, "okx") as reader:
             live_book(reader, SYMBOL)
