@@ -13,10 +13,12 @@ Per feed, the watch loop (main thread only: it is the only thread that spawns or
                                                              \\--too many restarts in window_s--> failed
 
 A stalled feed (alive but its heartbeat older than stall_after_s) gets SIGKILL, never SIGCONT: a
-process that stopped heartbeating cannot be trusted to have consistent state. A feed's death is seen at
-once: a thread per feed waits on its pidfd and, the moment it exits, marks its segment's writer DEAD
-(readers call its books stale without waiting for a heartbeat to age) and wakes the watch loop. Backoff doubles per
+process that stopped heartbeating cannot be trusted to have consistent state. Backoff doubles per
 consecutive failure up to backoff_max_s and resets once a feed has stayed up for a while.
+
+A feed's death is seen at once: a thread per feed process waits on its pidfd and, the moment it exits,
+marks its segment's writer DEAD (layout 1.3; readers call its books stale without waiting for a heartbeat
+to age) and wakes the watch loop.
 """
 
 from __future__ import annotations
@@ -271,8 +273,9 @@ class Supervisor:
     def _watch_exit(self, feed: Feed, proc: Any) -> None:
         """Mark the feed's segment DEAD the moment `proc` exits (a pidfd thread), so readers need not wait for its
         heartbeat to age. Opened here, on the thread that reaps, so the pid cannot be reaped (and reused) first."""
+        pid = proc.pid
         try:
-            fd = os.pidfd_open(proc.pid)
+            fd = os.pidfd_open(pid)
         except (AttributeError, OSError) as e:  # Linux < 5.3: the watch loop's tick notices within TICK_S
             log.debug("exchange=%s no pidfd (%s): death is noticed by the watch loop", feed.exchange, e)
             return
@@ -287,7 +290,7 @@ class Supervisor:
                 os.close(fd)
             with self._tick_lock:  # the watch loop has not handled this exit yet, so no successor was spawned
                 if feed.process is proc:
-                    self._mark_dead(feed, proc.pid)
+                    self._mark_dead(feed, pid)
             self._wake.set()
 
         threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True).start()
