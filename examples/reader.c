@@ -183,12 +183,12 @@ static int lookup(const segment *seg, const char *symbol, const char *market, di
     if (!e) return -1;
     for (int attempt = 0; attempt < RETRY_LIMIT && !stable; attempt++) {
         uint64_t version = load_acquire(seg->base + OFF_DIRECTORY_VERSION);
+        if (version & 1) continue; /* a change is under way (the directory's seqlock, 1.3) */
         uint64_t raw = load_acquire(seg->base + OFF_DIRECTORY_COUNT);
         count = (int64_t)raw < 0 ? 0 : raw > seg->max_symbols ? seg->max_symbols : raw;
         copy_words(e, dir, count * DIR_ENTRY_LENGTH);
         atomic_thread_fence(memory_order_acquire);
-        stable = load_relaxed(seg->base + OFF_DIRECTORY_VERSION) == version
-                 && load_relaxed(seg->base + OFF_DIRECTORY_COUNT) == raw;
+        stable = load_relaxed(seg->base + OFF_DIRECTORY_VERSION) == version;
     }
     int best = stable ? -1 : -3, best_rank = 8;
     for (uint64_t i = 0; i < count; i++) {

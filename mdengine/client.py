@@ -7,10 +7,12 @@
         c.wait(1.0, [book])                        # sleep until the book changes
 
 Every read says where the data came from (``source`` "shm" or "rest"), how old it is (``age_s``, from the
-frame's local receive time) and whether it is ``stale``: the book's state is not live, or its writer is
-dead, stopped or silent (heartbeat older than the heartbeat timeout). A stale read, or one older than
-`max_age`, is served from REST when `rest_fallback` is on, raises StaleBookError when `max_age` is set,
-and is otherwise returned as is, flagged.
+frame's local receive time) and whether it is ``stale`` (and why, ``reason``): the book's state is not live,
+its connection received nothing within the feed's published stale_after_s, or its writer is dead, stopped or
+silent (heartbeat older than HEARTBEAT_MISSES of its published intervals). A stale read, or one older than
+`max_age` (data age only), is served from REST when `rest_fallback` is on, raises StaleBookError when `max_age`
+is set, and is otherwise returned as is, flagged. Handles follow an engine that was restarted (its segment
+recreated): see docs/client.md, "Freshness".
 
 Trades follow Agrona's BroadcastReceiver: each TradeStream has its own cursor; a reader the writer lapped
 gets the surviving trades and a count of the lost ones. Loss is not an error, but it is counted.
@@ -23,6 +25,7 @@ import math
 import os
 import struct
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,12 +41,13 @@ from .store import layout as L
 from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
 from .store.segment import SymbolEntry
 
-DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # ExchangeConfig.stale_after_s: a writer silent this long is presumed stuck
+DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
 log = logging.getLogger(__name__)
 
 HEALTH_CHECK_NS = 5_000_000  # re-read the heartbeat words at most this often
 PID_CHECK_NS = 500_000_000  # ask the OS whether the writer process lives at most this often (psutil is slow)
 REBIND_NS = 100_000_000  # an unsubscribed handle looks for its symbol in the directory this often
+FOLLOW_NS = 100_000_000  # a stale read (or wait()) asks at most this often whether the segment was recreated
 RESCAN_NS = 1_000_000_000  # wait(streams=None) looks for new segments this often
 REST_CACHE_S = 0.25  # a REST answer is reused this long, so a fast loop on a stale book does not hammer REST
 _LIVE = L.BookState.LIVE
@@ -51,6 +55,7 @@ _time_ns = time.time_ns
 _new_tuple = tuple.__new__
 _NAMES = L.BookState.NAMES
 _FRESHNESS = struct.Struct("<16xqq8xI")  # recv_ts_ns, pub_ts_ns, state in a book header
+_CONFIRMED = L.STAT_OFFSETS["confirmed_ns"]
 _HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _MARKET_KINDS = {"spot": L.MarketKind.SPOT, "usdm": L.MarketKind.LINEAR, "linear": L.MarketKind.LINEAR,
                  "swap": L.MarketKind.LINEAR, "usdt-futures": L.MarketKind.LINEAR, "usdc-futures": L.MarketKind.LINEAR,
@@ -85,6 +90,7 @@ class Top(NamedTuple):
     stale: bool
     update_id: int
     source: str  # "shm" or "rest"
+    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Depth:
     age_s: float
     stale: bool
     source: str  # "shm" or "rest"
+    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
 
 
 class Trades(NamedTuple):
@@ -111,6 +118,9 @@ class Trades(NamedTuple):
     records: np.ndarray
     lost: int
     source: str  # "shm" or "rest"
+    # True on the first poll after the stream moved to a recreated segment (engine restart): trades the old feed
+    # published after `lost` counted them are unknown, and the records come from the new ring's start
+    reset: bool = False
 
 
 class BookBuffer(_store.BookBuffer):
@@ -122,6 +132,7 @@ class BookBuffer(_store.BookBuffer):
         self.age_s = math.inf
         self.state = "empty"
         self.stale = True
+        self.reason = "not read yet"
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class ClientStatistics:
     trades_lost: int  # overwritten before one of this client's trade streams could read them
     read_retries: int  # torn book copies discarded and re-read
     rescans: int  # times the namespace or a directory was scanned again
+    follows: int = 0  # times a recreated segment (engine restart) was attached and handles moved to it
 
 
 @dataclass(frozen=True)
@@ -145,23 +157,22 @@ class TradeStreamStatistics:
     tail: int  # ring index the writer will write next (-1 while not in shared memory)
     received: int
     lost: int
-
-
-def _stale_reason(state: int, seg_reason: str) -> str:
-    if seg_reason:
-        return seg_reason
-    return f"book state is {_NAMES[state] if state < len(_NAMES) else state}"
+    resets: int = 0  # times the stream moved to a recreated segment (engine restart)
 
 
 class _Segment:
-    """One attached exchange segment and a cheap cache of its writer's health."""
+    """One attached exchange segment and a cheap cache of its writer's health and freshness promises."""
 
-    def __init__(self, namespace: str, exchange: str, heartbeat_timeout_s: float) -> None:
+    def __init__(self, namespace: str, exchange: str, heartbeat_timeout_s: float | None) -> None:
         self.reader = SegmentReader(namespace, exchange)
         self.exchange = exchange
         self.inode = _inode(self.reader.name)
         self.q = self.reader.view.q
-        self.timeout_ns = int(heartbeat_timeout_s * 1e9)
+        self.fixed_timeout_ns = None if heartbeat_timeout_s is None else int(heartbeat_timeout_s * 1e9)
+        self.timeout_ns = self.fixed_timeout_ns or int(DEFAULT_HEARTBEAT_TIMEOUT_S * 1e9)
+        self.stale_ns: float = math.inf  # the writer's stale_after (1.3); inf: it published none
+        self.next_follow = 0  # monotonic ns of the next "was the segment recreated?" check
+        self._rest: dict[str, str] = {}
         self.wait_mark = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
         # where blocking wait() sleeps (futex on the publish counter), 0 if it must poll instead
         self.wake_addr = futex.address_of(self.reader.view.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
@@ -178,20 +189,33 @@ class _Segment:
         q = self.q
         ws = q[L.WRITER_STATE_OFFSET >> 3]
         hb_age = now - q[L.HEARTBEAT_NS_OFFSET >> 3]
+        stale_ns, interval_ns = q[L.STALE_AFTER_NS_OFFSET >> 3], q[L.HEARTBEAT_INTERVAL_NS_OFFSET >> 3]
+        self.stale_ns = stale_ns if stale_ns > 0 else math.inf
+        if self.fixed_timeout_ns is None and interval_ns > 0:  # the feed's own beat, never max_age
+            self.timeout_ns = L.HEARTBEAT_MISSES * interval_ns
         if now >= self._next_pid_check:
             self._next_pid_check = now + PID_CHECK_NS
             self._alive = self.reader.writer_alive()
         if ws == L.WriterState.STOPPED:
             self.ok, self.reason = False, "the feed stopped"
+        elif ws == L.WriterState.DEAD:
+            self.ok, self.reason = False, "the feed process died (marked by its supervisor)"
         elif ws == L.WriterState.NONE:
             self.ok, self.reason = False, "no feed attached yet"
         elif not self._alive:
             self.ok, self.reason = False, "the feed process is gone"
         elif hb_age > self.timeout_ns:
-            self.ok, self.reason = False, f"feed heartbeat {hb_age / 1e9:.1f} s old"
+            self.ok, self.reason = False, (f"feed heartbeat {hb_age / 1e9:.1f} s old (limit "
+                                           f"{self.timeout_ns / 1e9:g} s: {L.HEARTBEAT_MISSES} heartbeat intervals)")
         else:
             self.ok, self.reason = True, ""
         return self.ok
+
+    def rest_endpoints(self) -> dict[str, str]:
+        """The REST base URLs the feed publishes (read until there are some)."""
+        if not self._rest:
+            self._rest = self.reader.view.rest_endpoints()
+        return self._rest
 
     def wakes(self) -> bool:
         """The writer follows publishes with a futex wake (layout 1.1 and later): blocking waits may sleep."""
@@ -231,6 +255,7 @@ class _Handle:
 
     def __init__(self, client: Client, exchange: str, symbol: str, market: str | None) -> None:
         self.client = client
+        client._handles.add(self)
         self.exchange = exchange
         self.requested = symbol
         self.market = market
@@ -238,6 +263,8 @@ class _Handle:
         self._seg: _Segment | None = None
         self._next_bind = 0
         self._rest_sym: rest.RestSymbol | None = None
+        self._conf_i = 0  # word index of the slot's confirmed_ns
+        self._fresh_until = 0  # wall ns until which the book's connection is known to be confirmed (stale_after)
 
     @property
     def symbol(self) -> str:
@@ -258,6 +285,12 @@ class _Handle:
         if seg is None:
             return False
         entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None and now >= seg.next_follow:  # not there: maybe the engine was restarted with it
+            seg.next_follow = now + FOLLOW_NS
+            self.client._follow_segment(seg)
+            new = self.client._segments.get(self.exchange)
+            if new is not None and new is not seg:
+                seg, entry = new, _find_entry(new.reader, self.requested, self.market)
         if entry is None:
             return False
         self._attach(seg, entry)
@@ -266,6 +299,36 @@ class _Handle:
     def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
         self._seg, self.entry = seg, entry
         self._rest_sym = None
+        self._conf_i = (seg.reader.view.slot_base(entry.slot) + _CONFIRMED) >> 3
+        self._fresh_until = 0
+
+    def _silent(self, now: int, recv: int) -> bool:
+        """True if the book's connection received nothing for the feed's stale_after. Confirmations only move
+        forward, so the answer "not silent" holds until `_fresh_until`: reads before then skip this."""
+        seg = self._seg
+        conf = seg.q[self._conf_i]
+        self._fresh_until = (recv if recv > conf else conf) + seg.stale_ns
+        return now > self._fresh_until
+
+    def _rebind(self, seg: _Segment) -> bool:
+        """Move to `seg`, the recreated segment of this handle's exchange, if it lists the symbol yet."""
+        entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None:
+            return False
+        self._attach(seg, entry)
+        return True
+
+    def _stale_reason(self, state: int, recv: int, now: int) -> str:
+        """Why a read is stale: the writer first, then the book's state, then its connection's silence."""
+        seg = self._seg
+        if not seg.healthy(now):
+            return seg.reason
+        if state != _LIVE:
+            return f"book state is {_NAMES[state] if state < len(_NAMES) else state}"
+        conf = seg.q[self._conf_i]
+        silent = now - (recv if recv > conf else conf)
+        return (f"nothing received from the exchange for {silent / 1e9:.1f} s (stale_after_s "
+                f"{seg.stale_ns / 1e9:g}); the feed is replacing the connection")
 
     def rest_symbol(self) -> rest.RestSymbol:
         """How the REST fallback names this symbol (from the directory when bound, else derived)."""
@@ -298,6 +361,12 @@ class Book(_Handle):
         self._seq_i = (seg.reader.view.slot_base(entry.slot) + L.SLOT_BOOK_SEQ_OFFSET) >> 3
         self._mark = seg.q[self._seq_i]
 
+    def _rebind(self, seg: _Segment) -> bool:
+        if not super()._rebind(seg):
+            return False
+        self._mark = 0  # wait() reports the book at the new feed's first publish
+        return True
+
     # ------------------------------------------------------------------ reads
     def top(self) -> Top:
         """Best bid and ask with age, state and source. Raises StaleBookError (see Client `max_age`)."""
@@ -310,22 +379,24 @@ class Book(_Handle):
         age = (now - recv) / 1e9 if recv else math.inf
         state = t[6]
         seg = self._seg
-        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now))
+        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
+            (now > self._fresh_until and self._silent(now, recv))
         if stale or age > self.client._max_age:
-            return self._on_stale(t, age, state, stale)
-        return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm"))  # skips Top.__new__
+            return self._on_stale(t, age, state, stale, now, recv)
+        return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm", ""))  # no __new__
 
-    def _on_stale(self, t: tuple, age: float, state: int, stale: bool) -> Top:
+    def _on_stale(self, t: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> Top:
         c = self.client
+        if c._follow(self):
+            return self.top()  # the engine was restarted: read the new segment
         c._stale_reads += 1
-        reason = _stale_reason(state, self._seg.reason) if stale else f"older than max_age {c.max_age} s"
-        self._check_replaced()
+        reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {c.max_age} s"
         name = _NAMES[state] if state < len(_NAMES) else str(state)
         if c.rest_fallback:
             return self._rest_top(age, name, reason)
         if c.max_age is not None:
             raise StaleBookError(self.exchange, self.symbol, age, name, reason)
-        return Top(t[10], t[11], t[12], t[13], age, name, stale, t[0], "shm")
+        return Top(t[10], t[11], t[12], t[13], age, name, stale, t[0], "shm", reason)
 
     def snapshot(self, depth: int | None = None) -> Depth:
         """A consistent copy of the top `depth` levels (default: all the segment holds) in new arrays."""
@@ -337,16 +408,16 @@ class Book(_Handle):
         self.read_into(buf, _fallback=False)
         h = buf.header()
         if buf.stale or buf.age_s > self.client._max_age:
+            if self.client._follow(self):
+                return self.snapshot(depth)  # the engine was restarted: read the new segment
             self.client._stale_reads += 1
-            reason = _stale_reason(h.state, self._seg.reason) if buf.stale else \
-                f"older than max_age {self.client.max_age} s"
-            self._check_replaced()
+            reason = buf.reason
             if self.client.rest_fallback:
                 return self._rest_depth(depth, buf.age_s, buf.state, reason)
             if self.client.max_age is not None:
                 raise StaleBookError(self.exchange, self.symbol, buf.age_s, buf.state, reason)
         return Depth(self.exchange, self.symbol, buf.bids.copy(), buf.asks.copy(), h.update_id, h.exch_ts_ns,
-                     h.recv_ts_ns, h.pub_ts_ns, buf.state, buf.age_s, buf.stale, "shm")
+                     h.recv_ts_ns, h.pub_ts_ns, buf.state, buf.age_s, buf.stale, "shm", buf.reason)
 
     def read_into(self, buffer: BookBuffer, *, _fallback: bool = True) -> BookBuffer:
         """Copy the top `buffer.depth` levels into `buffer` without allocating arrays; returns `buffer`.
@@ -365,14 +436,20 @@ class Book(_Handle):
         recv = recv or pub
         age = (now - recv) / 1e9 if recv else math.inf
         seg = self._seg
-        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now))
+        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
+            (now > self._fresh_until and self._silent(now, recv))
         buffer.source, buffer.age_s, buffer.stale = "shm", age, stale
         buffer.state = _NAMES[state] if state < len(_NAMES) else str(state)
-        if _fallback and (stale or age > self.client._max_age):
+        buffer.reason = ""
+        if stale or age > self.client._max_age:
             c = self.client
+            buffer.reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {c.max_age} s"
+            if not _fallback:
+                return buffer
+            if c._follow(self):
+                return self.read_into(buffer)  # the engine was restarted: read the new segment
             c._stale_reads += 1
-            reason = _stale_reason(state, self._seg.reason) if stale else f"older than max_age {c.max_age} s"
-            self._check_replaced()
+            reason = buffer.reason
             if c.rest_fallback:
                 return self._rest_into(buffer, age, buffer.state, reason)
             if c.max_age is not None:
@@ -384,12 +461,6 @@ class Book(_Handle):
         if self.reader is None and not self._try_bind():
             raise self._no_data()
         return self.reader.header()
-
-    def _check_replaced(self) -> None:
-        """On a stale read: if the engine recreated the segment, move every handle to the new one."""
-        seg = self._seg
-        if seg is not None and not seg.ok and seg.replaced():
-            self.client._reattach(seg.exchange)
 
     # ------------------------------------------------------------------ REST fallback
     def _fetch(self, depth: int | None, age: float, state: str, reason: str) -> tuple[rest.RestBook, float]:
@@ -440,7 +511,7 @@ class Book(_Handle):
         now = time.time_ns()
         _HEADER.pack_into(buffer.raw, 0, b.update_id, b.exch_ts_ns, now, now, nb, na, _LIVE, 0, 0, 0)
         buffer.n_bids, buffer.n_asks = nb, na
-        buffer.source, buffer.age_s, buffer.state, buffer.stale = "rest", age, "rest", False
+        buffer.source, buffer.age_s, buffer.state, buffer.stale, buffer.reason = "rest", age, "rest", False, ""
         return buffer
 
     # ------------------------------------------------------------------ wait support
@@ -473,6 +544,8 @@ class TradeStream(_Handle):
         self.reader: TradeReader | None = None
         self.received = 0
         self.lost = 0
+        self.resets = 0
+        self._reset_lost = -1  # >= 0: moved to a recreated segment; the next poll reports the reset and this loss
         self._rest_seen: deque[int] = deque(maxlen=2000)  # ids served from REST, to skip them in the ring
         self._rest_next = 0
 
@@ -480,25 +553,47 @@ class TradeStream(_Handle):
         super()._attach(seg, entry)
         self.reader = TradeReader(seg.reader, entry, self.start)
 
+    def _rebind(self, seg: _Segment) -> bool:
+        """After an engine restart: what the old ring still held unread is lost; read the new ring from its start
+        (its trades are all newer than anything the old feed published)."""
+        old = self.reader
+        entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None:
+            return False
+        _Handle._attach(self, seg, entry)
+        self.reader = TradeReader(seg.reader, entry, "earliest")
+        unread = max(old.tail - old.cursor, 0) if old is not None else 0
+        self._reset_lost = max(self._reset_lost, 0) + unread
+        self.resets += 1
+        return True
+
     def poll(self, out: np.ndarray | None = None) -> Trades:
-        """New trades, oldest first, and how many were lost since the last poll (see TradeReader.poll)."""
+        """New trades, oldest first, and how many were lost since the last poll (see TradeReader.poll).
+
+        After an engine restart (the segment was recreated) the first poll on the new segment says reset=True."""
         r = self.reader
         if r is None and not self._try_bind():
             return self._rest_poll()
         seg = self._seg
         if self.client.rest_fallback and not seg.healthy(time.time_ns()):
-            if seg.replaced():
-                self.client._reattach(seg.exchange)
+            if self.client._follow(self):
+                return self.poll(out)
             return self._rest_poll()
         records, lost = self.reader.poll(out)
+        if not len(records) and self._reset_lost < 0 and self.client._follow(self):
+            records, lost = self.reader.poll(out)  # moved to a recreated segment: its ring from the start
         if self._rest_seen and len(records):
             keep = ~np.isin(records["trade_id"], np.fromiter(self._rest_seen, np.int64))
             if not keep.all():
                 records = records[keep]
+        reset = self._reset_lost >= 0
+        if reset:
+            lost += self._reset_lost
+            self._reset_lost = -1
         self.received += len(records)
         self.lost += lost
         self.client._trades_lost += lost
-        return Trades(records, lost, "shm")
+        return Trades(records, lost, "shm", reset)
 
     def _rest_poll(self) -> Trades:
         c = self.client
@@ -526,7 +621,7 @@ class TradeStream(_Handle):
 
     def statistics(self) -> TradeStreamStatistics:
         r = self.reader
-        return TradeStreamStatistics(r.cursor if r else 0, r.tail if r else -1, self.received, self.lost)
+        return TradeStreamStatistics(r.cursor if r else 0, r.tail if r else -1, self.received, self.lost, self.resets)
 
     def _changed(self) -> bool:
         r = self.reader
@@ -548,7 +643,8 @@ class Client:
     rest_fallback: serve stale or not-yet-subscribed symbols from the exchange's REST API, marked
         source="rest". endpoints: REST base URLs by market ("binance-spot", "binance-usdm", "okx",
         "bybit", "bitget"), or a Simulator's `endpoints()`; the real exchanges by default.
-    heartbeat_timeout: a feed whose heartbeat is older is silent (default max_age, else 3 s).
+    heartbeat_timeout: a feed whose heartbeat is older is silent (default: HEARTBEAT_MISSES of the heartbeat
+        interval the feed publishes in its segment, 3 s for a feed that publishes none). Never `max_age`.
 
     Raises EngineNotFound if the namespace has no segment at all.
     """
@@ -564,13 +660,18 @@ class Client:
         self.rest_timeout = rest_timeout
         self.max_sleep = max_sleep
         self._futex = futex.AVAILABLE
-        self.heartbeat_timeout = heartbeat_timeout or max_age or DEFAULT_HEARTBEAT_TIMEOUT_S
+        self.heartbeat_timeout = heartbeat_timeout  # None: each feed's own published interval
+        self._endpoints_given = endpoints is not None
         self._rest_bases = None if endpoints is None else rest.rest_endpoints(endpoints)
         self._segments: dict[str, _Segment] = {}
         self._books: dict[tuple[str, str, str | None], Book] = {}
         self._streams: dict[tuple[str, str, str | None], TradeStream] = {}
         self._stale_reads = self._rest_reads = self._rest_failures = self._trades_lost = self._rescans = 0
+        self._follows = 0
+        self._next_follow = 0
         self._next_rescan = 0
+        self._retired: list[_Segment] = []  # replaced segments some handle still reads
+        self._handles: weakref.WeakSet[_Handle] = weakref.WeakSet()  # every Book and TradeStream made
         self._rescan()
         if not self._segments:
             raise EngineNotFound(f"no mdengine engine runs in namespace {namespace!r} (no segment "
@@ -598,16 +699,53 @@ class Client:
             seg = self._segments.get(exchange)
         return seg
 
-    def _reattach(self, exchange: str) -> None:
-        """The segment was recreated (engine restart): attach the new one and rebind every handle."""
-        old = self._segments.pop(exchange, None)
-        self._rescan()
-        for h in [*self._books.values(), *self._streams.values()]:
-            if h.exchange == exchange and h._seg is old:
-                h._seg = h.entry = h.reader = None
-                h._try_bind(force=True)
-        if old is not None:
-            old.close()
+    def _follow(self, h: _Handle) -> bool:
+        """On a stale read of `h` (at most every FOLLOW_NS per segment): if the engine recreated the segment
+        (restart: unlinked and created again), attach the new one and move every handle that finds its symbol
+        there. True if `h` moved."""
+        seg = h._seg
+        now = time.monotonic_ns()
+        if seg is None or now < seg.next_follow:
+            return False
+        seg.next_follow = now + FOLLOW_NS
+        return self._follow_segment(seg, h)
+
+    def _follow_segment(self, seg: _Segment, h: _Handle | None = None) -> bool:
+        cur = self._segments.get(seg.exchange)
+        if cur is seg:
+            if not seg.replaced():
+                return False
+            try:
+                cur = _Segment(self.namespace, seg.exchange, self.heartbeat_timeout)
+            except (_store.SegmentNotFound, _store.LayoutError, ValueError):
+                return False  # not there yet, or being initialised: the next check retries
+            self._segments[seg.exchange] = cur
+            self._retired.append(seg)
+            self._follows += 1
+            log.info("%s: the engine recreated segment %s; following it", seg.exchange, seg.reader.name)
+        elif cur is None:
+            return False
+        moved = False
+        for x in list(self._handles):
+            if x._seg is seg and x._rebind(cur):
+                moved = moved or x is h
+        self._close_retired()
+        return moved
+
+    def _close_retired(self) -> None:
+        """Unmap replaced segments no handle reads any more."""
+        used = {id(x._seg) for x in list(self._handles)}
+        for seg in [s for s in self._retired if id(s) not in used]:
+            self._retired.remove(seg)
+            seg.close()
+
+    def _follow_all(self) -> None:
+        """wait()'s slow path: follow every recreated segment (one stat() per segment per FOLLOW_NS)."""
+        now = time.monotonic_ns()
+        for seg in [*self._segments.values(), *self._retired]:
+            if now >= seg.next_follow:
+                seg.next_follow = now + FOLLOW_NS
+                self._follow_segment(seg)
 
     @property
     def exchanges(self) -> list[str]:
@@ -624,6 +762,13 @@ class Client:
         return seg.reader.symbols()
 
     def _rest_base(self, sym: rest.RestSymbol) -> str:
+        """Where REST requests for `sym` go: `endpoints` if given, else where the engine's feed goes (published in
+        its segment), else what the supervisor says (a simulator), else the exchange's public host."""
+        if not self._endpoints_given:
+            seg = self._segments.get(sym.exchange)
+            url = seg.rest_endpoints().get(sym.rest_market) if seg is not None else None
+            if url:
+                return url.rstrip("/")
         if self._rest_bases is None:
             self._rest_bases = rest.rest_endpoints(self._discover_endpoints())
         return self._rest_bases[sym.rest_market]
@@ -724,6 +869,9 @@ class Client:
         now = clock()
         deadline = math.inf if timeout is None else now + timeout * 1e9
         next_slow = now + REBIND_NS
+        if now >= self._next_follow:  # a busy other segment must not keep us from following a recreated one
+            self._next_follow = now + FOLLOW_NS
+            self._follow_all()
         while True:
             if handles is None:
                 segs = list(self._segments.values())
@@ -754,6 +902,9 @@ class Client:
                     return hit
             if not moved:  # periodic slow path: new segments; handles bind in _changed once subscribed
                 next_slow = clock() + REBIND_NS
+                if clock() >= self._next_follow:  # recreated segments (engine restart): handles move over
+                    self._next_follow = clock() + FOLLOW_NS
+                    self._follow_all()
                 if handles is None and clock() >= self._next_rescan:
                     self._rescan()
 
@@ -838,18 +989,20 @@ class Client:
         books = self._books.values()
         return ClientStatistics(tuple(sorted(self._segments)), len(self._books), len(self._streams),
                                 self._stale_reads, self._rest_reads, self._rest_failures, self._trades_lost,
-                                sum(b.reader.retries for b in books if b.reader is not None), self._rescans)
+                                sum(b.reader.retries for b in books if b.reader is not None), self._rescans,
+                                self._follows)
 
     def close(self) -> None:
         """Detach from every segment; handles must not be used afterwards."""
-        for h in [*self._books.values(), *self._streams.values()]:
+        for h in list(self._handles):
             h.reader = None
             h._seg = None
         self._books.clear()
         self._streams.clear()
-        for seg in self._segments.values():
+        for seg in [*self._segments.values(), *self._retired]:
             seg.close()
         self._segments.clear()
+        self._retired.clear()
 
     def __enter__(self) -> Client:
         return self

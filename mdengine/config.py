@@ -24,7 +24,9 @@ class ExchangeConfig:
     max_symbols: int = 32
     book_capacity: int = 50
     trade_capacity: int = 4096
-    stale_after_s: float = 3.0  # a book older than this (or whose writer is silent this long) is stale
+    # a book whose connection received nothing (data, heartbeat, pong) this long is stale for readers; the feed
+    # probes such a connection at half of it and replaces it at 1.5 times it (published in the segment, layout 1.3)
+    stale_after_s: float = 3.0
     heartbeat_interval_s: float = 0.5  # how often the feed writes its heartbeat
     silence_timeout_s: float | None = None  # None: the adapter's default per connection
     record_dir: str | None = None  # write every frame to this directory (recorder)

@@ -19,8 +19,8 @@ from .store import SegmentReader, list_names
 from .store import layout as L
 from .store.shm import NAME_PREFIX, SHM_DIR, SegmentNotFound
 
-DEFAULT_STALE_AFTER_S = 3.0
-WRITER_STATES = ("none", "starting", "running", "stopped")
+DEFAULT_STALE_AFTER_S = 3.0  # for a feed that publishes no stale_after (layout before 1.3)
+WRITER_STATES = L.WriterState.NAMES
 
 
 def _num(x: float) -> float | None:
@@ -100,12 +100,20 @@ class StatusSampler:
         alive = reader.writer_alive()
         hb_age = (wall - v.heartbeat_ns) / 1e9 if v.heartbeat_ns else None
         wstate = v.writer_state
-        if not alive:
+        # the feed's own promises (layout 1.3), else this sampler's default
+        stale_after = v.stale_after_ns / 1e9 if v.stale_after_ns > 0 else self.stale_after_s
+        hb_limit = L.HEARTBEAT_MISSES * v.heartbeat_interval_ns / 1e9 if v.heartbeat_interval_ns > 0 \
+            else self.stale_after_s
+        silent = hb_age is not None and hb_age > hb_limit
+        if wstate == L.WriterState.DEAD:
+            state = "dead"
+        elif not alive:
             state = "stopped" if wstate == L.WriterState.STOPPED else ("waiting" if pid <= 0 else "dead")
-        elif hb_age is not None and hb_age > self.stale_after_s:
+        elif silent:
             state = "stalled"
         else:
             state = WRITER_STATES[wstate] if 0 <= wstate < len(WRITER_STATES) else f"state{wstate}"
+        writing = alive and not silent and wstate in (L.WriterState.STARTING, L.WriterState.RUNNING)
         cpu_time = self._cpu_time(pid) if alive else None
         prev = self._prev.get(exchange)
         dt = now - prev[0] if prev else 0.0
@@ -115,7 +123,7 @@ class StatusSampler:
         for e in reader.symbols():
             st = v.stats(e.slot)
             sym_msgs[(e.market, e.native)] = st["messages"]
-            symbols.append(self._symbol(reader, e, st, wall, alive, hb_age, prev, rate))
+            symbols.append(self._symbol(reader, e, st, wall, writing, stale_after, prev, rate))
         feed = {
             "exchange": exchange,
             "pid": pid if pid > 0 else None,
@@ -130,6 +138,7 @@ class StatusSampler:
                             if prev and dt > 0 and cpu_time is not None and prev[3] is not None else None),
             "rss_bytes": self._rss(pid) if alive else None,
             "latency_us": round(counters["last_latency_ns"] / 1e3, 1) if counters["last_latency_ns"] else None,
+            "stale_after_s": stale_after,
             "counters": counters,
             "last_error": self._last_error(reader),
             "symbols": symbols,
@@ -141,17 +150,28 @@ class StatusSampler:
             for key in ("rss_bytes", "cpu_percent"):
                 if feed.get(key) is None and sup.get(key) is not None:
                     feed[key] = sup[key]
+        # symbols not live yet (or any more): subscribed ones not live, and configured ones not in the directory
+        listed = {x for sym in symbols for x in (sym["symbol"], sym["native"])}
+        feed["pending"] = [sym["symbol"] for sym in symbols if sym["state"] != "live"] + \
+            [name for name in (sup or {}).get("symbols", []) if name not in listed]
+        if feed["state"] == "running" and not any(sym["state"] == "live" for sym in symbols):
+            # running, but serving nothing: never live yet (first sync, instruments) or lost them all
+            first = all(sym["state"] in ("empty", "syncing") for sym in symbols)
+            feed["state"] = "starting" if first else "degraded"
         self._prev[exchange] = (now, counters, sym_msgs, cpu_time)
         return feed
 
-    def _symbol(self, reader: SegmentReader, e, st: dict[str, int], wall: int, alive: bool, hb_age: float | None,
+    def _symbol(self, reader: SegmentReader, e, st: dict[str, int], wall: int, writing: bool, stale_after: float,
                 prev, rate) -> dict:
-        (_uid, _exch, _recv, pub, _nb, _na, bstate, flags, generation, version,
+        (_uid, _exch, recv, pub, _nb, _na, bstate, flags, generation, version,
          bid, bid_qty, ask, ask_qty) = reader.book(e.unified, e.market).top_full()
         state = L.BookState.NAMES[bstate] if bstate < len(L.BookState.NAMES) else f"state{bstate}"
         age = (wall - pub) / 1e9 if pub else None
-        # A book is only as live as its writer: a dead or silent feed cannot have published lately.
-        if state == "live" and (not alive or (hb_age is not None and hb_age > self.stale_after_s)):
+        # A book is only as live as its writer (a dead, stopped or silent feed cannot have published lately) and its
+        # connection (nothing received within stale_after: the exchange has not confirmed it).
+        confirmed = max(st.get("confirmed_ns", 0), recv or pub)
+        silent_s = (wall - confirmed) / 1e9 if reader.view.stale_after_ns > 0 else 0.0
+        if state == "live" and (not writing or silent_s > stale_after):
             state = "stale"
         old = prev[2].get((e.market, e.native)) if prev else None
         return {
@@ -258,6 +278,10 @@ def render_text(status: dict) -> str:
     if len(sym_rows) > 1:
         lines.append("")
         lines += _table(sym_rows)
+    pending = [(f["exchange"], f["pending"]) for f in status["feeds"] if f.get("pending")]
+    if pending:
+        lines.append("")
+        lines += [f"pending {ex}: {', '.join(names)}" for ex, names in pending]
     errors = [(f["exchange"], f["last_error"]["text"]) for f in status["feeds"] if f.get("last_error")]
     if errors:
         lines.append("")

@@ -15,6 +15,10 @@ Per feed, the watch loop (main thread only: it is the only thread that spawns or
 A stalled feed (alive but its heartbeat older than stall_after_s) gets SIGKILL, never SIGCONT: a
 process that stopped heartbeating cannot be trusted to have consistent state. Backoff doubles per
 consecutive failure up to backoff_max_s and resets once a feed has stayed up for a while.
+
+A feed's death is seen at once: a thread per feed process waits on its pidfd and, the moment it exits,
+marks its segment's writer DEAD (layout 1.3; readers call its books stale without waiting for a heartbeat
+to age) and wakes the watch loop.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import threading
 import time
@@ -38,6 +43,7 @@ from .configfile import exchange_config
 from .control import ControlServer
 from .store import SegmentReader, create_segment, process_start_ns, shm
 from .store.segment import LayoutError
+from .store.writer import mark_dead
 
 log = logging.getLogger("mdengine.supervisor")
 
@@ -252,6 +258,7 @@ class Supervisor:
                   os.getpid()))
         feed.process.start()
         child_conn.close()
+        self._watch_exit(feed, feed.process)
         feed.state = "starting"
         feed.started_at = time.monotonic()
         feed.cpu_percent = None
@@ -262,6 +269,37 @@ class Supervisor:
             feed.ps = None
         log.info("exchange=%s pid=%d feed started (%d symbols%s)", feed.exchange, feed.pid, len(feed.cfg.symbols),
                  f", restart {feed.restarts}" if feed.restarts else "")
+
+    def _watch_exit(self, feed: Feed, proc: Any) -> None:
+        """Mark the feed's segment DEAD the moment `proc` exits (a pidfd thread), so readers need not wait for its
+        heartbeat to age. Opened here, on the thread that reaps, so the pid cannot be reaped (and reused) first."""
+        pid = proc.pid
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError) as e:  # Linux < 5.3: the watch loop's tick notices within TICK_S
+            log.debug("exchange=%s no pidfd (%s): death is noticed by the watch loop", feed.exchange, e)
+            return
+
+        def watch() -> None:
+            try:
+                waiter = select.poll()  # not select(): the fd may be past FD_SETSIZE
+                waiter.register(fd, select.POLLIN)
+                while not waiter.poll():
+                    pass
+            finally:
+                os.close(fd)
+            with self._tick_lock:  # the watch loop has not handled this exit yet, so no successor was spawned
+                if feed.process is proc:
+                    self._mark_dead(feed, pid)
+            self._wake.set()
+
+        threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True).start()
+
+    def _mark_dead(self, feed: Feed, pid: int | None) -> None:
+        """Owner's write (layout 1.3): the writer `pid` has exited; if the segment still names it, say DEAD."""
+        if pid is not None and mark_dead(shm.segment_name(self.namespace, feed.exchange), pid):
+            log.info("exchange=%s pid=%d feed exited: its books are marked stale (writer state dead)",
+                     feed.exchange, pid)
 
     @staticmethod
     def _close_ipc(feed: Feed) -> None:
@@ -332,6 +370,7 @@ class Supervisor:
         up = now - feed.started_at
         feed.last_exit = why
         pid = feed.pid
+        self._mark_dead(feed, pid)  # before any successor can be spawned (the exit watcher may have done it)
         self._close_ipc(feed)
         if self._stopping:
             feed.state = "stopped"

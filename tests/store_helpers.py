@@ -350,7 +350,30 @@ def role_attach_and_exit(a: dict) -> None:
     w.close()
 
 
-ROLES = {"book-writer": role_book_writer, "book-reader": role_book_reader, "ring-writer": role_ring_writer,
+# two identities one directory entry alternates between: each copy a reader takes must be one of them
+DIRECTORY_IDENTITIES = (("AAA/USDT", 0.5, 1.0), ("BBB/USDT", 2.0, 3.0))
+
+
+def role_directory_rewriter(a: dict) -> None:
+    """Attach as the writer and rewrite (market, native)'s entry alternately with DIRECTORY_IDENTITIES (as a
+    re-subscribe with fresh metadata does) until SIGTERM or `seconds` pass."""
+    from mdengine.store import SegmentWriter
+
+    w = SegmentWriter(a["ns"], EXCHANGE, create=False)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    emit({"ready": True})
+    n, end = 0, time.monotonic() + a.get("seconds", 1e9)
+    while not stop and time.monotonic() < end:
+        unified, tick, lot = DIRECTORY_IDENTITIES[n & 1]
+        w.add_symbol(MARKET, NATIVE, unified, tick_size=tick, lot_size=lot)
+        n += 1
+    w.close()
+    emit({"rewrites": n})
+
+
+ROLES = {"directory-rewriter": role_directory_rewriter,
+         "book-writer": role_book_writer, "book-reader": role_book_reader, "ring-writer": role_ring_writer,
          "ring-reader": role_ring_reader, "attach-and-exit": role_attach_and_exit}
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def test_each_generated_table_covers_its_bytes_once(name):
     assert sized[0][0] == starts.get(name, 0)
     ends = {"header": L.HEADER_LENGTH, "directory": L.DIR_ENTRY_LENGTH, "book": L.BOOK_HEADER_LENGTH + L.LEVEL_LENGTH,
             "ring": L.RING_HEADER_LENGTH, "trade": L.TRADE_RECORD_LENGTH, "slot": L.SLOT_BOOK_COPIES_OFFSET,
-            "counters": L.COUNTERS_OFFSET + 8 * len(L.COUNTER_NAMES), "stats": L.SLOT_STATS_OFFSET + L.STATS_LENGTH}
+            "counters": L.COUNTERS_OFFSET + 8 * len(L.COUNTER_NAMES), "stats": L.SLOT_STATS_OFFSET + L.STATS_LENGTH,
+            "text": L.TEXT_AREA_LENGTH}
     assert sized[-1][0] + sized[-1][1] == ends[name]
 
 
@@ -175,7 +176,7 @@ def test_slot_geometry_keeps_polled_words_alone_on_their_cache_lines(book_capaci
                 L.COUNTERS_OFFSET, L.RING_HEADER_LENGTH, L.HEARTBEAT_NS_OFFSET - 32):
         assert off % L.CACHE_LINE == 0
     assert L.LAST_ERROR_TEXT_OFFSET + L.LAST_ERROR_TEXT_LENGTH == L.HEADER_LENGTH
-    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size
+    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size + L.TEXT_AREA_LENGTH
 
 
 @pytest.mark.parametrize("args,match", [((0, 8), "book capacity 0"), ((5001, 8), "book capacity 5001"),

@@ -150,9 +150,32 @@ def test_counters_stats_heartbeat_and_errors_are_visible_to_readers(pair):
     c = seg.view.counters()
     assert (c["gaps"], c["reconnects"], c["errors"]) == (3, 7, 1)
     assert seg.view.stats(slot)["resyncs"] == 2
-    assert seg.view.last_error()[1] == "x" * layout.LAST_ERROR_TEXT_LENGTH
+    assert seg.view.last_error()[1] == "x" * 100  # whole (1.3: the text area), not cut at the header's 56 bytes
+    head = layout.LAST_ERROR_TEXT_OFFSET
+    assert bytes(seg.view.buf[head:head + layout.LAST_ERROR_TEXT_LENGTH]) == b"x" * layout.LAST_ERROR_TEXT_LENGTH
     assert seg.view.heartbeat_ns == 123 and seg.heartbeat_age_ns(200) == 77
     assert seg.writer_alive() and seg.view.writer_state == layout.WriterState.RUNNING
+
+
+def test_a_long_error_is_kept_whole_up_to_the_text_area_and_cut_between_characters(pair):
+    w, seg = pair
+    w.record_error("feed: " + "é" * 600)  # 1206 bytes of UTF-8
+    text = seg.view.last_error()[1]
+    assert text == "feed: " + "é" * ((layout.LAST_ERROR_LONG_LENGTH - 6) // 2)
+    w.record_error("short")
+    assert seg.view.last_error()[1] == "short"
+
+
+def test_freshness_words_and_rest_endpoints_are_published(pair):
+    w, seg = pair
+    w.set_freshness(1.5, 0.2)
+    w.set_rest_endpoints({"okx": "http://127.0.0.1:1234"})
+    assert (seg.view.stale_after_ns, seg.view.heartbeat_interval_ns) == (1_500_000_000, 200_000_000)
+    assert seg.view.rest_endpoints() == {"okx": "http://127.0.0.1:1234"}
+    slot = w.add_symbol("spot", "BTCUSDT", "BTC/USDT")
+    w.confirm(slot, 50)
+    w.confirm(slot, 40)  # never goes back
+    assert seg.view.stats(slot)["confirmed_ns"] == 50
 
 
 # --------------------------------------------------------------------------- ring cursor arithmetic

@@ -70,6 +70,18 @@ class Adapter(ABC):
         """Endpoint overrides pointing at a local simulator, from its {market name: (ws_url, rest_url)}."""
         return {}
 
+    def rest_bases(self) -> dict[str, str]:
+        """The REST base URLs this adapter uses, keyed by the client's REST market (mdengine.rest): endpoint
+        "rest" is the exchange's own market ("okx"), "<m>_rest" is "<exchange>-<m>" ("spot_rest" of binance:
+        "binance-spot"). The feed publishes them so clients' REST fallback goes where the feed goes."""
+        out = {}
+        for key, url in self.endpoints.items():
+            if key == "rest":
+                out[self.exchange] = url
+            elif key.endswith("_rest"):
+                out[f"{self.exchange}-{key[:-5]}"] = url
+        return out
+
     # ------------------------------------------------------------------ subscriptions
     @abstractmethod
     def subscribe(self, inst: Instrument) -> list[Event]:

@@ -51,6 +51,10 @@ _TEXT = ABNF.OPCODE_TEXT
 class LoopOptions:
     heartbeat_interval_s: float = 0.5
     silence_timeout_s: float | None = None  # None: the adapter's value per connection; <= 0 disables
+    # A connection that received nothing (data, heartbeat, pong) for half this long is probed with a ping; after
+    # this long its books are stale for readers (layout confirmed_ns); after 1.5 times this long (the probe had all
+    # that time to be answered) it is replaced. <= 0 disables.
+    stale_after_s: float = 0.0
     connect_timeout_s: float = 10.0
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 30.0
@@ -90,6 +94,8 @@ class Sink(Protocol):
     # def wake_readers(self) -> None: ...
     # optional: each warm-up pass's events (Adapter.warm, maybe none), for a private copy of the publish path
     # def warm(self, events: list[Event]) -> bool | None: ...  (False: the pass met a verdict or a failure)
+    # optional: these symbols' connection received something at wall time recv_ns (every tick, per connection)
+    # def confirm(self, keys: list, recv_ns: int) -> None: ...
 
 
 class FeedLoop:
@@ -131,6 +137,9 @@ class FeedLoop:
         # a frame path that raises on every frame logs once per interval (the sink's RepeatLog, flushed by it)
         repeats = getattr(sink, "repeats", None)
         self._repeats = repeats if isinstance(repeats, RepeatLog) else RepeatLog(self.log)
+        self._sink_confirm: Callable[[list, int], None] | None = getattr(sink, "confirm", None)
+        self._confirmed: dict[str, float] = {}  # conn -> the last_recv it last confirmed to the sink
+        self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
         self._requests: dict[type, Callable[[Any], None]] = {
@@ -347,6 +356,7 @@ class FeedLoop:
 
     def _tick(self, now: float) -> None:
         nbytes = 0
+        wall_ns = time.time_ns()
         for c in list(self._conns.values()):
             nbytes += c.nbytes
             c.nbytes = 0
@@ -356,6 +366,8 @@ class FeedLoop:
                     timeout = self.adapter.silence_timeout(c.name)
                 if 0 < timeout < now - c.last_recv:
                     self._lost(c, f"nothing received for {now - c.last_recv:.1f}s (watchdog, limit {timeout:g}s)")
+                    continue
+                if self._confirm(c, now, wall_ns):
                     continue
                 if not c.healthy and now - c.opened_at >= self.opts.healthy_after_s:
                     c.healthy = True
@@ -386,6 +398,28 @@ class FeedLoop:
         if self._frames or nbytes:
             self.sink.received(self._frames, nbytes)
             self._frames = 0
+
+    def _confirm(self, c: WsConn, now: float, wall_ns: int) -> bool:
+        """Freshness of an open connection: tell the sink when it last received anything (readers call its books
+        stale once that is stale_after_s old), probe it with a ping after half that silence, and replace it after
+        1.5 times it. True if it was replaced."""
+        if self._sink_confirm is not None and self._confirmed.get(c.name) != c.last_recv:
+            self._confirmed[c.name] = c.last_recv
+            self._sink_confirm(self.adapter.symbols_on(c.name), wall_ns - int((now - c.last_recv) * 1e9))
+        stale_after = self.opts.stale_after_s
+        silent = now - c.last_recv
+        if stale_after <= 0 or silent < stale_after / 2:
+            return False
+        if silent > 1.5 * stale_after:
+            self._lost(c, f"nothing received for {silent:.1f}s, not even the answer to a ping (stale_after_s "
+                          f"{stale_after:g}): replacing the connection")
+            return True
+        if self._probed.get(c.name, 0.0) < c.last_recv:  # one probe per silence
+            self._probed[c.name] = now
+            payload = self.adapter.ping_payload(c.name)  # the exchange's own ping goes through its application
+            c.outq.append((ABNF.OPCODE_TEXT, payload) if payload is not None else (ABNF.OPCODE_PING, b"mdengine"))
+            self._flush(c)
+        return False
 
     # ------------------------------------------------------------------ reading
     def _read(self, c: WsConn) -> None:
@@ -442,7 +476,10 @@ class FeedLoop:
             self._lost(c, f"{type(e).__name__}: {e}")
             return
         self._frames += n
-        if n and data is not None:  # the warm-up candidate: a frame the adapter took, in a batch where none failed
+        # The first batch after a freshness probe of a silent connection is its answer (a pong): not worth warming,
+        # and it must not restart warming after a silence. Otherwise the warm-up candidate is a frame the adapter
+        # took, in a batch where none failed.
+        if n and data is not None and not self._probed.get(name, 0.0) > c.last_recv:
             handled = self._lane is not None and self._lane.last_handled
             self._last_frame = (name, data) if not handled and self._failures() == failures else None
         if got:

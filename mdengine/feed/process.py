@@ -64,6 +64,9 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.busy_poll_s = cfg.busy_poll_s or opts.busy_poll_s
         opts.sched_slice_us = cfg.sched_slice_us
         opts.warm_interval_s = cfg.warm_interval_ms / 1e3
+        opts.stale_after_s = cfg.stale_after_s
+        writer.set_freshness(cfg.stale_after_s, opts.heartbeat_interval_s)
+        writer.set_rest_endpoints(adapter.rest_bases())
         loop = FeedLoop(adapter, publisher, options=opts, log=log, on_frame=fastlane.attach(adapter, publisher))
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:

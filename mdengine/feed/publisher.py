@@ -42,7 +42,7 @@ class _Slot:
     """A subscribed symbol's slot and the word indices of its stats (resolved once, used per publish)."""
 
     __slots__ = ("slot", "inst", "levels_published", "messages", "book_updates", "trades", "gaps", "resyncs",
-                 "checksum_failures", "last_recv_ns")
+                 "checksum_failures", "last_recv_ns", "confirmed_ns")
 
     def __init__(self, slot: int, inst: Instrument, base: int) -> None:
         self.slot = slot
@@ -283,11 +283,18 @@ class Publisher:
         self.w.heartbeat()
         self.repeats.flush()  # the counts of repeated lines whose interval is over
 
-    def error(self, text: str, key: object = None, short: str | None = None) -> None:
-        """A feed error: recorded, counted, logged (once per interval for each `key`, by default the text up to
-        its second colon: where and what, without the details). `short`: the segment's last-error text instead
-        of `text` (it keeps 56 bytes)."""
-        self.w.record_error(short or text)
+    def confirm(self, keys: list, recv_ns: int) -> None:
+        """The connection carrying `keys` received something at recv_ns (the loop's tick): readers' freshness."""
+        q, slots = self.q, self.slots
+        for key in keys:
+            s = slots.get(key)
+            if s is not None and recv_ns > q[s.confirmed_ns]:  # never back (a symbol may change connection)
+                q[s.confirmed_ns] = recv_ns
+
+    def error(self, text: str, key: object = None) -> None:
+        """A feed error: recorded whole as the segment's last error, counted, logged (once per interval for each
+        `key`, by default the text up to its second colon: where and what, without the details)."""
+        self.w.record_error(text)
         self._failed(_ERROR, ("error", key if key is not None else ":".join(text.split(":", 2)[:2])), "%s", text)
 
     def close_lane(self) -> None:

@@ -106,8 +106,8 @@ class FeedSession:
         rid = req.request_id
         self.instrument_failures += 1
         if rid not in self._waiting:  # already started from the cache (or had a list): only say it again
-            self.publisher.error(f"instrument list {req.url}: {what} {detail}; still fetching",
-                                 key=("instruments", rid), short=f"instrument list failed ({what}): retrying")
+            self.publisher.error(f"instrument list failed ({what}): {req.url}: {detail}; still fetching",
+                                 key=("instruments", rid))
             return
         self._stale.add(rid)
         cached = self.cache.load(self._urls.get(rid, req.url))
@@ -119,9 +119,8 @@ class FeedSession:
                 self.index.add(inst)
             then = (f"starting from the cached copy of {len(insts)} instruments saved "
                     f"{datetime.fromtimestamp(saved_at, UTC):%Y-%m-%d %H:%M:%S} UTC")
-        short = f"instrument list failed ({what}): {'no cache' if cached is None else 'using cache'}, retrying"
-        self.publisher.error(f"instrument list {req.url}: {what} {detail}; {then}; fetching again in the "
-                             "background", key=("instruments", rid), short=short)
+        self.publisher.error(f"instrument list failed ({what}): {req.url}: {detail}; {then}; fetching again in "
+                             "the background", key=("instruments", rid))
         self._resolved(rid)
 
     def _fresh(self, request_id: str, insts: list[Instrument]) -> None:

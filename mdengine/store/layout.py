@@ -1,8 +1,8 @@
 """The shared-memory layout of one mdengine segment: every offset and dtype, in one place.
 
-Layout version 1.0. `docs/layout.md` describes the same bytes for readers in other languages;
-`tests/test_store_layout.py` checks the two agree. All integers are little-endian, all floats
-IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
+Layout version 1.3 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
+for readers in other languages; `tests/test_store_layout.py` checks the two agree. All integers are
+little-endian, all floats IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
 
 One segment per exchange feed, named ``mde-<namespace>-<exchange>``::
 
@@ -12,6 +12,8 @@ One segment per exchange feed, named ``mde-<namespace>-<exchange>``::
     | directory: max_symbols x 128 |  which symbol lives in which slot
     +------------------------------+ slots_offset (64-aligned)
     | slot 0 | slot 1 | ...        |  one per symbol, all the same size
+    +------------------------------+ text_area_offset (1.3; 0 in the header before)
+    | text area (2048 B)           |  REST endpoints, whole last error (seqlocked)
     +------------------------------+ segment_size
 
 A slot::
@@ -46,7 +48,13 @@ CACHE_LINE = 64
 
 MAGIC = 0x31_4D_48_53_45_44_4D  # b"MDESHM1\0" read as a little-endian uint64
 LAYOUT_MAJOR = 1
-LAYOUT_MINOR = 2  # 1.1: publishes are followed by a futex wake on the publish counter; 1.2: warm_passes
+# 1.1: publishes are followed by a futex wake on the publish counter; 1.2: warm_passes;
+# 1.3: freshness and REST routing. The writer publishes its stale_after and heartbeat interval (header
+#      words 272, 280) and, per slot, when its connection last received anything (stat `confirmed_ns`);
+#      the owner may mark a dead writer (WriterState.DEAD); a text area after the slots (located by header
+#      words 56, 60) holds the effective REST endpoints and the whole last error. Readers of 1.0-1.2 stay
+#      correct: they read none of it (the segment only grew at its end, which they do not map past).
+LAYOUT_MINOR = 3
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:
@@ -66,6 +74,8 @@ SLOT_SIZE_OFFSET = 36  # uint32
 SLOTS_OFFSET_OFFSET = 40  # uint32
 DIRECTORY_OFFSET_OFFSET = 44  # uint32
 CREATED_NS_OFFSET = 48  # int64, wall clock
+TEXT_AREA_OFFSET_OFFSET = 56  # uint32, offset of the text area (1.3; 0: the segment has none)
+TEXT_AREA_LENGTH_OFFSET = 60  # uint32, its length in bytes
 # Line 1: names (ASCII, NUL padded).
 EXCHANGE_NAME_OFFSET = 64
 EXCHANGE_NAME_LENGTH = 32
@@ -75,7 +85,7 @@ NAMESPACE_LENGTH = 32
 WRITER_PID_OFFSET = 128  # int64
 WRITER_START_NS_OFFSET = 136  # int64, the writer process's start time (pid-reuse guard)
 GENERATION_OFFSET = 144  # int64, bumped by every writer that attaches
-WRITER_STATE_OFFSET = 152  # int64, WriterState
+WRITER_STATE_OFFSET = 152  # int64, WriterState (the owner may write DEAD, see WriterState)
 HEARTBEAT_NS_OFFSET = 160  # int64, wall clock of the writer's last heartbeat
 OWNER_PID_OFFSET = 168  # int64
 OWNER_START_NS_OFFSET = 176  # int64
@@ -83,7 +93,11 @@ OWNER_START_NS_OFFSET = 176  # int64
 PUBLISH_COUNTER_OFFSET = 192  # int64
 # Line 4: directory.
 DIRECTORY_COUNT_OFFSET = 256  # int64, entries [0, count) are fully written
-DIRECTORY_VERSION_OFFSET = 264  # int64, bumped on any add/remove
+DIRECTORY_VERSION_OFFSET = 264  # int64, the directory's seqlock (1.3): odd while an entry is being written
+# Line 4 too (1.3, 0 before): the writer's freshness promises, stored when it attaches.
+STALE_AFTER_NS_OFFSET = 272  # int64, a book whose connection received nothing this long is stale
+HEARTBEAT_INTERVAL_NS_OFFSET = 280  # int64, the writer's heartbeat period
+HEARTBEAT_MISSES = 4  # a heartbeat older than this many intervals means the writer is silent (stuck)
 # Lines 5-6: health counters, int64 each, written by the writer only.
 COUNTERS_OFFSET = 320
 COUNTER_NAMES = (
@@ -114,10 +128,17 @@ DIRECTORY_OFFSET = HEADER_LENGTH
 
 
 class WriterState:
+    """Written by the writer, except DEAD: the owner (supervisor) writes DEAD once it has seen the writer
+    process exit (its pid and start time still in the header, state STARTING or RUNNING), and never while
+    that writer may run. A new writer overwrites it with STARTING when it attaches."""
+
     NONE = 0  # created, no writer attached yet
     STARTING = 1  # a writer attached and is syncing
     RUNNING = 2
     STOPPED = 3  # the writer detached cleanly
+    DEAD = 4  # (1.3) the writer process exited without detaching; written by the owner
+
+    NAMES = ("none", "starting", "running", "stopped", "dead")
 
 
 # --------------------------------------------------------------------------- directory
@@ -175,7 +196,8 @@ STAT_NAMES = (
     "last_recv_ns",  # local receive time of the latest frame applied
     "last_latency_ns",  # publish time minus receive time of the latest book publish
     "trades_lost_upstream",  # reserved for exchanges that number trades
-    "reserved1",
+    "confirmed_ns",  # (1.3) wall clock of the latest frame of any kind (data, heartbeat, pong) received on the
+    #                  connection carrying this symbol; refreshed by the writer every 50 ms tick; 0 before 1.3
     "reserved2",
     "reserved3",
     "reserved4",
@@ -296,6 +318,18 @@ MAX_TRADE_CAPACITY = 1 << 20
 MAX_SYMBOLS = 4096
 
 
+# --------------------------------------------------------------------------- text area (1.3)
+# After the last slot; located by TEXT_AREA_OFFSET_OFFSET. The writer changes its texts under a seqlock:
+# TEXT_SEQ goes odd, the texts are written, it goes even; a reader copies a text between two even, equal
+# reads of TEXT_SEQ. Texts are UTF-8, NUL-padded.
+TEXT_SEQ_OFFSET = 0  # int64, relative to the text area
+REST_ENDPOINTS_TEXT_OFFSET = 64  # JSON object {REST market: base URL} the feed uses, e.g. {"okx": "https://..."}
+REST_ENDPOINTS_TEXT_LENGTH = 960
+LAST_ERROR_LONG_OFFSET = 1024  # the whole last error (LAST_ERROR_TEXT_OFFSET keeps its first 56 bytes)
+LAST_ERROR_LONG_LENGTH = 1024
+TEXT_AREA_LENGTH = 2048
+
+
 def check_capacities(book_capacity: int, trade_capacity: int) -> None:
     if not 1 <= book_capacity <= MAX_BOOK_CAPACITY:
         raise ValueError(f"book capacity {book_capacity} is outside 1..{MAX_BOOK_CAPACITY}")
@@ -307,8 +341,11 @@ def slots_offset(max_symbols: int) -> int:
     return _align(DIRECTORY_OFFSET + max_symbols * DIR_ENTRY_LENGTH)
 
 
-def segment_size(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
+def text_area_offset(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
     if not 1 <= max_symbols <= MAX_SYMBOLS:
         raise ValueError(f"max_symbols {max_symbols} is outside 1..{MAX_SYMBOLS}")
-    geometry = SlotGeometry(book_capacity, trade_capacity)
-    return slots_offset(max_symbols) + max_symbols * geometry.size
+    return slots_offset(max_symbols) + max_symbols * SlotGeometry(book_capacity, trade_capacity).size
+
+
+def segment_size(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
+    return text_area_offset(max_symbols, book_capacity, trade_capacity) + TEXT_AREA_LENGTH

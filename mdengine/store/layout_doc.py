@@ -106,10 +106,20 @@ def body_names() -> list[str]:
     return _offsets(names[names.index("HEADER_LENGTH"):])
 
 
+def text_names() -> list[str]:
+    """The text area's offset constants: those layout.py defines from TEXT_SEQ_OFFSET to TEXT_AREA_LENGTH."""
+    names = list(vars(L))
+    return _offsets(names[names.index("TEXT_SEQ_OFFSET"):names.index("TEXT_AREA_LENGTH")])
+
+
 def unplaced() -> list[str]:
-    """Offset constants no table accounts for: neither header, slot or ring words, nor dtype field mirrors."""
+    """Offset constants no table accounts for: neither header, slot, ring or text-area words, nor dtype field
+    mirrors."""
     out = []
+    texts = set(text_names())
     for n in body_names():
+        if n in texts:
+            continue
         prefix = n.split("_", 1)[0] + "_"
         if n == "DIRECTORY_OFFSET" or prefix in ("SLOT_", "RING_"):
             continue
@@ -172,13 +182,18 @@ def ring_rows() -> list[Row]:
     return _with_reserved(fields, L.RING_HEADER_LENGTH, "trade ring header")
 
 
+def text_rows() -> list[Row]:
+    types = _comment_types()
+    return _with_reserved([_word(n, types) for n in text_names()], L.TEXT_AREA_LENGTH, "text area")
+
+
 def trade_rows() -> list[Row]:
     return _with_reserved(_dtype_fields(L.TRADE_DTYPE, "TRADE_DTYPE"), L.TRADE_RECORD_LENGTH, "trade record")
 
 
 TABLES: dict[str, Callable[[], list[Row]]] = {
     "header": header_rows, "counters": counter_rows, "directory": directory_rows, "slot": slot_rows,
-    "stats": stat_rows, "book": book_rows, "ring": ring_rows, "trade": trade_rows,
+    "stats": stat_rows, "book": book_rows, "ring": ring_rows, "trade": trade_rows, "text": text_rows,
 }
 
 

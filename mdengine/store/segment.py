@@ -54,6 +54,7 @@ class SymbolEntry:
 
 _DIR_STRUCT = struct.Struct(f"<II{L.DIR_MARKET_LENGTH}s{L.DIR_NATIVE_LENGTH}s{L.DIR_UNIFIED_LENGTH}sdddq")
 assert _DIR_STRUCT.size == L.DIR_ENTRY_LENGTH
+_DIRECTORY_RETRIES = 100
 
 
 def _text(raw: bytes) -> str:
@@ -90,6 +91,10 @@ class SegmentView:
             self.q.release()
             raise LayoutError(f"{name}: header geometry is inconsistent (slot {self.slot_size} vs "
                               f"{self.geometry.size}, size {self.segment_size} vs mapped {len(buf)})")
+        text_off, text_len = struct.unpack_from("<II", buf, L.TEXT_AREA_OFFSET_OFFSET)
+        # a text area that does not fit (or is absent: before 1.3) is ignored
+        self.text_area = text_off if text_off and text_len >= L.TEXT_AREA_LENGTH and \
+            text_off + L.TEXT_AREA_LENGTH <= self.segment_size else 0
         self.exchange = _text(bytes(buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + L.EXCHANGE_NAME_LENGTH]))
         self.namespace = _text(bytes(buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + L.NAMESPACE_LENGTH]))
 
@@ -140,13 +145,53 @@ class SegmentView:
     def directory_version(self) -> int:
         return self.q[L.DIRECTORY_VERSION_OFFSET >> 3]
 
+    @property
+    def stale_after_ns(self) -> int:
+        """The writer's stale_after in ns (1.3; 0: not published, so no silence rule)."""
+        return self.q[L.STALE_AFTER_NS_OFFSET >> 3]
+
+    @property
+    def heartbeat_interval_ns(self) -> int:
+        """The writer's heartbeat period in ns (1.3; 0: not published)."""
+        return self.q[L.HEARTBEAT_INTERVAL_NS_OFFSET >> 3]
+
+    def text(self, offset: int, length: int, retries: int = 1000) -> str:
+        """A text of the text area (offset relative to it), copied under its seqlock; "" if there is none."""
+        if not self.text_area:
+            return ""
+        seq_i = (self.text_area + L.TEXT_SEQ_OFFSET) >> 3
+        start = self.text_area + offset
+        raw = b""
+        for _ in range(retries):
+            s = self.q[seq_i]
+            if s & 1:
+                continue
+            raw = bytes(self.buf[start:start + length])
+            if self.q[seq_i] == s:
+                break
+        return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+    def rest_endpoints(self) -> dict[str, str]:
+        """The REST base URLs the writer uses, by REST market ({} if it published none)."""
+        import json
+
+        text = self.text(L.REST_ENDPOINTS_TEXT_OFFSET, L.REST_ENDPOINTS_TEXT_LENGTH)
+        try:
+            doc = json.loads(text) if text else {}
+        except ValueError:
+            return {}
+        return {k: v for k, v in doc.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(doc, dict) \
+            else {}
+
     def counters(self) -> dict[str, int]:
         return {name: self.q[off >> 3] for name, off in L.COUNTER_OFFSETS.items()}
 
     def last_error(self) -> tuple[int, str]:
+        """(time ns, text) of the last recorded error: the whole text from the text area when there is one."""
         off = L.LAST_ERROR_TEXT_OFFSET
-        return (self.q[L.LAST_ERROR_NS_OFFSET >> 3],
-                bytes(self.buf[off:off + L.LAST_ERROR_TEXT_LENGTH]).rstrip(b"\0").decode("utf-8", "replace"))
+        short = bytes(self.buf[off:off + L.LAST_ERROR_TEXT_LENGTH]).rstrip(b"\0").decode("utf-8", "replace")
+        whole = self.text(L.LAST_ERROR_LONG_OFFSET, L.LAST_ERROR_LONG_LENGTH)
+        return self.q[L.LAST_ERROR_NS_OFFSET >> 3], whole if whole.startswith(short) else short
 
     # ------------------------------------------------------------------ directory and slots
     def entry(self, slot: int) -> SymbolEntry:
@@ -157,7 +202,18 @@ class SegmentView:
         return SymbolEntry(slot, state, kind, _text(market), _text(native), _text(unified), tick, lot, cval, added)
 
     def entries(self) -> list[SymbolEntry]:
-        return [self.entry(i) for i in range(self.directory_count)]
+        """Entries [0, count), copied between two equal, even reads of DIRECTORY_VERSION (the directory's
+        seqlock, 1.3). After _DIRECTORY_RETRIES copies that never met that (a writer killed inside a change,
+        until its successor attaches; an older writer's odd count), the last copy: market, native and state
+        never tear, only the metadata of the entry being rewritten may."""
+        q, v = self.q, L.DIRECTORY_VERSION_OFFSET >> 3
+        found: list[SymbolEntry] = []
+        for _ in range(_DIRECTORY_RETRIES):
+            before = q[v]
+            found = [self.entry(i) for i in range(self.directory_count)]
+            if not before & 1 and q[v] == before:
+                break
+        return found
 
     def slot_base(self, slot: int) -> int:
         return self.slots_offset + slot * self.slot_size

@@ -47,6 +47,35 @@ def _blank_levels(n: int) -> bytes:
     return struct.pack(f"<{4 * n}d", *([_NAN, 0.0, _NAN, 0.0] * n))
 
 
+def _utf8_prefix(text: str, limit: int) -> bytes:
+    """At most `limit` bytes of text's UTF-8, cut on a character boundary."""
+    raw = text.encode("utf-8", "replace")
+    return raw if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore").encode()
+
+
+def mark_dead(name: str, pid: int) -> bool:
+    """The owner's mark (1.3): the writer process `pid`, a child of the caller, has exited; if the segment still
+    names it as a STARTING or RUNNING writer, set its state to DEAD so readers see it at once. Call only once the
+    process is known gone (its pidfd or sentinel signalled), and never while a successor may be attaching (the
+    caller spawns successors, so it can order the two). Returns True if it marked."""
+    try:
+        mem = shm.attach_writable(name)
+    except (shm.SegmentNotFound, FileNotFoundError):
+        return False
+    try:
+        q = mem.buf.cast("q")
+        try:
+            if q[L.MAGIC_OFFSET >> 3] != L.MAGIC or q[L.WRITER_PID_OFFSET >> 3] != pid or \
+                    q[L.WRITER_STATE_OFFSET >> 3] not in (L.WriterState.STARTING, L.WriterState.RUNNING):
+                return False
+            q[L.WRITER_STATE_OFFSET >> 3] = L.WriterState.DEAD
+            return True
+        finally:
+            q.release()
+    finally:
+        mem.close()
+
+
 class StoreFull(RuntimeError):
     """The segment has no free symbol slot."""
 
@@ -84,6 +113,8 @@ def _initialise(buf: memoryview, namespace: str, exchange: str, max_symbols: int
                      L.DIRECTORY_OFFSET, time.time_ns())
     buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + len(exchange)] = exchange.encode()
     buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + len(namespace)] = namespace.encode()
+    struct.pack_into("<II", buf, L.TEXT_AREA_OFFSET_OFFSET,
+                     L.text_area_offset(max_symbols, book_capacity, trade_capacity), L.TEXT_AREA_LENGTH)
     pid = os.getpid() if owner_pid is None else owner_pid
     struct.pack_into("<qq", buf, L.OWNER_PID_OFFSET, pid, process_start_ns(pid))
     struct.pack_into("<Q", buf, L.MAGIC_OFFSET, L.MAGIC)
@@ -166,6 +197,8 @@ class SegmentWriter:
         # the writer's protocol is the segment's: 1.1 means "publishes are followed by a futex wake"
         struct.pack_into("<I", self.buf, L.LAYOUT_MINOR_OFFSET, L.LAYOUT_MINOR)
         self.generation = generation
+        if q[L.DIRECTORY_VERSION_OFFSET >> 3] & 1:  # killed inside a directory change: its entry is whole again
+            q[L.DIRECTORY_VERSION_OFFSET >> 3] += 1  # below (add_symbol rewrites it), so let readers in
         for e in v.entries():
             self._repair_slot(e.slot)
         q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns()
@@ -234,6 +267,40 @@ class SegmentWriter:
     def heartbeat(self, now_ns: int | None = None) -> None:
         self.q[L.HEARTBEAT_NS_OFFSET >> 3] = time.time_ns() if now_ns is None else now_ns
 
+    def set_freshness(self, stale_after_s: float, heartbeat_interval_s: float) -> None:
+        """Publish this writer's promises (1.3): readers call a book stale when its connection received nothing
+        for stale_after_s, and the writer silent after HEARTBEAT_MISSES heartbeat intervals."""
+        self.q[L.STALE_AFTER_NS_OFFSET >> 3] = int(stale_after_s * 1e9)
+        self.q[L.HEARTBEAT_INTERVAL_NS_OFFSET >> 3] = int(heartbeat_interval_s * 1e9)
+
+    def confirm(self, slot: int, recv_ns: int) -> None:
+        """The connection carrying `slot` received something (of any kind) at wall time recv_ns."""
+        i = (self.view.slot_base(slot) + L.STAT_OFFSETS["confirmed_ns"]) >> 3
+        if recv_ns > self.q[i]:
+            self.q[i] = recv_ns
+
+    def set_rest_endpoints(self, endpoints: dict[str, str]) -> None:
+        """Publish the REST base URLs this feed uses, by REST market (clients' REST fallback goes there)."""
+        import json
+
+        raw = json.dumps(endpoints, sort_keys=True, separators=(",", ":")).encode()
+        if len(raw) > L.REST_ENDPOINTS_TEXT_LENGTH:
+            raise ValueError(f"{self.name}: REST endpoints take {len(raw)} bytes, the layout holds "
+                             f"{L.REST_ENDPOINTS_TEXT_LENGTH}: {raw[:100]!r}...")
+        self._write_text(L.REST_ENDPOINTS_TEXT_OFFSET, L.REST_ENDPOINTS_TEXT_LENGTH, raw)
+
+    def _write_text(self, offset: int, length: int, raw: bytes) -> None:
+        """Write one text of the text area under its seqlock (no-op in a segment without one)."""
+        area = self.view.text_area
+        if not area:
+            return
+        seq_i = (area + L.TEXT_SEQ_OFFSET) >> 3
+        s = self.q[seq_i]
+        s += s & 1  # a predecessor killed mid-write left it odd
+        self.q[seq_i] = s + 1
+        self.buf[area + offset:area + offset + length] = raw[:length].ljust(length, b"\0")
+        self.q[seq_i] = s + 2
+
     # ------------------------------------------------------------------ counters
     def count(self, counter: str, n: int = 1) -> None:
         i = L.COUNTER_OFFSETS[counter] >> 3
@@ -252,7 +319,9 @@ class SegmentWriter:
     def record_error(self, text: str) -> None:
         """Count an error and keep its text for `mdengine status`."""
         self.count("errors")
-        raw = text.encode("utf-8", "replace")[: L.LAST_ERROR_TEXT_LENGTH]
+        whole = _utf8_prefix(text, L.LAST_ERROR_LONG_LENGTH)
+        self._write_text(L.LAST_ERROR_LONG_OFFSET, L.LAST_ERROR_LONG_LENGTH, whole)
+        raw = _utf8_prefix(text, L.LAST_ERROR_TEXT_LENGTH)  # the header keeps the start, for 1.0-1.2 readers
         off = L.LAST_ERROR_TEXT_OFFSET
         self.buf[off:off + L.LAST_ERROR_TEXT_LENGTH] = raw.ljust(L.LAST_ERROR_TEXT_LENGTH, b"\0")
         self.q[L.LAST_ERROR_NS_OFFSET >> 3] = time.time_ns()
@@ -262,8 +331,9 @@ class SegmentWriter:
                    tick_size: float = 0.0, lot_size: float = 0.0, contract_value: float = 1.0) -> int:
         """Give (market, native) a slot, reusing its old one if it had one; returns the slot index.
 
-        The entry is written before the directory count is raised, so readers never list a
-        half-written entry. Raises StoreFull when every slot is taken.
+        Every directory change is a seqlock write (1.3): DIRECTORY_VERSION goes odd, the entry is written
+        (and, for a new slot, the count raised), the version goes even; a reader keeps a copy taken between
+        two equal, even reads of it. Raises StoreFull when every slot is taken.
         """
         v = self.view
         for e in v.entries():
@@ -276,24 +346,29 @@ class SegmentWriter:
             raise StoreFull(f"{self.name}: all {v.max_symbols} symbol slots are in use; "
                             f"recreate the namespace with a larger max_symbols")
         self._write_entry(slot, L.SlotState.ACTIVE, kind, market, native, unified, tick_size, lot_size,
-                          contract_value)
-        self.q[L.DIRECTORY_COUNT_OFFSET >> 3] = slot + 1
+                          contract_value, new=True)
         return slot
 
     def _write_entry(self, slot: int, state: int, kind: int, market: str, native: str, unified: str,
-                     tick: float, lot: float, cval: float) -> None:
+                     tick: float, lot: float, cval: float, new: bool = False) -> None:
+        entry = pack_entry(state, kind, market, native, unified, tick, lot, cval, time.time_ns())  # may raise
         off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
-        self.buf[off:off + L.DIR_ENTRY_LENGTH] = pack_entry(state, kind, market, native, unified, tick, lot, cval,
-                                                             time.time_ns())
-        self.q[L.DIRECTORY_VERSION_OFFSET >> 3] += 1
+        version = L.DIRECTORY_VERSION_OFFSET >> 3
+        self.q[version] += 1  # odd: a change is under way
+        self.buf[off:off + L.DIR_ENTRY_LENGTH] = entry
+        if new:
+            self.q[L.DIRECTORY_COUNT_OFFSET >> 3] = slot + 1
+        self.q[version] += 1  # even: the directory is whole again
 
     def remove_symbol(self, slot: int) -> None:
         """Mark a slot unsubscribed: its book goes stale, readers see the entry as removed."""
         self.view.entry(slot)  # raises IndexError for a bad slot
         self.publish_state(slot, L.BookState.STALE)
         off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
+        version = L.DIRECTORY_VERSION_OFFSET >> 3
+        self.q[version] += 1
         struct.pack_into("<I", self.buf, off + L.DIR_STATE_OFFSET, L.SlotState.REMOVED)
-        self.q[L.DIRECTORY_VERSION_OFFSET >> 3] += 1
+        self.q[version] += 1
 
     def entries(self) -> list[SymbolEntry]:
         return self.view.entries()

@@ -1,0 +1,178 @@
+"""Freshness with a real segment written from this process: stale_after, the feed's heartbeat interval, the owner's
+DEAD mark, the stale reason, and what `mdengine status` makes of them (issues #20 and #21)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from mdengine.client import BookBuffer, Client, StaleBookError, UnknownSymbol
+from mdengine.status import StatusSampler, render_text
+from mdengine.store import SegmentWriter, layout
+from mdengine.store.writer import mark_dead
+
+S = 1_000_000_000
+
+
+@pytest.fixture
+def writer(namespace):
+    w = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+    w.set_running()
+    w.heartbeat()
+    yield w
+    w.close()
+
+
+def _book(w: SegmentWriter, native: str, unified: str, recv_ns: int, uid: int = 1) -> int:
+    slot = w.add_symbol("SPOT", native, unified)
+    w.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=uid, recv_ts_ns=recv_ns)
+    return slot
+
+
+def test_max_age_is_data_age_only_and_the_heartbeat_timeout_comes_from_the_feed(namespace, writer):
+    writer.set_freshness(3.0, 0.5)
+    slot = _book(writer, "BTC-USDT", "BTC/USDT", time.time_ns())
+    with Client(namespace, max_age=0.1) as c:
+        book = c.book("okx", "BTC/USDT")
+        served = 0
+        for uid in range(2, 22):
+            writer.heartbeat(time.time_ns() - S // 5)  # 0.2 s old: well within 4 of the feed's 0.5 s beats
+            writer.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=uid, recv_ts_ns=time.time_ns())
+            try:
+                top = book.top()
+            except StaleBookError as e:  # only a busy machine's delay may make the data itself too old
+                assert "older than max_age" in e.reason, e.reason
+                continue
+            assert top.source == "shm" and not top.stale and top.reason == "" and top.update_id == uid
+            served += 1
+        assert served > 0
+        writer.heartbeat(time.time_ns() - 5 * S // 2)  # five of its intervals: the feed is stuck
+        time.sleep(0.02)  # past the client's health cache
+        writer.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=99, recv_ts_ns=time.time_ns())
+        with pytest.raises(StaleBookError, match="heartbeat 2.5 s old") as info:
+            book.top()
+        assert "limit 2 s" in info.value.reason
+
+
+def test_a_quiet_book_on_a_confirmed_connection_is_live_a_silent_connection_is_stale_with_why(namespace, writer):
+    writer.set_freshness(1.0, 0.05)
+    now = time.time_ns()
+    quiet = _book(writer, "BTC-USDT", "BTC/USDT", now - 5 * S)  # unchanged for 5 s ...
+    writer.confirm(quiet, now)  # ... but its connection answered a ping just now
+    silent = _book(writer, "ETH-USDT", "ETH/USDT", now - 5 * S)
+    writer.confirm(silent, now - 2 * S)  # nothing at all for 2 s
+    with Client(namespace) as c:
+        top = c.top("okx", "BTC/USDT")
+        assert not top.stale and top.state == "live" and top.age_s >= 5
+        top = c.top("okx", "ETH/USDT")
+        assert top.stale and top.state == "live" and top.bid == 100.0  # flagged, still served
+        assert "nothing received from the exchange for 2.0 s (stale_after_s 1)" in top.reason
+        buf = c.book("okx", "ETH/USDT").read_into(BookBuffer(3))
+        assert buf.stale and "nothing received" in buf.reason
+        depth = c.snapshot("okx", "ETH/USDT")
+        assert depth.stale and "nothing received" in depth.reason
+    with Client(namespace, max_age=60.0) as strict, pytest.raises(StaleBookError, match="nothing received"):
+        strict.top("okx", "ETH/USDT")
+    with StatusSampler(namespace) as sampler:
+        feed = sampler.sample()["feeds"][0]
+    states = {s["symbol"]: s["state"] for s in feed["symbols"]}
+    assert states == {"BTC/USDT": "live", "ETH/USDT": "stale"} and feed["stale_after_s"] == 1.0
+
+
+def test_the_owners_dead_mark_makes_books_stale_at_once_and_names_the_cause(namespace, writer):
+    _book(writer, "BTC-USDT", "BTC/USDT", time.time_ns())
+    with Client(namespace) as c:
+        book = c.book("okx", "BTC/USDT")
+        assert not book.top().stale
+        assert not mark_dead(writer.name, os.getpid() + 1)  # another pid: not this segment's writer
+        assert mark_dead(writer.name, os.getpid())
+        time.sleep(0.02)  # past the client's health cache (5 ms)
+        top = book.top()
+        assert top.stale and "died" in top.reason
+    assert writer.view.writer_state == layout.WriterState.DEAD
+    with StatusSampler(namespace) as sampler:
+        feed = sampler.sample()["feeds"][0]
+    assert feed["state"] == "dead" and feed["symbols"][0]["state"] == "stale"
+    writer.close()  # a clean detach after all: stopped, and never marked dead over it
+    assert not mark_dead(writer.name, os.getpid())
+
+
+def test_status_says_starting_or_degraded_lists_pending_and_prints_the_whole_error(namespace, writer):
+    a = writer.add_symbol("SPOT", "BTC-USDT", "BTC/USDT")
+    b = writer.add_symbol("SPOT", "ETH-USDT", "ETH/USDT")
+    writer.publish_state(a, layout.BookState.SYNCING)
+    writer.publish_state(b, layout.BookState.SYNCING)
+    error = ("instrument list http://127.0.0.1:1/api/v5/public/instruments?instType=SPOT: HTTP 404; "
+             "its symbols are unavailable, and this sentence goes on well past fifty-six bytes")
+    writer.record_error(error)
+    sup = {"pid": 1, "feeds": [{"exchange": "okx", "pid": os.getpid(), "state": "running", "restarts": 0,
+                                "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT"]}]}
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample(sup)
+        feed = status["feeds"][0]
+        assert feed["state"] == "starting"  # running, but nothing live yet: not "running"
+        assert feed["pending"] == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]  # SOL: configured, never listed
+        assert feed["last_error"]["text"] == error
+        assert json.loads(json.dumps(status))["feeds"][0]["last_error"]["text"] == error
+        text = render_text(status)
+        assert f"last error okx: {error}\n" in text and "pending okx: BTC/USDT, ETH/USDT, SOL/USDT" in text
+        writer.publish_book(a, [(100.0, 1.0)], [(101.0, 2.0)], update_id=1, recv_ts_ns=time.time_ns())
+        feed = sampler.sample(sup)["feeds"][0]
+        assert feed["state"] == "running" and feed["pending"] == ["ETH/USDT", "SOL/USDT"]
+        writer.publish_state(a, layout.BookState.RESYNCING)
+        assert sampler.sample(sup)["feeds"][0]["state"] == "degraded"  # was live, has nothing live now
+
+
+def _until(pred, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (v := pred()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return v
+
+
+def test_handles_and_unbound_handles_follow_a_recreated_segment(namespace):
+    from mdengine.store import shm
+
+    old = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+    old.set_running()
+    old.heartbeat()
+    slot = _book(old, "BTC-USDT", "BTC/USDT", time.time_ns())
+    old.append_trades(slot, [(1, 1, 100.0, 1.0, i, 1, 0) for i in range(5)])
+    with Client(namespace) as c, Client(namespace, rest_fallback=True, endpoints={"okx": "http://127.0.0.1:9"}) as fb:
+        eth_later = fb.book("okx", "ETH/USDT")  # not in this engine: unbound (it would serve REST)
+        book = c.book("okx", "BTC/USDT")
+        stream = c.trade_stream("okx", "BTC/USDT", start="earliest")
+        assert len(stream.poll().records) == 5
+        old.append_trades(slot, [(1, 1, 100.0, 1.0, i, 1, 0) for i in range(5, 8)])  # never read: lost at restart
+        old.close()
+        shm.unlink(old.name)  # what a supervisor does on shutdown; the next one creates the name again
+        assert book.top().stale
+        new = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+        try:
+            new.set_running()
+            new.heartbeat()
+            eth = _book(new, "ETH-USDT", "ETH/USDT", time.time_ns(), uid=70)  # only the new engine has ETH
+            btc = _book(new, "BTC-USDT", "BTC/USDT", time.time_ns(), uid=42)
+            new.append_trades(btc, [(2, 2, 200.0, 2.0, 100 + i, -1, 0) for i in range(2)])
+            top = _until(lambda: (t := book.top()).update_id == 42 and t, "the Book to follow")
+            assert not top.stale and top.bid == 100.0 and c.statistics().follows == 1
+            got = stream.poll()
+            assert got.reset and got.lost == 3 and got.records["trade_id"].tolist() == [100, 101]
+            assert got.records["price"].tolist() == [200.0, 200.0]
+            later = stream.poll()
+            assert not later.reset and len(later.records) == 0 and stream.statistics().resets == 1
+            assert new.view.entry(eth).native == "ETH-USDT"
+            _until(lambda: _header_uid(eth_later) == 70, "the unbound handle to find its symbol in the new engine")
+        finally:
+            new.close()
+
+
+def _header_uid(book) -> int | None:
+    try:
+        return book.header().update_id
+    except UnknownSymbol:
+        return None
