@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 from .exchanges._wire import trade_id  # the feed's own id mapping, so REST and stream ids match
+from .limits import sane, trade_numbers
 from .store.layout import TRADE_DTYPE, MarketKind, Side
 
 DEFAULT_REST: dict[str, str] = {
@@ -225,6 +226,8 @@ def _levels(exchange: str, rows: object, what: str) -> np.ndarray:
         for i, row in enumerate(rows):
             out[i, 0] = float(row[0])
             out[i, 1] = float(row[1])
+            if not sane(out[i, 0], out[i, 1]):  # the book's own rule (mdengine.limits)
+                raise ValueError("not a valid price and quantity")
     except (TypeError, ValueError, LookupError) as e:  # LookupError: a dict (or other mapping) for a level
         raise RestError(f"{exchange}: bad {what} level {rows[i]!r} in REST depth") from e
     return out
@@ -269,7 +272,7 @@ def parse_trades(exchange: str, body: bytes | str, recv_ts_ns: int = 0) -> np.nd
             if exchange == "binance":
                 side = Side.SELL if t["isBuyerMaker"] else Side.BUY
                 tid, flags = trade_id(t["id"])
-                rows.append((int(t["time"]) * 1_000_000, recv_ts_ns, float(t["price"]), float(t["qty"]), tid, side,
+                rows.append((int(t["time"]) * 1_000_000, recv_ts_ns, *trade_numbers(t["price"], t["qty"]), tid, side,
                              flags, -1))
                 continue
             if exchange == "okx":
@@ -280,7 +283,7 @@ def parse_trades(exchange: str, body: bytes | str, recv_ts_ns: int = 0) -> np.nd
                 px, qty, ts, raw_id = t["price"], t["size"], t["ts"], t["tradeId"]
             side = Side.BUY if str(t["side"]).lower() == "buy" else Side.SELL
             tid, flags = trade_id(raw_id)
-            rows.append((int(ts) * 1_000_000, recv_ts_ns, float(px), float(qty), tid, side, flags, -1))
+            rows.append((int(ts) * 1_000_000, recv_ts_ns, *trade_numbers(px, qty), tid, side, flags, -1))
     except (KeyError, TypeError, ValueError) as e:
         raise RestError(f"{exchange}: bad trade in REST answer: {e!r}") from e
     if exchange != "binance":  # OKX, Bybit and Bitget list newest first

@@ -85,6 +85,22 @@ def test_garbage_yields_values_or_RestError_never_anything_else(exchange, body):
             pass
 
 
+@pytest.mark.parametrize("px,qty", [("1e400", "1"), ("1", "1e400"), ("-5", "1"), ("5", "-1"), ("0", "1"),
+                                    ("NaN", "1"), ("2e12", "1"), ("1", "2e15")])
+def test_REST_fallback_refuses_numbers_the_book_refuses(px, qty):
+    """The client's REST fallback obeys the feed's rule (mdengine.limits): no inf, negative or absurd number is
+    served as a book level or a trade."""
+    depth = json.dumps({"lastUpdateId": 1, "bids": [[px, qty]], "asks": [["10", "1"]]})
+    with pytest.raises(RestError, match="bad bids level"):
+        rest.parse_depth("binance", depth)
+    trades = json.dumps([{"id": 1, "price": px, "qty": qty, "time": 1, "isBuyerMaker": True}])
+    with pytest.raises(RestError, match="bad trade"):
+        rest.parse_trades("binance", trades)
+    okx = json.dumps({"code": "0", "data": [{"px": px, "sz": qty, "ts": "1", "tradeId": "1", "side": "buy"}]})
+    with pytest.raises(RestError, match="bad trade"):
+        rest.parse_trades("okx", okx)
+
+
 def test_parse_trades_sides_order_and_ids():
     binance = b'[{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012","time":1499865549590,' \
               b'"isBuyerMaker":true,"isBestMatch":true},{"id":28458,"price":"4.1","qty":"1","time":1499865549591,' \
