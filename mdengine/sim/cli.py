@@ -1,4 +1,4 @@
-"""``mdengine sim``: serve the simulator until SIGINT/SIGTERM, printing ``NAME URL`` per market."""
+"""``mdengine sim``: serve the simulator until SIGINT/SIGTERM, printing ``NAME WS-URL REST-URL`` per market."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    for name, (ws, _) in sim.endpoints().items():
-        print(name, ws, flush=True)
+    for name, (ws, rest) in sim.endpoints().items():
+        print(name, ws, rest, flush=True)
     done.wait()
     sim.stop()
     return 0
