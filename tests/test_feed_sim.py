@@ -151,7 +151,7 @@ def _clean_sim(request):
 # ----------------------------------------------------------------------------- one shared feed
 def test_feed_syncs_spot_and_usdm_books_equal_to_the_model(feed, sim):
     assert feed.reader.writer_alive() and feed.reader.view.writer_state == WriterState.RUNNING
-    assert feed.reader.heartbeat_age_ns() < 3e9
+    assert feed.reader.heartbeat_age_ns() < 5e9  # beats every 0.5 s: 10x room for a busy machine
     assert_matches_model(feed, sim, SPOT, "BTC/USDT", "BTCUSDT")
     assert_matches_model(feed, sim, USDM, "BTC/USDT:USDT", "BTCUSDT")
     ring = feed.reader.trades("BTC/USDT:USDT", start="earliest")
