@@ -156,6 +156,23 @@ def test_status_without_a_namespace_lists_the_running_namespaces(published, name
             shm.unlink(name)
 
 
+def test_status_without_a_namespace_finds_a_supervisor_by_its_control_socket(namespace, capsys, monkeypatch):
+    from mdengine.control import ControlServer
+
+    monkeypatch.delenv(ENV, raising=False)
+    server = ControlServer(namespace, lambda msg: {"ok": True, "namespace": namespace, "pid": 4242,
+                                                  "feeds": []}).start()
+    try:
+        code, out, _ = run_cli(["status", "--json"], capsys)
+    finally:
+        server.close()
+    found = {n["namespace"]: n for n in json.loads(out)["namespaces"]}
+    assert code == 0 and found[namespace] == {"namespace": namespace, "supervisor_pid": 4242, "exchanges": [],
+                                              "left_over": []}
+    code, out, _ = run_cli(["status", "--json"], capsys)  # gone with its socket
+    assert namespace not in {n["namespace"] for n in json.loads(out)["namespaces"]}
+
+
 # ----------------------------------------------------------------------------- reads
 @pytest.mark.parametrize("depth", [-1, 0, 2.5, "3", True, None])
 def test_snapshot_and_book_buffer_reject_a_bad_depth(published, namespace, depth):
