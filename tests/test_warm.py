@@ -124,7 +124,8 @@ def test_a_symbol_that_is_not_live_is_not_replayed(live):
     assert pickle.dumps(a) == state
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_damaged_frames_never_raise_and_never_change_state(live, data):
     """Warm-up may be handed any frame the loop saw, including broken ones: no exception, no state change."""
