@@ -7,6 +7,7 @@ missing one gives a clear message instead of breaking every command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .config import DEFAULT_NAMESPACE, NAMESPACE_ENV, EngineConfig
+from .signals import stop_on_signals
 
 # name -> (module, function, help); the function takes argv and returns an exit code.
 DISPATCHED = {
@@ -143,16 +145,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mdengine run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from .control import SupervisorRunning
-    from .supervisor import Supervisor, configure_logging
+    from .supervisor import configure_logging
 
     log_file = args.log_file or (os.path.join(tempfile.gettempdir(), f"mdengine-{cfg.namespace}.log")
                                  if args.top else None)
     configure_logging(cfg.log_level, log_file)
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    with stop_on_signals(stop):
+        return _run(args, cfg, stop, log_file)
+
+
+def _run(args: argparse.Namespace, cfg: EngineConfig, stop: threading.Event, log_file: str | None) -> int:
+    from .control import SupervisorRunning
+    from .supervisor import Supervisor
+
     sup = Supervisor(cfg, sim=args.sim, log_file=log_file)
     try:
         sup.acquire()
@@ -333,10 +340,9 @@ def cmd_top(args: argparse.Namespace) -> int:
         print(f"mdengine top: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     stop = threading.Event()
-    if not args.once:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        _top_loop(namespace, args.interval, stop, once=args.once)
+        with stop_on_signals(stop, (signal.SIGTERM,)) if not args.once else contextlib.nullcontext():
+            _top_loop(namespace, args.interval, stop, once=args.once)
     except KeyboardInterrupt:
         pass
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import orjson
 
 from .export import FORMATS, ExportError, discover_symbols, export
 from .recording import RecordingReader
+from .signals import stop_on_signals
 
 log = logging.getLogger("mdengine.replay")
 
@@ -106,25 +106,24 @@ def replay_main(argv: list[str]) -> int:
         cfg = EngineConfig(namespace=ns, exchanges=[ExchangeConfig(
             name=plan.exchange, symbols=sorted({n for _, n in plan.keys}), markets=markets)])
         stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        timer = None
-        if args.seconds is not None:
-            timer = threading.Timer(args.seconds, stop.set)
-            timer.daemon = True  # a pending timer must not keep the process alive after Ctrl-C
-            timer.start()
-        sim = Simulator(replay=plan.path, speed=args.speed).start()
-        sup = Supervisor(cfg, sim_endpoints=sim.endpoints())
-        log.info("replaying %s (%s, %d records, %d symbols) into namespace %s at speed %g",
-                 args.file, plan.exchange, plan.records, len(plan.keys), ns, args.speed)
-        try:
-            sup.start()
-            sup.run(stop)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            sup.stop()
-            sim.stop()
+        with stop_on_signals(stop):
+            timer = None
+            if args.seconds is not None:
+                timer = threading.Timer(args.seconds, stop.set)
+                timer.daemon = True  # a pending timer must not keep the process alive after Ctrl-C
+                timer.start()
+            sim = Simulator(replay=plan.path, speed=args.speed).start()
+            sup = Supervisor(cfg, sim_endpoints=sim.endpoints())
+            log.info("replaying %s (%s, %d records, %d symbols) into namespace %s at speed %g",
+                     args.file, plan.exchange, plan.records, len(plan.keys), ns, args.speed)
+            try:
+                sup.start()
+                sup.run(stop)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                sup.stop()
+                sim.stop()
     return 0
 
 
