@@ -1,7 +1,7 @@
 """Cross-exchange spread monitor: best bid/ask of one symbol on every exchange, and the best crossing spread.
 
     mdengine run --sim &                      # or a real engine
-    python examples/spread_monitor.py BTC/USDT [namespace]
+    python examples/spread_monitor.py BTC/USDT [namespace]   (default: $MDENGINE_NAMESPACE, else "default")
 """
 
 import sys
@@ -10,7 +10,7 @@ import time
 from mdengine.client import Client, UnknownSymbol
 
 symbol = sys.argv[1] if len(sys.argv) > 1 else "BTC/USDT"
-client = Client(sys.argv[2] if len(sys.argv) > 2 else "default")
+client = Client(sys.argv[2] if len(sys.argv) > 2 else None)
 books = {}
 for exchange in client.exchanges:
     try:

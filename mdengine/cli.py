@@ -7,6 +7,7 @@ missing one gives a clear message instead of breaking every command.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -18,7 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from .config import DEFAULT_NAMESPACE, EngineConfig
+from . import __version__
+from .config import DEFAULT_NAMESPACE, NAMESPACE_ENV, EngineConfig
+from .signals import stop_on_signals
 
 # name -> (module, function, help); the function takes argv and returns an exit code.
 DISPATCHED = {
@@ -46,10 +49,12 @@ def _dispatch(name: str, argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mdengine", description="Shared-memory market-data engine.")
+    ap.add_argument("--version", action="version", version=f"mdengine {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     def ns_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--namespace", help=f"store namespace (default: the config's, else {DEFAULT_NAMESPACE!r})")
+        p.add_argument("--namespace", help=f"store namespace (default: ${NAMESPACE_ENV}, else the config's, "
+                       f"else {DEFAULT_NAMESPACE!r})")
 
     run = sub.add_parser("run", help="start the supervisor and its feed processes")
     run.add_argument("--config", metavar="TOML", help="engine configuration (see engine.example.toml)")
@@ -64,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--top", action="store_true", help="show the live status view (logs go to --log-file)")
     run.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
 
-    status = sub.add_parser("status", help="health of every feed and symbol in a namespace")
+    status = sub.add_parser("status", help="health of every feed and symbol in a namespace (without one: "
+                            "the namespaces that are running)")
     ns_arg(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--interval", type=float, default=0.5,
@@ -76,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame (with rates) and exit")
 
     clean = sub.add_parser("clean", help="unlink segments left by dead supervisors")
-    clean.add_argument("--namespace", help="only this namespace (default: all)")
+    clean.add_argument("--namespace", help=f"only this namespace (default: ${NAMESPACE_ENV}, else all)")
     clean.add_argument("--force", action="store_true", help="also remove unreadable segments")
 
     for name, (_, _, help_text) in DISPATCHED.items():
@@ -101,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---------------------------------------------------------------------------- run
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
-    from .configfile import ConfigError, check_namespace, default_config, load_config
+    from .configfile import ConfigError, default_config, load_config
 
     cfg = load_config(args.config) if args.config else default_config()
-    if args.namespace:
-        cfg.namespace = check_namespace("--namespace", args.namespace)
+    if _namespace_given(args):
+        cfg.namespace = _namespace_arg(args)
     if args.record:
         for ex in cfg.exchanges:
             ex.record_dir = args.record
@@ -139,16 +145,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mdengine run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from .control import SupervisorRunning
-    from .supervisor import Supervisor, configure_logging
+    from .supervisor import configure_logging
 
     log_file = args.log_file or (os.path.join(tempfile.gettempdir(), f"mdengine-{cfg.namespace}.log")
                                  if args.top else None)
     configure_logging(cfg.log_level, log_file)
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    with stop_on_signals(stop):
+        return _run(args, cfg, stop, log_file)
+
+
+def _run(args: argparse.Namespace, cfg: EngineConfig, stop: threading.Event, log_file: str | None) -> int:
+    from .control import SupervisorRunning
+    from .supervisor import Supervisor
+
     sup = Supervisor(cfg, sim=args.sim, log_file=log_file)
     try:
         sup.acquire()
@@ -160,7 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.sim:
             from .sim import Simulator
 
-            logging.getLogger("websockets").setLevel(logging.WARNING)  # the simulator's per-connection chatter
             sim = Simulator(seed=args.sim_seed, rate_hz=args.sim_rate).start()
             sup.set_sim(sim.endpoints())
             logging.getLogger("mdengine.supervisor").info(
@@ -194,16 +204,91 @@ def _supervisor_status(namespace: str) -> dict | None:
     return answer if answer.get("ok") else None
 
 
-def _namespace_arg(args: argparse.Namespace) -> str:
-    from .configfile import check_namespace
+def _namespace_given(args: argparse.Namespace) -> bool:
+    """--namespace or $MDENGINE_NAMESPACE was given (either wins over the config file's)."""
+    return args.namespace is not None or NAMESPACE_ENV in os.environ
 
-    return check_namespace("--namespace", args.namespace or DEFAULT_NAMESPACE)
+
+def _namespace_arg(args: argparse.Namespace) -> str:
+    """--namespace, else $MDENGINE_NAMESPACE, else "default"; ConfigError if empty or malformed."""
+    from .config import resolve_namespace
+    from .configfile import ConfigError
+
+    try:
+        return resolve_namespace(args.namespace, source="--namespace")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _writer_alive(namespace: str, exchange: str) -> bool:
+    from .store import LayoutError, SegmentNotFound, SegmentReader
+
+    try:
+        reader = SegmentReader(namespace, exchange)
+    except (SegmentNotFound, LayoutError, ValueError, OSError):
+        return False
+    try:
+        return reader.writer_alive()
+    finally:
+        reader.close()
+
+
+def running_namespaces() -> dict[str, dict]:
+    """Namespaces with a live supervisor or a segment in /dev/shm: {namespace: {"supervisor_pid": pid or None,
+    "exchanges": [segments whose writer lives], "left_over": [segments whose writer is gone]}}.
+    Supervisors are found by their control sockets (/proc/net/unix), then asked."""
+    from .store import shm
+
+    found: dict[str, dict] = {}
+
+    def entry(namespace: str) -> dict:
+        return found.setdefault(namespace, {"supervisor_pid": None, "exchanges": [], "left_over": []})
+
+    for name in shm.list_names():
+        namespace, _, exchange = name[len(shm.NAME_PREFIX):].partition("-")
+        entry(namespace)["exchanges" if _writer_alive(namespace, exchange) else "left_over"].append(exchange)
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            paths = [line.split()[-1] for line in f.readlines()[1:] if len(line.split()) >= 8]
+    except OSError:
+        paths = []
+    for path in paths:
+        if path.startswith("@mdengine-"):
+            entry(path[len("@mdengine-"):])
+    for namespace in list(found):
+        answer = _supervisor_status(namespace)
+        if answer is not None:
+            found[namespace]["supervisor_pid"] = answer.get("pid")
+        elif not found[namespace]["exchanges"] and not found[namespace]["left_over"]:
+            del found[namespace]  # a socket that does not answer and no segment: nothing runs there
+    return dict(sorted(found.items()))
+
+
+def _list_namespaces(as_json: bool) -> int:
+    found = running_namespaces()
+    if as_json:
+        print(json.dumps({"namespaces": [{"namespace": ns, **info} for ns, info in found.items()]}, indent=2))
+    elif not found:
+        print("no mdengine namespace is running (no supervisor, no segment in /dev/shm)")
+    else:
+        print(f"{'NAMESPACE':<14}{'SUPERVISOR':<12}FEEDS")
+        for ns, info in found.items():
+            pid = info["supervisor_pid"]
+            feeds = " ".join(info["exchanges"]) or "-"
+            if info["left_over"]:
+                feeds += f"  (left over, writer gone: {' '.join(info['left_over'])}; `mdengine clean` removes them)"
+            print(f"{ns:<14}{'pid ' + str(pid) if pid else 'none':<12}{feeds}")
+        print(f"details: mdengine status --namespace NAME (or set {NAMESPACE_ENV})")
+    running = any(info["supervisor_pid"] or info["exchanges"] for info in found.values())
+    return 0 if running else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .configfile import ConfigError
     from .status import StatusSampler, render_text
 
+    if not _namespace_given(args):
+        return _list_namespaces(args.json)
     try:
         namespace = _namespace_arg(args)
     except ConfigError as exc:
@@ -255,10 +340,9 @@ def cmd_top(args: argparse.Namespace) -> int:
         print(f"mdengine top: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     stop = threading.Event()
-    if not args.once:
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        _top_loop(namespace, args.interval, stop, once=args.once)
+        with stop_on_signals(stop, (signal.SIGTERM,)) if not args.once else contextlib.nullcontext():
+            _top_loop(namespace, args.interval, stop, once=args.once)
     except KeyboardInterrupt:
         pass
     return 0
@@ -270,7 +354,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from .supervisor import clean
 
     try:
-        namespace = _namespace_arg(args) if args.namespace else None
+        namespace = _namespace_arg(args) if _namespace_given(args) else None
     except ConfigError as exc:
         print(f"mdengine clean: {exc}", file=sys.stderr)
         return EXIT_CONFIG

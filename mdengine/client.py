@@ -35,7 +35,7 @@ import numpy as np
 
 from . import control, rest
 from . import store as _store
-from .config import DEFAULT_NAMESPACE
+from .config import resolve_namespace
 from .store import futex
 from .store import layout as L
 from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
@@ -127,7 +127,7 @@ class BookBuffer(_store.BookBuffer):
     """A reusable destination for `Book.read_into`; after a read it also says how fresh the data is."""
 
     def __init__(self, depth: int) -> None:
-        super().__init__(depth)
+        super().__init__(_check_depth(depth))
         self.source = "shm"
         self.age_s = math.inf
         self.state = "empty"
@@ -236,16 +236,24 @@ def _inode(name: str) -> int:
         return -1
 
 
+def _check_depth(depth: object) -> int:
+    """`depth` if it is a level count (an int >= 1), else ValueError saying so."""
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"depth must be a whole number of levels >= 1 (or None for all), got {depth!r}")
+    return int(depth)
+
+
 def _find_entry(seg: SegmentReader, symbol: str, market: str | None) -> SymbolEntry | None:
-    """The directory entry `symbol` names: a unified symbol exactly, else a native id (spot if ambiguous)."""
+    """The directory entry `symbol` names: a unified symbol in any case, else a native id (spot if ambiguous)."""
+    wanted = symbol.upper()  # unified symbols are upper-case; native ids are matched case-blind as before
     cands = [e for e in seg.symbols(active_only=False)
-             if (symbol == e.unified or symbol.upper() == e.native.upper())
+             if (wanted == e.unified.upper() or wanted == e.native.upper())
              and (market is None or market.lower() == e.market.lower())]
     if not cands:
         return None
-    cands.sort(key=lambda e: (e.unified != symbol, not e.active, e.kind != L.MarketKind.SPOT))
+    cands.sort(key=lambda e: (e.unified.upper() != wanted, not e.active, e.kind != L.MarketKind.SPOT))
     best = cands[0]
-    if best.unified != symbol and len({e.unified for e in cands if e.kind == best.kind and e.active}) > 1:
+    if best.unified.upper() != wanted and len({e.unified for e in cands if e.kind == best.kind and e.active}) > 1:
         raise UnknownSymbol(f"{seg.exchange}: {symbol!r} is ambiguous: {sorted(e.unified for e in cands)}")
     return best
 
@@ -337,7 +345,9 @@ class _Handle:
                 self._rest_sym = rest.resolve(self.exchange, self.entry.unified, self.entry.kind, self.entry.native)
             else:
                 kind = _MARKET_KINDS.get(self.market.lower()) if self.market else None
-                self._rest_sym = rest.resolve(self.exchange, self.requested, kind)
+                unified = "/" in self.requested  # unified symbols are case-blind; a native id keeps its case
+                self._rest_sym = rest.resolve(self.exchange, self.requested.upper() if unified else self.requested,
+                                              kind)
         return self._rest_sym
 
     def _no_data(self) -> UnknownSymbol:
@@ -399,7 +409,12 @@ class Book(_Handle):
         return Top(t[10], t[11], t[12], t[13], age, name, stale, t[0], "shm", reason)
 
     def snapshot(self, depth: int | None = None) -> Depth:
-        """A consistent copy of the top `depth` levels (default: all the segment holds) in new arrays."""
+        """A consistent copy of the top `depth` levels (default: all the segment holds) in new arrays.
+
+        `depth` is an int >= 1 (ValueError otherwise); above the segment's book capacity it is capped there.
+        """
+        if depth is not None:
+            depth = _check_depth(depth)
         r = self.reader
         if r is None and not self._try_bind():
             return self._rest_depth(depth, math.inf, "empty", "not subscribed")
@@ -424,7 +439,10 @@ class Book(_Handle):
 
         Sets buffer.n_bids/n_asks, and on a client BookBuffer also source, age_s, state and stale.
         The stale / max_age rules of `top` apply (REST fills the buffer when falling back).
+        A buffer of depth < 1 raises ValueError (a client BookBuffer refuses one when made).
         """
+        if not buffer.depth >= 1:
+            _check_depth(buffer.depth)
         r = self.reader
         if r is None and not self._try_bind():
             if not _fallback:
@@ -637,7 +655,9 @@ class TradeStream(_Handle):
 
 
 class Client:
-    """Attach to the engine running in `namespace`.
+    """Attach to the engine running in `namespace` (default: $MDENGINE_NAMESPACE, else "default").
+
+    An empty or malformed namespace raises ValueError.
 
     max_age: seconds; a read whose data is older, or stale, raises StaleBookError (or uses REST).
     rest_fallback: serve stale or not-yet-subscribed symbols from the exchange's REST API, marked
@@ -649,11 +669,11 @@ class Client:
     Raises EngineNotFound if the namespace has no segment at all.
     """
 
-    def __init__(self, namespace: str = DEFAULT_NAMESPACE, *, max_age: float | None = None,
+    def __init__(self, namespace: str | None = None, *, max_age: float | None = None,
                  rest_fallback: bool = False, endpoints: Mapping[str, str | tuple[str, str]] | None = None,
                  heartbeat_timeout: float | None = None, rest_timeout: float = 2.0,
                  max_sleep: float = 0.001) -> None:
-        self.namespace = namespace
+        self.namespace = namespace = resolve_namespace(namespace)
         self.max_age = max_age
         self._max_age = math.inf if max_age is None else max_age
         self.rest_fallback = rest_fallback

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 
 from . import control
 from .client import Book, Client, SubscribeError
-from .config import DEFAULT_NAMESPACE
 from .store.layout import Side
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,7 @@ def to_unified(symbol: str) -> str:
 class Exchange:
     """One exchange, FMZ style. Pass `client` to share one Client between several Exchange objects."""
 
-    def __init__(self, name: str, currency: str = "BTC_USDT", *, namespace: str = DEFAULT_NAMESPACE,
+    def __init__(self, name: str, currency: str = "BTC_USDT", *, namespace: str | None = None,
                  client: Client | None = None, max_age: float = 3.0,
                  endpoints: Mapping[str, str | tuple[str, str]] | None = None, depth: int = 20) -> None:
         self.name = name

@@ -6,9 +6,40 @@ the engine passes around (they pickle, so the supervisor hands them to feed proc
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 DEFAULT_NAMESPACE = "default"
+NAMESPACE_ENV = "MDENGINE_NAMESPACE"  # the namespace when none is given (Client() and every command)
+NAMESPACE_RULE = "1-12 characters of a-z, 0-9 or _"
+
+
+def namespace_error(source: str, value: object) -> str | None:
+    """Why `value` (from `source`, e.g. "--namespace") is not a namespace, or None if it is one."""
+    from .store.shm import segment_name  # the segment-name rule is the namespace rule
+
+    if value == "":
+        return f"{source} is empty: give a namespace ({NAMESPACE_RULE}), or leave it out for the default"
+    try:
+        segment_name(value, "x")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"{source}: expected {NAMESPACE_RULE}, got {value!r}"
+    return None
+
+
+def resolve_namespace(namespace: str | None = None, default: str = DEFAULT_NAMESPACE, source: str = "namespace") -> str:
+    """`namespace` if given, else $MDENGINE_NAMESPACE if set, else `default`.
+
+    Raises ValueError naming where the bad value came from (an empty string is never taken for the default).
+    """
+    if namespace is None:
+        if NAMESPACE_ENV not in os.environ:
+            return default
+        namespace, source = os.environ[NAMESPACE_ENV], NAMESPACE_ENV
+    error = namespace_error(source, namespace)
+    if error:
+        raise ValueError(error)
+    return namespace
 EXCHANGES = ("binance", "okx", "bybit", "bitget")
 
 

@@ -14,10 +14,17 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from .config import DEFAULT_NAMESPACE, EXCHANGES, EngineConfig, ExchangeConfig, RestartPolicy
+from .config import (
+    DEFAULT_NAMESPACE,
+    EXCHANGES,
+    NAMESPACE_RULE,
+    EngineConfig,
+    ExchangeConfig,
+    RestartPolicy,
+    namespace_error,
+)
 from .exchanges import get_adapter
 from .store import layout as L
-from .store.shm import segment_name
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BOOK_MODES = ("diff", "partial")
@@ -99,10 +106,11 @@ def _table(path: str, v: Any) -> dict:
 
 def check_namespace(path: str, v: Any) -> str:
     """`v` if it is a valid namespace, else ConfigError naming `path`."""
-    try:
-        segment_name(v, "x")  # the segment-name rule is the namespace rule
-    except (TypeError, ValueError):
-        raise _fail(path, "1-12 characters of a-z, 0-9 or _", v) from None
+    error = namespace_error(path, v)
+    if error and v != "":
+        raise _fail(path, NAMESPACE_RULE, v)  # the config file's own quoting of the value
+    if error:
+        raise ConfigError(error)
     return v
 
 

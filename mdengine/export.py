@@ -56,6 +56,8 @@ from .recording import RecordingReader
 from .store.layout import MarketKind, Side
 from .symbols import Instrument, InstrumentIndex
 
+PYARROW_MISSING = 'Parquet export needs pyarrow: pip install pyarrow (the extra "mdengine-shm[parquet]")'
+
 # ----------------------------------------------------------------------------- hftbacktest's format
 # From nkaz001/hftbacktest, py-hftbacktest/hftbacktest/types.py (defined here: we never import hftbacktest).
 DEPTH_EVENT = 1
@@ -481,7 +483,7 @@ def _write_parquet(path: str, header: tuple, rows: list[tuple]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as e:
-        raise ExportError("Parquet export needs pyarrow: pip install mdengine[parquet]") from e
+        raise ExportError(PYARROW_MISSING) from e
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in header]
     pq.write_table(pa.table({name: list(col) for name, col in zip(header, cols, strict=True)}), path)
 
@@ -496,7 +498,7 @@ def export(path: str | os.PathLike[str], fmt: str, out_dir: str | os.PathLike[st
         try:
             import pyarrow  # noqa: F401
         except ImportError as e:
-            raise ExportError("Parquet export needs pyarrow: pip install mdengine[parquet]") from e
+            raise ExportError(PYARROW_MISSING) from e
     rb = Rebuild(path, exchange, depth=depth, symbols=symbols)
     items = list(rb)
     out_dir = os.fspath(out_dir)

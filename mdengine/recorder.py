@@ -232,7 +232,8 @@ class Recorder:
         if compression not in ("zstd", "gzip", "none"):
             raise ValueError(f"compression must be 'zstd', 'gzip' or 'none', not {compression!r}")
         if compression == "zstd" and zstandard is None:
-            raise ValueError("compression='zstd' needs the zstandard package: pip install mdengine[record]")
+            raise ValueError("compression='zstd' needs the zstandard package: pip install zstandard "
+                             '(the extra "mdengine-shm[record]")')
         if max_queue < 1:
             raise ValueError("max_queue must be >= 1")
         self.directory = os.path.abspath(os.fspath(directory))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ import orjson
 
 from .export import FORMATS, ExportError, discover_symbols, export
 from .recording import RecordingReader
+from .signals import stop_on_signals
 
 log = logging.getLogger("mdengine.replay")
 
@@ -78,14 +78,14 @@ def replay_main(argv: list[str]) -> int:
                                  "and run the engine against it.")
     ap.add_argument("file", help="recording (.jsonl, .jsonl.gz, .jsonl.zst)")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor (0: as fast as possible)")
-    ap.add_argument("--namespace", default="replay", help="store namespace strategies attach to")
+    ap.add_argument("--namespace", help="store namespace strategies attach to (default: $MDENGINE_NAMESPACE, "
+                    "else replay)")
     ap.add_argument("--exchange", help="exchange, if the recording does not say")
     ap.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     try:
-        from .config import EngineConfig, ExchangeConfig
-        from .configfile import check_namespace
+        from .config import EngineConfig, ExchangeConfig, resolve_namespace
         from .sim import Simulator
         from .supervisor import Supervisor, configure_logging
     except ImportError as e:
@@ -94,7 +94,7 @@ def replay_main(argv: list[str]) -> int:
     configure_logging(args.log_level)
     with tempfile.TemporaryDirectory(prefix="mdengine-replay-") as tmp:
         try:
-            ns = check_namespace("--namespace", args.namespace)
+            ns = resolve_namespace(args.namespace, "replay", "--namespace")
             plan = prepare_replay(args.file, os.path.join(tmp, "replay.jsonl"), args.exchange)
         except (ExportError, FileNotFoundError, ValueError) as e:
             print(f"mdengine replay: {e}", file=sys.stderr)
@@ -106,25 +106,24 @@ def replay_main(argv: list[str]) -> int:
         cfg = EngineConfig(namespace=ns, exchanges=[ExchangeConfig(
             name=plan.exchange, symbols=sorted({n for _, n in plan.keys}), markets=markets)])
         stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        timer = None
-        if args.seconds is not None:
-            timer = threading.Timer(args.seconds, stop.set)
-            timer.daemon = True  # a pending timer must not keep the process alive after Ctrl-C
-            timer.start()
-        sim = Simulator(replay=plan.path, speed=args.speed).start()
-        sup = Supervisor(cfg, sim_endpoints=sim.endpoints())
-        log.info("replaying %s (%s, %d records, %d symbols) into namespace %s at speed %g",
-                 args.file, plan.exchange, plan.records, len(plan.keys), ns, args.speed)
-        try:
-            sup.start()
-            sup.run(stop)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            sup.stop()
-            sim.stop()
+        with stop_on_signals(stop):
+            timer = None
+            if args.seconds is not None:
+                timer = threading.Timer(args.seconds, stop.set)
+                timer.daemon = True  # a pending timer must not keep the process alive after Ctrl-C
+                timer.start()
+            sim = Simulator(replay=plan.path, speed=args.speed).start()
+            sup = Supervisor(cfg, sim_endpoints=sim.endpoints())
+            log.info("replaying %s (%s, %d records, %d symbols) into namespace %s at speed %g",
+                     args.file, plan.exchange, plan.records, len(plan.keys), ns, args.speed)
+            try:
+                sup.start()
+                sup.run(stop)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                sup.stop()
+                sim.stop()
     return 0
 
 

@@ -103,7 +103,8 @@ def _frames(fh: IO[bytes], state: dict, new: Callable[[], Any], magic: bytes,
 
 def _zstd_frames(fh: IO[bytes], state: dict) -> Iterator[bytes | None]:
     if zstandard is None:
-        raise RecordingError("reading .zst recordings needs the zstandard package: pip install mdengine[record]")
+        raise RecordingError("reading .zst recordings needs the zstandard package: pip install zstandard "
+                             '(the extra "mdengine-shm[record]")')
     dctx = zstandard.ZstdDecompressor()
     return _frames(fh, state, dctx.decompressobj, _ZSTD_MAGIC, zstandard.ZstdError)
 

@@ -98,7 +98,7 @@ class StatusSampler:
         counters = v.counters()
         pid = v.writer_pid
         alive = reader.writer_alive()
-        hb_age = (wall - v.heartbeat_ns) / 1e9 if v.heartbeat_ns else None
+        hb_age = max(0.0, (wall - v.heartbeat_ns) / 1e9) if v.heartbeat_ns else None
         wstate = v.writer_state
         # the feed's own promises (layout 1.3), else this sampler's default
         stale_after = v.stale_after_ns / 1e9 if v.stale_after_ns > 0 else self.stale_after_s
@@ -166,7 +166,7 @@ class StatusSampler:
         (_uid, _exch, recv, pub, _nb, _na, bstate, flags, generation, version,
          bid, bid_qty, ask, ask_qty) = reader.book(e.unified, e.market).top_full()
         state = L.BookState.NAMES[bstate] if bstate < len(L.BookState.NAMES) else f"state{bstate}"
-        age = (wall - pub) / 1e9 if pub else None
+        age = max(0.0, (wall - pub) / 1e9) if pub else None  # published after `wall` was read: 0, not -0.00
         # A book is only as live as its writer (a dead, stopped or silent feed cannot have published lately) and its
         # connection (nothing received within stale_after: the exchange has not confirmed it).
         confirmed = max(st.get("confirmed_ns", 0), recv or pub)

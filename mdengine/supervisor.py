@@ -82,6 +82,14 @@ def configure_logging(level: str = "INFO", log_file: str | None = None) -> None:
     To stderr, or appended to `log_file` (feeds and supervisor share it)."""
     logging.basicConfig(level=level.upper(), force=True, filename=log_file,
                         format="%(asctime)s %(levelname)-5s [%(process)d] %(name)s: %(message)s")
+    if level.upper() != "DEBUG":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_libraries)
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Below DEBUG level, other libraries' INFO chatter (websockets.server's line per connection) stays out."""
+    return record.levelno >= logging.WARNING or record.name.partition(".")[0] in ("mdengine", "__main__")
 
 
 def _default_target() -> FeedTarget:

@@ -3,8 +3,14 @@ import os
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mdengine.store import shm
+
+# Property tests assert behaviour, never speed: no per-example deadline and no "generation too slow" health
+# check, both of which trip on a busy 2-core machine (a test's own @settings still sets what it names).
+settings.register_profile("mdengine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("mdengine")
 
 
 @pytest.fixture(scope="session", autouse=True)

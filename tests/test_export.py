@@ -229,7 +229,7 @@ def test_export_of_a_recorder_file_equals_export_of_the_plain_recording(recordin
 
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
 def test_export_parquet_without_pyarrow_says_how_to_install(recordings_dir, tmp_path):
-    with pytest.raises(ExportError, match=r"pip install mdengine\[parquet\]"):
+    with pytest.raises(ExportError, match=r'pip install pyarrow \(the extra "mdengine-shm\[parquet\]"\)'):
         export(os.path.join(recordings_dir, OKX), "parquet", tmp_path)
 
 

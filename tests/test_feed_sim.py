@@ -151,7 +151,7 @@ def _clean_sim(request):
 # ----------------------------------------------------------------------------- one shared feed
 def test_feed_syncs_spot_and_usdm_books_equal_to_the_model(feed, sim):
     assert feed.reader.writer_alive() and feed.reader.view.writer_state == WriterState.RUNNING
-    assert feed.reader.heartbeat_age_ns() < 3e9
+    assert feed.reader.heartbeat_age_ns() < 5e9  # beats every 0.5 s: 10x room for a busy machine
     assert_matches_model(feed, sim, SPOT, "BTC/USDT", "BTCUSDT")
     assert_matches_model(feed, sim, USDM, "BTC/USDT:USDT", "BTCUSDT")
     ring = feed.reader.trades("BTC/USDT:USDT", start="earliest")
@@ -265,17 +265,17 @@ def test_connections_are_replaced_before_their_time_limit_without_a_resync(sim, 
         f.wait_live("BTC/USDT", "ETH/USDT")
         stats0, resyncs, reconnects = sim.stats(SPOT), f.counter("resyncs"), f.counter("reconnects")
         ring = f.reader.trades("BTC/USDT", start="earliest")
-        deadline = time.monotonic() + 4.5
+        start = time.monotonic()  # watch 4.5 s, and on until two rotations (~2 s on a quiet machine) happened
         states = set()
-        while time.monotonic() < deadline:
+        while time.monotonic() < start + 4.5 or sim.stats(SPOT)["connections"] < stats0["connections"] + 2:
+            assert time.monotonic() < start + 60, (stats0, sim.stats(SPOT))
             states |= {f.state("BTC/USDT"), f.state("ETH/USDT")}
             time.sleep(0.02)
         stats = sim.stats(SPOT)
-        assert stats["connections"] >= stats0["connections"] + 2, (stats0, stats)  # at least two rotations
         assert states == {"live"}
         assert stats["rest_requests"] == stats0["rest_requests"]  # no depth snapshot: nothing resynced
         assert (f.counter("resyncs"), f.counter("reconnects")) == (resyncs, reconnects)
-        assert len(sim.connections(SPOT)) <= 2  # each old connection was closed
+        wait(lambda: len(sim.connections(SPOT)) <= 2, what="each old connection closed")
         trades, lost = ring.poll()
         ids = trades["trade_id"].tolist()
         assert lost == 0 and len(ids) > 10 and ids == sorted(set(ids))  # none twice, in order

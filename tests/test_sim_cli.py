@@ -11,8 +11,10 @@ def test_cli_prints_endpoints_serves_and_stops_on_sigterm():
                          stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         lines = [p.stdout.readline().split() for _ in range(2)]
-        assert [n for n, _ in lines] == ["okx", "bybit"]
-        url = dict(lines)["okx"].replace("ws://", "http://")
+        assert [n for n, _, _ in lines] == ["okx", "bybit"]  # NAME ws://HOST:PORT http://HOST:PORT
+        urls = {n: (ws, rest) for n, ws, rest in lines}
+        ws, url = urls["okx"]
+        assert ws.startswith("ws://127.0.0.1:") and url == ws.replace("ws://", "http://")
         status, _, body = http_get(url + "/api/v5/public/instruments?instType=SWAP")
         assert status == 200 and {d["instId"] for d in body["data"]} >= {"BTC-USDT-SWAP", "BTC-USD-SWAP"}
     finally:

@@ -204,9 +204,9 @@ def test_bitget_pong_rate_limit_and_ping_timeout(sim):
         c.send("ping")
         assert c.recv() == "pong"
         t = time.monotonic()
-        with pytest.raises(ConnectionClosed):
-            c.recv(3)
-        assert time.monotonic() - t < 2.5
+        with pytest.raises(ConnectionClosed):  # closed for want of a ping (0.6 s here), not a 30 s receive timeout
+            c.recv(30)
+        assert time.monotonic() - t >= 0.5
     with WsClient(sim.url("bitget") + "/v2/ws/public") as c:
         for _ in range(11):
             c.send("ping")

@@ -24,7 +24,8 @@ from mdengine.store import (
 
 CAP = 12
 EX = "rt"
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 prices = st.floats(min_value=1e-8, max_value=1e9, allow_nan=False)
 qtys = st.floats(min_value=0.0, max_value=1e12, allow_nan=False)

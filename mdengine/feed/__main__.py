@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ExchangeConfig
+from ..config import ExchangeConfig, resolve_namespace
 from .process import run_feed
 
 
@@ -21,7 +21,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mdengine.feed", description=__doc__)
-    p.add_argument("--namespace", required=True)
+    p.add_argument("--namespace", help="store namespace (default: $MDENGINE_NAMESPACE, else default)")
     p.add_argument("--exchange", required=True)
     p.add_argument("--symbols", default="", help="comma-separated unified or native symbols")
     p.add_argument("--markets", default=None, help="comma-separated markets to load (default: all)")
@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         book_capacity=a.book_capacity, trade_capacity=a.trade_capacity, heartbeat_interval_s=a.heartbeat,
         silence_timeout_s=a.silence_timeout, record_dir=a.record_dir, options=_pairs(a.option, "option"),
         instrument_cache_dir=a.instrument_cache_dir)
-    return run_feed(a.namespace, cfg, log_level=a.log_level)
+    try:
+        namespace = resolve_namespace(a.namespace, source="--namespace")
+    except ValueError as e:
+        p.error(str(e))
+    return run_feed(namespace, cfg, log_level=a.log_level)
 
 
 if __name__ == "__main__":

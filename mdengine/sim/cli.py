@@ -1,12 +1,12 @@
-"""``mdengine sim``: serve the simulator until SIGINT/SIGTERM, printing ``NAME URL`` per market."""
+"""``mdengine sim``: serve the simulator until SIGINT/SIGTERM, printing ``NAME WS-URL REST-URL`` per market."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 
+from mdengine.signals import stop_on_signals
 from mdengine.sim.listings import MARKETS
 from mdengine.sim.simulator import Simulator
 
@@ -32,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mdengine sim: {e}", file=sys.stderr)
         return 2
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    for name, (ws, _) in sim.endpoints().items():
-        print(name, ws, flush=True)
-    done.wait()
+    with stop_on_signals(done):
+        for name, (ws, rest) in sim.endpoints().items():
+            print(name, ws, rest, flush=True)
+        done.wait()
     sim.stop()
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from websockets.http11 import Request, Response
 from mdengine.sim.faults import FaultBook
 from mdengine.sim.formats.base import Out, Session, Venue, now_ms
 from mdengine.sim.replay import Recording
+
+log = logging.getLogger("mdengine.sim")
 
 MAX_QUEUE = 100_000  # frames; a client this far behind is cut off, as exchanges do
 _conn_ids = itertools.count(1)
@@ -224,6 +227,9 @@ class MarketServer:
                         await asyncio.sleep(delay)
                 await ws.send(text)
                 self.stats["frames_sent"] += 1
+            log.info("replay %s %s: end of the recording (%d frames of this connection sent)", self.name, path,
+                     len(stream.frames) if stream else 0)
+            self.stats["replays_ended"] += 1
             async for _ in ws:  # keep the connection open; the recording's own sends were already answered
                 self.stats["messages_received"] += 1
         except ConnectionClosed:
