@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mdengine run: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from .control import SupervisorRunning
+    from .control import ControlError
     from .supervisor import Supervisor, configure_logging
 
     log_file = args.log_file or (os.path.join(tempfile.gettempdir(), f"mdengine-{cfg.namespace}.log")
@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     sup = Supervisor(cfg, sim=args.sim, log_file=log_file)
     try:
         sup.acquire()
-    except SupervisorRunning as exc:
+    except ControlError as exc:  # another supervisor, or a squatter (named with its uid and pid)
         print(f"mdengine run: {exc}", file=sys.stderr)
         return 1
     sim = None
@@ -184,12 +184,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- status / top
-def _supervisor_status(namespace: str) -> dict | None:
-    from .control import ControlError, request
+def _supervisor_status(namespace: str, complain: bool = True) -> dict | None:
+    """The supervisor's status answer, or None; a failure other than "none running" (a squatter, a refusal, no
+    answer) is printed to stderr as the sentence it is."""
+    from .control import ControlError, NoSupervisor, request
 
     try:
         answer = request(namespace, {"op": "status"}, timeout=3.0)
-    except ControlError:
+    except NoSupervisor:
+        return None
+    except ControlError as exc:
+        if complain:
+            print(f"mdengine: {exc}", file=sys.stderr)
         return None
     return answer if answer.get("ok") else None
 
@@ -234,7 +240,7 @@ def _top_loop(namespace: str, interval: float, stop: threading.Event, *, once: b
     with StatusSampler(namespace) as sampler:
         sampler.sample()
         while not stop.wait(interval):
-            frame = render_text(sampler.sample(_supervisor_status(namespace)))
+            frame = render_text(sampler.sample(_supervisor_status(namespace, complain=False)))
             if once:
                 out(frame)
                 return

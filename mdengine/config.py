@@ -50,3 +50,6 @@ class EngineConfig:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     log_level: str = "INFO"
     keep_segments: bool = False  # leave segments in /dev/shm on shutdown (post-mortem)
+    # who may use the control socket besides the engine's own user and root (engine.toml [control])
+    control_uids: list[int] = field(default_factory=list)
+    control_gids: list[int] = field(default_factory=list)
