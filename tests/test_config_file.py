@@ -168,3 +168,14 @@ def test_misspelt_endpoint_is_an_error_naming_the_key():
         parse_config({"exchanges": [{"name": "binance", "endpoints": {"ws_spot": "ws://127.0.0.1:1"}}]})
     cfg = parse_config({"exchanges": [{"name": "binance", "endpoints": {"spot_ws": "ws://127.0.0.1:1"}}]})
     assert cfg.exchanges[0].endpoints == {"spot_ws": "ws://127.0.0.1:1"}
+
+
+def test_control_allow_lists_take_names_and_ids_and_refuse_unknown_names():
+    cfg = parse_config(tomllib.loads('[control]\nallow_users = ["nobody", 1001]\nallow_groups = ["root", 7]'))
+    assert cfg.control_uids == [65534, 1001] and cfg.control_gids == [0, 7]
+    with pytest.raises(ConfigError, match=r"control.allow_users\[0\]: no user named 'no-such-user-x'"):
+        parse_config(tomllib.loads('[control]\nallow_users = ["no-such-user-x"]'))
+    with pytest.raises(ConfigError, match=r"control.allow_groups\[0\]: expected a group name or id, got -1"):
+        parse_config(tomllib.loads("[control]\nallow_groups = [-1]"))
+    with pytest.raises(ConfigError, match="control.allow_user: unknown key"):
+        parse_config(tomllib.loads("[control]\nallow_user = []"))
