@@ -31,6 +31,7 @@ class ExchangeConfig:
     busy_poll_s: float = 0.0  # > 0: the feed polls its sockets without sleeping this long after a frame (a core)
     sched_slice_us: float = 100.0  # the loop thread's scheduler slice (Linux >= 6.12; 0: the kernel's default)
     warm_interval_ms: float = 1.0  # while idle, keep the frame path warm by replaying the last frame (0: off)
+    max_message_bytes: int | None = None  # largest WebSocket message accepted (None: the adapter's, 4 MiB)
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 
 

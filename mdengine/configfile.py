@@ -155,6 +155,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "sched_slice_us": _sched_slice,
     "warm_interval_ms": _warm_interval,
     "options": _table,
+    "max_message_bytes": lambda p, v: _int(p, v, 1024, 1 << 30),
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "backoff_initial_s": _nonneg_float,

@@ -179,3 +179,10 @@ def test_control_allow_lists_take_names_and_ids_and_refuse_unknown_names():
         parse_config(tomllib.loads("[control]\nallow_groups = [-1]"))
     with pytest.raises(ConfigError, match="control.allow_user: unknown key"):
         parse_config(tomllib.loads("[control]\nallow_user = []"))
+
+
+def test_max_message_bytes_is_an_exchange_key_with_sane_bounds():
+    cfg = parse_config(tomllib.loads('[defaults]\nmax_message_bytes = 1048576\n[[exchanges]]\nname = "okx"'))
+    assert cfg.exchanges[0].max_message_bytes == 1 << 20
+    with pytest.raises(ConfigError, match=r"exchanges\[0\].max_message_bytes: expected an integer 1024"):
+        parse_config(tomllib.loads('[[exchanges]]\nname = "okx"\nmax_message_bytes = 10'))

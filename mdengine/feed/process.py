@@ -64,6 +64,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.busy_poll_s = cfg.busy_poll_s or opts.busy_poll_s
         opts.sched_slice_us = cfg.sched_slice_us
         opts.warm_interval_s = cfg.warm_interval_ms / 1e3
+        opts.max_message_bytes = cfg.max_message_bytes or opts.max_message_bytes
         loop = FeedLoop(adapter, publisher, options=opts, log=log, on_frame=fastlane.attach(adapter, publisher))
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:
