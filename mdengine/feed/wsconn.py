@@ -75,7 +75,6 @@ class WsConn:
         self._frag_op: int | None = None  # opcode of the fragmented message being assembled
         self._frags = bytearray()  # its payload so far
         self._nfrags = 0
-        self.refused = 0  # frames or messages refused for their size (counted across reconnects)
 
     # ------------------------------------------------------------------ connecting (worker thread)
     def connect_async(self, timeout_s: float, post: Callable[[Callable[[], None]], None],
@@ -143,7 +142,6 @@ class WsConn:
                         raise websocket.WebSocketProtocolException(
                             f"server frame with {'a mask' if b1 & 0x80 else 'RSV bits set'} (byte 0 {b0:#04x})")
                     if n > self.max_message:  # before any of it is buffered
-                        self.refused += 1
                         raise MessageTooLarge(f"frame of {n} bytes is over this connection's limit of "
                                               f"{self.max_message} bytes (max_message_bytes)")
                     end = pos + head + n
@@ -199,7 +197,6 @@ class WsConn:
         if len(self._frags) + len(payload) > self.max_message or self._nfrags > MAX_FRAGMENTS:
             size, count = len(self._frags) + len(payload), self._nfrags
             self._frag_op, self._frags, self._nfrags = None, bytearray(), 0
-            self.refused += 1
             raise MessageTooLarge(f"fragmented message over this connection's limit ({count} fragments, {size} "
                                   f"bytes so far; limits {MAX_FRAGMENTS} fragments, {self.max_message} bytes)")
         self._frags += payload
