@@ -28,7 +28,8 @@ Server side: `ControlServer(namespace, handler)`. One thread does all the socket
 with a cap on connections and an idle timeout; the handler gets the request dict and returns the answer dict
 on a small, bounded pool of worker threads (a subscribe may wait seconds for a starting feed, and must not hold
 up a status request). A handler exception becomes an ``ok: false`` answer, never a dead server; a failing
-``accept`` (EMFILE and the like) pauses accepting briefly, never for good.
+``accept`` (EMFILE and the like) pauses accepting briefly, never for good (out of descriptors, connections idle
+for a second are closed to make room).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ MAX_CONNECTIONS = 64  # open control connections; more are answered "busy" and c
 IDLE_TIMEOUT_S = 10.0  # a connection with no request in flight and no traffic this long is closed
 WORKERS = 8  # threads that run handlers
 ACCEPT_BACKOFF_S = (0.05, 1.0)  # pause after a failed accept (EMFILE, ...), doubling up to the second
+SHED_IDLE_S = 1.0  # out of descriptors, connections idle this long are closed to make room
 REFUSAL_REPORT_S = 60.0  # repeated refusals of one uid are logged at most this often, with a count
 SUPERVISOR_USER_ENV = "MDENGINE_SUPERVISOR_USER"  # uids or user names a client also trusts (comma-separated)
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not exported by every Python
@@ -428,6 +430,10 @@ class ControlServer:
                       "wait in the queue", self.namespace, errno.errorcode.get(exc.errno or 0, exc),
                       f" ({more} more failures since the last report)" if more else "", self._accept_backoff)
             self._accept_logged_at, self._accept_failures, self._accept_failing = now, 0, True
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # out of descriptors: shed connections that sit idle
+            limit = now - SHED_IDLE_S
+            for conn in [c for c in self._conns if not c.busy and c.last_active < limit]:
+                self._drop(conn)
         self._sel.unregister(self._sock)
         self._accept_paused_until = time.monotonic() + self._accept_backoff
         self._accept_backoff = min(self._accept_backoff * 2, ACCEPT_BACKOFF_S[1])
