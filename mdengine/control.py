@@ -144,7 +144,7 @@ def trusted_server_uids() -> set[int]:
 
 
 def _squatter(namespace: str, peer: Peer | None) -> Squatter:
-    who = str(peer) if peer is not None else "a process that does not accept connections"
+    who = str(peer) if peer is not None else "a process that does not accept connections and is not this user's"
     return Squatter(f"the control socket of namespace {namespace!r} is held by {who}, which is not this user "
                     f"or root: not a supervisor we trust (stop that process, or name its user in "
                     f"${SUPERVISOR_USER_ENV} if it is yours)", peer)
@@ -247,6 +247,27 @@ def holder(namespace: str, timeout: float = 1.0) -> Peer | None:
         sock.close()
 
 
+def _bound_by(namespace: str) -> Peer | None:
+    """The process holding `namespace`'s name without accepting on it, found through /proc (the socket's inode in
+    /proc/net/unix, then the process with a descriptor on it). None if this user cannot see it."""
+    path = "@" + socket_address(namespace)[1:]
+    try:
+        with open("/proc/net/unix") as fh:
+            inodes = {line.split()[6] for line in fh if line.rstrip("\n").endswith(" " + path)}
+    except (OSError, IndexError):
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in targets for fd in fds):
+                st = os.stat(f"/proc/{pid}")
+                return Peer(int(pid), st.st_uid, st.st_gid)
+        except OSError:  # gone, or not ours to look at
+            continue
+    return None
+
+
 def _read_line(sock: socket.socket, timeout: float) -> bytes:
     """One line (without the newline), b"" if the peer closed first. Deadline spans all recv calls."""
     deadline = time.monotonic() + timeout
@@ -307,10 +328,10 @@ class ControlServer:
             self._sock.bind(socket_address(namespace))
         except OSError as exc:
             self._sock.close()
-            peer = holder(namespace)
-            if peer is None or peer.uid in trusted_server_uids():
-                pid = f" (pid {peer.pid})" if peer is not None else ""
-                raise SupervisorRunning(f"a supervisor is already running for namespace {namespace!r}{pid}") from exc
+            peer = holder(namespace) or _bound_by(namespace)
+            if peer is not None and peer.uid in trusted_server_uids():
+                raise SupervisorRunning(f"a supervisor is already running for namespace {namespace!r} "
+                                        f"(pid {peer.pid})") from exc
             raise _squatter(namespace, peer) from exc
         self._sock.listen(64)
         self._sock.setblocking(False)

@@ -166,6 +166,32 @@ def test_a_squatter_is_reported_as_one_by_request_status_and_run(namespace, squa
     assert f"held by uid 65534 (nobody), pid {squatter}" in run.stderr and "Traceback" not in run.stderr
 
 
+SQUAT_SILENTLY = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\\0mdengine-" + sys.argv[1])  # bound, never listening: connecting to it is refused
+print(os.getpid(), flush=True)
+time.sleep(120)
+"""
+
+
+@needs_root
+def test_a_squatter_that_does_not_listen_is_named_by_run(namespace):
+    proc = subprocess.Popen([PYTHON_FOR_ALL, "-I", "-c", textwrap.dedent(SQUAT_SILENTLY), namespace], user=NOBODY,
+                            group=NOBODY, extra_groups=[], stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        pid = int(proc.stdout.readline())
+        with pytest.raises(NoSupervisor):
+            request(namespace, {"op": "ping"}, timeout=1.0)
+        run = subprocess.run([sys.executable, "-m", "mdengine", "run", "--sim", "--namespace", namespace,
+                              "--seconds", "5"], capture_output=True, text=True, timeout=60, cwd=os.getcwd())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert f"held by uid 65534 (nobody), pid {pid}" in run.stderr, run.stderr
+
+
 def test_one_control_thread_however_many_connections(namespace):
     with ControlServer(namespace, echo_calls()[1], max_connections=200):
         before = threading.active_count()
