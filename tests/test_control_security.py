@@ -19,6 +19,8 @@ import pytest
 
 from mdengine import control
 from mdengine.control import ControlError, ControlServer, NoSupervisor, Squatter, request, socket_address
+from mdengine.store import SegmentWriter, list_names
+from mdengine.store import layout as L
 
 NOBODY = 65534
 
@@ -160,6 +162,12 @@ def test_a_squatter_is_reported_as_one_by_request_status_and_run(namespace, squa
     assert "Traceback" not in status.stderr
     assert f"held by uid 65534 (nobody), pid {squatter}" in status.stderr
     assert "supervisor pid 1" not in status.stdout  # the squatter's answer is not believed
+    # unless the client is told to trust that user (a client of another account allowed in [control])
+    assert request(namespace, {"op": "status"}, trusted_uids=[NOBODY])["pid"] == 1
+    env_trusting = {**env, control.SUPERVISOR_USER_ENV: "nobody"}
+    trusting = subprocess.run([sys.executable, "-m", "mdengine", "status", "--namespace", namespace, "--interval",
+                               "0"], capture_output=True, text=True, timeout=60, env=env_trusting)
+    assert "supervisor pid 1" in trusting.stdout and not trusting.stderr, trusting.stderr
     run = subprocess.run([sys.executable, "-m", "mdengine", "run", "--sim", "--namespace", namespace,
                           "--seconds", "5"], capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 1
@@ -250,6 +258,15 @@ def test_a_full_listen_queue_is_a_ControlError_sentence_not_a_traceback(namespac
         out = subprocess.run([sys.executable, "-m", "mdengine", "status", "--namespace", namespace, "--interval",
                               "0"], capture_output=True, text=True, timeout=60, env=env)
         assert "Traceback" not in out.stderr and "not accepting connections" in out.stderr
+        # clean: a segment whose owner is dead, in a namespace whose socket does not answer, is kept, and says why
+        SegmentWriter(namespace, "okx", create=True, max_symbols=1, book_capacity=4, trade_capacity=8).close()
+        with SegmentWriter(namespace, "okx") as w:
+            w.q[L.OWNER_PID_OFFSET >> 3] = 0x3FFFFFFF  # no such process
+        out = subprocess.run([sys.executable, "-m", "mdengine", "clean", "--namespace", namespace],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert "Traceback" not in out.stderr, out.stderr
+        assert f"mde-{namespace}-okx: kept: the supervisor of {namespace!r} is not accepting connections" in out.stdout
+        assert list_names(namespace) == [f"mde-{namespace}-okx"]
     finally:
         for s in queued:
             s.close()
