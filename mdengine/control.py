@@ -45,7 +45,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
@@ -287,6 +286,53 @@ def _read_line(sock: socket.socket, timeout: float) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- server
+class _Workers:
+    """At most `n` daemon threads running handlers (daemon: a handler stuck on a feed must not hold up the
+    interpreter's exit, as a ThreadPoolExecutor's worker would). Threads start on demand."""
+
+    def __init__(self, n: int, name: str) -> None:
+        self._jobs: SimpleQueue[tuple[Callable[[], dict], Callable[[dict], None]] | None] = SimpleQueue()
+        self._n, self._name = n, name
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, job: Callable[[], dict], done: Callable[[dict], None]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the control server is closing")
+            start = self._idle <= 0 and self._threads < self._n
+            if start:
+                self._threads += 1
+            else:
+                self._idle -= 1  # reserved: a later submit must not count on the same idle thread
+            self._jobs.put((job, done))
+        if start:
+            threading.Thread(target=self._run, name=f"{self._name}-{self._threads}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, done = item
+            try:
+                answer = job()
+            except BaseException as exc:  # noqa: BLE001 - answer() catches handler errors; this is a last resort
+                answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            done(answer)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            n = self._threads
+        for _ in range(n):
+            self._jobs.put(None)
+
+
 @dataclass(eq=False)
 class _Conn:
     sock: socket.socket
@@ -341,7 +387,7 @@ class ControlServer:
         self._wake_w.setblocking(False)
         self._sel.register(self._sock, selectors.EVENT_READ, "listen")
         self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"control-{namespace}")
+        self._pool = _Workers(workers, f"control-{namespace}")
         self._answers: SimpleQueue[tuple[_Conn, dict]] = SimpleQueue()
         self._conns: set[_Conn] = set()
         self._accept_paused_until = 0.0
@@ -370,7 +416,7 @@ class ControlServer:
             self._thread.join(timeout=2.0)
         else:
             self._teardown()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def __enter__(self) -> ControlServer:
         return self.start()
@@ -551,18 +597,13 @@ class ControlServer:
                 continue
             conn.busy = True
             try:
-                future = self._pool.submit(self.answer, line)
-            except RuntimeError:  # the pool is shut down: we are closing
+                self._pool.submit(lambda line=line: self.answer(line), lambda a, c=conn: self._answered(c, a))
+            except RuntimeError:  # we are closing
                 self._drop(conn)
                 return
-            future.add_done_callback(lambda f, c=conn: self._answered(c, f))
 
-    def _answered(self, conn: _Conn, future: Future) -> None:
+    def _answered(self, conn: _Conn, answer: dict) -> None:
         """Worker thread: hand the answer back to the control thread."""
-        try:
-            answer = future.result()
-        except BaseException as exc:  # noqa: BLE001 - cancelled at shutdown, or a bug in answer()
-            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         self._answers.put((conn, answer))
         self._wake()
 

@@ -330,3 +330,27 @@ def test_a_supervisor_out_of_descriptors_survives_a_flood_and_answers_again(name
     text = log.read_text()
     assert "accept failed (EMFILE)" in text, text  # it did hit the limit, and said so once
     assert text.count("accept failed") == 1, text
+
+
+def test_a_slow_request_does_not_hold_up_the_others(namespace):
+    """Handlers run on the worker threads: a subscribe waiting for a starting feed leaves status answering."""
+    release = threading.Event()
+
+    def handler(message):
+        if message["op"] == "subscribe":
+            release.wait(10)
+        return {"ok": True}
+
+    with ControlServer(namespace, handler):
+        slow = threading.Thread(target=request, args=(namespace, {"op": "subscribe", "exchange": "okx",
+                                                                   "symbol": "BTC/USDT"}, 15.0))
+        slow.start()
+        try:
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            assert request(namespace, {"op": "status"}, timeout=5.0)["ok"] is True
+            assert time.monotonic() - t0 < 2.0
+            assert slow.is_alive()  # still waiting
+        finally:
+            release.set()
+            slow.join(10)
