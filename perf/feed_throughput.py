@@ -6,7 +6,8 @@ For every exchange whose adapter module exists (the others are skipped and named
   warm-up until every symbol is live, N pre-rendered frames are timed one by one through the feed's frame path:
   the fast lane, or `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter for the frames it declines (and for
   every frame of an exchange without a lane). An adapter needs only its normal methods.
-- recorded: real frames from tests/data (copies of the shared recordings) where one exists (Binance spot, OKX), replayed the same way.
+- recorded: real frames from tests/data (copies of the shared recordings) where one exists (Binance spot, OKX),
+  replayed the same way.
 
 The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recorder.Recorder` tap
 (record_overhead_pct); null when no recorder module exists. Profile with `--profile EXCHANGE`.
