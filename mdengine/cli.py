@@ -157,13 +157,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: EngineConfig, stop: threading.Event, log_file: str | None) -> int:
-    from .control import SupervisorRunning
+    from .control import ControlError
     from .supervisor import Supervisor
 
     sup = Supervisor(cfg, sim=args.sim, log_file=log_file)
     try:
         sup.acquire()
-    except SupervisorRunning as exc:
+    except ControlError as exc:  # another supervisor, or a squatter (named with its uid and pid)
         print(f"mdengine run: {exc}", file=sys.stderr)
         return 1
     sim = None
@@ -194,12 +194,18 @@ def _run(args: argparse.Namespace, cfg: EngineConfig, stop: threading.Event, log
 
 
 # ---------------------------------------------------------------------------- status / top
-def _supervisor_status(namespace: str) -> dict | None:
-    from .control import ControlError, request
+def _supervisor_status(namespace: str, complain: bool = True) -> dict | None:
+    """The supervisor's status answer, or None; a failure other than "none running" (a squatter, a refusal, no
+    answer) is printed to stderr as the sentence it is."""
+    from .control import ControlError, NoSupervisor, request
 
     try:
         answer = request(namespace, {"op": "status"}, timeout=3.0)
-    except ControlError:
+    except NoSupervisor:
+        return None
+    except ControlError as exc:
+        if complain:
+            print(f"mdengine: {exc}", file=sys.stderr)
         return None
     return answer if answer.get("ok") else None
 
@@ -319,7 +325,7 @@ def _top_loop(namespace: str, interval: float, stop: threading.Event, *, once: b
     with StatusSampler(namespace) as sampler:
         sampler.sample()
         while not stop.wait(interval):
-            frame = render_text(sampler.sample(_supervisor_status(namespace)))
+            frame = render_text(sampler.sample(_supervisor_status(namespace, complain=False)))
             if once:
                 out(frame)
                 return

@@ -66,6 +66,7 @@ class ExchangeConfig:
     warm_interval_ms: float = 1.0  # while idle, keep the frame path warm by replaying the last frame (0: off)
     # the last good instrument lists (None: $XDG_CACHE_HOME/mdengine/instruments or ~/.cache/mdengine/instruments)
     instrument_cache_dir: str | None = None
+    max_message_bytes: int | None = None  # largest WebSocket message accepted (None: the adapter's, 4 MiB)
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 
 
@@ -85,3 +86,6 @@ class EngineConfig:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     log_level: str = "INFO"
     keep_segments: bool = False  # leave segments in /dev/shm on shutdown (post-mortem)
+    # who may use the control socket besides the engine's own user and root (engine.toml [control])
+    control_uids: list[int] = field(default_factory=list)
+    control_gids: list[int] = field(default_factory=list)

@@ -164,6 +164,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "warm_interval_ms": _warm_interval,
     "instrument_cache_dir": _str,
     "options": _table,
+    "max_message_bytes": lambda p, v: _int(p, v, 1024, 1 << 30),
 }
 _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "backoff_initial_s": _nonneg_float,
@@ -172,7 +173,39 @@ _RESTART_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "max_restarts": lambda p, v: _int(p, v, 1, 1_000_000),
     "window_s": _pos_float,
 }
-_TOP_KEYS = {"namespace", "log_level", "keep_segments", "record_dir", "restart", "defaults", "exchanges"}
+_TOP_KEYS = {"namespace", "log_level", "keep_segments", "record_dir", "restart", "defaults", "exchanges", "control"}
+
+
+def _ids(path: str, v: Any, lookup: Callable[[str], int], what: str) -> list[int]:
+    """A list of numeric ids or names (resolved now: an unknown name is an error, not a silent no-op)."""
+    if not isinstance(v, list):
+        raise _fail(path, f"a list of {what} names or ids", v)
+    out = []
+    for i, x in enumerate(v):
+        if isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**32 - 1:
+            out.append(x)
+        elif isinstance(x, str) and x:
+            try:
+                out.append(lookup(x))
+            except KeyError:
+                raise ConfigError(f"{path}[{i}]: no {what} named {x!r} on this machine") from None
+        else:
+            raise _fail(f"{path}[{i}]", f"a {what} name or id", x)
+    return out
+
+
+def _control(cfg: EngineConfig, raw: Any) -> None:
+    """[control]: who may use the control socket besides the engine's own user and root."""
+    import grp
+    import pwd
+
+    table = _table("control", raw)
+    _check_unknown("control", table, {"allow_users", "allow_groups"})
+    if "allow_users" in table:
+        cfg.control_uids = _ids("control.allow_users", table["allow_users"], lambda n: pwd.getpwnam(n).pw_uid, "user")
+    if "allow_groups" in table:
+        cfg.control_gids = _ids("control.allow_groups", table["allow_groups"], lambda n: grp.getgrnam(n).gr_gid,
+                                "group")
 
 
 def _exchange(path: str, raw: Any, defaults: dict[str, Any]) -> ExchangeConfig:
@@ -215,6 +248,8 @@ def parse_config(data: dict[str, Any]) -> EngineConfig:
         cfg.log_level = _choice(LOG_LEVELS)("log_level", v.upper() if isinstance(v, str) else v)
     if "keep_segments" in data:
         cfg.keep_segments = _bool("keep_segments", data["keep_segments"])
+    if "control" in data:
+        _control(cfg, data["control"])
     if "restart" in data:
         table = _table("restart", data["restart"])
         _check_unknown("restart", table, set(_RESTART_KEYS))

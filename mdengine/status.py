@@ -283,7 +283,9 @@ def render_text(status: dict) -> str:
         lines.append("")
         lines += [f"pending {ex}: {', '.join(names)}" for ex, names in pending]
     errors = [(f["exchange"], f["last_error"]["text"]) for f in status["feeds"] if f.get("last_error")]
-    if errors:
+    recording = [(f["exchange"], n) for f in status["feeds"] if (n := f.get("counters", {}).get("record_errors"))]
+    if errors or recording:
         lines.append("")
         lines += [f"last error {ex}: {text}" for ex, text in errors]
+        lines += [f"recorder {ex}: {n} write errors (books are still published; see the log)" for ex, n in recording]
     return "\n".join(lines) + "\n"

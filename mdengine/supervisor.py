@@ -153,9 +153,11 @@ class Supervisor:
 
     # ------------------------------------------------------------------ lifecycle
     def acquire(self) -> Supervisor:
-        """Take the namespace's lock (its control socket). Raises control.SupervisorRunning if taken."""
+        """Take the namespace's lock (its control socket). Raises control.SupervisorRunning if another
+        supervisor holds it, control.Squatter if a process of another user does."""
         if self._server is None:
-            self._server = ControlServer(self.namespace, self.handle).start()
+            self._server = ControlServer(self.namespace, self.handle, allow_uids=self.cfg.control_uids,
+                                         allow_gids=self.cfg.control_gids).start()
         return self
 
     def set_sim(self, endpoints: dict[str, tuple[str, str]]) -> None:
@@ -513,7 +515,7 @@ def clean(namespace: str | None = None, force: bool = False) -> list[tuple[str, 
 
     A segment that cannot be read (half-created, foreign layout) is only removed with `force`.
     """
-    from .control import is_running
+    from .control import ControlError, NoSupervisor, request
 
     done = []
     for name in shm.list_names(namespace):
@@ -531,7 +533,15 @@ def clean(namespace: str | None = None, force: bool = False) -> list[tuple[str, 
             alive = owner_alive(reader)
         finally:
             reader.close()
-        if alive or is_running(ns, timeout=1.0):
+        if not alive:
+            try:
+                alive = bool(request(ns, {"op": "ping"}, timeout=1.0).get("ok"))
+            except NoSupervisor:
+                pass
+            except ControlError as exc:  # a squatter, a refusal, a flooded socket: we cannot tell, so keep it
+                done.append((name, f"kept: {exc}"))
+                continue
+        if alive:
             done.append((name, "kept: its supervisor is running"))
         elif shm.unlink(name):
             done.append((name, "unlinked"))

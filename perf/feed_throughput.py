@@ -324,7 +324,7 @@ def transport(n: int) -> tuple[float, float]:
             next_frame, got = conn.next_frame, 0
             while got < n:
                 try:
-                    next_frame()[2].decode()
+                    str(next_frame()[2], "utf-8", "surrogateescape")  # as the loop decodes: from the buffer
                     got += 1
                 except WOULD_BLOCK:
                     sel.select(1.0)

@@ -168,3 +168,21 @@ def test_misspelt_endpoint_is_an_error_naming_the_key():
         parse_config({"exchanges": [{"name": "binance", "endpoints": {"ws_spot": "ws://127.0.0.1:1"}}]})
     cfg = parse_config({"exchanges": [{"name": "binance", "endpoints": {"spot_ws": "ws://127.0.0.1:1"}}]})
     assert cfg.exchanges[0].endpoints == {"spot_ws": "ws://127.0.0.1:1"}
+
+
+def test_control_allow_lists_take_names_and_ids_and_refuse_unknown_names():
+    cfg = parse_config(tomllib.loads('[control]\nallow_users = ["nobody", 1001]\nallow_groups = ["root", 7]'))
+    assert cfg.control_uids == [65534, 1001] and cfg.control_gids == [0, 7]
+    with pytest.raises(ConfigError, match=r"control.allow_users\[0\]: no user named 'no-such-user-x'"):
+        parse_config(tomllib.loads('[control]\nallow_users = ["no-such-user-x"]'))
+    with pytest.raises(ConfigError, match=r"control.allow_groups\[0\]: expected a group name or id, got -1"):
+        parse_config(tomllib.loads("[control]\nallow_groups = [-1]"))
+    with pytest.raises(ConfigError, match="control.allow_user: unknown key"):
+        parse_config(tomllib.loads("[control]\nallow_user = []"))
+
+
+def test_max_message_bytes_is_an_exchange_key_with_sane_bounds():
+    cfg = parse_config(tomllib.loads('[defaults]\nmax_message_bytes = 1048576\n[[exchanges]]\nname = "okx"'))
+    assert cfg.exchanges[0].max_message_bytes == 1 << 20
+    with pytest.raises(ConfigError, match=r"exchanges\[0\].max_message_bytes: expected an integer 1024"):
+        parse_config(tomllib.loads('[[exchanges]]\nname = "okx"\nmax_message_bytes = 10'))

@@ -88,7 +88,7 @@ def _drain(c: WsConn, first: list | None = None) -> list:
         except WOULD_BLOCK:
             return out
         if op >= 8:
-            out.append((op, payload))
+            out.append((op, bytes(payload)))  # a view of the receive buffer: valid until the next call
         else:
             first[0] = op or first[0]  # a continuation carries opcode 0: the message's is its first frame's
             msg = c.message(op, fin, payload)
@@ -147,7 +147,7 @@ def test_WsConn_reader_over_tls_reassembles_frames_across_records():
         while len(got) < len(payloads):
             assert time.monotonic() < deadline, [len(p) for p in got]
             try:
-                got.append(c.next_frame()[2])
+                got.append(bytes(c.next_frame()[2]))
             except WOULD_BLOCK:
                 if not c.has_buffered():  # only then may the loop go back to select
                     select.select([tls], [], [], 0.5)
@@ -625,3 +625,96 @@ def test_FeedLoop_without_warm_interval_never_warms():
         loop.stop()
         t.join(10)
         server.shutdown()
+
+
+# ----------------------------------------------------------------------------- message limits
+def _run_loop_against(frames: bytes, **options):
+    """A FeedLoop connected to a raw server writing `frames` on every connection; yields (adapter, sink, accepted)
+    once the caller's condition is met (see callers), then stops the loop."""
+    lsock, accepted = _raw_ws_server(frames)
+    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    adapter, sink = EchoAdapter(url), NullSink()
+    loop = FeedLoop(adapter, sink, options=LoopOptions(backoff_initial_s=0.05, backoff_max_s=0.1, **options))
+    t = threading.Thread(target=loop.run)
+    t.start()
+    loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+
+    def stop():
+        loop.stop()
+        t.join(10)
+        lsock.close()
+        assert not t.is_alive()
+
+    return adapter, sink, accepted, stop
+
+
+def _wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_FeedLoop_joins_the_most_fragments_allowed_in_linear_time():
+    """16,384 one-byte fragments (the cap) took ~2 s when every fragment re-summed the ones before (quadratic);
+    joined in one growing buffer they take a few ms. The bound has >10x headroom over a busy machine's figure."""
+    from mdengine.feed.wsconn import MAX_FRAGMENTS
+
+    body = b'"' + b"x" * (MAX_FRAGMENTS - 2) + b'"'
+    wire = server_frame(1, body[:1], fin=False) + b"".join(server_frame(0, body[i:i + 1], fin=i == len(body) - 1)
+                                                           for i in range(1, len(body)))
+    t0 = time.monotonic()
+    adapter, sink, _, stop = _run_loop_against(wire + server_frame(1, b"{}"))
+    try:
+        _wait(lambda: len(adapter.frames) >= 2, 30, (len(adapter.frames), sink.lost))
+        elapsed = time.monotonic() - t0
+    finally:
+        stop()
+    assert adapter.frames[:2] == [body.decode(), "{}"] and not sink.lost
+    assert elapsed < 1.0, elapsed  # ~0.02 s here; the quadratic join took 2 s for the same message
+
+
+@pytest.mark.parametrize("what, wire, reason", [
+    ("a frame whose header says 60 MB (nothing more is sent: it must not wait for it)",
+     bytes([0x81, 127]) + struct.pack("!Q", 60 << 20) + b"x" * 1000, "frame of 62914560 bytes is over"),
+    ("a frame one byte over", server_frame(1, b"y" * 4097), "frame of 4097 bytes is over"),
+    ("fragments adding up to more", b"".join(server_frame(1 if i == 0 else 0, b"z" * 1000, fin=False)
+                                             for i in range(5)), "fragmented message over"),
+    ("more fragments than allowed", server_frame(1, b"[", fin=False) + server_frame(0, b"", fin=False) * 20_000,
+     "16385 fragments"),
+])
+def test_FeedLoop_refuses_a_message_over_the_limit_counts_it_and_replaces_the_connection(what, wire, reason):
+    adapter, sink, accepted, stop = _run_loop_against(server_frame(1, b'{"ok":1}') + wire, max_message_bytes=4096)
+    try:
+        _wait(lambda: len(accepted) >= 2 and len(sink.lost) >= 2, 30, (accepted, sink.lost))
+        conn = adapter  # the good frame before it arrives on every connection
+        assert conn.frames[:2] == ['{"ok":1}', '{"ok":1}']
+    finally:
+        stop()
+    assert "MessageTooLarge" in sink.lost[0] and reason in sink.lost[0], (what, sink.lost[0])
+    assert "limit" in sink.lost[0]
+
+
+def test_WsConn_gives_back_a_buffer_grown_for_a_big_message():
+    c, a, b = _attached()
+    c.max_message = 3 << 20
+    sender = threading.Thread(target=b.sendall, args=(server_frame(1, b"q" * (2 << 20)),))
+    sender.start()  # more than the socket holds: written while we read
+    got = None
+    while got is None:
+        try:
+            got = bytes(c.next_frame()[2])
+        except WOULD_BLOCK:
+            select.select([a], [], [], 5)
+    sender.join(10)
+    assert len(got) == 2 << 20 and len(c._rmem) >= 2 << 20
+    b.sendall(server_frame(1, b"small"))
+    while True:
+        try:
+            assert bytes(c.next_frame()[2]) == b"small"
+            break
+        except WOULD_BLOCK:
+            select.select([a], [], [], 5)
+    assert len(c._rmem) <= 1 << 18  # back to the usual receive buffer
+    a.close()
+    b.close()

@@ -37,6 +37,9 @@ class Adapter(ABC):
     exchange: str = ""
     #: endpoint name -> default base URL (real exchange). Config overrides any of them.
     DEFAULT_ENDPOINTS: Mapping[str, str] = {}
+    #: the largest WebSocket message the exchange really sends (its biggest snapshot is tens of KB), with room to
+    #: spare; a larger one is refused before it is buffered and the connection replaced (config: max_message_bytes)
+    MAX_MESSAGE_BYTES: int = 4 << 20
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True) -> None:

@@ -35,7 +35,7 @@ from . import sched
 from .http import RestClient, retryable
 from .logrepeat import RepeatLog
 from .timing import Backoff
-from .wsconn import CLOSED, CONNECTING, IDLE, OPEN, WOULD_BLOCK, WsConn
+from .wsconn import CLOSED, CONNECTING, DEFAULT_MAX_MESSAGE, IDLE, OPEN, WOULD_BLOCK, WsConn
 
 Tap = Callable[[str, str, Any, int], None]  # (kind, url, data, recv_ns); kind: connect|disconnect|recv|send|http
 RestCallback = Callable[[str, int, bytes, int], list[Event]]  # (request_id, status, body, recv_ns) -> events
@@ -77,6 +77,9 @@ class LoopOptions:
     # (docs/feed.md, "Warm-up").
     warm_interval_s: float = 0.0
     warm_for_s: float = 5.0  # a connection silent this long is not worth keeping warm: the loop sleeps again
+    # The largest WebSocket message accepted (bytes); None: the adapter's MAX_MESSAGE_BYTES. A larger frame or
+    # fragmented message is refused before it is buffered, and its connection replaced.
+    max_message_bytes: int | None = None
 
 
 class Sink(Protocol):
@@ -133,6 +136,7 @@ class FeedLoop:
         self._frames = 0
         self._last_frame: tuple[str, str | bytes] | None = None  # (conn, data) of the newest data frame
         self._warm_s = self.opts.warm_interval_s
+        self._max_message = self.opts.max_message_bytes or getattr(adapter, "MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE)
         self._sink_warm: Callable[[list[Event]], bool | None] | None = getattr(sink, "warm", None)
         # a frame path that raises on every frame logs once per interval (the sink's RepeatLog, flushed by it)
         repeats = getattr(sink, "repeats", None)
@@ -436,7 +440,8 @@ class FeedLoop:
                     break
                 got += 1
                 if op == _TEXT and fin and not c.in_message:
-                    data = payload.decode("utf-8", "surrogateescape")  # invalid UTF-8 fails in the JSON parser
+                    # straight from the receive buffer (no bytes copy); invalid UTF-8 fails in the JSON parser
+                    data = str(payload, "utf-8", "surrogateescape")
                 elif op < 8:  # a fragment, a continuation, binary, or a reserved data opcode (an error)
                     data = c.message(op, fin, payload)
                     if data is None:
@@ -444,10 +449,11 @@ class FeedLoop:
                 elif not fin or len(payload) > 125:
                     raise websocket.WebSocketProtocolException(f"control frame {op:#x} fragmented or over 125 bytes")
                 elif op == ABNF.OPCODE_PING:  # answer ahead of queued messages, echoing the payload
-                    c.outq.appendleft((ABNF.OPCODE_PONG, payload))
+                    c.outq.appendleft((ABNF.OPCODE_PONG, bytes(payload)))
                     self._flush(c)
                     continue
                 elif op == ABNF.OPCODE_CLOSE:
+                    payload = bytes(payload)
                     code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                     self._lost(c, f"closed by server (code {code}: {payload[2:].decode('utf-8', 'replace')})",
                                answer_close=True)
@@ -493,7 +499,7 @@ class FeedLoop:
         if c is None:
             o = self.opts
             c = self._conns[ev.conn] = WsConn(ev.conn, ev.url, Backoff(o.backoff_initial_s, o.backoff_max_s),
-                                              self.adapter.send_rate(ev.conn))
+                                              self.adapter.send_rate(ev.conn), max_message=self._max_message)
         c.url = ev.url  # used from the next connect on
         c.wanted = True
         if c.state is CLOSED or (c.state is IDLE and c.attempt == 0):

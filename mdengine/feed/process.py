@@ -67,6 +67,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.stale_after_s = cfg.stale_after_s
         writer.set_freshness(cfg.stale_after_s, opts.heartbeat_interval_s)
         writer.set_rest_endpoints(adapter.rest_bases())
+        opts.max_message_bytes = cfg.max_message_bytes or opts.max_message_bytes
         loop = FeedLoop(adapter, publisher, options=opts, log=log, on_frame=fastlane.attach(adapter, publisher))
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:
@@ -111,8 +112,18 @@ def _recorder(cfg: ExchangeConfig, loop: FeedLoop, publisher: Publisher, log: lo
     except ImportError as e:
         publisher.error(f"record_dir is set but the recorder is unavailable: {e}")
         return None
-    os.makedirs(cfg.record_dir, exist_ok=True)
-    return Recorder(cfg.record_dir, cfg.name, on_error=lambda text: loop.submit(lambda: publisher.record_failed(text)))
+    # Nothing here may stop the feed: a directory that cannot be created or written (read-only filesystem, a
+    # path under a plain file, a full disk) is the recorder's error to report and retry, never the feed's.
+    try:
+        os.makedirs(cfg.record_dir, exist_ok=True)
+    except OSError as e:
+        publisher.record_failed(f"cannot create {cfg.record_dir}: {e.strerror or e} (the recorder keeps retrying)")
+    try:
+        return Recorder(cfg.record_dir, cfg.name,
+                        on_error=lambda text: loop.submit(lambda: publisher.record_failed(text)))
+    except Exception as e:  # noqa: BLE001 - a recorder that cannot start costs the recording, not the books
+        publisher.record_failed(f"cannot start: {type(e).__name__}: {e}")
+        return None
 
 
 def _serve_control(conn: Connection, session: FeedSession, loop: FeedLoop, log: logging.Logger) -> None:

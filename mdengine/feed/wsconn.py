@@ -7,6 +7,13 @@ and validates an ABNF object per frame (~13 µs per frame on a cold path here, ~
 `recv(256 KiB)` instead of `recv_into` would allocate and free 256 KiB per call (8 µs hot, ~27 µs cold).
 "No data yet" surfaces as BlockingIOError / SSLWantReadError, which the loop treats as "back to select";
 a partial frame stays in the buffer until the rest arrives.
+
+Memory is bounded by what the exchange can really send: a frame or a fragmented message longer than the
+connection's `max_message` (the adapter's MAX_MESSAGE_BYTES, or config) is refused as soon as its header says
+so, before it is buffered; a message of more than MAX_FRAGMENTS fragments too. A payload is handed out as a view
+of the receive buffer (the loop decodes text straight from it: one copy, not two), fragments are appended to one
+growing buffer (linear in the message's size, however many fragments), and a buffer grown for a big message is
+given back once it is consumed.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import websocket
 from .timing import Backoff, TokenBucket
 
 RECV_SIZE = 1 << 18
-MAX_FRAME = 1 << 26  # a longer frame is a protocol error (the largest exchange snapshots are a few MB)
+DEFAULT_MAX_MESSAGE = 4 << 20  # bytes; Adapter.MAX_MESSAGE_BYTES is the same default
+MAX_FRAGMENTS = 16_384  # fragments of one message; exchanges send whole messages, a flood of fragments is an attack
 SEND_TIMEOUT_S = 5.0
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 ABNF = websocket.ABNF
@@ -32,11 +40,17 @@ IDLE, CONNECTING, OPEN, CLOSED = "idle", "connecting", "open", "closed"
 _NO_BUFFER = memoryview(bytearray(0))
 
 
+class MessageTooLarge(websocket.WebSocketProtocolException):
+    """A frame or a fragmented message over the connection's limit (size or fragment count)."""
+
+
 class WsConn:
     """State of one named connection. Mutated on the loop thread only (the connect worker posts back)."""
 
-    def __init__(self, name: str, url: str, backoff: Backoff, rate: float) -> None:
+    def __init__(self, name: str, url: str, backoff: Backoff, rate: float,
+                 max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self.name = name
+        self.max_message = max_message
         self.url = url
         self.state = IDLE
         self.wanted = True
@@ -59,7 +73,8 @@ class WsConn:
         self._rmem = _NO_BUFFER  # receive buffer while open (frames are parsed in place); freed on close
         self._rpos = self._rend = 0  # unparsed bytes are _rmem[_rpos:_rend]
         self._frag_op: int | None = None  # opcode of the fragmented message being assembled
-        self._frags: list[bytes] = []
+        self._frags = bytearray()  # its payload so far
+        self._nfrags = 0
 
     # ------------------------------------------------------------------ connecting (worker thread)
     def connect_async(self, timeout_s: float, post: Callable[[Callable[[], None]], None],
@@ -91,7 +106,7 @@ class WsConn:
         self.ws, self.sock = ws, sock
         self._rmem = memoryview(bytearray(RECV_SIZE))  # a fresh one: a previous giant frame's buffer is gone
         self._rpos = self._rend = 0
-        self._frag_op, self._frags = None, []
+        self._frag_op, self._frags, self._nfrags = None, bytearray(), 0
         self.state = OPEN
         self.opened_at = self.last_recv = self.last_ping = now
         self.healthy = self.rotation_asked = False
@@ -100,10 +115,12 @@ class WsConn:
         return sock
 
     # ------------------------------------------------------------------ reading (loop thread)
-    def next_frame(self) -> tuple[int, bool, bytes]:
-        """The next complete frame as (opcode, fin, payload). Raises BlockingIOError / SSLWantReadError when no
-        complete frame is buffered and the socket has nothing more, WebSocketConnectionClosedException at EOF,
-        WebSocketProtocolException on a frame a server must not send."""
+    def next_frame(self) -> tuple[int, bool, memoryview]:
+        """The next complete frame as (opcode, fin, payload). The payload is a view of the receive buffer, valid
+        until the next call (copy what you keep). Raises BlockingIOError / SSLWantReadError when no complete
+        frame is buffered and the socket has nothing more, WebSocketConnectionClosedException at EOF,
+        WebSocketProtocolException on a frame a server must not send, MessageTooLarge on a frame over
+        `max_message` (before reading its payload)."""
         while True:
             mem, pos = self._rmem, self._rpos
             avail = self._rend - pos
@@ -124,16 +141,19 @@ class WsConn:
                     if b1 & 0x80 or b0 & 0x70:
                         raise websocket.WebSocketProtocolException(
                             f"server frame with {'a mask' if b1 & 0x80 else 'RSV bits set'} (byte 0 {b0:#04x})")
+                    if n > self.max_message:  # before any of it is buffered
+                        raise MessageTooLarge(f"frame of {n} bytes is over this connection's limit of "
+                                              f"{self.max_message} bytes (max_message_bytes)")
                     end = pos + head + n
                     if end <= self._rend:
                         self._rpos = end
-                        return b0 & 0x0F, b0 & 0x80 != 0, mem[pos + head:end].tobytes()
-                    if head + n > MAX_FRAME:
-                        raise websocket.WebSocketProtocolException(f"frame of {n} bytes is over {MAX_FRAME}")
+                        return b0 & 0x0F, b0 & 0x80 != 0, mem[pos + head:end]
                     if end > len(mem):
                         self._make_room(head + n)
             elif pos and pos == self._rend:
                 self._rpos = self._rend = 0  # all parsed: read into the start again
+                if len(mem) > RECV_SIZE:  # give back what a big message made us grow to
+                    self._rmem = memoryview(bytearray(RECV_SIZE))
             self._fill()
 
     def _make_room(self, frame_size: int) -> None:
@@ -158,27 +178,34 @@ class WsConn:
         self.nbytes += k
         self._rend = end + k
 
-    def message(self, opcode: int, fin: bool, payload: bytes) -> str | bytes | None:
+    def message(self, opcode: int, fin: bool, payload: bytes | memoryview) -> str | bytes | None:
         """Assemble a data frame into a message: the text (str) or binary (bytes) once complete, else None.
+        Linear in the message's size; raises MessageTooLarge past `max_message` bytes or MAX_FRAGMENTS fragments.
         (The loop handles a complete text frame, the usual case, without calling this.)"""
         if opcode == ABNF.OPCODE_CONT:
             if self._frag_op is None:
                 raise websocket.WebSocketProtocolException("continuation frame without a message to continue")
-            self._frags.append(payload)
         elif opcode in (ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY):
             if self._frag_op is not None:
                 raise websocket.WebSocketProtocolException("a new message inside a fragmented one")
-            self._frag_op, self._frags = opcode, [payload]
+            if fin:  # a whole message in one frame
+                return str(payload, "utf-8", "surrogateescape") if opcode == ABNF.OPCODE_TEXT else bytes(payload)
+            self._frag_op = opcode
         else:
             raise websocket.WebSocketProtocolException(f"reserved opcode {opcode:#x}")
+        self._nfrags += 1
+        if len(self._frags) + len(payload) > self.max_message or self._nfrags > MAX_FRAGMENTS:
+            size, count = len(self._frags) + len(payload), self._nfrags
+            self._frag_op, self._frags, self._nfrags = None, bytearray(), 0
+            raise MessageTooLarge(f"fragmented message over this connection's limit ({count} fragments, {size} "
+                                  f"bytes so far; limits {MAX_FRAGMENTS} fragments, {self.max_message} bytes)")
+        self._frags += payload
         if not fin:
-            if sum(map(len, self._frags)) > MAX_FRAME:
-                raise websocket.WebSocketProtocolException(f"fragmented message over {MAX_FRAME} bytes")
             return None
-        op, data = self._frag_op, b"".join(self._frags)
-        self._frag_op, self._frags = None, []
+        op, data = self._frag_op, self._frags
+        self._frag_op, self._frags, self._nfrags = None, bytearray(), 0
         # invalid UTF-8 is let through (surrogateescape) and fails in the JSON parser, with the frame logged
-        return data.decode("utf-8", "surrogateescape") if op == ABNF.OPCODE_TEXT else data
+        return str(data, "utf-8", "surrogateescape") if op == ABNF.OPCODE_TEXT else bytes(data)
 
     @property
     def in_message(self) -> bool:
@@ -222,6 +249,6 @@ class WsConn:
         self.state = IDLE
         self.outq.clear()
         self._rmem, self._rpos, self._rend = _NO_BUFFER, 0, 0  # closed connections linger in the loop's table
-        self._frag_op, self._frags = None, []
+        self._frag_op, self._frags, self._nfrags = None, bytearray(), 0
         if ws is not None:
             ws.shutdown()

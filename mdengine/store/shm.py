@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - Windows
 
 _TRACK_KWARG = sys.version_info >= (3, 13)
 NAME_PREFIX = "mde-"
-_NAME_PART = re.compile(r"^[a-z0-9_]{1,12}$")
+_NAME_PART = re.compile(r"[a-z0-9_]{1,12}\Z")  # \Z, not $: "ns\n" must not pass
 SHM_DIR = "/dev/shm"
 
 
