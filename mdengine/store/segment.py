@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import struct
 from dataclasses import dataclass
@@ -54,7 +55,12 @@ class SymbolEntry:
 
 _DIR_STRUCT = struct.Struct(f"<II{L.DIR_MARKET_LENGTH}s{L.DIR_NATIVE_LENGTH}s{L.DIR_UNIFIED_LENGTH}sdddq")
 assert _DIR_STRUCT.size == L.DIR_ENTRY_LENGTH
-_DIRECTORY_RETRIES = 100
+_DIRECTORY_RETRIES = 1000
+
+
+def _entry(slot: int, buf: bytes | memoryview, offset: int) -> SymbolEntry:
+    state, kind, market, native, unified, tick, lot, cval, added = _DIR_STRUCT.unpack_from(buf, offset)
+    return SymbolEntry(slot, state, kind, _text(market), _text(native), _text(unified), tick, lot, cval, added)
 
 
 def _text(raw: bytes) -> str:
@@ -197,23 +203,25 @@ class SegmentView:
     def entry(self, slot: int) -> SymbolEntry:
         if not 0 <= slot < self.max_symbols:
             raise IndexError(f"{self.name}: slot {slot} outside 0..{self.max_symbols - 1}")
-        state, kind, market, native, unified, tick, lot, cval, added = _DIR_STRUCT.unpack_from(
-            self.buf, L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH)
-        return SymbolEntry(slot, state, kind, _text(market), _text(native), _text(unified), tick, lot, cval, added)
+        return _entry(slot, self.buf, L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH)
 
     def entries(self) -> list[SymbolEntry]:
         """Entries [0, count), copied between two equal, even reads of DIRECTORY_VERSION (the directory's
-        seqlock, 1.3). After _DIRECTORY_RETRIES copies that never met that (a writer killed inside a change,
-        until its successor attaches; an older writer's odd count), the last copy: market, native and state
-        never tear, only the metadata of the entry being rewritten may."""
-        q, v = self.q, L.DIRECTORY_VERSION_OFFSET >> 3
-        found: list[SymbolEntry] = []
-        for _ in range(_DIRECTORY_RETRIES):
+        seqlock, 1.3). The bytes are copied in one go and decoded afterwards, so a copy is short and a busy writer
+        rarely overlaps it. After _DIRECTORY_RETRIES copies that never met the rule (a writer killed inside a
+        change, until its successor attaches; an older writer, whose version parity means nothing), the last
+        copy: market, native and state never tear, only the metadata of the entry being rewritten may."""
+        q, v, start = self.q, L.DIRECTORY_VERSION_OFFSET >> 3, L.DIRECTORY_OFFSET
+        raw, count = b"", 0
+        for attempt in range(_DIRECTORY_RETRIES):
             before = q[v]
-            found = [self.entry(i) for i in range(self.directory_count)]
+            count = self.directory_count
+            raw = bytes(self.buf[start:start + count * L.DIR_ENTRY_LENGTH])
             if not before & 1 and q[v] == before:
                 break
-        return found
+            if attempt & 15 == 15:
+                os.sched_yield()  # let a writer in the middle of a change finish it
+        return [_entry(i, raw, i * L.DIR_ENTRY_LENGTH) for i in range(count)]
 
     def slot_base(self, slot: int) -> int:
         return self.slots_offset + slot * self.slot_size
