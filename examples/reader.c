@@ -193,9 +193,9 @@ static int lookup(const segment *seg, const char *symbol, const char *market, di
     int best = stable ? -1 : -3, best_rank = 8;
     for (uint64_t i = 0; i < count; i++) {
         const dir_entry *x = &e[i];
-        if (!(text_eq(x->unified, 40, symbol, 0) || text_eq(x->native, 32, symbol, 1))) continue;
+        if (!(text_eq(x->unified, 40, symbol, 1) || text_eq(x->native, 32, symbol, 1))) continue;
         if (market && !text_eq(x->market, 16, market, 1)) continue;
-        int rank = !text_eq(x->unified, 40, symbol, 0) * 4 + (x->state != SLOT_STATE_ACTIVE) * 2
+        int rank = !text_eq(x->unified, 40, symbol, 1) * 4 + (x->state != SLOT_STATE_ACTIVE) * 2
                    + (x->kind != KIND_SPOT);
         if (rank < best_rank) best = (int)i, best_rank = rank; /* ties: the lowest slot */
     }

@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -99,7 +100,7 @@ def test_lookup_picks_the_slot_the_python_client_picks(reader_exe, namespace):
     assert got[("ethusdt", "SPOT")][1] == 2  # a removed entry is found when it is the only one
     assert got[("btcusdt", None)][1] == 0  # native match, case folded: spot first
     assert got[("XYZ", None)][1] == "ambiguous" and got[("xyz", "alt")][1] == 5
-    assert got[("btc/usdt", None)][1] == "unknown"  # unified symbols match exactly
+    assert got[("btc/usdt", None)][1] == 0  # unified symbols match ignoring case
 
 
 def test_attach_refuses_what_is_not_a_segment(reader_exe, namespace):
@@ -214,9 +215,11 @@ def test_books_and_trades_match_the_python_client_while_the_writer_runs_at_full_
     try:
         assert ready.wait(60), "the writer did not start publishing"
         # Both readers sample a book that changes every few µs, so they meet on only some update ids; rounds of
-        # 5,000 C books repeat until at least 20 books and 100 trades were read by both (each round checked).
+        # 5,000 C books repeat until at least 20 books and 100 trades were read by both (each round checked). A
+        # busy machine makes them meet less often: the rounds go on for up to two minutes, not a fixed count.
         books = trades = lapped = 0
-        for _ in range(10):
+        give_up = time.monotonic() + 120
+        while time.monotonic() < give_up:
             run = SideBySide(reader_exe, namespace, EXCHANGE, "BTC/USDT", None, tmp_path / "c.jsonl", 5000, 20000, 20)
             assert writer.is_alive()
             run.check_c_alone()
