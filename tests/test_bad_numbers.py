@@ -90,7 +90,7 @@ def test_binance_diff_with_a_bad_number_is_malformed_and_resyncs(level, side):
 @pytest.mark.parametrize("fast", [True, False], ids=["c-reader", "orjson"])
 def test_binance_rest_snapshot_with_a_bad_number_is_malformed(level, fast, monkeypatch):
     if not fast:
-        monkeypatch.setattr("mdengine.exchanges.binance.parse_depth_snapshot", lambda body: None)
+        monkeypatch.setattr("mdengine.exchanges.binance.adapter.parse_depth_snapshot", lambda body: None)
     a = BinanceAdapter(InstrumentIndex([BN_BTC]))
     conn = a.subscribe(BN_BTC)[0].conn
     a.on_open(conn)

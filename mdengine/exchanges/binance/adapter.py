@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from ..book import BookSide, DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
-from ..events import (
+from ...book import BookSide, DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
+from ...events import (
     BookChanged,
     BookInvalid,
     CloseConnection,
@@ -33,11 +33,11 @@ from ..events import (
     SymbolSynced,
     TradesReceived,
 )
-from ..limits import trade_numbers
-from ..store.layout import MarketKind, Side
-from ..symbols import Instrument, InstrumentIndex, unified_symbol
-from ._wire import split_pair
-from .base import SCRATCH_CONN, Adapter, AdapterError
+from ...limits import trade_numbers
+from ...store.layout import MarketKind, Side
+from ...symbols import Instrument, InstrumentIndex, unified_symbol
+from .._wire import split_pair
+from ..base import SCRATCH_CONN, Adapter, AdapterError
 
 _loads = orjson.loads
 _Requester = Callable[["SymbolSync"], FetchRest]  # makes the symbol's next snapshot request

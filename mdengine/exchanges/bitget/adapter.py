@@ -19,14 +19,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..book import BookSide, LocalBook
-from ..events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
-from ..limits import trade_numbers
-from ..store.layout import MarketKind, Side
-from ..symbols import Instrument, unified_symbol
-from ._sync import LIVE, SymbolSync
-from ._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
-from ._wsbook import WsBookAdapter
+from ...book import BookSide, LocalBook
+from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...limits import trade_numbers
+from ...store.layout import MarketKind, Side
+from ...symbols import Instrument, unified_symbol
+from .._sync import LIVE, SymbolSync
+from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
+from .._wsbook import WsBookAdapter
 
 _MS = 1_000_000
 _FUTURES = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")

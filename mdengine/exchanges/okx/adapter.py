@@ -19,8 +19,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..book import BookSide, LocalBook
-from ..events import (
+from ...book import BookSide, LocalBook
+from ...events import (
     CloseConnection,
     Event,
     FetchRest,
@@ -29,12 +29,12 @@ from ..events import (
     Send,
     TradesReceived,
 )
-from ..limits import trade_numbers
-from ..store.layout import MarketKind, Side
-from ..symbols import Instrument, unified_symbol
-from ._sync import LIVE, SymbolSync
-from ._wire import chunks, dumps_str, loads, trade_id
-from ._wsbook import WsBookAdapter
+from ...limits import trade_numbers
+from ...store.layout import MarketKind, Side
+from ...symbols import Instrument, unified_symbol
+from .._sync import LIVE, SymbolSync
+from .._wire import chunks, dumps_str, loads, trade_id
+from .._wsbook import WsBookAdapter
 
 _MS = 1_000_000
 _PARTIAL = {"books5", "bbo-tbt"}
