@@ -301,7 +301,7 @@ def test_BinanceAdapter_snapshot_fast_path_changes_nothing_usdm(monkeypatch, cas
 def test_BinanceAdapter_takes_the_fast_path_for_a_plain_snapshot(monkeypatch):
     calls = []
     real = B.parse_depth_snapshot
-    monkeypatch.setattr(binance, "parse_depth_snapshot", lambda body: calls.append(real(body)) or calls[-1])
+    monkeypatch.setattr(binance.adapter, "parse_depth_snapshot", lambda body: calls.append(real(body)) or calls[-1])
     run_steps(PERP, USDM_SCENARIOS["E and T, pu chains"])
     (got,) = calls
     assert got is not None and got[:2] == (11, 1_700_000_000_123)
@@ -326,6 +326,6 @@ def test_BinanceAdapter_replays_the_recording_the_same_with_the_fast_path_on_and
         return events, {k: (s.state, s.applied, s.dropped, comparable(s.book)) for k, s in a.syms.items()}
 
     on = replay()
-    monkeypatch.setattr(binance, "parse_depth_snapshot", lambda body: None)
+    monkeypatch.setattr(binance.adapter, "parse_depth_snapshot", lambda body: None)
     assert replay() == on
     assert sum(applied for _, applied, _, _ in on[1].values()) == 172
