@@ -38,6 +38,7 @@ from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, InstrumentIndex, unified_symbol
 from .._wire import split_pair
 from ..base import SCRATCH_CONN, Adapter, AdapterError
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _loads = orjson.loads
 _Requester = Callable[["SymbolSync"], FetchRest]  # makes the symbol's next snapshot request
@@ -349,12 +350,7 @@ class BinanceAdapter(Adapter):
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
-    DEFAULT_ENDPOINTS: Mapping[str, str] = {
-        "spot_ws": "wss://stream.binance.com:9443",
-        "spot_rest": "https://api.binance.com",
-        "usdm_ws": "wss://fstream.binance.com",
-        "usdm_rest": "https://fapi.binance.com",
-    }
+    DEFAULT_ENDPOINTS: Mapping[str, str] = _DEFAULT_ENDPOINTS
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",

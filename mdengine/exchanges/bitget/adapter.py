@@ -27,6 +27,7 @@ from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
 _FUTURES = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")
@@ -39,7 +40,7 @@ _QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL")  # to split a nati
 
 class BitgetAdapter(WsBookAdapter):
     exchange = "bitget"
-    DEFAULT_ENDPOINTS = {"ws": "wss://ws.bitget.com", "rest": "https://api.bitget.com"}
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = ("SPOT",) + _FUTURES
     SYMBOLS_PER_CONN = 20  # Bitget advises < 50 channels per connection
 

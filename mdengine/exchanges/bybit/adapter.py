@@ -27,6 +27,7 @@ from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
 _KINDS = {"spot": MarketKind.SPOT, "linear": MarketKind.LINEAR, "inverse": MarketKind.INVERSE}
@@ -38,7 +39,7 @@ _QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL", "DAI")  # to split
 
 class BybitAdapter(WsBookAdapter):
     exchange = "bybit"
-    DEFAULT_ENDPOINTS = {"ws": "wss://stream.bybit.com", "rest": "https://api.bybit.com"}
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = ("spot", "linear", "inverse")
     SYMBOLS_PER_CONN = 50
 

@@ -35,6 +35,7 @@ from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
 _PARTIAL = {"books5", "bbo-tbt"}
@@ -45,7 +46,7 @@ _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
 
 class OkxAdapter(WsBookAdapter):
     exchange = "okx"
-    DEFAULT_ENDPOINTS = {"ws": "wss://ws.okx.com:8443", "rest": "https://www.okx.com"}
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = ("SPOT", "SWAP", "FUTURES", "OPTION")
     SYMBOLS_PER_CONN = 15  # books + trades = 30 channels, OKX's advice for 400-level books
 
