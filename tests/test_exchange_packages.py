@@ -22,6 +22,9 @@ def test_every_package_provides_the_registry_contract(name):
     assert pkg.ADAPTER is get_adapter(name) and pkg.ADAPTER.exchange == name
     assert pkg.ADAPTER.DEFAULT_ENDPOINTS == pkg.endpoints.DEFAULT_ENDPOINTS  # written once, in endpoints.py
     assert set(pkg.endpoints.DEFAULT_REST) <= set(facade.DEFAULT_REST)
+    assert set(pkg.endpoints.MARKET_URLS) == set(pkg.endpoints.DEFAULT_REST)
+    assert all(ws.startswith("wss://") for ws, _ in pkg.endpoints.MARKET_URLS.values())
+    assert pkg.ADAPTER.sim_endpoints(pkg.endpoints.MARKET_URLS) == pkg.endpoints.DEFAULT_ENDPOINTS  # same shape
     assert all(url.startswith("https://") for url in pkg.endpoints.DEFAULT_REST.values())
     for kind in (SPOT, LINEAR):
         market = pkg.naming.rest_market(kind)

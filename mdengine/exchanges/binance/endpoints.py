@@ -15,7 +15,10 @@ DEFAULT_ENDPOINTS: dict[str, str] = {
 }
 # REST market (the simulator's market names, the keys a feed publishes its REST bases under) -> adapter market
 REST_MARKETS: dict[str, str] = {"binance-spot": SPOT, "binance-usdm": USDM}
-DEFAULT_REST: dict[str, str] = {rm: DEFAULT_ENDPOINTS[m + "_rest"] for rm, m in REST_MARKETS.items()}
+# REST market -> (WebSocket base, REST base) of the real exchange, the shape of a simulator's endpoints()
+MARKET_URLS: dict[str, tuple[str, str]] = {rm: (DEFAULT_ENDPOINTS[m + "_ws"], DEFAULT_ENDPOINTS[m + "_rest"])
+                                           for rm, m in REST_MARKETS.items()}
+DEFAULT_REST: dict[str, str] = {rm: rest for rm, (_, rest) in MARKET_URLS.items()}
 
 
 def market_of_url(url: str, usdm_hosts: Iterable[str] = ()) -> str:
