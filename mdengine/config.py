@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .exchanges import EXCHANGES as EXCHANGES  # the registry's list: config files name these
+
 DEFAULT_NAMESPACE = "default"
 NAMESPACE_ENV = "MDENGINE_NAMESPACE"  # the namespace when none is given (Client() and every command)
 NAMESPACE_RULE = "1-12 characters of a-z, 0-9 or _"
@@ -40,7 +42,6 @@ def resolve_namespace(namespace: str | None = None, default: str = DEFAULT_NAMES
     if error:
         raise ValueError(error)
     return namespace
-EXCHANGES = ("binance", "okx", "bybit", "bitget")
 
 
 @dataclass

@@ -20,7 +20,7 @@ class UnknownSymbolError(KeyError):
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    exchange: str  # "binance", "okx", "bybit", "bitget"
+    exchange: str  # one of mdengine.exchanges.EXCHANGES
     market: str  # the exchange's market/category: "spot", "usdm", "SWAP", "linear", "USDT-FUTURES", ...
     native: str  # id as the exchange writes it in REST and payloads
     unified: str

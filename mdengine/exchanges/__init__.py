@@ -1,19 +1,33 @@
-"""Exchange adapters (sans-I/O). One module per exchange, each exposing its `Adapter` subclass as `ADAPTER`."""
+"""Exchanges: one package per exchange (`mdengine.exchanges.<name>`), holding all the engine knows about it.
+
+Each package has its sans-I/O adapter (`adapter.py`, exposed as `ADAPTER`) and the modules the rest of the engine asks
+instead of naming exchanges itself: `endpoints`, `naming` and `rest` (see docs/adding-an-exchange.md).
+"""
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
+from ._wire import trade_id  # the engine's one trade-id mapping (REST answers map ids as the feed does)
 from .base import Adapter, AdapterError
 
 EXCHANGES = ("binance", "okx", "bybit", "bitget")
 
 
-def get_adapter(exchange: str) -> type[Adapter]:
-    """The adapter class for `exchange` (imported on first use, so a feed loads only its own)."""
-    if exchange not in EXCHANGES:
-        raise ValueError(f"unknown exchange {exchange!r}; supported: {', '.join(EXCHANGES)}")
-    return importlib.import_module(f"{__name__}.{exchange}").ADAPTER
+def exchange(name: str) -> ModuleType:
+    """The package of exchange `name` (imported on first use, so a feed loads only its own).
+
+    Raises ValueError for a name not in EXCHANGES.
+    """
+    if name not in EXCHANGES:
+        raise ValueError(f"unknown exchange {name!r}; supported: {', '.join(EXCHANGES)}")
+    return importlib.import_module(f"{__name__}.{name}")
 
 
-__all__ = ["EXCHANGES", "Adapter", "AdapterError", "get_adapter"]
+def get_adapter(name: str) -> type[Adapter]:
+    """The adapter class for exchange `name`."""
+    return exchange(name).ADAPTER
+
+
+__all__ = ["EXCHANGES", "Adapter", "AdapterError", "exchange", "get_adapter", "trade_id"]

@@ -34,10 +34,13 @@ from ...events import (
     TradesReceived,
 )
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
-from ...symbols import Instrument, InstrumentIndex, unified_symbol
-from .._wire import split_pair
+from ...store.layout import Side
+from ...symbols import Instrument, InstrumentIndex
 from ..base import SCRATCH_CONN, Adapter, AdapterError
+from . import instruments as _instruments
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
+from .endpoints import SPOT, USDM
+from .instruments import MARKETS
 
 _loads = orjson.loads
 _Requester = Callable[["SymbolSync"], FetchRest]  # makes the symbol's next snapshot request
@@ -45,8 +48,6 @@ _MS = 1_000_000
 _BAD_INPUT = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 # ----------------------------------------------------------------------------- per-market rules
-SPOT, USDM = "spot", "usdm"
-MARKETS = (SPOT, USDM)
 # connection groups: (market, route) -> URL path on the market's WS base. USDⓈ-M routes depth to /public and
 # aggTrade to /market since 2026 (legacy URLs retired 2026-04-23), hence two connections there.
 _GROUPS = {SPOT: ((SPOT, "/stream"),), USDM: (("usdm-public", "/public/stream"), ("usdm-market", "/market/stream"))}
@@ -56,8 +57,6 @@ _SEND_RATE = {SPOT: 4.0, USDM: 9.0}  # incoming msg/s limits are 5 and 10, pings
 _SILENCE = {SPOT: 60.0, USDM: 200.0}
 _SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE request
 _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
-# quote assets, to split a native id no instrument list names ("BTCUSDT" -> BTC, USDT)
-_QUOTES = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL", "JPY", "DAI")
 # Binance closes every connection 24 h after it opened; a successor is opened well before and takes over once
 # each of its depth streams has delivered (or _TAKEOVER_NS after its first frame: a quiet symbol's diffs then
 # chain on the book or show a gap, which resyncs only that symbol).
@@ -349,12 +348,7 @@ class BinanceAdapter(Adapter):
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
-    DEFAULT_ENDPOINTS: Mapping[str, str] = {
-        "spot_ws": "wss://stream.binance.com:9443",
-        "spot_rest": "https://api.binance.com",
-        "usdm_ws": "wss://fstream.binance.com",
-        "usdm_rest": "https://fapi.binance.com",
-    }
+    DEFAULT_ENDPOINTS: Mapping[str, str] = _DEFAULT_ENDPOINTS
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
@@ -383,81 +377,18 @@ class BinanceAdapter(Adapter):
         self._next_id = 0
         self._requests: dict[str, SymbolSync] = {}  # snapshot request id -> symbol
 
-    # ------------------------------------------------------------------ instruments
+    # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
     def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
-        ep = {**cls.DEFAULT_ENDPOINTS, **endpoints}
-        out: list[Event] = []
-        for m in markets or MARKETS:
-            if m == SPOT:
-                out.append(FetchRest("instruments:spot", ep["spot_rest"].rstrip("/") + "/api/v3/exchangeInfo"))
-            elif m == USDM:
-                out.append(FetchRest("instruments:usdm", ep["usdm_rest"].rstrip("/") + "/fapi/v1/exchangeInfo"))
-            else:
-                raise ValueError(f"binance has no market {m!r}; markets: {', '.join(MARKETS)}")
-        return out
+        return _instruments.requests(endpoints, markets)
 
     @classmethod
     def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
-        market = request_id.partition(":")[2]
-        if market not in MARKETS:
-            raise AdapterError(f"binance: {request_id!r} is not an instrument request of this adapter")
-        try:
-            rows = _loads(body)["symbols"]
-            if not isinstance(rows, list):
-                raise TypeError("'symbols' is not a list")
-        except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
-            return [], [ProtocolError(request_id, f"bad exchangeInfo ({market}): {type(e).__name__}: {e}")]
-        out: list[Instrument] = []
-        bad = 0
-        for row in rows:
-            try:
-                inst = cls._instrument(market, row)
-            except _BAD_INPUT:
-                bad += 1
-                continue
-            if inst is not None:
-                out.append(inst)
-        events: list[Event] = []
-        if bad:
-            events.append(ProtocolError(request_id, f"{bad} malformed symbol entries in exchangeInfo ({market})"))
-        return out, events
-
-    @staticmethod
-    def _instrument(market: str, row: dict) -> Instrument | None:
-        if row["status"] != "TRADING":
-            return None
-        filters = {f["filterType"]: f for f in row.get("filters", ())}
-        tick = float(filters["PRICE_FILTER"]["tickSize"]) if "PRICE_FILTER" in filters else 0.0
-        lot = float(filters["LOT_SIZE"]["stepSize"]) if "LOT_SIZE" in filters else 0.0
-        native, base, quote = row["symbol"], row["baseAsset"], row["quoteAsset"]
-        if market == SPOT:
-            return Instrument("binance", SPOT, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
-                              base, quote, tick_size=tick, lot_size=lot)
-        settle = row.get("marginAsset") or quote
-        ctype = row.get("contractType", "")
-        if ctype == "PERPETUAL":
-            expiry = ""
-        elif "_" in native and ctype.endswith("QUARTER"):
-            expiry = native.rpartition("_")[2]  # BTCUSDT_250627 -> 250627
-        else:
-            return None  # other contract types are not USDⓈ-M linear perps/quarterlies
-        return Instrument("binance", USDM, native, unified_symbol(base, quote, MarketKind.LINEAR, settle, expiry),
-                          MarketKind.LINEAR, base, quote, settle, tick, lot)
+        return _instruments.parse(request_id, body)
 
     @classmethod
     def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
-        """Spot unless `market` is "usdm" (a perpetual; quarterlies, BTCUSDT_250627, are not guessed)."""
-        m = market or SPOT
-        pair = split_pair(native, _QUOTES)
-        if m not in MARKETS or pair is None:
-            return None
-        base, quote = pair
-        if m == SPOT:
-            return Instrument("binance", SPOT, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
-                              base, quote)
-        return Instrument("binance", USDM, native, unified_symbol(base, quote, MarketKind.LINEAR, quote),
-                          MarketKind.LINEAR, base, quote, quote, 0.0, 0.0, 1.0)
+        return _instruments.native_instrument(native, market)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:

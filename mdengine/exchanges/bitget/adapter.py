@@ -20,93 +20,41 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...book import BookSide, LocalBook
-from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...events import Event, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
-from ...symbols import Instrument, unified_symbol
+from ...store.layout import Side
+from ...symbols import Instrument
 from .._sync import LIVE, SymbolSync
-from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
+from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
+from . import instruments as _instruments
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
-_FUTURES = ("USDT-FUTURES", "COIN-FUTURES", "USDC-FUTURES")
 _ARG_RE = re.compile(r"instType:([\w-]+),channel:([\w-]+),instId:([\w-]+)")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 20
 _PARTIAL = ("books1", "books5", "books15")
-_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL")  # to split a native id no list names
 
 
 class BitgetAdapter(WsBookAdapter):
     exchange = "bitget"
-    DEFAULT_ENDPOINTS = {"ws": "wss://ws.bitget.com", "rest": "https://api.bitget.com"}
-    MARKETS = ("SPOT",) + _FUTURES
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
+    MARKETS = _instruments.MARKETS
     SYMBOLS_PER_CONN = 20  # Bitget advises < 50 channels per connection
 
-    # ------------------------------------------------------------------ instruments
+    # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
     def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
-        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
-        out: list[Event] = []
-        for m in markets or ("SPOT", "USDT-FUTURES", "COIN-FUTURES"):
-            url = (f"{rest}/api/v2/spot/public/symbols" if m == "SPOT"
-                   else f"{rest}/api/v2/mix/market/contracts?productType={m}")
-            out.append(FetchRest(f"instruments:{m}", url))
-        return out
+        return _instruments.requests(endpoints, markets)
 
     @classmethod
     def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
-        market = request_id.rsplit(":", 1)[-1]
-        try:
-            msg = loads(body)
-            if str(msg.get("code")) != "00000":
-                return [], [ProtocolError("rest", f"{request_id}: Bitget error {msg.get('code')}: {msg.get('msg')}",
-                                          malformed=False)]
-            rows = msg["data"]
-        except _PARSE_ERRORS as e:
-            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
-        out: list[Instrument] = []
-        bad = 0
-        for row in rows:
-            try:
-                out.append(cls._spot(row) if market == "SPOT" else cls._contract(market, row))
-            except _PARSE_ERRORS:
-                bad += 1
-        return out, ([ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else [])
-
-    @staticmethod
-    def _spot(row: dict) -> Instrument:
-        base, quote = row["baseCoin"], row["quoteCoin"]
-        return Instrument("bitget", "SPOT", row["symbol"], unified_symbol(base, quote, MarketKind.SPOT),
-                          MarketKind.SPOT, base, quote, "", decimals_step(row["pricePrecision"]),
-                          decimals_step(row["quantityPrecision"]), 1.0)
-
-    @staticmethod
-    def _contract(market: str, row: dict) -> Instrument:
-        base, quote = row["baseCoin"], row["quoteCoin"]
-        kind = MarketKind.INVERSE if market == "COIN-FUTURES" else MarketKind.LINEAR
-        settle = base if kind == MarketKind.INVERSE else quote
-        tick = float(row.get("priceEndStep") or 1) * decimals_step(row["pricePlace"])
-        dated = row.get("symbolType") == "delivery" and int(row.get("deliveryTime") or 0) > 0
-        expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
-        return Instrument("bitget", market, row["symbol"], unified_symbol(base, quote, kind, settle, expiry), kind,
-                          base, quote, settle, tick, float(row["sizeMultiplier"]), 1.0)
+        return _instruments.parse(request_id, body)
 
     @classmethod
     def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
-        """Symbols are BASEQUOTE in every instType (SPOT unless `market` names a futures product type)."""
-        it = market or "SPOT"
-        pair = split_pair(native, _QUOTES)
-        if it not in cls.MARKETS or pair is None:
-            return None
-        base, quote = pair
-        if it == "SPOT":
-            return Instrument("bitget", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
-                              base, quote, "", 0.0, 0.0, 1.0)
-        kind = MarketKind.INVERSE if it == "COIN-FUTURES" else MarketKind.LINEAR
-        settle = base if kind == MarketKind.INVERSE else quote
-        return Instrument("bitget", it, native, unified_symbol(base, quote, kind, settle), kind, base, quote, settle,
-                          0.0, 0.0, 1.0)
+        return _instruments.native_instrument(native, market)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:

@@ -17,97 +17,42 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
 
 from ...book import BookSide, LocalBook
-from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...events import Event, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
-from ...symbols import Instrument, unified_symbol
+from ...store.layout import Side
+from ...symbols import Instrument
 from .._sync import LIVE, SymbolSync
-from .._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
+from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
+from . import instruments as _instruments
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
-_KINDS = {"spot": MarketKind.SPOT, "linear": MarketKind.LINEAR, "inverse": MarketKind.INVERSE}
 _MAX_ARGS = 10  # spot's per-request limit; used for every category
 _TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
-_QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL", "DAI")  # to split a native id no list names
 
 
 class BybitAdapter(WsBookAdapter):
     exchange = "bybit"
-    DEFAULT_ENDPOINTS = {"ws": "wss://stream.bybit.com", "rest": "https://api.bybit.com"}
-    MARKETS = ("spot", "linear", "inverse")
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
+    MARKETS = _instruments.MARKETS
     SYMBOLS_PER_CONN = 50
 
-    # ------------------------------------------------------------------ instruments
+    # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
     def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
-        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
-        out: list[Event] = []
-        for cat in markets or cls.MARKETS:
-            url = f"{rest}/v5/market/instruments-info?category={cat}" + ("" if cat == "spot" else "&limit=1000")
-            out.append(FetchRest(url, url))  # the id is the first page's URL: later pages append a cursor
-        return out
+        return _instruments.requests(endpoints, markets)
 
     @classmethod
     def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
-        try:
-            cat = parse_qs(urlsplit(request_id).query)["category"][0]
-            msg = loads(body)
-            if msg.get("retCode") != 0:
-                return [], [ProtocolError("rest", f"{request_id}: Bybit error {msg.get('retCode')}: "
-                                                  f"{msg.get('retMsg')}", malformed=False)]
-            result = msg["result"]
-            rows = result["list"]
-        except _PARSE_ERRORS as e:
-            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
-        out: list[Instrument] = []
-        bad = 0
-        for row in rows:
-            try:
-                out.append(cls._instrument(cat, row))
-            except _PARSE_ERRORS:
-                bad += 1
-        events: list[Event] = [ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else []
-        cursor = result.get("nextPageCursor")
-        if cursor:
-            events.append(FetchRest(request_id, f"{request_id}&cursor={quote(str(cursor), safe='')}"))
-        return out, events
-
-    @staticmethod
-    def _instrument(cat: str, row: dict) -> Instrument:
-        native, base, quote_ = row["symbol"], row["baseCoin"], row["quoteCoin"]
-        tick = float(row["priceFilter"]["tickSize"])
-        lots = row["lotSizeFilter"]
-        kind = _KINDS[cat]
-        if cat == "spot":
-            return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind), kind, base, quote_, "", tick,
-                              float(lots["basePrecision"]), 1.0)
-        settle = row.get("settleCoin") or (base if kind == MarketKind.INVERSE else quote_)
-        dated = str(row.get("contractType", "")).endswith("Futures") and int(row.get("deliveryTime") or 0) > 0
-        expiry = expiry_yymmdd(row["deliveryTime"]) if dated else ""
-        return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind, settle, expiry), kind, base, quote_,
-                          settle, tick, float(lots["qtyStep"]), 1.0)
+        return _instruments.parse(request_id, body)
 
     @classmethod
     def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
-        """Symbols are BASEQUOTE in every category (spot unless `market` says linear or inverse); dated futures
-        (BTCUSDT-27JUN25) are not guessed."""
-        cat = market or "spot"
-        pair = split_pair(native, _QUOTES)
-        if cat not in _KINDS or pair is None:
-            return None
-        base, quote_ = pair
-        kind = _KINDS[cat]
-        if cat == "spot":
-            return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind), kind, base, quote_, "", 0.0,
-                              0.0, 1.0)
-        settle = base if kind == MarketKind.INVERSE else quote_
-        return Instrument("bybit", cat, native, unified_symbol(base, quote_, kind, settle), kind, base, quote_,
-                          settle, 0.0, 0.0, 1.0)
+        return _instruments.native_instrument(native, market)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:

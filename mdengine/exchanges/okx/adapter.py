@@ -23,18 +23,19 @@ from ...book import BookSide, LocalBook
 from ...events import (
     CloseConnection,
     Event,
-    FetchRest,
     Notice,
     ProtocolError,
     Send,
     TradesReceived,
 )
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
-from ...symbols import Instrument, unified_symbol
+from ...store.layout import Side
+from ...symbols import Instrument
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
+from . import instruments as _instruments
+from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
 _PARTIAL = {"books5", "bbo-tbt"}
@@ -45,78 +46,22 @@ _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
 
 class OkxAdapter(WsBookAdapter):
     exchange = "okx"
-    DEFAULT_ENDPOINTS = {"ws": "wss://ws.okx.com:8443", "rest": "https://www.okx.com"}
+    DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = ("SPOT", "SWAP", "FUTURES", "OPTION")
     SYMBOLS_PER_CONN = 15  # books + trades = 30 channels, OKX's advice for 400-level books
 
-    # ------------------------------------------------------------------ instruments
+    # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
     def instrument_requests(cls, endpoints: Mapping[str, str], markets: list[str] | None = None) -> list[Event]:
-        rest = {**cls.DEFAULT_ENDPOINTS, **endpoints}["rest"].rstrip("/")
-        return [FetchRest(f"instruments:{m}", f"{rest}/api/v5/public/instruments?instType={m}")
-                for m in (markets or ("SPOT", "SWAP", "FUTURES"))]
+        return _instruments.requests(endpoints, markets)
 
     @classmethod
     def parse_instruments(cls, request_id: str, body: bytes) -> tuple[list[Instrument], list[Event]]:
-        try:
-            msg = loads(body)
-            if str(msg.get("code")) != "0":
-                return [], [ProtocolError("rest", f"{request_id}: OKX error {msg.get('code')}: {msg.get('msg')}",
-                                          malformed=False)]
-            rows = msg["data"]
-        except _PARSE_ERRORS as e:
-            return [], [ProtocolError("rest", f"{request_id}: bad instrument list: {e!r}")]
-        out: list[Instrument] = []
-        bad = 0
-        for row in rows:
-            try:
-                out.append(cls._instrument(row))
-            except _PARSE_ERRORS:
-                bad += 1
-        return out, ([ProtocolError("rest", f"{request_id}: {bad} instrument rows skipped")] if bad else [])
-
-    @staticmethod
-    def _instrument(row: dict) -> Instrument:
-        it, native = row["instType"], row["instId"]
-        tick, lot = float(row["tickSz"]), float(row["lotSz"])
-        if it in ("SPOT", "MARGIN"):
-            base, quote = row["baseCcy"], row["quoteCcy"]
-            return Instrument("okx", "SPOT", native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT,
-                              base, quote, "", tick, lot, 1.0)
-        family = row.get("instFamily") or row.get("uly") or native
-        base, quote = family.split("-")[:2]
-        settle = row.get("settleCcy") or ""
-        ct_val = float(row.get("ctVal") or 1.0)
-        parts = native.split("-")
-        if it == "OPTION":  # BTC-USD-250627-50000-C -> BTC/USD:BTC-250627-50000-C (ccxt style)
-            unified = f"{base}/{quote}:{settle or base}-{'-'.join(parts[2:])}"
-            return Instrument("okx", it, native, unified, MarketKind.OPTION, base, quote, settle or base, tick, lot,
-                              ct_val)
-        kind = MarketKind.INVERSE if row.get("ctType") == "inverse" else MarketKind.LINEAR
-        expiry = parts[2] if it == "FUTURES" and len(parts) > 2 else ""
-        unified = unified_symbol(base, quote, kind, settle, expiry)
-        return Instrument("okx", it, native, unified, kind, base, quote, settle, tick, lot, ct_val)
+        return _instruments.parse(request_id, body)
 
     @classmethod
     def native_instrument(cls, native: str, market: str | None = None) -> Instrument | None:
-        """instIds spell their market: BASE-QUOTE (SPOT), BASE-QUOTE-SWAP, BASE-QUOTE-YYMMDD (FUTURES); a -USD
-        quote is inverse (settled in the base). Options are not guessed."""
-        parts = native.split("-")
-        if not 2 <= len(parts) <= 3 or not all(p.isalnum() and p == p.upper() for p in parts):
-            return None
-        base, quote = parts[:2]
-        it = "SPOT" if len(parts) == 2 else "SWAP" if parts[2] == "SWAP" else "FUTURES" if (
-            len(parts[2]) == 6 and parts[2].isdigit()) else None
-        if it is None or market not in (None, it):
-            return None
-        if it == "SPOT":
-            return Instrument("okx", it, native, unified_symbol(base, quote, MarketKind.SPOT), MarketKind.SPOT, base,
-                              quote, "", 0.0, 0.0, 1.0)
-        kind = MarketKind.INVERSE if quote == "USD" else MarketKind.LINEAR
-        settle = base if kind == MarketKind.INVERSE else quote
-        expiry = parts[2] if it == "FUTURES" else ""
-        return Instrument("okx", it, native, unified_symbol(base, quote, kind, settle, expiry), kind, base, quote,
-                          settle, 0.0, 0.0, 0.0)
+        return _instruments.native_instrument(native, market)
 
     @classmethod
     def sim_endpoints(cls, sim: Mapping[str, tuple[str, str]]) -> dict[str, str]:

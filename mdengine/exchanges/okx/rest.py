@@ -1,0 +1,40 @@
+"""OKX REST: depth and recent-trade URLs, and their parsers (pure: URL in, JSON out, values out)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from .._rest import RestBook, RestError, RestSymbol, book, envelope, short, taker_side, trade_row
+
+
+def depth_url(base: str, sym: RestSymbol, depth: int) -> str:
+    """GET url of a depth snapshot of at least min(depth, 400) levels per side."""
+    return f"{base}/api/v5/market/books?{urlencode({'instId': sym.native, 'sz': min(max(depth, 1), 400)})}"
+
+
+def trades_url(base: str, sym: RestSymbol, limit: int = 100) -> str:
+    """GET url of the most recent public trades."""
+    return f"{base}/api/v5/market/trades?{urlencode({'instId': sym.native, 'limit': min(max(limit, 1), 500)})}"
+
+
+def payload(doc: object) -> object:
+    """The ``data`` of an OKX envelope; RestError with OKX's message unless ``code`` is "0"."""
+    doc = envelope("okx", doc)
+    if str(doc.get("code")) != "0":
+        raise RestError(f"okx: {doc.get('msg') or 'error'} (code {doc.get('code')})")
+    return doc.get("data")
+
+
+def parse_depth(data: object) -> RestBook:
+    """A depth payload: a one-element list; no update id, ``ts`` in ms."""
+    if not isinstance(data, list) or not data:
+        raise RestError("okx: REST depth has no data")
+    return book("okx", data[0])
+
+
+def trade_rows(data: object, recv_ts_ns: int) -> list[tuple]:
+    """TRADE_DTYPE rows of a trades payload, oldest first (OKX lists newest first)."""
+    if not isinstance(data, list):
+        raise RestError(f"okx: unexpected REST trades {short(data)}")
+    return [trade_row(t["ts"], recv_ts_ns, t["px"], t["sz"], t["tradeId"], taker_side(t["side"]))
+            for t in reversed(data)]
