@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 from .base import Adapter, AdapterError
 
@@ -16,4 +17,11 @@ def get_adapter(exchange: str) -> type[Adapter]:
     return importlib.import_module(f"{__name__}.{exchange}").ADAPTER
 
 
-__all__ = ["EXCHANGES", "Adapter", "AdapterError", "get_adapter"]
+__all__ = ["EXCHANGES", "Adapter", "AdapterError", "get_adapter", "recording_rules"]
+
+
+def recording_rules(exchange: str) -> ModuleType:
+    """What `exchange`'s recordings say (`exchanges/<name>/recording.py`): frame routing, symbols, options."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}; supported: {', '.join(EXCHANGES)}")
+    return importlib.import_module(f"{__name__}.{exchange}.recording")
