@@ -162,6 +162,12 @@ def instrument_list(market: str, insts: list[Instrument]) -> tuple[str, str]:
     return path, orjson.dumps({"symbols": rows}).decode()
 
 
+def sim_market_of(records: list):
+    """url -> the simulator market (see REPLAY_HOSTS) serving it in a replay of `records`."""
+    usdm = usdm_hosts(records)
+    return lambda url: SIM_MARKET[market_of_url(url, usdm)]
+
+
 __all__ = ["ADAPTER", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS", "adapter_options",
            "book_channels", "book_config", "discover_symbols", "instrument_list", "instruments", "is_book_channel",
-           "market_of_url", "route", "usdm_hosts"]
+           "market_of_url", "route", "sim_market_of", "usdm_hosts"]

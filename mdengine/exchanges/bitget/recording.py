@@ -123,6 +123,11 @@ def instrument_list(market: str, insts: list[Instrument]) -> tuple[str, str]:
     return url, orjson.dumps({"code": "00000", "msg": "success", "data": rows}).decode()
 
 
+def sim_market_of(records: list):
+    """url -> the simulator market (see REPLAY_HOSTS) serving it in a replay: one for every URL."""
+    return lambda url: next(iter(REPLAY_HOSTS))
+
+
 __all__ = ["ADAPTER", "BOOK_CHANNELS", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS",
            "adapter_options", "book_channels", "book_config", "discover_symbols", "instrument_list", "instruments",
-           "is_book_channel", "route"]
+           "is_book_channel", "route", "sim_market_of"]
