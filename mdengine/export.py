@@ -202,6 +202,7 @@ class Rebuild:
         self._pending: dict[str, tuple[str, tuple]] = {}  # request id -> (path, query key)
         self._prev: dict[SymbolKey, tuple[dict[float, float], dict[float, float]]] = {}
         self._fresh: set[SymbolKey] = set()  # next BookChanged is a snapshot
+        self._place = self.rules.frame_placer(self.records)
 
     # ------------------------------------------------------------------ driving the adapter
     def __iter__(self) -> Iterator[BookUpdate | TradeBatch | Marker]:
@@ -214,14 +215,17 @@ class Rebuild:
             self.stats.records += 1
             ns = r.ts_ns
             if r.kind == "recv":
+                data = r.data if r.data is not None else ""
                 conn = self._conn_for(r.url)
+                if conn is None:  # recorded on a URL the adapter does not use: route the frame by its content
+                    conn, data = self._conn_by_content(r.url, data)
                 if conn is None:
                     self.stats.frames_unrouted += 1
                     continue
                 if conn not in self._open:  # recorded without its connect (e.g. a file started mid-session)
                     yield from self._open_conn(conn, ns)
                 self.stats.frames += 1
-                yield from self._handle(ad.on_frame(conn, r.data if r.data is not None else "", ns), ns)
+                yield from self._handle(ad.on_frame(conn, data, ns), ns)
             elif r.kind == "http":
                 rid = self._match_rest(r.url)
                 if rid is None:
@@ -263,6 +267,16 @@ class Rebuild:
         if conn is not None:
             self._url_conn[url] = conn
         return conn
+
+    def _conn_by_content(self, url: str, data: str | bytes) -> tuple[str | None, str | bytes]:
+        """The adapter connection a frame recorded elsewhere belongs to, by its content (exchanges whose rules
+        know how the adapter lays its streams out), and the frame as that connection would receive it."""
+        hit = self._place(url, data) if self._place is not None else None
+        if hit is None:
+            return None, data
+        path, framed = hit
+        conn = next((c for c, u in self._conn_url.items() if urlsplit(u).path == path), None)
+        return conn, framed
 
     def _match_rest(self, url: str) -> str | None:
         want = _query_key(url)

@@ -94,6 +94,28 @@ def test_export_without_subscriptions_rebuilds_the_same_books(recordings_dir, tm
             assert np.array_equal(a["data"], b["data"]), f
 
 
+def test_export_of_raw_binance_streams_on_another_path_rebuilds_the_same_books(recordings_dir, tmp_path):
+    """Frames recorded on raw-stream URLs (``/ws``, the bare event, no `stream` name) reach the adapter's
+    combined-stream connection by their own `e`/`s` fields."""
+    src = os.path.join(recordings_dir, BINANCE)
+
+    def raw(obj: dict) -> dict | None:
+        obj = _strip_subscriptions(obj)
+        if obj is not None and obj["kind"] == "recv":
+            obj["url"] = "wss://stream.binance.com:9443/ws"
+            obj["data"] = orjson.dumps(orjson.loads(obj["data"])["data"]).decode()
+        return obj
+
+    bare = str(tmp_path / BINANCE)
+    _rewrite(src, bare, raw)
+    assert not any('"stream"' in r.data for r in RecordingReader(bare) if r.kind == "recv")
+    summary = export(bare, "hftbacktest", tmp_path / "raw")
+    assert summary["frames_unrouted"] == 0 and summary["book_invalid"] == {}
+    assert _final_books(bare) == _final_books(src)
+    full = export(src, "hftbacktest", tmp_path / "full")
+    assert summary["updates"] == full["updates"] and summary["trades"] == full["trades"]
+
+
 def test_export_writes_tardis_ids_and_instrument_sizes(recordings_dir, tmp_path):
     summary = export(os.path.join(recordings_dir, OKX), "tardis-csv", tmp_path)
     with open(tmp_path / "export-summary.json") as fh:

@@ -14,7 +14,7 @@ import orjson
 from ...store.layout import MarketKind
 from ...symbols import Instrument
 from .._recording import json_of, recorded_instruments, synthesise
-from .adapter import MARKETS, SPOT, USDM, BinanceAdapter
+from .adapter import _GROUPS, MARKETS, SPOT, USDM, BinanceAdapter
 
 ADAPTER = BinanceAdapter
 TARDIS_IDS = {SPOT: "binance", USDM: "binance-futures"}
@@ -62,6 +62,29 @@ def route(data: Any, url: str, usdm: set[str] = frozenset()) -> tuple[str, str, 
                                      else str(msg.get("e")))
         return market, sym.upper(), channel
     return None
+
+
+def adapter_frame(data: Any, url: str, usdm: set[str] = frozenset()) -> tuple[str, Any] | None:
+    """(path of the adapter connection that carries it, the frame as that connection receives it) for a frame
+    recorded on another URL: a raw stream's event (``/ws/btcusdt@depth``) is wrapped as a combined-stream frame,
+    whose stream name is the adapter's own (``btcusdt@depth@100ms``, ``btcusdt@aggTrade``)."""
+    hit = route(data, url, usdm)
+    if hit is None:
+        return None
+    market, native, channel = hit
+    groups = _GROUPS[market]  # books on the first connection group, trades (and the rest) on the last
+    path = groups[0][1] if is_book_channel(channel) else groups[-1][1]
+    msg = json_of(data)
+    if "stream" in msg:
+        return path, data
+    stream = f"{native.lower()}@{'depth@100ms' if channel == 'depth' else channel}"
+    return path, orjson.dumps({"stream": stream, "data": msg}).decode()
+
+
+def frame_placer(records: list):
+    """(url, frame) -> `adapter_frame` for this recording (its USDⓈ-M hosts worked out once)."""
+    usdm = usdm_hosts(records)
+    return lambda url, data: adapter_frame(data, url, usdm)
 
 
 def discover_symbols(records: list) -> set[tuple[str, str]]:
@@ -168,6 +191,6 @@ def sim_market_of(records: list):
     return lambda url: SIM_MARKET[market_of_url(url, usdm)]
 
 
-__all__ = ["ADAPTER", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS", "adapter_options",
-           "book_channels", "book_config", "discover_symbols", "instrument_list", "instruments", "is_book_channel",
-           "market_of_url", "route", "sim_market_of", "usdm_hosts"]
+__all__ = ["ADAPTER", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS", "adapter_frame",
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
+           "instruments", "is_book_channel", "market_of_url", "route", "sim_market_of", "usdm_hosts"]

@@ -125,6 +125,11 @@ def sim_market_of(records: list):
     return lambda url: next(iter(REPLAY_HOSTS))
 
 
+def frame_placer(records: list) -> None:
+    """No placer: frames are recorded on the adapter's own connection paths (one public path per market)."""
+    return None
+
+
 __all__ = ["ADAPTER", "BOOK_CHANNELS", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS",
-           "adapter_options", "book_channels", "book_config", "discover_symbols", "instrument_list", "instruments",
-           "is_book_channel", "market_of", "route", "sim_market_of"]
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
+           "instruments", "is_book_channel", "market_of", "route", "sim_market_of"]
