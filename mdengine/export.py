@@ -203,6 +203,7 @@ class Rebuild:
         self._prev: dict[SymbolKey, tuple[dict[float, float], dict[float, float]]] = {}
         self._fresh: set[SymbolKey] = set()  # next BookChanged is a snapshot
         self._place = self.rules.frame_placer(self.records)
+        self._rewrite = self.rules.frame_rewriter(self.records)  # recorded book channel -> the adapter's
 
     # ------------------------------------------------------------------ driving the adapter
     def __iter__(self) -> Iterator[BookUpdate | TradeBatch | Marker]:
@@ -225,6 +226,8 @@ class Rebuild:
                 if conn not in self._open:  # recorded without its connect (e.g. a file started mid-session)
                     yield from self._open_conn(conn, ns)
                 self.stats.frames += 1
+                if self._rewrite is not None:
+                    data = self._rewrite(data)
                 yield from self._handle(ad.on_frame(conn, data, ns), ns)
             elif r.kind == "http":
                 rid = self._match_rest(r.url)

@@ -64,6 +64,7 @@ def prepare_replay(path: str, out_path: str, exchange: str | None = None) -> Rep
     answered = {_query_key(r.url) for r in records if r.kind == "http" and r.data}
     t0 = records[0].ts_ns if records else 0
     synthesised: list[str] = []
+    rewrite = rules.frame_rewriter(records)  # a recorded book channel the adapter does not subscribe
     with open(out_path, "wb") as fh:
         for market in markets:
             req = rules.ADAPTER.instrument_requests({}, [market])[0]  # the engine's own URL, on the real host
@@ -84,6 +85,8 @@ def prepare_replay(path: str, out_path: str, exchange: str | None = None) -> Rep
             obj = {"kind": r.kind, "ts": r.ts, "ts_ns": r.ts_ns, "url": url, "exchange": ex}
             if r.data is not None:
                 obj["data"] = r.data.decode("utf-8", "replace") if isinstance(r.data, bytes) else r.data
+                if rewrite is not None and r.kind == "recv":
+                    obj["data"] = rewrite(obj["data"])
             fh.write(orjson.dumps(obj) + b"\n")
     return ReplayPlan(ex, out_path, keys, len(records), reader.truncated, [i.unified for i in insts], markets,
                       rules.book_config(records), rules.adapter_options(records), synthesised)

@@ -116,6 +116,27 @@ def test_export_of_raw_binance_streams_on_another_path_rebuilds_the_same_books(r
     assert summary["updates"] == full["updates"] and summary["trades"] == full["trades"]
 
 
+@pytest.mark.parametrize("name,old,new", [(BINANCE, "@depth@100ms", "@depth"),  # Binance's 1 s diffs
+                                          (OKX, '"channel":"books"', '"channel":"books-l2-tbt"'),
+                                          (OKX, '"channel":"books"', '"channel":"books50-l2-tbt"')])
+def test_export_reads_every_book_channel_of_the_exchange(recordings_dir, tmp_path, name, old, new):
+    """The same messages under another book channel of the exchange rebuild the same books."""
+    src = os.path.join(recordings_dir, name)
+    other = str(tmp_path / name)
+
+    def rename(obj: dict) -> dict | None:
+        obj = _strip_subscriptions(obj)
+        if obj is not None and obj["kind"] == "recv":
+            obj["data"] = obj["data"].replace(old, new)
+        return obj
+
+    _rewrite(src, other, rename)
+    assert sum(new in (r.data or "") for r in RecordingReader(other)) > 10
+    summary = export(other, "hftbacktest", tmp_path / "other")
+    assert summary["book_invalid"] == {} and summary["frames_unrouted"] == 0
+    assert _final_books(other) == _final_books(src)
+
+
 def test_export_writes_tardis_ids_and_instrument_sizes(recordings_dir, tmp_path):
     summary = export(os.path.join(recordings_dir, OKX), "tardis-csv", tmp_path)
     with open(tmp_path / "export-summary.json") as fh:
@@ -239,9 +260,30 @@ def test_replay_of_two_markets_publishes_every_symbol_of_both(tmp_path_factory, 
     _assert_replayed(want, _replay(path, f"tmm{os.getpid()}", "binance", want))
 
 
-def test_replay_of_bybit_orderbook_200_with_its_own_instrument_answers(tmp_path_factory, tmp_path):
-    path = _record(tmp_path_factory, "bybit", ["bybit"], ["BTC/USDT:USDT", "ETH/USDT:USDT"], ["linear"],
+@pytest.fixture(scope="module")
+def bybit_200(tmp_path_factory) -> str:
+    """A Bybit linear session subscribed to `orderbook.200`."""
+    return _record(tmp_path_factory, "bybit", ["bybit"], ["BTC/USDT:USDT", "ETH/USDT:USDT"], ["linear"],
                    book_depth=200, book_capacity=200)
+
+
+def test_export_reads_bybit_orderbook_500(bybit_200, tmp_path):
+    """`orderbook.500` (derivatives only; the adapter subscribes 50, 200 or 1000) is read like the others."""
+    other = str(tmp_path / "bybit-500.jsonl")
+
+    def to_500(obj: dict) -> dict:
+        if obj["kind"] in ("recv", "send") and obj.get("data"):
+            obj["data"] = obj["data"].replace("orderbook.200.", "orderbook.500.")
+        return obj
+
+    _rewrite(bybit_200, other, to_500)
+    assert sum("orderbook.500." in (r.data or "") for r in RecordingReader(other)) > 10
+    want = _final_books(bybit_200)
+    assert len(want) == 2 and _final_books(other) == want
+
+
+def test_replay_of_bybit_orderbook_200_with_its_own_instrument_answers(bybit_200, tmp_path):
+    path = bybit_200
 
     def own_urls(obj: dict) -> dict:  # Bybit's own instrument queries, not the engine's URLs
         if obj["kind"] == "http" and "instruments-info" in obj["url"]:

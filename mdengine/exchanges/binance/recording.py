@@ -77,7 +77,7 @@ def adapter_frame(data: Any, url: str, usdm: set[str] = frozenset()) -> tuple[st
     msg = json_of(data)
     if "stream" in msg:
         return path, data
-    stream = f"{native.lower()}@{'depth@100ms' if channel == 'depth' else channel}"
+    stream = f"{native.lower()}@{_adapter_stream(channel)}"
     return path, orjson.dumps({"stream": stream, "data": msg}).decode()
 
 
@@ -140,12 +140,40 @@ def adapter_options(records: list) -> dict[str, Any]:
 
 
 def book_config(records: list) -> dict[str, Any]:
-    """book_mode/book_depth subscribing the recorded book stream (partial top-N books, else diffs)."""
-    for ch in sorted(book_channels(records)):
-        m = _BOOK.match(ch)
-        if m and m.group("levels"):
-            return {"book_mode": "partial", "book_depth": int(m.group("levels"))}
+    """book_mode/book_depth subscribing the recorded book stream: diffs when any were recorded, else the partial
+    top-N books."""
+    chans = book_channels(records)
+    levels = [int(m.group("levels")) for c in chans if (m := _BOOK.match(c)) and m.group("levels")]
+    if levels and len(levels) == len(chans):
+        return {"book_mode": "partial", "book_depth": max(levels)}
     return {}
+
+
+def _adapter_stream(channel: str) -> str:
+    """The stream the adapter subscribes for a recorded book channel (it asks for every book at 100 ms)."""
+    m = _BOOK.match(channel)
+    return f"depth{m.group('levels') or ''}@100ms" if m else channel
+
+
+def frame_rewriter(records: list):
+    """frame -> the frame under the stream name the adapter subscribes (``btcusdt@depth`` at 1 s becomes
+    ``btcusdt@depth@100ms``: same messages, less often), or None when every recorded stream is the adapter's."""
+    renames = {c: _adapter_stream(c) for c in book_channels(records) if _adapter_stream(c) != c}
+    if not renames:
+        return None
+
+    def rewrite(data: Any) -> Any:
+        msg = json_of(data)
+        stream = msg.get("stream") if isinstance(msg, dict) else None
+        if not isinstance(stream, str):
+            return data
+        native, _, channel = stream.partition("@")
+        if channel not in renames:
+            return data
+        msg["stream"] = f"{native}@{renames[channel]}"
+        return orjson.dumps(msg).decode()
+
+    return rewrite
 
 
 def _request_id(url: str) -> str | None:
@@ -192,5 +220,6 @@ def sim_market_of(records: list):
 
 
 __all__ = ["ADAPTER", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS", "adapter_frame",
-           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
-           "instruments", "is_book_channel", "market_of_url", "route", "sim_market_of", "usdm_hosts"]
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "frame_rewriter",
+           "instrument_list", "instruments", "is_book_channel", "market_of_url", "route", "sim_market_of",
+           "usdm_hosts"]

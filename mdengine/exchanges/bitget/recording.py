@@ -85,6 +85,11 @@ def book_config(records: list) -> dict[str, Any]:
     return {}
 
 
+def frame_rewriter(records: list) -> None:
+    """None: the adapter subscribes every book channel Bitget offers (books, books1/5/15) as recorded."""
+    return None
+
+
 def _request_id(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.path.endswith(_SPOT_PATH):
@@ -134,5 +139,5 @@ def frame_placer(records: list) -> None:
 
 
 __all__ = ["ADAPTER", "BOOK_CHANNELS", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS",
-           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
-           "instruments", "is_book_channel", "route", "sim_market_of"]
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "frame_rewriter",
+           "instrument_list", "instruments", "is_book_channel", "route", "sim_market_of"]

@@ -93,6 +93,34 @@ def book_config(records: list) -> dict[str, Any]:
     return {"book_mode": "diff", "book_depth": depths[-1]}
 
 
+def _adapter_depth(depth: int) -> int:
+    """The orderbook depth the adapter subscribes for a book_depth (it knows 1, 50, 200 and 1000)."""
+    return depth if depth == 1 else 50 if depth <= 50 else 200 if depth <= 200 else 1000
+
+
+def frame_rewriter(records: list):
+    """frame -> the frame under the topic the adapter subscribes (``orderbook.500.X`` is read as
+    ``orderbook.1000.X``: the same snapshot-and-delta messages), or None when every recorded depth is the
+    adapter's own."""
+    renames = {f"orderbook.{d}": f"orderbook.{_adapter_depth(d)}"
+               for d in (int(c.partition(".")[2]) for c in book_channels(records)) if _adapter_depth(d) != d}
+    if not renames:
+        return None
+
+    def rewrite(data: Any) -> Any:
+        msg = json_of(data)
+        topic = msg.get("topic") if isinstance(msg, dict) else None
+        if not isinstance(topic, str):
+            return data
+        channel, _, native = topic.rpartition(".")
+        if channel not in renames:
+            return data
+        msg["topic"] = f"{renames[channel]}.{native}"
+        return orjson.dumps(msg).decode()
+
+    return rewrite
+
+
 def _request_id(url: str) -> str | None:
     # the adapter's request id is the first page's URL; any query naming a category parses the same way
     return url if urlsplit(url).path.endswith(_INSTRUMENTS_PATH) and market_of_url(url) else None
@@ -130,5 +158,5 @@ def frame_placer(records: list) -> None:
 
 
 __all__ = ["ADAPTER", "BOOK_DEPTHS", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS",
-           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
-           "instruments", "is_book_channel", "market_of_url", "route", "sim_market_of"]
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "frame_rewriter",
+           "instrument_list", "instruments", "is_book_channel", "market_of_url", "route", "sim_market_of"]

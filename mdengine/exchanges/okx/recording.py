@@ -88,7 +88,26 @@ def book_config(records: list) -> dict[str, Any]:
     for ch in BOOK_CHANNELS:  # the fullest book recorded first
         if ch in chans and ch in _BOOK_CONFIG:
             return dict(_BOOK_CONFIG[ch])
-    return {}
+    return {"book_mode": "diff"} if chans else {}  # tick-by-tick books only: read as `books` (frame_rewriter)
+
+
+def frame_rewriter(records: list):
+    """frame -> the frame under the channel the adapter subscribes when the recording holds only tick-by-tick
+    books (``books-l2-tbt``/``books50-l2-tbt`` carry `books`' snapshot, updates, seqId and checksum, more
+    often), or None when the recording holds a channel the adapter subscribes."""
+    chans = book_channels(records)
+    if not chans or chans & set(_BOOK_CONFIG):
+        return None
+
+    def rewrite(data: Any) -> Any:
+        msg = json_of(data)
+        arg = msg.get("arg") if isinstance(msg, dict) else None
+        if not isinstance(arg, dict) or arg.get("channel") not in chans:
+            return data
+        arg["channel"] = "books"
+        return orjson.dumps(msg).decode()
+
+    return rewrite
 
 
 def _request_id(url: str) -> str | None:
@@ -131,5 +150,5 @@ def frame_placer(records: list) -> None:
 
 
 __all__ = ["ADAPTER", "BOOK_CHANNELS", "HOST_ALIASES", "MARKETS", "REPLAY_HOSTS", "SIM_MARKET", "TARDIS_IDS",
-           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "instrument_list",
-           "instruments", "is_book_channel", "market_of", "route", "sim_market_of"]
+           "adapter_options", "book_channels", "book_config", "discover_symbols", "frame_placer", "frame_rewriter",
+           "instrument_list", "instruments", "is_book_channel", "market_of", "route", "sim_market_of"]
