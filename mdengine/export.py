@@ -217,9 +217,11 @@ class Rebuild:
             ns = r.ts_ns
             if r.kind == "recv":
                 data = r.data if r.data is not None else ""
-                conn = self._conn_for(r.url)
-                if conn is None:  # recorded on a URL the adapter does not use: route the frame by its content
-                    conn, data = self._conn_by_content(r.url, data)
+                # by the frame's content where the exchange's rules can place it (one path may serve two markets:
+                # Binance's /stream on spot and on an older USDⓈ-M capture), else by the recorded URL's path
+                conn, data = self._conn_by_content(r.url, data)
+                if conn is None:
+                    conn = self._conn_for(r.url)
                 if conn is None:
                     self.stats.frames_unrouted += 1
                     continue

@@ -252,9 +252,40 @@ def _record(tmp_path_factory, exchange: str, sims: list[str], symbols: list[str]
     return str(d / name)
 
 
-def test_replay_of_two_markets_publishes_every_symbol_of_both(tmp_path_factory, tmp_path):
-    path = _record(tmp_path_factory, "binance", ["binance-spot", "binance-usdm"],
+@pytest.fixture(scope="module")
+def binance_two_markets(tmp_path_factory) -> str:
+    return _record(tmp_path_factory, "binance", ["binance-spot", "binance-usdm"],
                    ["BTC/USDT", "ETH/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT"], ["spot", "usdm"])
+
+
+def test_export_of_usdm_frames_on_the_spot_path_keeps_the_markets_apart(binance_two_markets, tmp_path):
+    """A capture of both markets on `/stream` (USDⓈ-M's older path is spot's path): each frame reaches its
+    market's connection by host and content."""
+    other = str(tmp_path / "binance-old-paths.jsonl")
+
+    def old_paths(obj: dict) -> dict | None:
+        obj = _strip_subscriptions(obj)
+        if obj is not None and obj["kind"] != "http":
+            usdm = "/public/" in obj["url"] or "/market/" in obj["url"]
+            obj["url"] = ("wss://fstream.binance.com" if usdm else "wss://stream.binance.com:9443") + "/stream"
+        elif obj is not None:
+            host = "https://fapi.binance.com" if "/fapi/" in obj["url"] else "https://api.binance.com"
+            obj["url"] = host + "/" + obj["url"].split("/", 3)[3]
+        return obj
+
+    _rewrite(binance_two_markets, other, old_paths)
+    summary = export(other, "hftbacktest", tmp_path / "out")
+    full = export(binance_two_markets, "hftbacktest", tmp_path / "full")
+    # the session's closing disconnects no longer say which USDⓈ-M connection closed: only those may differ
+    assert summary["frames_unrouted"] == 0 and set(summary["book_invalid"]) <= {"disconnect"}
+    assert summary["updates"] == full["updates"] and summary["trades"] == full["trades"]
+    assert summary["snapshots"] == full["snapshots"]
+    want = _final_books(binance_two_markets)
+    assert {k[0] for k in want} == {"spot", "usdm"} and _final_books(other) == want
+
+
+def test_replay_of_two_markets_publishes_every_symbol_of_both(binance_two_markets, tmp_path):
+    path = binance_two_markets
     want = _final_books(path)
     assert {k[0] for k in want} == {"spot", "usdm"} and len(want) == 4
     _assert_replayed(want, _replay(path, f"tmm{os.getpid()}", "binance", want))
