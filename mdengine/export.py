@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
-import orjson
 
 from .events import (
     BookChanged,
@@ -51,10 +49,10 @@ from .events import (
     SymbolSynced,
     TradesReceived,
 )
-from .exchanges import get_adapter
+from .exchanges import get_adapter, recording_rules
 from .recording import RecordingReader
-from .store.layout import MarketKind, Side
-from .symbols import Instrument, InstrumentIndex
+from .store.layout import Side
+from .symbols import InstrumentIndex
 
 PYARROW_MISSING = 'Parquet export needs pyarrow: pip install pyarrow (the extra "mdengine-shm[parquet]")'
 
@@ -145,79 +143,10 @@ class RebuildStats:
 
 
 # ----------------------------------------------------------------------------- symbol discovery
-_BINANCE_STREAM = re.compile(r"([a-z0-9_]+)@(?:depth|trade|aggTrade|bookTicker)")
-_BYBIT_TOPIC = re.compile(r"(?:orderbook\.\d+|publicTrade)\.([A-Z0-9]+)")
-_OKX_FUTURE = re.compile(r"^[A-Z0-9]+-[A-Z0-9]+-\d{6}$")
-
-
-def _okx_market(native: str) -> str:
-    if native.endswith("-SWAP"):
-        return "SWAP"
-    if _OKX_FUTURE.match(native):
-        return "FUTURES"
-    return "OPTION" if native.count("-") >= 4 else "SPOT"
-
-
-def _walk(obj: Any) -> Iterator[Any]:
-    yield obj
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _walk(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v)
-
-
 def discover_symbols(exchange: str, records: list) -> set[SymbolKey]:
-    """(market, native) pairs the recording subscribed to, from what the client sent and the URLs it used."""
-    out: set[SymbolKey] = set()
-    if exchange == "binance":
-        usdm_hosts = {urlsplit(r.url).netloc for r in records if "/fapi/" in urlsplit(r.url).path}
-        for r in records:
-            parts = urlsplit(r.url)
-            market = "usdm" if (parts.netloc in usdm_hosts or "fstream" in parts.netloc
-                                or parts.path.startswith(("/public/", "/market/"))) else "spot"
-            if r.kind == "http" and parts.path.endswith("/depth"):
-                sym = dict(parse_qsl(parts.query)).get("symbol")
-                if sym:
-                    out.add(("usdm" if "/fapi/" in parts.path else "spot", sym.upper()))
-            elif r.kind in ("connect", "send"):
-                text = r.url + (r.data if isinstance(r.data, str) else "")
-                out.update((market, s.upper()) for s in _BINANCE_STREAM.findall(text))
-        return out
-    for r in records:
-        if r.kind != "send" or not isinstance(r.data, str):
-            continue
-        try:
-            msg = orjson.loads(r.data)
-        except orjson.JSONDecodeError:
-            continue
-        for node in _walk(msg):
-            if exchange in ("okx", "bitget") and isinstance(node, dict) and isinstance(node.get("instId"), str):
-                native = node["instId"]
-                out.add((node.get("instType") or _okx_market(native), native) if exchange == "bitget"
-                        else (_okx_market(native), native))
-            elif exchange == "bybit" and isinstance(node, str):
-                category = urlsplit(r.url).path.rstrip("/").rsplit("/", 1)[-1]
-                out.update((category, s) for s in _BYBIT_TOPIC.findall(node))
-    return out
-
-
-def _minimal_instrument(exchange: str, key: SymbolKey) -> Instrument:
-    market, native = key
-    spot = market.lower() == "spot"
-    kind = MarketKind.SPOT if spot else MarketKind.INVERSE if market in ("inverse", "COIN-FUTURES") \
-        else MarketKind.LINEAR
-    return Instrument(exchange, market, native, native, kind, "", "")
-
-
-def _adapter_options(exchange: str, records: list) -> dict[str, Any]:
-    if exchange == "binance":
-        text = " ".join(r.url + (r.data if r.kind == "send" and isinstance(r.data, str) else "")
-                        for r in records if r.kind in ("connect", "send"))
-        if "@aggTrade" in text and "@trade" not in text:
-            return {"trade_stream": "aggTrade"}  # what the recorded client subscribed
-    return {}
+    """(market, native) pairs the recording holds: what the client subscribed (sends, stream URLs, REST requests)
+    and what its frames carry, routed by their own content (``exchanges/<name>/recording.py``)."""
+    return recording_rules(exchange).discover_symbols(records)
 
 
 def _query_key(url: str) -> tuple[str, tuple]:
@@ -253,14 +182,19 @@ class Rebuild:
         self.depth = depth
         self.stats = RebuildStats(truncated=self.reader.truncated, corrupt_regions=self.reader.corrupt_regions,
                                   bad_lines=self.reader.bad_lines)
-        keys = discover_symbols(self.exchange, self.records)
+        self.rules = recording_rules(self.exchange)
+        keys = self.rules.discover_symbols(self.records)
         if symbols:
             want = {s.upper() for s in symbols}
             keys = {k for k in keys if k[1].upper() in want}
         if not keys:
             raise ExportError(f"{path}: no subscribed symbols found in the recording")
-        self.instruments = [self._instrument(k) for k in sorted(keys)]
-        opts = _adapter_options(self.exchange, self.records) if adapter_options is None else adapter_options
+        # the recording's own instrument lists where it holds them, else what the adapter derives from the ids
+        self.instruments = self.rules.instruments(self.records, keys)
+        if adapter_options is None:  # subscribe what was recorded: its trade stream, its book channel and depth
+            opts = {**self.rules.adapter_options(self.records), **self.rules.book_config(self.records)}
+        else:
+            opts = adapter_options
         self.adapter = self.adapter_cls(InstrumentIndex(self.instruments), None, **opts)
         self._conn_url: dict[str, str] = {}
         self._open: dict[str, int] = {}  # adapter connection -> recorded connections open on it
@@ -268,24 +202,8 @@ class Rebuild:
         self._pending: dict[str, tuple[str, tuple]] = {}  # request id -> (path, query key)
         self._prev: dict[SymbolKey, tuple[dict[float, float], dict[float, float]]] = {}
         self._fresh: set[SymbolKey] = set()  # next BookChanged is a snapshot
-
-    def _instrument(self, key: SymbolKey) -> Instrument:
-        """The real instrument when the recording holds the instrument list, else a minimal one."""
-        for req in self.adapter_cls.instrument_requests({}, None):
-            if not isinstance(req, FetchRest):
-                continue
-            want = _query_key(req.url)
-            for r in self.records:
-                if r.kind == "http" and _query_key(r.url) == want and r.data:
-                    try:
-                        insts, _ = self.adapter_cls.parse_instruments(req.request_id, r.data.encode()
-                                                                      if isinstance(r.data, str) else r.data)
-                    except Exception:  # noqa: BLE001 - a bad list only costs the metadata
-                        continue
-                    for inst in insts:
-                        if inst.key == key:
-                            return inst
-        return _minimal_instrument(self.exchange, key)
+        self._place = self.rules.frame_placer(self.records)
+        self._rewrite = self.rules.frame_rewriter(self.records)  # recorded book channel -> the adapter's
 
     # ------------------------------------------------------------------ driving the adapter
     def __iter__(self) -> Iterator[BookUpdate | TradeBatch | Marker]:
@@ -298,14 +216,21 @@ class Rebuild:
             self.stats.records += 1
             ns = r.ts_ns
             if r.kind == "recv":
-                conn = self._conn_for(r.url)
+                data = r.data if r.data is not None else ""
+                # by the frame's content where the exchange's rules can place it (one path may serve two markets:
+                # Binance's /stream on spot and on an older USDⓈ-M capture), else by the recorded URL's path
+                conn, data = self._conn_by_content(r.url, data)
+                if conn is None:
+                    conn = self._conn_for(r.url)
                 if conn is None:
                     self.stats.frames_unrouted += 1
                     continue
                 if conn not in self._open:  # recorded without its connect (e.g. a file started mid-session)
                     yield from self._open_conn(conn, ns)
                 self.stats.frames += 1
-                yield from self._handle(ad.on_frame(conn, r.data if r.data is not None else "", ns), ns)
+                if self._rewrite is not None:
+                    data = self._rewrite(data)
+                yield from self._handle(ad.on_frame(conn, data, ns), ns)
             elif r.kind == "http":
                 rid = self._match_rest(r.url)
                 if rid is None:
@@ -347,6 +272,16 @@ class Rebuild:
         if conn is not None:
             self._url_conn[url] = conn
         return conn
+
+    def _conn_by_content(self, url: str, data: str | bytes) -> tuple[str | None, str | bytes]:
+        """The adapter connection a frame recorded elsewhere belongs to, by its content (exchanges whose rules
+        know how the adapter lays its streams out), and the frame as that connection would receive it."""
+        hit = self._place(url, data) if self._place is not None else None
+        if hit is None:
+            return None, data
+        path, framed = hit
+        conn = next((c for c, u in self._conn_url.items() if urlsplit(u).path == path), None)
+        return conn, framed
 
     def _match_rest(self, url: str) -> str | None:
         want = _query_key(url)
@@ -452,13 +387,19 @@ BOOK_COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "is_snapsh
 TRADE_COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount")
 
 
+def tardis_exchange(exchange: str, market: str) -> str:
+    """Tardis's exchange id for one market of `exchange` (``<exchange>-<market>`` when Tardis has none)."""
+    return recording_rules(exchange).TARDIS_IDS.get(market) or f"{exchange}-{market.lower()}"
+
+
 def tardis_rows(exchange: str, items: list) -> tuple[list[tuple], list[tuple]]:
-    """(incremental_book_L2 rows, trades rows), timestamps in µs like tardis; `exchange` column is
-    ``<exchange>-<market>`` so spot and derivatives with the same id stay apart."""
+    """(incremental_book_L2 rows, trades rows), timestamps in µs like tardis; the `exchange` column is Tardis's own
+    exchange id of the symbol's market (``binance-futures``, ``okex-swap``, ...), so spot and derivatives with the
+    same native id stay apart."""
     book: list[tuple] = []
     trades: list[tuple] = []
     for it in items:
-        ex = f"{exchange}-{it.key[0].lower()}"
+        ex = tardis_exchange(exchange, it.key[0])
         sym = it.key[1]
         if isinstance(it, BookUpdate):
             ts, local = it.exch_ns // 1000, it.local_ns // 1000
@@ -517,7 +458,11 @@ def export(path: str | os.PathLike[str], fmt: str, out_dir: str | os.PathLike[st
             write(f, header, rows)
             files.append(f)
     summary = {"input": os.fspath(path), "exchange": rb.exchange, "format": fmt, "files": files,
-               "symbols": ["/".join(i.key) for i in rb.instruments], **rb.stats.as_dict()}
+               "symbols": ["/".join(i.key) for i in rb.instruments],
+               "instruments": [{"market": i.market, "native": i.native, "unified": i.unified,
+                                "tardis_exchange": tardis_exchange(rb.exchange, i.market), "tick_size": i.tick_size,
+                                "lot_size": i.lot_size, "contract_size": i.contract_value} for i in rb.instruments],
+               **rb.stats.as_dict()}
     with open(os.path.join(out_dir, "export-summary.json"), "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary
@@ -526,4 +471,5 @@ def export(path: str | os.PathLike[str], fmt: str, out_dir: str | os.PathLike[st
 __all__ = ["BOOK_COLUMNS", "BOOK_INVALID_EVENT", "BUY_EVENT", "DEPTH_CLEAR_EVENT", "DEPTH_EVENT",
            "DEPTH_SNAPSHOT_EVENT", "EXCH_EVENT", "FORMATS", "HBT_EVENT_DTYPE", "LOCAL_EVENT", "MARKER_KINDS",
            "SELL_EVENT", "TRADE_COLUMNS", "TRADE_EVENT", "BookUpdate", "ExportError", "Marker", "Rebuild",
-           "RebuildStats", "TradeBatch", "discover_symbols", "export", "hftbacktest_events", "tardis_rows"]
+           "RebuildStats", "TradeBatch", "discover_symbols", "export", "hftbacktest_events", "tardis_exchange",
+           "tardis_rows"]

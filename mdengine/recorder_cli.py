@@ -14,63 +14,82 @@ import os
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from .export import FORMATS, ExportError, discover_symbols, export
+from .exchanges import EXCHANGES, recording_rules
+from .export import FORMATS, ExportError, export
 from .recording import RecordingReader
 from .signals import stop_on_signals
 
 log = logging.getLogger("mdengine.replay")
-
-# market -> (WebSocket host, REST host) of the real exchange, as mdengine.sim.replay maps them back
-_HOSTS = {"binance-spot": ("stream.binance.com", "api.binance.com"),
-          "binance-usdm": ("fstream.binance.com", "fapi.binance.com"),
-          "okx": ("ws.okx.com", "www.okx.com"), "bybit": ("stream.bybit.com", "api.bybit.com"),
-          "bitget": ("ws.bitget.com", "api.bitget.com")}
 
 
 @dataclass
 class ReplayPlan:
     exchange: str
     path: str  # the plain JSON Lines file the simulator serves
-    keys: list[tuple[str, str]]  # (market, native) the recording subscribed
+    keys: list[tuple[str, str]]  # (market, native) the recording holds
     records: int
     truncated: bool
+    symbols: list[str] = field(default_factory=list)  # unified symbols of `keys`: never ambiguous across markets
+    markets: list[str] = field(default_factory=list)
+    book: dict[str, Any] = field(default_factory=dict)  # book_mode / book_depth that subscribe the recorded book
+    options: dict[str, Any] = field(default_factory=dict)  # adapter options (e.g. the recorded trade stream)
+    synthesised: list[str] = field(default_factory=list)  # instrument-list URLs the recording did not answer
 
 
-def _sim_market(exchange: str, url: str, usdm_hosts: set[str]) -> str:
-    if exchange != "binance":
-        return exchange
+def _query_key(url: str) -> tuple[str, tuple]:
     parts = urlsplit(url)
-    usdm = (parts.netloc in usdm_hosts or "fstream" in parts.netloc or "fapi" in parts.netloc
-            or parts.path.startswith(("/public/", "/market/", "/fapi/")))
-    return "binance-usdm" if usdm else "binance-spot"
+    return parts.path, tuple(sorted(parse_qsl(parts.query)))
 
 
 def prepare_replay(path: str, out_path: str, exchange: str | None = None) -> ReplayPlan:
-    """Write `path` as plain JSON Lines for the simulator's replay, URLs moved onto the real hosts."""
+    """Write `path` as plain JSON Lines for the simulator's replay, URLs moved onto the real hosts, plus the
+    instrument lists the engine will ask for when the recording holds none under the engine's own URLs
+    (built from whatever instrument lists it does hold, else derived from the symbols its frames carry)."""
     reader = RecordingReader(path, exchange)
     records = list(reader)
     ex = exchange or next((r.exchange for r in records if r.exchange), None) or reader.exchange
-    if not ex or ex not in ("binance", "okx", "bybit", "bitget"):
+    if not ex or ex not in EXCHANGES:
         raise ExportError(f"{path}: cannot tell the exchange; pass --exchange")
-    usdm_hosts = {urlsplit(r.url).netloc for r in records if "/fapi/" in urlsplit(r.url).path}
+    rules = recording_rules(ex)
+    sim_market = rules.sim_market_of(records)
+    keys = sorted(rules.discover_symbols(records))
+    insts = rules.instruments(records, keys)
+    markets = sorted({i.market for i in insts})
+    answered = {_query_key(r.url) for r in records if r.kind == "http" and r.data}
+    t0 = records[0].ts_ns if records else 0
+    synthesised: list[str] = []
+    rewrite = rules.frame_rewriter(records)  # a recorded book channel the adapter does not subscribe
     with open(out_path, "wb") as fh:
+        for market in markets:
+            req = rules.ADAPTER.instrument_requests({}, [market])[0]  # the engine's own URL, on the real host
+            if _query_key(req.url) in answered:
+                continue
+            target, body = rules.instrument_list(market, [i for i in insts if i.market == market])
+            rest_host = rules.REPLAY_HOSTS[sim_market(req.url)][1]
+            url = f"https://{rest_host}{target}"
+            synthesised.append(url)
+            fh.write(orjson.dumps({"kind": "http", "ts": t0 / 1e9, "ts_ns": t0, "url": url, "exchange": ex,
+                                   "data": body}) + b"\n")
         for r in records:
             parts = urlsplit(r.url)
-            ws_host, rest_host = _HOSTS[_sim_market(ex, r.url, usdm_hosts)]
+            ws_host, rest_host = rules.REPLAY_HOSTS[sim_market(r.url)]
             is_ws = parts.scheme in ("ws", "wss")
             url = urlunsplit(("wss" if is_ws else "https", ws_host if is_ws else rest_host, parts.path or "/",
                               parts.query, ""))
             obj = {"kind": r.kind, "ts": r.ts, "ts_ns": r.ts_ns, "url": url, "exchange": ex}
             if r.data is not None:
                 obj["data"] = r.data.decode("utf-8", "replace") if isinstance(r.data, bytes) else r.data
+                if rewrite is not None and r.kind == "recv":
+                    obj["data"] = rewrite(obj["data"])
             fh.write(orjson.dumps(obj) + b"\n")
-    keys = sorted(discover_symbols(ex, records))
-    return ReplayPlan(ex, out_path, keys, len(records), reader.truncated)
+    return ReplayPlan(ex, out_path, keys, len(records), reader.truncated, [i.unified for i in insts], markets,
+                      rules.book_config(records), rules.adapter_options(records), synthesised)
 
 
 def replay_main(argv: list[str]) -> int:
@@ -102,9 +121,12 @@ def replay_main(argv: list[str]) -> int:
         if not plan.keys:
             print(f"mdengine replay: {args.file}: no subscribed symbols found", file=sys.stderr)
             return 2
-        markets = sorted({m for m, _ in plan.keys})
+        # unified symbols: a native id listed in two markets (BTCUSDT spot and perpetual) names both
+        depth = plan.book.get("book_depth", 50)
         cfg = EngineConfig(namespace=ns, exchanges=[ExchangeConfig(
-            name=plan.exchange, symbols=sorted({n for _, n in plan.keys}), markets=markets)])
+            name=plan.exchange, symbols=plan.symbols, markets=plan.markets, max_symbols=max(32, len(plan.symbols)),
+            book_depth=depth, book_capacity=max(50, depth), book_mode=plan.book.get("book_mode", "diff"),
+            options=plan.options)])
         stop = threading.Event()
         with stop_on_signals(stop):
             timer = None

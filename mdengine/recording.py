@@ -32,7 +32,6 @@ from .exchanges import EXCHANGES
 _CHUNK = 1 << 16
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b"
-_HOST_EXCHANGE = (("binance", "binance"), ("okx", "okx"), ("bybit", "bybit"), ("bitget", "bitget"))
 _NAME_RE = re.compile(r"^(?P<exchange>[a-z]+)(?:-[a-z]+)?-\d{4}-\d{2}-\d{2}")
 
 
@@ -223,10 +222,7 @@ def exchange_from_name(path: str) -> str | None:
 
 def exchange_from_url(url: str) -> str | None:
     host = urlsplit(url).hostname or ""
-    for needle, name in _HOST_EXCHANGE:
-        if needle in host:
-            return name
-    return None
+    return next((name for name in EXCHANGES if name in host), None)  # every exchange's hosts carry its name
 
 
 def read_records(path: str | os.PathLike[str], exchange: str | None = None) -> Iterator[Record]:

@@ -157,7 +157,7 @@ def test_export_tardis_csv_rows_match_hftbacktest_rows(recordings_dir, tmp_path)
             snap_rows += int(np.sum(k == DEPTH_SNAPSHOT_EVENT))
     assert len(book) == depth_rows and sum(r["is_snapshot"] == "true" for r in book) == snap_rows
     assert len(trades) == 74 and {r["side"] for r in trades} <= {"buy", "sell"}
-    assert {r["exchange"] for r in book} == {"okx-spot", "okx-swap", "okx-futures"}
+    assert {r["exchange"] for r in book} == {"okex", "okex-swap", "okex-futures"}  # Tardis's own ids
     first = book[0]
     assert len(first["timestamp"]) == 16 and len(first["local_timestamp"]) == 16  # µs since the epoch
     with open(tmp_path / "csv" / "export-summary.json") as fh:

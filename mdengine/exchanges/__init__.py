@@ -1,7 +1,8 @@
 """Exchanges: one package per exchange (`mdengine.exchanges.<name>`), holding all the engine knows about it.
 
 Each package has its sans-I/O adapter (`adapter.py`, exposed as `ADAPTER`) and the modules the rest of the engine asks
-instead of naming exchanges itself: `endpoints`, `naming` and `rest` (see docs/adding-an-exchange.md).
+instead of naming exchanges itself: `endpoints`, `naming`, `rest`, `instruments` and `recording` (see
+docs/adding-an-exchange.md).
 """
 
 from __future__ import annotations
@@ -30,4 +31,10 @@ def get_adapter(name: str) -> type[Adapter]:
     return exchange(name).ADAPTER
 
 
-__all__ = ["EXCHANGES", "Adapter", "AdapterError", "exchange", "get_adapter", "trade_id"]
+def recording_rules(name: str) -> ModuleType:
+    """What exchange `name`'s recordings say (`exchanges/<name>/recording.py`): frame routing, symbols, options."""
+    exchange(name)  # raises ValueError for an unknown name
+    return importlib.import_module(f"{__name__}.{name}.recording")
+
+
+__all__ = ["EXCHANGES", "Adapter", "AdapterError", "exchange", "get_adapter", "recording_rules", "trade_id"]

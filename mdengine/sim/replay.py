@@ -10,13 +10,21 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-_HOSTS = {  # recorded host -> simulated market
-    "stream.binance.com": "binance-spot", "data-stream.binance.vision": "binance-spot",
-    "api.binance.com": "binance-spot", "data-api.binance.vision": "binance-spot",
-    "fstream.binance.com": "binance-usdm", "fapi.binance.com": "binance-usdm",
-    "ws.okx.com": "okx", "www.okx.com": "okx", "stream.bybit.com": "bybit", "api.bybit.com": "bybit",
-    "ws.bitget.com": "bitget", "api.bitget.com": "bitget",
-}
+from mdengine.exchanges import EXCHANGES, recording_rules
+
+
+def _hosts() -> dict[str, str]:
+    """recorded host -> simulated market, from each exchange's recording rules (the real hosts a replay uses)."""
+    out: dict[str, str] = {}
+    for name in EXCHANGES:
+        rules = recording_rules(name)
+        for market, hosts in rules.REPLAY_HOSTS.items():
+            out.update(dict.fromkeys(hosts, market))
+        out.update(rules.HOST_ALIASES)
+    return out
+
+
+_HOSTS = _hosts()
 
 
 def market_of(url: str) -> str:
@@ -60,8 +68,11 @@ class Recording:
                     s = Stream(parts.path or "/", _norm_query(parts.query), ev["ts"])
                     current[url] = s
                     rec.streams.setdefault(market, []).append(s)
-                elif ev["kind"] == "recv" and url in current:
-                    s = current[url]
+                elif ev["kind"] == "recv":
+                    s = current.get(url)
+                    if s is None:  # a recording that starts mid-connection (or keeps no connects)
+                        s = current[url] = Stream(parts.path or "/", _norm_query(parts.query), ev["ts"])
+                        rec.streams.setdefault(market, []).append(s)
                     s.frames.append((ev["ts"] - s.t0, ev["data"]))
                 elif ev["kind"] == "http":
                     key = (parts.path, _norm_query(parts.query))
