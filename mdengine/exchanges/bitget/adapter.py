@@ -24,6 +24,7 @@ from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesRecei
 from ...limits import trade_numbers
 from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
+from .._sequencing import Chain, ChainKind
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
@@ -35,6 +36,8 @@ _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 20
 _PARTIAL = ("books1", "books5", "books15")
 _QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL")  # to split a native id no list names
+#: a `books` update follows the last when its pseq (if sent) is the last seq and its seq is newer (see above)
+CHAIN = Chain(ChainKind.PREV_ID, prev_optional=True)
 
 
 class BitgetAdapter(WsBookAdapter):
@@ -195,8 +198,8 @@ class BitgetAdapter(WsBookAdapter):
             if seq is not None and seq != sym.seq:
                 return []  # not the update that made the current book: nothing to replay
             # replayed as the update that follows the copy's seq
-            prior = pseq if type(pseq) is int else seq - 1 if type(seq) is int else sym.seq
-            return self._on_book(self._scratch(sym, prior), msg, recv_ns)
+            prior = CHAIN.predecessor(seq, prev=pseq) if seq is not None else None
+            return self._on_book(self._scratch(sym, sym.seq if prior is None else prior), msg, recv_ns)
         except _PARSE_ERRORS:
             return []
 
@@ -204,7 +207,7 @@ class BitgetAdapter(WsBookAdapter):
         """See Adapter.lane_spec: the lane reads `syms` ((instType, instId)) as on_frame does, takes `books` updates on
         a LIVE book whose seq moves forward (and pseq, when sent, is the last seq), and hands a failed checksum or a
         crossed book to `_publish`, the Python verdict. Trades stay with the adapter (it drops replayed ids)."""
-        return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None,
+        return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None, "chains": (CHAIN,),
                 "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
@@ -246,11 +249,11 @@ class BitgetAdapter(WsBookAdapter):
         if seq is not None:
             last = sym.seq
             pseq = d.get("pseq")
-            if pseq is not None and pseq != last:
-                return self._fail(sym, "gap", f"pseq {pseq} != last seq {last}")
-            if seq == last:
-                return []  # the same message twice
-            if seq < last:
+            if not CHAIN.follows(last, seq, prev=pseq):
+                if pseq is not None and pseq != last:
+                    return self._fail(sym, "gap", f"pseq {pseq} != last seq {last}")
+                if seq == last:
+                    return []  # the same message twice
                 return self._fail(sym, "reset", f"seq went back from {last} to {seq}")
         book.apply_update(d["bids"], d["asks"])
         if seq is not None:

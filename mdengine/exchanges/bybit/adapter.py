@@ -24,6 +24,7 @@ from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesRecei
 from ...limits import trade_numbers
 from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
+from .._sequencing import Chain, ChainKind
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
@@ -34,6 +35,8 @@ _MAX_ARGS = 10  # spot's per-request limit; used for every category
 _TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _QUOTES = ("USDT", "USDC", "USD", "BTC", "ETH", "EUR", "BRL", "DAI")  # to split a native id no list names
+#: a delta follows the last when its `u` is the last plus one (`u` is both its first and its new id)
+CHAIN = Chain(ChainKind.NEXT_ID)
 
 
 class BybitAdapter(WsBookAdapter):
@@ -194,7 +197,10 @@ class BybitAdapter(WsBookAdapter):
                 u = msg["data"]["u"]
                 if u != sym.seq:
                     return []  # not the update that made the current book (a duplicate, say): nothing to replay
-                return self._on_book(self._scratch(sym, u - 1), msg, recv_ns)  # as the delta after the copy's id
+                prior = CHAIN.predecessor(u, first=u)
+                if prior is None:
+                    return []
+                return self._on_book(self._scratch(sym, prior), msg, recv_ns)  # as the delta after the copy's id
             return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
         except _PARSE_ERRORS:
             return []
@@ -203,7 +209,7 @@ class BybitAdapter(WsBookAdapter):
         """See Adapter.lane_spec: the lane reads `_alias` ("<category>|<topic>") as on_frame does, takes deltas on a
         LIVE book whose `u` is the last plus one and trades with numeric ids, and hands a crossed book to `_publish`,
         the Python verdict."""
-        return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None,
+        return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None, "chains": (CHAIN,),
                 "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
 
     def _on_op(self, conn: str, msg: dict) -> list[Event]:
@@ -256,7 +262,7 @@ class BybitAdapter(WsBookAdapter):
         last = sym.seq
         if u <= last:
             return []  # duplicate or stale
-        if u != last + 1:
+        if not CHAIN.follows(last, u, first=u):
             return self._fail(sym, "gap", f"u {u} after {last}")
         book.apply_update(d["b"], d["a"])
         sym.seq = u
