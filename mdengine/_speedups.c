@@ -1353,5 +1353,20 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Lane", (PyObject *)&LaneType) < 0)
         Py_CLEAR(m);
+    /* the layout numbers this module is written for (tests/test_fastlane.py compares them with store/layout.py) */
+    PyObject *layout = m == NULL ? NULL : Py_BuildValue(
+        "{sisisisissssss}", "BOOK_HEADER_LENGTH", LANE_BOOK_HEADER_LENGTH, "LEVEL_LENGTH", LANE_LEVEL_LENGTH,
+        "TRADE_RECORD_LENGTH", LANE_TRADE_RECORD_LENGTH, "META_WORDS", LANE_META_WORDS, "BOOK_HEADER_STRUCT",
+        LANE_BOOK_HEADER_STRUCT, "TRADE_STRUCT", LANE_TRADE_STRUCT, "META_FIELDS", LANE_META_FIELDS);
+    if (m != NULL && (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0)) {
+        Py_XDECREF(layout);
+        Py_CLEAR(m);
+    }
+    /* the sequencing rule kinds the lane implements (mdengine/exchanges/_sequencing.py's ChainKind) */
+    PyObject *kinds = m == NULL ? NULL : Py_BuildValue("{sisi}", "NEXT_ID", CHAIN_NEXT_ID, "PREV_ID", CHAIN_PREV_ID);
+    if (m != NULL && (kinds == NULL || PyModule_AddObject(m, "CHAIN_KINDS", kinds) < 0)) {
+        Py_XDECREF(kinds);
+        Py_CLEAR(m);
+    }
     return m;
 }

@@ -484,7 +484,7 @@ def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):
     w = workloads["okx-simulated-seqid"]
     r = Run(w, True, namespace)
     try:
-        loop = FeedLoop(r.adapter, r.publisher, on_frame=r.on_frame)
+        loop = FeedLoop(r.adapter, r.publisher, lane=r.publisher.lane)
         assert loop._lane is r.publisher.lane
         r.feed(w.frames[:40])
         assert loop._lane.last_handled == 1  # a routine update: nothing to warm (see FeedLoop._read)

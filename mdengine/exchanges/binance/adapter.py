@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ...book import BookSide, DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
+from ...book import DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
 from ...events import (
     BookChanged,
     BookInvalid,
@@ -103,6 +103,10 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
     (UNSYNCED, "bad_partial"): UNSYNCED,
     (LIVE, "close"): UNSYNCED,
 }
+
+
+#: SymbolSync's members the feed's C fast lane reads or writes, by role (lane_spec()["members"])
+_LANE_MEMBERS = {"state": "state", "book": "book", "applied": "applied", "last_trade": "last_trade", "chain": "chain"}
 
 
 class SymbolSync:
@@ -709,7 +713,7 @@ class BinanceAdapter(Adapter):
         newer than `last_trade`, and hands a crossed book to SymbolSync.crossed."""
         return {"exchange": "binance", "routes": self._routes, "live": LIVE, "kinds": (_DEPTH, _TRADE),
                 "chains": (SPOT_CHAIN, USDM_CHAIN),
-                "types": (SymbolSync, LocalBook, BookSide),
+                "symbol": SymbolSync, "members": _LANE_MEMBERS,
                 "verdict": lambda sym, recv_ns, checksum: sym.crossed(self._snapshot_request)}
 
     def _on_trade(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:

@@ -19,13 +19,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...book import BookSide, LocalBook
 from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
 from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sequencing import Chain, ChainKind
-from .._sync import LIVE, SymbolSync
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
 
@@ -208,7 +207,7 @@ class BitgetAdapter(WsBookAdapter):
         a LIVE book whose seq moves forward (and pseq, when sent, is the last seq), and hands a failed checksum or a
         crossed book to `_publish`, the Python verdict. Trades stay with the adapter (it drops replayed ids)."""
         return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None, "chains": (CHAIN,),
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")

@@ -19,13 +19,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ...book import BookSide, LocalBook
 from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
 from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sequencing import Chain, ChainKind
-from .._sync import LIVE, SymbolSync
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id
 from .._wsbook import WsBookAdapter
 
@@ -210,7 +209,7 @@ class BybitAdapter(WsBookAdapter):
         LIVE book whose `u` is the last plus one and trades with numeric ids, and hands a crossed book to `_publish`,
         the Python verdict."""
         return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None, "chains": (CHAIN,),
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_op(self, conn: str, msg: dict) -> list[Event]:
         op = msg.get("op")

@@ -19,7 +19,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...book import BookSide, LocalBook
 from ...events import (
     CloseConnection,
     Event,
@@ -33,7 +32,7 @@ from ...limits import trade_numbers
 from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sequencing import Chain, ChainKind
-from .._sync import LIVE, SymbolSync
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
 
@@ -232,7 +231,7 @@ class OkxAdapter(WsBookAdapter):
         whose prevSeqId is the last seqId (or that carry no seqId) and `trades`, and hands a failed checksum or a
         crossed book to `_publish`, the Python verdict."""
         return {"exchange": "okx", "routes": self._alias, "live": LIVE, "kinds": None, "chains": (CHAIN,),
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")
