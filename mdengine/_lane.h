@@ -128,8 +128,13 @@ static Py_ssize_t
 member_offset(PyObject *type, const char *name)
 {
     PyObject *d = PyObject_GetAttrString(type, name);
-    if (d == NULL)
+    if (d == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "fast lane: %R has no member %s", type, name);
+        }
         return -1;
+    }
     Py_ssize_t off = -1;
     if (PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
