@@ -65,16 +65,7 @@ static const struct {
     [M_SLOT_PUBLISHED] = {3, "levels_published", LANE_ALL},
 };
 
-/* The layout numbers this file and _speedups.c's latch_store/ring_store/write_top are written for; Lane_init
-   compares them with store["layout"] (mdengine/store/layout.py) and the module exports them as LAYOUT
-   (tests/test_fastlane.py checks them against layout.py too). */
-#define LANE_BOOK_HEADER_LENGTH 64
-#define LANE_LEVEL_LENGTH 32
-#define LANE_TRADE_RECORD_LENGTH 64
-#define LANE_META_WORDS 8
-#define LANE_BOOK_HEADER_STRUCT "<qqqqIIIIqq"
-#define LANE_TRADE_STRUCT "<qqddqbB6xq8x"
-#define LANE_META_FIELDS "published version update_id exch_ts_ns recv_ts_ns n_bids n_asks flags"
+/* The layout numbers (LANE_BOOK_HEADER_LENGTH, ...) are defined at the top of _speedups.c, which uses them too. */
 
 /* The sequencing rules the lane implements: mdengine/exchanges/_sequencing.py's ChainKind values. An update with new
    id `id` (and, when sent, its first id and the id before it) follows `last` by the symbol's chain. */
