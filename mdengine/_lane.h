@@ -1428,6 +1428,10 @@ Lane_init(Lane *L, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTuple(args, "OOO!OOOO!:Lane", &adapter, &func, &PyDict_Type, &spec, &target_of, &shm, &meta,
                           &PyDict_Type, &store))
         return -1;
+    for (int i = 0; i < 4; i++) /* from an earlier call that was refused */
+        Py_CLEAR(L->types[i]);
+    for (int i = 0; i < LANE_MAX_CHAINS; i++)
+        Py_CLEAR(L->chain_objs[i]);
     PyObject *exchange = spec_item(spec, "spec", "exchange");
     if (exchange == NULL)
         return -1;
