@@ -14,7 +14,10 @@
  * returns the events the Python path would have returned.
  *
  * The lane reads and writes the adapter's objects through their __slots__ (member offsets resolved once,
- * objects of exactly those classes only): that is what keeps one frame near a microsecond.
+ * objects of exactly those classes only): that is what keeps one frame near a microsecond. Python names every
+ * member, every offset and every sequencing rule when the lane starts (Lane_init: dicts, checked here with errors
+ * that name what is missing or wrong); the only numbers compiled in are the layout's record sizes and formats, and
+ * the lane refuses to start unless store["layout"] (from mdengine/store/layout.py) says the same.
  */
 #include <structmember.h>
 
@@ -25,18 +28,63 @@
 #endif
 
 enum { LANE_BINANCE = 1, LANE_OKX = 2, LANE_BYBIT = 3, LANE_BITGET = 4 };
-enum { TGT_SLOT, TGT_STAGE, TGT_LATCH, TGT_RING, TGT_MASK, TGT_BOOK_UPDATES, TGT_MESSAGES, TGT_LAST_RECV, TGT_TRADES,
-       TGT_FIELDS };
+#define LANE_ALL ((1 << LANE_BINANCE) | (1 << LANE_OKX) | (1 << LANE_BYBIT) | (1 << LANE_BITGET))
+#define LANE_WS ((1 << LANE_OKX) | (1 << LANE_BYBIT) | (1 << LANE_BITGET))
 
-/* the attributes the lane reads or writes: class, then member name; their offsets are resolved at construction */
+/* the attributes the lane reads or writes, by role; spec["members"][owner][role] names each one's member, and its
+   offset is resolved at construction */
 enum {
-    M_SYM_STATE, M_SYM_BOOK, M_SYM_KEY, M_SYM_X1, M_SYM_X2, /* binance: futures, applied; others: seq, channel */
-    M_SYM_X3,                                              /* binance: last_trade */
+    M_SYM_STATE, M_SYM_BOOK, M_SYM_SEQ, M_SYM_APPLIED, M_SYM_LAST_TRADE, M_SYM_CHANNEL, M_SYM_CHAIN,
     M_BOOK_BIDS, M_BOOK_ASKS, M_BOOK_UPDATE_ID, M_BOOK_EXCH_TS, M_BOOK_WATCH, M_BOOK_DIRTY,
     M_SIDE_KEYS, M_SIDE_QTY, M_SIDE_RAW,
     M_SLOT_PUBLISHED,
     M_COUNT
 };
+static const char *const lane_owners[4] = {"symbol", "book", "side", "slot"};
+static const struct {
+    int owner;        /* index into lane_owners and Lane.types */
+    const char *role; /* the key in spec["members"][owner] */
+    int need;         /* the exchanges (bits 1 << LANE_*) that read it; M_SYM_CHAIN: when there are several chains */
+} lane_roles[M_COUNT] = {
+    [M_SYM_STATE] = {0, "state", LANE_ALL},
+    [M_SYM_BOOK] = {0, "book", LANE_ALL},
+    [M_SYM_SEQ] = {0, "seq", LANE_WS},
+    [M_SYM_APPLIED] = {0, "applied", 1 << LANE_BINANCE},
+    [M_SYM_LAST_TRADE] = {0, "last_trade", 1 << LANE_BINANCE},
+    [M_SYM_CHANNEL] = {0, "channel", 1 << LANE_BITGET},
+    [M_SYM_CHAIN] = {0, "chain", 0},
+    [M_BOOK_BIDS] = {1, "bids", LANE_ALL},
+    [M_BOOK_ASKS] = {1, "asks", LANE_ALL},
+    [M_BOOK_UPDATE_ID] = {1, "update_id", LANE_ALL},
+    [M_BOOK_EXCH_TS] = {1, "exch_ts_ns", LANE_ALL},
+    [M_BOOK_WATCH] = {1, "watch_depth", LANE_ALL},
+    [M_BOOK_DIRTY] = {1, "top_dirty", LANE_ALL},
+    [M_SIDE_KEYS] = {2, "keys", LANE_ALL},
+    [M_SIDE_QTY] = {2, "qty", LANE_ALL},
+    [M_SIDE_RAW] = {2, "raw", LANE_ALL},
+    [M_SLOT_PUBLISHED] = {3, "levels_published", LANE_ALL},
+};
+
+/* The layout numbers (LANE_BOOK_HEADER_LENGTH, ...) are defined at the top of _speedups.c, which uses them too. */
+
+/* The sequencing rules the lane implements: mdengine/exchanges/_sequencing.py's ChainKind values. An update with new
+   id `id` (and, when sent, its first id and the id before it) follows `last` by the symbol's chain. */
+enum { CHAIN_NEXT_ID = 1, CHAIN_PREV_ID = 2 };
+#define LANE_MAX_CHAINS 2
+typedef struct {
+    int kind, same_id_ok, prev_optional;
+} chain_t;
+
+static int
+chain_follows(const chain_t *r, int64_t last, int64_t id, int has_first, int64_t first, int has_prev, int64_t prev)
+{
+    if (r == NULL)
+        return 0;
+    if (r->kind == CHAIN_NEXT_ID)
+        return has_first && last < INT64_MAX && first == last + 1 && id > last;
+    int linked = has_prev ? prev == last : r->prev_optional;
+    return linked && (r->same_id_ok ? id >= last : id > last);
+}
 
 typedef struct {
     PyObject *sym, *book, *bids, *asks, *slot_obj, *stage;
@@ -48,7 +96,10 @@ typedef struct {
     PyObject_HEAD
     int exchange;
     PyObject *adapter, *on_frame_func, *routes, *live, *depth_kind, *trade_kind, *verdict, *target_of;
-    PyObject *types[4]; /* sym, book, side, slot classes */
+    PyObject *types[4]; /* symbol, book, side, slot classes (lane_owners) */
+    PyObject *chain_objs[LANE_MAX_CHAINS]; /* the adapter's Chain objects, matched by identity (several: by member) */
+    chain_t chains[LANE_MAX_CHAINS];
+    int n_chains;
     PyObject *targets;  /* dict: sym -> capsule(target_t) */
     PyObject *shm_obj, *meta_obj;
     Py_buffer shm, meta;
@@ -68,8 +119,13 @@ static Py_ssize_t
 member_offset(PyObject *type, const char *name)
 {
     PyObject *d = PyObject_GetAttrString(type, name);
-    if (d == NULL)
+    if (d == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "fast lane: %R has no member %s", type, name);
+        }
         return -1;
+    }
     Py_ssize_t off = -1;
     if (PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
         PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
@@ -138,6 +194,16 @@ target_free(PyObject *capsule)
     PyMem_Free(t);
 }
 
+/* target[name], borrowed; NULL with a clear error when target_of left it out */
+static PyObject *
+target_item(PyObject *target, const char *name)
+{
+    PyObject *v = PyDict_GetItemString(target, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "fast lane: target_of's dict has no '%s'", name);
+    return v;
+}
+
 /* the symbol's target (its book's objects and its slot's offsets), made on first use from target_of(sym);
    NULL without an exception when the symbol has no slot (or its objects are not of the lane's classes) */
 static target_t *
@@ -179,39 +245,46 @@ lane_target(Lane *L, PyObject *sym)
         Py_DECREF(spec);
         return NULL;
     }
-    int ok = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == TGT_FIELDS + 1;
-    if (ok) {
-        t->slot_obj = Py_NewRef(PyTuple_GET_ITEM(spec, 0));
-        PyObject *f = PyTuple_GET_ITEM(spec, 1 + TGT_STAGE);
-        ok = Py_TYPE(t->slot_obj) == (PyTypeObject *)L->types[3] &&
+    int ok = PyDict_CheckExact(spec);
+    PyObject *f = ok ? target_item(spec, "record") : NULL;
+    if (f != NULL) {
+        t->slot_obj = Py_NewRef(f);
+        f = target_item(spec, "stage");
+        ok = f != NULL && Py_TYPE(t->slot_obj) == (PyTypeObject *)L->types[3] &&
              PyObject_GetBuffer(f, &t->stage_buf, PyBUF_WRITABLE | PyBUF_SIMPLE) == 0;
         if (ok)
             t->stage = Py_NewRef(f);
     }
+    else
+        ok = 0;
     if (ok) {
-        Py_ssize_t *scalars[] = {&t->slot, NULL, NULL, NULL, &t->mask, &t->book_updates, &t->messages,
-                                 &t->last_recv, &t->trades};
-        for (int i = 0; ok && i < TGT_FIELDS; i++) {
-            if (scalars[i] != NULL) {
-                *scalars[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 1 + i));
-                ok = !(*scalars[i] == -1 && PyErr_Occurred());
-            }
+        static const char *const names[] = {"slot", "ring_mask", "book_updates", "messages", "last_recv_ns",
+                                            "trades"};
+        Py_ssize_t *scalars[] = {&t->slot, &t->mask, &t->book_updates, &t->messages, &t->last_recv, &t->trades};
+        for (int i = 0; ok && i < 6; i++) {
+            f = target_item(spec, names[i]);
+            *scalars[i] = f == NULL ? -1 : PyLong_AsSsize_t(f);
+            ok = f != NULL && !(*scalars[i] == -1 && PyErr_Occurred());
         }
-        ok = ok && read_offsets(PyTuple_GET_ITEM(spec, 1 + TGT_LATCH), t->latch, 6, "fast lane") == 0 &&
-             read_offsets(PyTuple_GET_ITEM(spec, 1 + TGT_RING), t->ring, 4, "fast lane") == 0;
+        PyObject *latch = ok ? target_item(spec, "latch") : NULL, *ring = ok ? target_item(spec, "ring") : NULL;
+        ok = ok && latch != NULL && ring != NULL && read_offsets(latch, t->latch, 6, "fast lane: latch") == 0 &&
+             read_offsets(ring, t->ring, 4, "fast lane: ring") == 0;
     }
+    if (!ok && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "fast lane: target_of must return a dict (see fastlane.attach)");
     Py_DECREF(spec);
     if (ok) {
-        Py_ssize_t len = L->shm.len, copy = 64 + L->capacity * 32;
+        Py_ssize_t len = L->shm.len, copy = LANE_BOOK_HEADER_LENGTH + L->capacity * LANE_LEVEL_LENGTH;
         for (int i = 0; ok && i < 6; i++)
             ok = t->latch[i] >= 0 && t->latch[i] % 8 == 0 && t->latch[i] + ((i == 1 || i == 2) ? copy : 8) <= len;
         for (int i = 0; ok && i < 4; i++)
-            ok = t->ring[i] >= 0 && t->ring[i] % 8 == 0 && t->ring[i] + (i == 2 ? (t->mask + 1) * 64 : 8) <= len;
+            ok = t->ring[i] >= 0 && t->ring[i] % 8 == 0 &&
+                 t->ring[i] + (i == 2 ? (t->mask + 1) * LANE_TRADE_RECORD_LENGTH : 8) <= len;
         Py_ssize_t words[] = {t->book_updates, t->messages, t->last_recv, t->trades};
         for (int i = 0; ok && i < 4; i++)
             ok = words[i] >= 0 && words[i] % 8 == 0 && words[i] + 8 <= len;
         ok = ok && t->mask >= 0 && !(t->mask & (t->mask + 1)) && t->slot >= 0 &&
-             (t->slot + 1) * 64 <= L->meta.len && t->stage_buf.len >= copy;
+             (t->slot + 1) * LANE_META_WORDS * 8 <= L->meta.len && t->stage_buf.len >= copy;
         if (!ok && !PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "fast lane: a target's offsets do not fit the segment");
     }
@@ -226,6 +299,20 @@ lane_target(Lane *L, PyObject *sym)
     int rc = PyDict_SetItem(L->targets, sym, cap);
     Py_DECREF(cap);
     return rc < 0 ? NULL : t;
+}
+
+/* the symbol's sequencing rule: the only chain, or the one its chain member names (Binance: spot or USDⓈ-M); NULL
+   (decline) for a Chain object the spec did not list */
+static const chain_t *
+lane_chain(Lane *L, PyObject *sym)
+{
+    if (L->n_chains == 1)
+        return &L->chains[0];
+    PyObject *c = SLOT_GET(sym, L->off[M_SYM_CHAIN]);
+    for (int i = 0; i < L->n_chains; i++)
+        if (c == L->chain_objs[i])
+            return &L->chains[i];
+    return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- the book */
@@ -307,7 +394,7 @@ static void
 lane_latched(Lane *L, target_t *t, int64_t uid, int64_t exch, int64_t recv, int64_t nb, int64_t na, int64_t flags,
              Py_ssize_t n_levels)
 {
-    int64_t *m = (int64_t *)L->meta.buf + t->slot * 8;
+    int64_t *m = (int64_t *)L->meta.buf + t->slot * LANE_META_WORDS;
     int64_t version = m[1] + 1;
     if (!m[0])
         n_levels = L->capacity;
@@ -315,7 +402,8 @@ lane_latched(Lane *L, target_t *t, int64_t uid, int64_t exch, int64_t recv, int6
     memcpy(m, row, sizeof row);
     long long h[3] = {uid, exch, recv};
     uint32_t q4[4] = {(uint32_t)nb, (uint32_t)na, (uint32_t)L->state_live, (uint32_t)flags};
-    latch_store(L->shm.buf, t->latch, t->stage_buf.buf, 64 + n_levels * 32, h, q4, L->generation, version);
+    latch_store(L->shm.buf, t->latch, t->stage_buf.buf, LANE_BOOK_HEADER_LENGTH + n_levels * LANE_LEVEL_LENGTH, h, q4,
+                L->generation, version);
 }
 
 /* Publisher._book after an update: the top levels when they may have changed, else the header only */
@@ -330,24 +418,24 @@ lane_publish(Lane *L, target_t *t, int64_t recv_ns, int touched)
         PyErr_SetString(PyExc_TypeError, "fast lane: a book's update_id, exch_ts_ns or watch_depth is not an int");
         return -1;
     }
-    int64_t *m = (int64_t *)L->meta.buf + t->slot * 8;
+    int64_t *m = (int64_t *)L->meta.buf + t->slot * LANE_META_WORDS;
     if (touched || dirty == Py_True || published != Py_True || watch != L->depth || !m[0]) {
         PyObject *bk = SLOT_GET(t->bids, L->off[M_SIDE_KEYS]), *bq = SLOT_GET(t->bids, L->off[M_SIDE_QTY]);
         PyObject *ak = SLOT_GET(t->asks, L->off[M_SIDE_KEYS]), *aq = SLOT_GET(t->asks, L->off[M_SIDE_QTY]);
-        unsigned char *rows = (unsigned char *)t->stage_buf.buf + 64;
+        unsigned char *rows = (unsigned char *)t->stage_buf.buf + LANE_BOOK_HEADER_LENGTH;
         Py_ssize_t nb, na;
-        if (write_top(rows, L->capacity * 32, bk, bq, ak, aq, L->depth, &nb, &na) < 0)
+        if (write_top(rows, L->capacity * LANE_LEVEL_LENGTH, bk, bq, ak, aq, L->depth, &nb, &na) < 0)
             return -1;
         Py_ssize_t n = nb > na ? nb : na, old_n = m[0] ? (m[5] > m[6] ? m[5] : m[6]) : 0;
         for (Py_ssize_t i = n; i < old_n; i++) { /* blank what a deeper previous book left */
             double blank[4] = {NAN, 0.0, NAN, 0.0};
-            memcpy(rows + i * 32, blank, 32);
+            memcpy(rows + i * LANE_LEVEL_LENGTH, blank, LANE_LEVEL_LENGTH);
         }
         int64_t flags = PyList_GET_SIZE(bk) > L->depth || PyList_GET_SIZE(ak) > L->depth ? L->flag_truncated : 0;
         if (nb && na) {
             double best_bid, best_ask;
             memcpy(&best_bid, rows, 8);
-            memcpy(&best_ask, rows + 16, 8);
+            memcpy(&best_ask, rows + 2 * sizeof(double), 8); /* a level: bid px, bid qty, ask px, ask qty */
             if (best_bid >= best_ask)
                 flags |= L->flag_crossed;
         }
@@ -468,23 +556,23 @@ static int
 bn_depth(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **result)
 {
     PyObject *sym = t->sym;
-    PyObject *futures = SLOT_GET(sym, L->off[M_SYM_X1]);
-    int fut = futures == Py_True;
+    const chain_t *chain = lane_chain(L, sym);
     int64_t last, applied;
-    unsigned need = BN_E | BN_U | BN_u | BN_b | BN_a | (fut ? BN_pu : 0);
-    if ((f->has & need) != need || (futures != Py_True && futures != Py_False) || f->E < 0 ||
-        f->E > INT64_MAX / 1000000 || !slot_i64(t->book, L->off[M_BOOK_UPDATE_ID], &last) ||
-        !slot_i64(sym, L->off[M_SYM_X2], &applied))
+    unsigned need = BN_E | BN_u | BN_b | BN_a;
+    if (chain == NULL || (f->has & need) != need || f->E < 0 || f->E > INT64_MAX / 1000000 ||
+        !slot_i64(t->book, L->off[M_BOOK_UPDATE_ID], &last) || !slot_i64(sym, L->off[M_SYM_APPLIED], &applied))
         return 0;
-    if (f->u <= last || (fut ? f->pu : f->U - 1) != last)
-        return 0; /* a duplicate or a gap: the adapter says what it means */
+    /* a duplicate or a gap: the adapter says what it means (SymbolSync.chain reads U for NEXT_ID, pu for PREV_ID) */
+    if (f->u <= last || !chain_follows(chain, last, f->u, chain->kind == CHAIN_NEXT_ID && (f->has & BN_U), f->U,
+                                       chain->kind == CHAIN_PREV_ID && (f->has & BN_pu), f->pu))
+        return 0;
     int touched = 0;
     int rc = lane_apply(L, t, &touched);
     if (rc <= 0)
         return rc;
     if (slot_set_i64(t->book, L->off[M_BOOK_UPDATE_ID], f->u) < 0 ||
         slot_set_i64(t->book, L->off[M_BOOK_EXCH_TS], f->E * 1000000) < 0 ||
-        slot_set_i64(sym, L->off[M_SYM_X2], applied + 1) < 0)
+        slot_set_i64(sym, L->off[M_SYM_APPLIED], applied + 1) < 0)
         return -1;
     if (lane_crossed(L, t))
         return lane_verdict(L, t, recv_ns, 0, touched, result);
@@ -507,11 +595,11 @@ bn_trade(Lane *L, target_t *t, const bn_fields *f, int64_t recv_ns, PyObject **r
         tid = f->aid;
     else
         return 0;
-    if (!slot_i64(t->sym, L->off[M_SYM_X3], &last) || tid <= last || f->T < 0 || f->T > INT64_MAX / 1000000 ||
+    if (!slot_i64(t->sym, L->off[M_SYM_LAST_TRADE], &last) || tid <= last || f->T < 0 || f->T > INT64_MAX / 1000000 ||
         !plain_decimal(f->p.s, f->p.n, &r.price) || !plain_decimal(f->q.s, f->q.n, &r.qty) ||
         !sane_numbers(r.price, r.qty))
         return 0;
-    if (slot_set_i64(t->sym, L->off[M_SYM_X3], tid) < 0)
+    if (slot_set_i64(t->sym, L->off[M_SYM_LAST_TRADE], tid) < 0)
         return -1;
     r.exch_ts = f->T * 1000000;
     r.recv_ts = recv_ns;
@@ -784,10 +872,10 @@ okx_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result
     /* books: an update on a LIVE book whose prevSeqId is the last seqId and whose seqId does not restart */
     int64_t last;
     if ((action.s != NULL && !span_is(action, "update")) || !b.has_bids || !b.has_asks ||
-        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last))
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_SEQ], &last))
         return 0;
-    if (b.has_seq && (!b.has_prev || b.prev != last || b.seq < b.prev))
-        return 0;
+    if (b.has_seq && !chain_follows(lane_chain(L, sym), last, b.seq, 0, 0, b.has_prev, b.prev))
+        return 0; /* a gap, a duplicate or a reset: the adapter's verdicts */
     return ws_update(L, t, b.has_seq, b.seq, b.ts, b.checksum, recv_ns, result);
 }
 
@@ -799,7 +887,7 @@ ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_ms, int64_t
           PyObject **result)
 {
     int64_t last;
-    if (ts_ms < 0 || ts_ms > INT64_MAX / 1000000 || !slot_i64(t->sym, L->off[M_SYM_X1], &last))
+    if (ts_ms < 0 || ts_ms > INT64_MAX / 1000000 || !slot_i64(t->sym, L->off[M_SYM_SEQ], &last))
         return 0;
     int touched = 0;
     int rc = lane_apply(L, t, &touched);
@@ -807,7 +895,7 @@ ws_update(Lane *L, target_t *t, int has_seq, int64_t seq, int64_t ts_ms, int64_t
         return rc;
     if (has_seq) {
         last = seq;
-        if (slot_set_i64(t->sym, L->off[M_SYM_X1], last) < 0)
+        if (slot_set_i64(t->sym, L->off[M_SYM_SEQ], last) < 0)
             return -1;
     }
     if (slot_set_i64(t->book, L->off[M_BOOK_UPDATE_ID], last > 0 ? last : 0) < 0 ||
@@ -982,7 +1070,8 @@ by_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
     /* a delta that follows the last update id on a LIVE book (u == 1 is Bybit's restart: a snapshot) */
     int64_t last;
     if (type.s == NULL || span_is(type, "snapshot") || u == 1 || (!cts && !has_ts) ||
-        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last) || u != last + 1)
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_SEQ], &last) ||
+        !chain_follows(lane_chain(L, sym), last, u, 1, u, 0, 0))
         return 0;
     return ws_update(L, t, 1, u, cts ? cts : ts, 0, recv_ns, result);
 }
@@ -1058,13 +1147,13 @@ bg_frame(Lane *L, PyObject *conn, scan_t *c, int64_t recv_ns, PyObject **result)
     Py_DECREF(key);
     if (sym == NULL || Py_TYPE(sym) != (PyTypeObject *)L->types[0])
         return PyErr_Occurred() ? -1 : 0;
-    PyObject *sym_channel = SLOT_GET(sym, L->off[M_SYM_X2]);
+    PyObject *sym_channel = SLOT_GET(sym, L->off[M_SYM_CHANNEL]);
     int64_t last;
     if (sym_channel == NULL || !PyUnicode_Check(sym_channel) ||
         PyUnicode_CompareWithASCIIString(sym_channel, "books") != 0 ||
-        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_X1], &last))
+        SLOT_GET(sym, L->off[M_SYM_STATE]) != L->live || !slot_i64(sym, L->off[M_SYM_SEQ], &last))
         return 0;
-    if (has_seq && ((has_pseq && pseq != last) || seq <= last))
+    if (has_seq && !chain_follows(lane_chain(L, sym), last, seq, 0, 0, has_pseq, pseq))
         return 0; /* a gap, a duplicate or a reset: the adapter's verdicts */
     target_t *t;
     int rc = find_target(L, sym, &t);
@@ -1184,82 +1273,220 @@ Lane_dealloc(Lane *L)
     Py_CLEAR(L->meta_obj);
     for (int i = 0; i < 4; i++)
         Py_CLEAR(L->types[i]);
+    for (int i = 0; i < LANE_MAX_CHAINS; i++)
+        Py_CLEAR(L->chain_objs[i]);
     PyMem_Free(L->bids.v);
     PyMem_Free(L->asks.v);
     Py_TYPE(L)->tp_free((PyObject *)L);
 }
 
-/* Lane(exchange, adapter, on_frame_func, routes, live, kinds, verdict, target_of, types, shm, meta, store) with
- * kinds = (depth_kind, trade_kind) (Binance) or None, types = (sym, book, side, slot classes), store = (generation,
- * capacity, depth, LIVE, TRUNCATED, CROSSED, BUY, SELL, UNKNOWN, segment book_updates offset, trades offset) */
+/* d[key], borrowed; NULL with an error naming `what` and the key when it is missing */
+static PyObject *
+spec_item(PyObject *d, const char *what, const char *key)
+{
+    if (!PyDict_Check(d)) {
+        PyErr_Format(PyExc_TypeError, "fast lane: %s must be a dict", what);
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemString(d, key);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_KeyError, "fast lane: %s has no '%s'", what, key);
+    return v;
+}
+
+/* an int64 item of `d` */
+static int
+spec_i64(PyObject *d, const char *what, const char *key, int64_t *out)
+{
+    PyObject *v = spec_item(d, what, key);
+    if (v == NULL)
+        return -1;
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = x;
+    return 0;
+}
+
+/* store["layout"] must describe the layout this file was compiled for */
+static int
+check_layout(PyObject *layout)
+{
+    static const struct {
+        const char *key;
+        long long value;
+        const char *text;
+    } want[] = {
+        {"BOOK_HEADER_LENGTH", LANE_BOOK_HEADER_LENGTH, NULL}, {"LEVEL_LENGTH", LANE_LEVEL_LENGTH, NULL},
+        {"TRADE_RECORD_LENGTH", LANE_TRADE_RECORD_LENGTH, NULL}, {"META_WORDS", LANE_META_WORDS, NULL},
+        {"BOOK_HEADER_STRUCT", 0, LANE_BOOK_HEADER_STRUCT}, {"TRADE_STRUCT", 0, LANE_TRADE_STRUCT},
+        {"META_FIELDS", 0, LANE_META_FIELDS},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        PyObject *v = spec_item(layout, "store['layout']", want[i].key);
+        if (v == NULL)
+            return -1;
+        int same;
+        if (want[i].text != NULL)
+            same = PyUnicode_Check(v) && PyUnicode_CompareWithASCIIString(v, want[i].text) == 0;
+        else {
+            long long x = PyLong_Check(v) ? PyLong_AsLongLong(v) : -1;
+            if (x == -1 && PyErr_Occurred())
+                return -1;
+            same = x == want[i].value;
+        }
+        if (!same) {
+            PyErr_Format(PyExc_ValueError, "fast lane: layout %s is %R in Python but the C module was built for %s%lld "
+                         "(rebuild it: setup.py build_ext --inplace)", want[i].key, v,
+                         want[i].text != NULL ? want[i].text : "", want[i].text != NULL ? 0LL : want[i].value);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* spec["chains"]: the adapter's Chain objects (mdengine/exchanges/_sequencing.py), one or LANE_MAX_CHAINS */
+static int
+read_chains(Lane *L, PyObject *chains)
+{
+    if (!PyTuple_Check(chains) || PyTuple_GET_SIZE(chains) < 1 || PyTuple_GET_SIZE(chains) > LANE_MAX_CHAINS) {
+        PyErr_Format(PyExc_TypeError, "fast lane: spec['chains'] must be a tuple of 1 to %d Chain objects",
+                     LANE_MAX_CHAINS);
+        return -1;
+    }
+    L->n_chains = (int)PyTuple_GET_SIZE(chains);
+    for (int i = 0; i < L->n_chains; i++) {
+        PyObject *c = PyTuple_GET_ITEM(chains, i), *v;
+        chain_t *r = &L->chains[i];
+        const char *attrs[] = {"kind", "same_id_ok", "prev_optional"};
+        int *dst[] = {&r->kind, &r->same_id_ok, &r->prev_optional};
+        for (int j = 0; j < 3; j++) {
+            if ((v = PyObject_GetAttrString(c, attrs[j])) == NULL) {
+                PyErr_Format(PyExc_TypeError, "fast lane: chain %R has no %s", c, attrs[j]);
+                return -1;
+            }
+            long x = j == 0 ? PyLong_AsLong(v) : PyObject_IsTrue(v);
+            Py_DECREF(v);
+            if (x == -1 && PyErr_Occurred())
+                return -1;
+            *dst[j] = (int)x;
+        }
+        if (r->kind != CHAIN_NEXT_ID && r->kind != CHAIN_PREV_ID) {
+            PyErr_Format(PyExc_ValueError, "fast lane: chain %R is of kind %d, which the lane does not implement "
+                         "(NEXT_ID = %d, PREV_ID = %d)", c, r->kind, CHAIN_NEXT_ID, CHAIN_PREV_ID);
+            return -1;
+        }
+        L->chain_objs[i] = Py_NewRef(c);
+    }
+    return 0;
+}
+
+/* every member a role of this exchange needs, by the names in spec["members"] */
+static int
+read_members(Lane *L, PyObject *members)
+{
+    for (int i = 0; i < M_COUNT; i++) {
+        int need = (lane_roles[i].need >> L->exchange) & 1;
+        if (i == M_SYM_CHAIN)
+            need = L->n_chains > 1;
+        L->off[i] = -1;
+        if (!need)
+            continue;
+        const char *owner = lane_owners[lane_roles[i].owner];
+        PyObject *names = spec_item(members, "spec['members']", owner), *name;
+        if (names == NULL)
+            return -1;
+        char what[64];
+        snprintf(what, sizeof what, "spec['members']['%s']", owner);
+        if ((name = spec_item(names, what, lane_roles[i].role)) == NULL)
+            return -1;
+        const char *s = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (s == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "fast lane: %s['%s'] must be a str", what, lane_roles[i].role);
+            return -1;
+        }
+        if ((L->off[i] = member_offset(L->types[lane_roles[i].owner], s)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Lane(adapter, on_frame_func, spec, target_of, shm, meta, store): see fastlane.attach for the dicts.
+ *   spec: exchange, routes, live, kinds ((depth, trade) for binance), chains, verdict,
+ *         types {symbol, book, side, slot: class}, members {symbol, book, side, slot: {role: member name}}
+ *   store: generation, capacity, depth, state_live, flag_truncated, flag_crossed, side_buy, side_sell, side_unknown,
+ *          counter_book_updates, counter_trades (segment byte offsets), layout {see check_layout} */
 static int
 Lane_init(Lane *L, PyObject *args, PyObject *kw)
 {
-    const char *exchange;
-    PyObject *adapter, *func, *routes, *live, *kinds, *verdict, *target_of, *types, *shm, *meta, *store;
+    PyObject *adapter, *func, *spec, *target_of, *shm, *meta, *store, *v;
     if (L->adapter != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a Lane is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "sOOO!OOOOO!OOO!:Lane", &exchange, &adapter, &func, &PyDict_Type, &routes, &live,
-                          &kinds, &verdict, &target_of, &PyTuple_Type, &types, &shm, &meta, &PyTuple_Type, &store))
+    if (!PyArg_ParseTuple(args, "OOO!OOOO!:Lane", &adapter, &func, &PyDict_Type, &spec, &target_of, &shm, &meta,
+                          &PyDict_Type, &store))
         return -1;
-    if (strcmp(exchange, "binance") == 0)
-        L->exchange = LANE_BINANCE;
-    else if (strcmp(exchange, "okx") == 0)
-        L->exchange = LANE_OKX;
-    else if (strcmp(exchange, "bybit") == 0)
-        L->exchange = LANE_BYBIT;
-    else if (strcmp(exchange, "bitget") == 0)
-        L->exchange = LANE_BITGET;
-    else {
-        PyErr_Format(PyExc_ValueError, "no fast lane for %s", exchange);
+    for (int i = 0; i < 4; i++) /* from an earlier call that was refused */
+        Py_CLEAR(L->types[i]);
+    for (int i = 0; i < LANE_MAX_CHAINS; i++)
+        Py_CLEAR(L->chain_objs[i]);
+    PyObject *exchange = spec_item(spec, "spec", "exchange");
+    if (exchange == NULL)
+        return -1;
+    static const char *const exchanges[] = {NULL, "binance", "okx", "bybit", "bitget"};
+    L->exchange = 0;
+    for (int i = LANE_BINANCE; i <= LANE_BITGET; i++)
+        if (PyUnicode_Check(exchange) && PyUnicode_CompareWithASCIIString(exchange, exchanges[i]) == 0)
+            L->exchange = i;
+    if (L->exchange == 0) {
+        PyErr_Format(PyExc_ValueError, "fast lane: no decoder for exchange %R", exchange);
         return -1;
     }
-    if (PyTuple_GET_SIZE(types) != 4 || PyTuple_GET_SIZE(store) != 11 ||
-        (L->exchange == LANE_BINANCE && (!PyTuple_Check(kinds) || PyTuple_GET_SIZE(kinds) != 2))) {
-        PyErr_SetString(PyExc_TypeError, "Lane: types is 4 classes, store 11 ints, kinds (depth, trade) for binance");
+    PyObject *routes = spec_item(spec, "spec", "routes"), *live = spec_item(spec, "spec", "live");
+    PyObject *kinds = spec_item(spec, "spec", "kinds"), *verdict = spec_item(spec, "spec", "verdict");
+    PyObject *types = spec_item(spec, "spec", "types"), *members = spec_item(spec, "spec", "members");
+    PyObject *chains = spec_item(spec, "spec", "chains"), *layout = spec_item(store, "store", "layout");
+    if (routes == NULL || live == NULL || kinds == NULL || verdict == NULL || types == NULL || members == NULL ||
+        chains == NULL || layout == NULL)
+        return -1;
+    if (!PyDict_Check(routes)) {
+        PyErr_SetString(PyExc_TypeError, "fast lane: spec['routes'] must be a dict");
         return -1;
     }
+    if (L->exchange == LANE_BINANCE && (!PyTuple_Check(kinds) || PyTuple_GET_SIZE(kinds) != 2)) {
+        PyErr_SetString(PyExc_TypeError, "fast lane: spec['kinds'] is (depth kind, trade kind) for binance");
+        return -1;
+    }
+    if (check_layout(layout) < 0)
+        return -1;
     for (int i = 0; i < 4; i++) {
-        if (!PyType_Check(PyTuple_GET_ITEM(types, i))) {
-            PyErr_SetString(PyExc_TypeError, "Lane: types must be classes");
+        if ((v = spec_item(types, "spec['types']", lane_owners[i])) == NULL)
+            return -1;
+        if (!PyType_Check(v)) {
+            PyErr_Format(PyExc_TypeError, "fast lane: spec['types']['%s'] must be a class", lane_owners[i]);
             return -1;
         }
-        L->types[i] = Py_NewRef(PyTuple_GET_ITEM(types, i));
+        L->types[i] = Py_NewRef(v);
     }
-    const char *names[M_COUNT] = {"state", "book", "key", NULL, NULL, NULL, "bids", "asks", "update_id", "exch_ts_ns",
-                                  "watch_depth", "top_dirty", "keys", "qty", "raw", "levels_published"};
-    if (L->exchange == LANE_BINANCE) {
-        names[M_SYM_X1] = "futures";
-        names[M_SYM_X2] = "applied";
-        names[M_SYM_X3] = "last_trade";
-    }
-    else {
-        names[M_SYM_X1] = "seq";
-        names[M_SYM_X2] = L->exchange == LANE_BITGET ? "channel" : NULL;
-    }
-    int owner[M_COUNT] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 3};
-    for (int i = 0; i < M_COUNT; i++) {
-        L->off[i] = names[i] == NULL ? -1 : member_offset(L->types[owner[i]], names[i]);
-        if (names[i] != NULL && L->off[i] < 0)
-            return -1;
-    }
+    if (read_chains(L, chains) < 0 || read_members(L, members) < 0)
+        return -1;
+    static const char *const names[] = {"generation", "capacity", "depth", "state_live", "flag_truncated",
+                                        "flag_crossed", "side_buy", "side_sell", "side_unknown"};
     int64_t *dst[] = {&L->generation, &L->capacity, &L->depth, &L->state_live, &L->flag_truncated, &L->flag_crossed,
-                      &L->side_buy, &L->side_sell, &L->side_unknown, NULL, NULL};
-    for (int i = 0; i < 11; i++) {
-        long long v = PyLong_AsLongLong(PyTuple_GET_ITEM(store, i));
-        if (v == -1 && PyErr_Occurred())
+                      &L->side_buy, &L->side_sell, &L->side_unknown};
+    for (int i = 0; i < 9; i++)
+        if (spec_i64(store, "store", names[i], dst[i]) < 0)
             return -1;
-        if (dst[i] != NULL)
-            *dst[i] = v;
-        else if (i == 9)
-            L->seg_book_updates = (Py_ssize_t)v;
-        else
-            L->seg_trades = (Py_ssize_t)v;
-    }
+    int64_t seg_book_updates, seg_trades;
+    if (spec_i64(store, "store", "counter_book_updates", &seg_book_updates) < 0 ||
+        spec_i64(store, "store", "counter_trades", &seg_trades) < 0)
+        return -1;
+    L->seg_book_updates = (Py_ssize_t)seg_book_updates;
+    L->seg_trades = (Py_ssize_t)seg_trades;
     if (L->depth < 0 || L->depth > L->capacity) {
-        PyErr_SetString(PyExc_ValueError, "Lane: depth must be within the segment's book capacity");
+        PyErr_SetString(PyExc_ValueError, "fast lane: depth must be within the segment's book capacity");
         return -1;
     }
     if (PyObject_GetBuffer(shm, &L->shm, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
@@ -1270,9 +1497,10 @@ Lane_init(Lane *L, PyObject *args, PyObject *kw)
     }
     L->open = 1;
     if (L->seg_book_updates < 0 || L->seg_book_updates + 8 > L->shm.len || L->seg_trades < 0 ||
-        L->seg_trades + 8 > L->shm.len || (L->seg_book_updates | L->seg_trades) % 8 || L->meta.len % 64) {
+        L->seg_trades + 8 > L->shm.len || (L->seg_book_updates | L->seg_trades) % 8 ||
+        L->meta.len % (LANE_META_WORDS * 8)) {
         lane_release(L);
-        PyErr_SetString(PyExc_ValueError, "Lane: counter offsets outside the segment");
+        PyErr_SetString(PyExc_ValueError, "fast lane: counter offsets outside the segment");
         return -1;
     }
     L->adapter = Py_NewRef(adapter);

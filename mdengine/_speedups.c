@@ -31,6 +31,17 @@
 
 #include "_scan.h"
 
+/* The layout numbers this module (latch_store, ring_store, write_top) and the lane (_lane.h) are written for
+   (mdengine/store/layout.py); the Lane refuses to start unless store["layout"] says the same, and the module
+   exports them as LAYOUT (tests/test_fastlane.py checks them against layout.py). */
+#define LANE_BOOK_HEADER_LENGTH 64
+#define LANE_LEVEL_LENGTH 32
+#define LANE_TRADE_RECORD_LENGTH 64
+#define LANE_META_WORDS 8
+#define LANE_BOOK_HEADER_STRUCT "<qqqqIIIIqq"
+#define LANE_TRADE_STRUCT "<qqddqbB6xq8x"
+#define LANE_META_FIELDS "published version update_id exch_ts_ns recv_ts_ns n_bids n_asks flags"
+
 #if !PY_LITTLE_ENDIAN
 #error "the store's layout is little-endian, and this module writes it with native stores"
 #endif
@@ -414,16 +425,16 @@ write_top(unsigned char *d, Py_ssize_t room, PyObject *bk, PyObject *bq, PyObjec
     b = b < n ? b : n;
     a = a < n ? a : n;
     Py_ssize_t rows = b > a ? b : a;
-    if (rows * 32 > room) {
+    if (rows * LANE_LEVEL_LENGTH > room) {
         PyErr_Format(PyExc_ValueError, "pack_top: %zd levels do not fit %zd bytes", rows, room);
         return -1;
     }
-    for (Py_ssize_t i = 0; i < rows; i++, d += 32) {
+    for (Py_ssize_t i = 0; i < rows; i++, d += LANE_LEVEL_LENGTH) {
         double row[4] = {NAN, 0.0, NAN, 0.0};
         if ((i < b && side_level(bk, bq, i, 1, &row[0], &row[1]) < 0) ||
             (i < a && side_level(ak, aq, i, 0, &row[2], &row[3]) < 0))
             return -1;
-        memcpy(d, row, 32);
+        memcpy(d, row, LANE_LEVEL_LENGTH);
     }
     *nb = b;
     *na = a;
@@ -653,7 +664,7 @@ latch_publish(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *out = NULL;
-    if (length < 64 || length > stage.len || off[1] < 0 || off[2] < 0 || off[1] + length > mem.len ||
+    if (length < LANE_BOOK_HEADER_LENGTH || length > stage.len || off[1] < 0 || off[2] < 0 || off[1] + length > mem.len ||
         off[2] + length > mem.len) {
         PyErr_Format(PyExc_ValueError, "latch_publish: %zd bytes do not fit the staging copy or the segment", length);
         goto done;
@@ -724,7 +735,7 @@ ring_store(unsigned char *base, const Py_ssize_t off[4], Py_ssize_t mask, const 
     __atomic_thread_fence(__ATOMIC_RELEASE);
     for (Py_ssize_t j = 0; j < n_write; j++) {
         int64_t idx = n + j;
-        unsigned char rec[64] = {0};
+        unsigned char rec[LANE_TRADE_RECORD_LENGTH] = {0};
         memcpy(rec, &recs[j].exch_ts, 8);
         memcpy(rec + 8, &recs[j].recv_ts, 8);
         memcpy(rec + 16, &recs[j].price, 8);
@@ -733,7 +744,7 @@ ring_store(unsigned char *base, const Py_ssize_t off[4], Py_ssize_t mask, const 
         memcpy(rec + 40, &recs[j].side, 1);
         memcpy(rec + 41, &recs[j].flags, 1);
         memcpy(rec + 48, &idx, 8);
-        memcpy(base + off[2] + (idx & mask) * 64, rec, 64);
+        memcpy(base + off[2] + (idx & mask) * LANE_TRADE_RECORD_LENGTH, rec, LANE_TRADE_RECORD_LENGTH);
     }
     __atomic_thread_fence(__ATOMIC_RELEASE);
     __atomic_store_n(tail, n + n_write, __ATOMIC_RELAXED);
@@ -786,7 +797,7 @@ ring_append(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyObject_GetBuffer(args[0], &mem, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
         goto done;
     for (int i = 0; i < 4; i++) {
-        if (off[i] < 0 || off[i] % 8 || off[i] + (i == 2 ? cap * 64 : 8) > mem.len) {
+        if (off[i] < 0 || off[i] % 8 || off[i] + (i == 2 ? cap * LANE_TRADE_RECORD_LENGTH : 8) > mem.len) {
             PyErr_Format(PyExc_ValueError, "ring_append: offset %zd is outside the segment", off[i]);
             goto done;
         }
@@ -1353,5 +1364,20 @@ PyInit__speedups(void)
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddObjectRef(m, "Lane", (PyObject *)&LaneType) < 0)
         Py_CLEAR(m);
+    /* the layout numbers this module is written for (tests/test_fastlane.py compares them with store/layout.py) */
+    PyObject *layout = m == NULL ? NULL : Py_BuildValue(
+        "{sisisisissssss}", "BOOK_HEADER_LENGTH", LANE_BOOK_HEADER_LENGTH, "LEVEL_LENGTH", LANE_LEVEL_LENGTH,
+        "TRADE_RECORD_LENGTH", LANE_TRADE_RECORD_LENGTH, "META_WORDS", LANE_META_WORDS, "BOOK_HEADER_STRUCT",
+        LANE_BOOK_HEADER_STRUCT, "TRADE_STRUCT", LANE_TRADE_STRUCT, "META_FIELDS", LANE_META_FIELDS);
+    if (m != NULL && (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0)) {
+        Py_XDECREF(layout);
+        Py_CLEAR(m);
+    }
+    /* the sequencing rule kinds the lane implements (mdengine/exchanges/_sequencing.py's ChainKind) */
+    PyObject *kinds = m == NULL ? NULL : Py_BuildValue("{sisi}", "NEXT_ID", CHAIN_NEXT_ID, "PREV_ID", CHAIN_PREV_ID);
+    if (m != NULL && (kinds == NULL || PyModule_AddObject(m, "CHAIN_KINDS", kinds) < 0)) {
+        Py_XDECREF(kinds);
+        Py_CLEAR(m);
+    }
     return m;
 }

@@ -14,8 +14,10 @@ import json
 import logging
 import random
 import re
+import struct
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 
 from mdengine.events import BookChanged, FetchRest, OpenConnection, TradesReceived
 from mdengine.exchanges import get_adapter
+from mdengine.exchanges._sequencing import Chain, ChainKind
 from mdengine.feed import fastlane
 from mdengine.feed.publisher import Publisher
 from mdengine.sim.formats import bitget as sim_bitget
@@ -30,6 +33,7 @@ from mdengine.sim.formats import bybit as sim_bybit
 from mdengine.sim.formats import okx as sim_okx
 from mdengine.store import SegmentWriter, shm
 from mdengine.store import layout as L
+from mdengine.store.writer import META_FIELDS
 from mdengine.symbols import InstrumentIndex
 
 pytestmark = pytest.mark.skipif(not fastlane.available(), reason="the C module (with its Lane) is not built")
@@ -484,7 +488,7 @@ def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):
     w = workloads["okx-simulated-seqid"]
     r = Run(w, True, namespace)
     try:
-        loop = FeedLoop(r.adapter, r.publisher, on_frame=r.on_frame)
+        loop = FeedLoop(r.adapter, r.publisher, lane=r.publisher.lane)
         assert loop._lane is r.publisher.lane
         r.feed(w.frames[:40])
         assert loop._lane.last_handled == 1  # a routine update: nothing to warm (see FeedLoop._read)
@@ -511,3 +515,93 @@ def test_a_feed_whose_loop_crashes_still_closes_its_segment(namespace, monkeypat
     cfg = ExchangeConfig(name="okx", symbols=["BTC/USDT"], endpoints={"ws": "ws://127.0.0.1:9", "rest":
                                                                       "http://127.0.0.1:9"})
     assert process.run_feed(namespace, cfg) == 1  # not a BufferError out of its cleanup
+
+
+# ----------------------------------------------------------------------------- the contract with Python
+def test_the_layout_the_c_code_is_written_for_is_store_layouts():
+    """The record sizes and formats compiled into _lane.h/_speedups.c are layout.py's (and the writer's meta row);
+    the lane also refuses to start unless fastlane.LAYOUT, built from layout.py, says the same."""
+    native = fastlane._native
+    assert native.LAYOUT == fastlane.LAYOUT
+    assert native.LAYOUT["BOOK_HEADER_LENGTH"] == L.BOOK_HEADER_LENGTH == struct.calcsize(L.BOOK_HEADER_STRUCT)
+    assert native.LAYOUT["TRADE_RECORD_LENGTH"] == L.TRADE_RECORD_LENGTH == struct.calcsize(L.TRADE_STRUCT)
+    assert native.LAYOUT["LEVEL_LENGTH"] == L.LEVEL_LENGTH == L.levels_struct(1).size
+    assert native.LAYOUT["META_FIELDS"].split() == list(META_FIELDS)
+    assert {k.name: int(k) for k in ChainKind} == native.CHAIN_KINDS
+
+
+def _unreadable_specs():
+    """(what is wrong, how to break a spec or the layout, a phrase the lane's error must contain)"""
+    def member(spec):
+        spec["members"] = {**spec["members"], "seq": "sequence"}
+
+    def missing(spec):
+        spec["members"] = {k: v for k, v in spec["members"].items() if k != "state"}
+
+    def kind(spec):
+        spec["chains"] = (SimpleNamespace(kind=7, same_id_ok=False, prev_optional=False),)
+
+    def no_chains(spec):
+        del spec["chains"]
+
+    return [("a member that is not a slot", member, None, "sequence"),
+            ("a role left out", missing, None, "'state'"),
+            ("a rule kind the lane does not implement", kind, None, "kind 7"),
+            ("no rules", no_chains, None, "'chains'"),
+            ("a layout number that differs", None, {"LEVEL_LENGTH": 48}, "LEVEL_LENGTH")]
+
+
+@pytest.mark.parametrize("what,break_spec,layout,phrase", _unreadable_specs(), ids=lambda v: v if isinstance(v, str)
+                         and " " in v else "")
+def test_a_spec_the_lane_cannot_read_is_refused_and_the_python_path_runs(workloads, namespace, monkeypatch, caplog,
+                                                                         what, break_spec, layout, phrase):
+    w = workloads["okx-simulated-seqid"]
+    r = Run(w, False, namespace)
+    try:
+        spec = r.adapter.lane_spec()
+        if break_spec is not None:
+            break_spec(spec)
+        monkeypatch.setattr(r.adapter, "lane_spec", lambda: spec)
+        if layout is not None:
+            monkeypatch.setattr(fastlane, "LAYOUT", {**fastlane.LAYOUT, **layout})
+        with pytest.raises((TypeError, ValueError, KeyError), match=re.escape(phrase)):
+            fastlane._native.Lane(*fastlane.lane_args(r.adapter, r.publisher, spec))
+        with caplog.at_level(logging.ERROR, logger="mdengine.feed.fastlane"):
+            on_frame = fastlane.attach(r.adapter, r.publisher)
+        assert r.publisher.lane is None and on_frame == r.adapter.on_frame
+        assert any("refused" in m and phrase in m for m in caplog.messages), caplog.messages
+        r.on_frame = on_frame
+        r.feed(w.frames)  # the feed goes on, on the Python path
+        assert all(r.adapter.is_live(k) for k in r.publisher.slots)
+        assert any(n for n in masked_words(r.writer))
+    finally:
+        r.close()
+
+
+def _handled(w, namespace: str) -> int:
+    r = Run(w, True, namespace)
+    try:
+        lane = r.publisher.lane
+        r.feed(w.frames)
+        return lane.stats()["handled"]
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("name,module,attr,changed", [
+    ("okx-simulated-seqid", "okx", "CHAIN", Chain(ChainKind.NEXT_ID)),
+    ("binance-simulated", "binance", "SPOT_CHAIN", Chain(ChainKind.PREV_ID)),
+])
+def test_a_rule_changed_in_python_is_the_rule_the_lane_applies(workloads, namespace, monkeypatch, name, module, attr,
+                                                               changed):
+    """The lane has no rule of its own: with the exchange's Chain changed in Python, both paths still agree frame
+    by frame (a lane that kept the old rule would take updates the adapter now treats otherwise, and the traces
+    would differ), and the lane declines the book updates it can no longer vouch for."""
+    w = workloads[name]
+    before = _handled(w, namespace + "a")
+    adapter_module = importlib.import_module(f"mdengine.exchanges.{module}.adapter")
+    monkeypatch.setattr(adapter_module, attr, changed)
+    py, lane, _ = replay_both(w, w.frames, namespace + "b")
+    assert_same(py, lane)
+    after = _handled(w, namespace + "c")
+    assert after < before - 50, (before, after)

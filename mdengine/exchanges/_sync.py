@@ -38,6 +38,10 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+#: SymbolSync's members the feed's C fast lane reads or writes, by role (Adapter.lane_spec()["members"])
+LANE_MEMBERS = {"state": "state", "book": "book", "seq": "seq", "channel": "channel"}
+
+
 class SymbolSync:
     """One subscribed symbol: its book, where it is carried and how far it is synced."""
 

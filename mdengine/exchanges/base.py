@@ -122,10 +122,14 @@ class Adapter(ABC):
     def lane_spec(self) -> dict[str, Any] | None:
         """What the feed's C fast lane (mdengine/feed/fastlane.py) needs to take this adapter's routine frames, or
         None (every frame comes to `on_frame`). Keys: "exchange" (the lane's decoder), "routes" (the dict on_frame
-        routes by, read live), "live" (the LIVE state object), "kinds" (route kinds, Binance), "types" (the symbol,
-        LocalBook and BookSide classes) and "verdict" (sym, recv_ns, checksum) -> events, called after an update
-        the lane applied failed a check. An adapter that offers one promises that every frame the lane takes would
-        have had the same effect through `on_frame` and the Publisher (tests/test_fastlane.py checks it)."""
+        routes by, read live), "live" (the LIVE state object), "kinds" (route kinds, Binance), "chains" (the
+        exchange's sequencing rules, mdengine.exchanges._sequencing.Chain: the one the adapter applies, or several,
+        told apart by the symbol's "chain" member), "symbol" (the symbol-state class), "members" (role -> that
+        class's member, for each role the lane reads: state, book, seq or applied and last_trade, channel, chain)
+        and "verdict" (sym, recv_ns, checksum) -> events, called after an update the lane applied failed a check.
+        An adapter that offers one promises that every frame the lane takes would have had the same effect through
+        `on_frame` and the Publisher (tests/test_fastlane.py checks it); the lane refuses to start on a spec it
+        cannot read, and the feed then runs on `on_frame` alone."""
         return None
 
     @abstractmethod

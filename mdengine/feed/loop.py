@@ -101,21 +101,27 @@ class Sink(Protocol):
     # def confirm(self, keys: list, recv_ns: int) -> None: ...
 
 
+class FrameLane(Protocol):
+    """What the loop needs of a fast lane (mdengine._speedups.Lane)."""
+
+    last_handled: int  # 1 when the newest frame was the lane's, 0 when it went to the adapter
+
+    def on_frame(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]: ...
+
+
 class FeedLoop:
     """Runs an adapter against real sockets. `run()` blocks until `stop()`; `submit()` and `stop()` are
     thread-safe, everything else must be called on the loop thread (e.g. from a submitted function)."""
 
     def __init__(self, adapter: Adapter, sink: Sink, *, options: LoopOptions | None = None, tap: Tap | None = None,
-                 log: logging.Logger | None = None,
-                 on_frame: Callable[[str, str | bytes, int], list[Event]] | None = None) -> None:
-        """`on_frame`: what handles each frame instead of adapter.on_frame (the fast lane's, mdengine.feed.fastlane,
-        which hands the adapter every frame it does not take)."""
+                 log: logging.Logger | None = None, lane: FrameLane | None = None) -> None:
+        """`lane`: the feed's fast lane (mdengine.feed.fastlane.attach, then `publisher.lane`), whose on_frame takes
+        each frame instead of adapter.on_frame and hands the adapter every frame it does not take."""
         self.adapter = adapter
-        self.on_frame = on_frame
-        # the fast lane behind on_frame, if any: frames it handled are not replayed by the warm-up pass (their
-        # C path stays warm on its own: a feed leg of ~7 µs after a 10 ms gap with or without a pass)
-        lane = getattr(on_frame, "__self__", None)
-        self._lane = lane if hasattr(lane, "last_handled") else None
+        self.on_frame = lane.on_frame if lane is not None else None
+        # frames the lane handled are not replayed by the warm-up pass (their C path stays warm on its own: a feed
+        # leg of ~7 µs after a 10 ms gap with or without a pass)
+        self._lane = lane
         self.sink = sink
         self.opts = options or LoopOptions()
         self.tap = tap

@@ -68,7 +68,8 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         writer.set_freshness(cfg.stale_after_s, opts.heartbeat_interval_s)
         writer.set_rest_endpoints(adapter.rest_bases())
         opts.max_message_bytes = cfg.max_message_bytes or opts.max_message_bytes
-        loop = FeedLoop(adapter, publisher, options=opts, log=log, on_frame=fastlane.attach(adapter, publisher))
+        fastlane.attach(adapter, publisher)
+        loop = FeedLoop(adapter, publisher, options=opts, log=log, lane=publisher.lane)
         recorder = _recorder(cfg, loop, publisher, log)
         if recorder is not None:
             loop.tap = recorder.tap

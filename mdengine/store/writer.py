@@ -34,7 +34,8 @@ assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECO
 
 # A slot's publish bookkeeping in `SegmentWriter.meta` (int64 words): whether this writer published it yet, the
 # book version of its last publish, then that publish's update id, timestamps, level counts and flags.
-META_WORDS = 8
+META_FIELDS = ("published", "version", "update_id", "exch_ts_ns", "recv_ts_ns", "n_bids", "n_asks", "flags")
+META_WORDS = len(META_FIELDS)
 META_PUBLISHED, META_VERSION, META_UPDATE_ID, META_EXCH_TS, META_RECV_TS, META_N_BIDS, META_N_ASKS, META_FLAGS = \
     range(META_WORDS)
 
@@ -508,6 +509,20 @@ class SegmentWriter:
         None before its first."""
         m, i = self._meta, slot * META_WORDS
         return tuple(m[i + META_UPDATE_ID:i + META_WORDS]) if m[i + META_PUBLISHED] else None
+
+    @property
+    def writes_natively(self) -> bool:
+        """True when the C module makes this writer's latch and ring stores, so a C writer sharing its slots (the
+        feed's fast lane, mdengine.feed.fastlane) makes the very same ones."""
+        return self._latch is not None
+
+    def slot_stores(self, slot: int) -> dict[str, object]:
+        """Where a C writer sharing this writer's slots publishes `slot`, as this writer does: "stage" (the slot's
+        staging copy), "latch" (the offsets `_speedups.latch_publish` takes), "ring" (those of `ring_append`) and
+        "ring_mask". Such a writer also keeps the slot's row of `meta` (META_FIELDS, int64 each) as this one does,
+        so either can publish next."""
+        return {"stage": self._staging(slot), "latch": self._latch_offsets_of(slot),
+                "ring": self._ring_offsets_of(slot), "ring_mask": self._ring_mask}
 
     def _latch_offsets_of(self, slot: int) -> tuple[int, ...]:
         """The byte offsets `_speedups.latch_publish` writes for `slot`: its latch counter, its two copies, the

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ...book import BookSide, DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
+from ...book import DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
 from ...events import (
     BookChanged,
     BookInvalid,
@@ -36,6 +36,7 @@ from ...events import (
 from ...limits import trade_numbers
 from ...store.layout import Side
 from ...symbols import Instrument, InstrumentIndex
+from .._sequencing import Chain, ChainKind
 from ..base import SCRATCH_CONN, Adapter, AdapterError
 from . import instruments as _instruments
 from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
@@ -62,6 +63,10 @@ _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
 # chain on the book or show a gap, which resyncs only that symbol).
 ROTATE_AFTER_S = 23.5 * 3600
 _TAKEOVER_NS = 30 * 1_000_000_000
+# The chain rule of a LIVE book (exchanges.md §1-2): a spot diff's first id U is the last u plus one; a USDⓈ-M
+# diff names the one before it in pu (U is not contiguous there).
+SPOT_CHAIN = Chain(ChainKind.NEXT_ID)
+USDM_CHAIN = Chain(ChainKind.PREV_ID)
 
 
 # ----------------------------------------------------------------------------- the sync state machine
@@ -99,11 +104,15 @@ _TRANSITIONS: dict[tuple[str, str], str] = {
 }
 
 
+#: SymbolSync's members the feed's C fast lane reads or writes, by role (lane_spec()["members"])
+_LANE_MEMBERS = {"state": "state", "book": "book", "applied": "applied", "last_trade": "last_trade", "chain": "chain"}
+
+
 class SymbolSync:
     """One symbol's book and sync state. Spot: drop u <= last; bridge U <= last+1 <= u; chain U == last+1.
     USDⓈ-M: drop u < last; bridge U <= last <= u; chain pu == last (U is not contiguous there)."""
 
-    __slots__ = ("key", "inst", "book", "futures", "state", "buffer", "request_id", "applied", "dropped",
+    __slots__ = ("key", "inst", "book", "futures", "chain", "state", "buffer", "request_id", "applied", "dropped",
                  "conn", "synced_once", "last_trade")
 
     def __init__(self, inst: Instrument, book: LocalBook, conn: str) -> None:
@@ -111,6 +120,7 @@ class SymbolSync:
         self.inst = inst
         self.book = book
         self.futures = inst.market == USDM
+        self.chain = USDM_CHAIN if self.futures else SPOT_CHAIN
         self.state = UNSYNCED
         self.buffer: deque[dict] = deque(maxlen=_BUFFER_MAX)
         self.request_id: str | None = None  # the snapshot request whose answer we wait for
@@ -136,7 +146,12 @@ class SymbolSync:
         return d["U"] <= last + 1 <= d["u"]
 
     def _chains(self, d: dict, last: int) -> bool:
-        return d["pu"] == last if self.futures else d["U"] == last + 1
+        """`self.chain` for diff `d`: it comes right after `last`."""
+        return self.chain.follows(last, d["u"], *_links(self.chain, d))
+
+    def predecessor(self, d: dict) -> int | None:
+        """The update id diff `d` follows, by `self.chain`."""
+        return self.chain.predecessor(d["u"], *_links(self.chain, d))
 
     # -- inputs
     def on_diff(self, d: dict, recv_ns: int, make_request: _Requester) -> list[Event]:
@@ -150,8 +165,9 @@ class SymbolSync:
                     raise TypeError(f"update id u={u!r}")
                 self.dropped += 1
                 return []
-            if (d["pu"] if self.futures else d["U"] - 1) != last:
-                rule = f"pu == {last}, got pu={d['pu']}" if self.futures else f"U == {last + 1}, got U={d['U']}"
+            if not self._chains(d, last):
+                rule = (f"pu == {last}, got pu={d['pu']}" if self.chain.kind is ChainKind.PREV_ID
+                        else f"U == {last + 1}, got U={d['U']}")
                 return self._gap(d, f"expected {rule} (u={u})", make_request)
             return self._apply(d, recv_ns, make_request)
         if state is AWAITING_SNAPSHOT or state is UNSYNCED:
@@ -610,7 +626,10 @@ class BinanceAdapter(Adapter):
             if kind == _DEPTH:
                 if d["u"] != sym.book.update_id:
                     return []  # not the diff that made the current book (a duplicate, say): nothing to replay
-                scratch.book.update_id = d["pu"] if sym.futures else d["U"] - 1  # as the diff after the copy's id
+                prior = sym.predecessor(d)
+                if prior is None:
+                    return []
+                scratch.book.update_id = prior  # as the diff after the copy's id
                 return scratch.on_diff(d, recv_ns, _no_request)
             if kind == _TRADE:
                 return self._on_trade(scratch, d, recv_ns)
@@ -624,7 +643,8 @@ class BinanceAdapter(Adapter):
         """See Adapter.lane_spec: the lane reads `_routes` as on_frame does, takes LIVE diffs that chain and trades
         newer than `last_trade`, and hands a crossed book to SymbolSync.crossed."""
         return {"exchange": "binance", "routes": self._routes, "live": LIVE, "kinds": (_DEPTH, _TRADE),
-                "types": (SymbolSync, LocalBook, BookSide),
+                "chains": (SPOT_CHAIN, USDM_CHAIN),
+                "symbol": SymbolSync, "members": _LANE_MEMBERS,
                 "verdict": lambda sym, recv_ns, checksum: sym.crossed(self._snapshot_request)}
 
     def _on_trade(self, sym: SymbolSync, d: dict, recv_ns: int) -> list[Event]:
@@ -807,6 +827,11 @@ class BinanceAdapter(Adapter):
 
 
 _DEPTH, _PARTIAL, _TRADE = 0, 1, 2
+
+
+def _links(chain: Chain, d: dict) -> tuple[int | None, int | None]:
+    """The ids by which diff `d` names its place in `chain`: (U, None) for NEXT_ID, (None, pu) for PREV_ID."""
+    return (d["U"], None) if chain.kind is ChainKind.NEXT_ID else (None, d["pu"])
 
 
 def _no_request(sym: SymbolSync) -> FetchRest:

@@ -19,12 +19,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...book import BookSide, LocalBook
 from ...events import Event, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
 from ...store.layout import Side
 from ...symbols import Instrument
-from .._sync import LIVE, SymbolSync
+from .._sequencing import Chain, ChainKind
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
 from . import instruments as _instruments
@@ -35,6 +35,8 @@ _ARG_RE = re.compile(r"instType:([\w-]+),channel:([\w-]+),instId:([\w-]+)")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 20
 _PARTIAL = ("books1", "books5", "books15")
+#: a `books` update follows the last when its pseq (if sent) is the last seq and its seq is newer (see above)
+CHAIN = Chain(ChainKind.PREV_ID, prev_optional=True)
 
 
 class BitgetAdapter(WsBookAdapter):
@@ -143,8 +145,8 @@ class BitgetAdapter(WsBookAdapter):
             if seq is not None and seq != sym.seq:
                 return []  # not the update that made the current book: nothing to replay
             # replayed as the update that follows the copy's seq
-            prior = pseq if type(pseq) is int else seq - 1 if type(seq) is int else sym.seq
-            return self._on_book(self._scratch(sym, prior), msg, recv_ns)
+            prior = CHAIN.predecessor(seq, prev=pseq) if seq is not None else None
+            return self._on_book(self._scratch(sym, sym.seq if prior is None else prior), msg, recv_ns)
         except _PARSE_ERRORS:
             return []
 
@@ -152,8 +154,8 @@ class BitgetAdapter(WsBookAdapter):
         """See Adapter.lane_spec: the lane reads `syms` ((instType, instId)) as on_frame does, takes `books` updates on
         a LIVE book whose seq moves forward (and pseq, when sent, is the last seq), and hands a failed checksum or a
         crossed book to `_publish`, the Python verdict. Trades stay with the adapter (it drops replayed ids)."""
-        return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None,
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+        return {"exchange": "bitget", "routes": self.syms, "live": LIVE, "kinds": None, "chains": (CHAIN,),
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")
@@ -194,11 +196,11 @@ class BitgetAdapter(WsBookAdapter):
         if seq is not None:
             last = sym.seq
             pseq = d.get("pseq")
-            if pseq is not None and pseq != last:
-                return self._fail(sym, "gap", f"pseq {pseq} != last seq {last}")
-            if seq == last:
-                return []  # the same message twice
-            if seq < last:
+            if not CHAIN.follows(last, seq, prev=pseq):
+                if pseq is not None and pseq != last:
+                    return self._fail(sym, "gap", f"pseq {pseq} != last seq {last}")
+                if seq == last:
+                    return []  # the same message twice
                 return self._fail(sym, "reset", f"seq went back from {last} to {seq}")
         book.apply_update(d["bids"], d["asks"])
         if seq is not None:

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from ...book import BookSide, LocalBook
 from ...events import Event, Notice, ProtocolError, Send, TradesReceived
 from ...limits import trade_numbers
 from ...store.layout import Side
 from ...symbols import Instrument
-from .._sync import LIVE, SymbolSync
+from .._sequencing import Chain, ChainKind
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
 from . import instruments as _instruments
@@ -33,6 +33,8 @@ _MS = 1_000_000
 _MAX_ARGS = 10  # spot's per-request limit; used for every category
 _TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+#: a delta follows the last when its `u` is the last plus one (`u` is both its first and its new id)
+CHAIN = Chain(ChainKind.NEXT_ID)
 
 
 class BybitAdapter(WsBookAdapter):
@@ -139,7 +141,10 @@ class BybitAdapter(WsBookAdapter):
                 u = msg["data"]["u"]
                 if u != sym.seq:
                     return []  # not the update that made the current book (a duplicate, say): nothing to replay
-                return self._on_book(self._scratch(sym, u - 1), msg, recv_ns)  # as the delta after the copy's id
+                prior = CHAIN.predecessor(u, first=u)
+                if prior is None:
+                    return []
+                return self._on_book(self._scratch(sym, prior), msg, recv_ns)  # as the delta after the copy's id
             return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
         except _PARSE_ERRORS:
             return []
@@ -148,8 +153,8 @@ class BybitAdapter(WsBookAdapter):
         """See Adapter.lane_spec: the lane reads `_alias` ("<category>|<topic>") as on_frame does, takes deltas on a
         LIVE book whose `u` is the last plus one and trades with numeric ids, and hands a crossed book to `_publish`,
         the Python verdict."""
-        return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None,
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+        return {"exchange": "bybit", "routes": self._alias, "live": LIVE, "kinds": None, "chains": (CHAIN,),
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_op(self, conn: str, msg: dict) -> list[Event]:
         op = msg.get("op")
@@ -201,7 +206,7 @@ class BybitAdapter(WsBookAdapter):
         last = sym.seq
         if u <= last:
             return []  # duplicate or stale
-        if u != last + 1:
+        if not CHAIN.follows(last, u, first=u):
             return self._fail(sym, "gap", f"u {u} after {last}")
         book.apply_update(d["b"], d["a"])
         sym.seq = u

@@ -19,7 +19,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...book import BookSide, LocalBook
 from ...events import (
     CloseConnection,
     Event,
@@ -31,7 +30,8 @@ from ...events import (
 from ...limits import trade_numbers
 from ...store.layout import Side
 from ...symbols import Instrument
-from .._sync import LIVE, SymbolSync
+from .._sequencing import Chain, ChainKind
+from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
 from . import instruments as _instruments
@@ -42,6 +42,9 @@ _PARTIAL = {"books5", "bbo-tbt"}
 _INST_ID_RE = re.compile(r"instId:([A-Za-z0-9_.-]+)")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
+#: an update follows the last when its prevSeqId is the last seqId; its seqId may stay the same (no change) but a
+#: lower one is the documented maintenance reset, applied and counted, not routine
+CHAIN = Chain(ChainKind.PREV_ID, same_id_ok=True)
 
 
 class OkxAdapter(WsBookAdapter):
@@ -158,7 +161,8 @@ class OkxAdapter(WsBookAdapter):
                 if seq is not None and seq != sym.seq:
                     return []  # not the update that made the current book: nothing to replay
                 # replayed as the update that follows the copy's seqId
-                return self._on_books(self._scratch(sym, prev if type(prev) is int else sym.seq), msg, recv_ns)
+                prior = CHAIN.predecessor(seq, prev=prev)
+                return self._on_books(self._scratch(sym, sym.seq if prior is None else prior), msg, recv_ns)
             if ch == "trades":
                 return self._on_trades(self._scratch(sym, sym.seq), msg["data"], recv_ns)
             if ch in _PARTIAL:
@@ -171,8 +175,8 @@ class OkxAdapter(WsBookAdapter):
         """See Adapter.lane_spec: the lane reads `_alias` as on_frame does, takes `books` updates on a LIVE book
         whose prevSeqId is the last seqId (or that carry no seqId) and `trades`, and hands a failed checksum or a
         crossed book to `_publish`, the Python verdict."""
-        return {"exchange": "okx", "routes": self._alias, "live": LIVE, "kinds": None,
-                "types": (SymbolSync, LocalBook, BookSide), "verdict": self._publish}
+        return {"exchange": "okx", "routes": self._alias, "live": LIVE, "kinds": None, "chains": (CHAIN,),
+                "symbol": SymbolSync, "members": LANE_MEMBERS, "verdict": self._publish}
 
     def _on_event(self, conn: str, msg: dict) -> list[Event]:
         ev = msg.get("event")
@@ -208,12 +212,14 @@ class OkxAdapter(WsBookAdapter):
         out: list[Event] = []
         if seq is not None:
             prev, last = d["prevSeqId"], sym.seq
-            if prev != last:
-                if seq == last:
-                    return []  # the same message twice
-                kind = "reset" if seq < last and prev < last else "gap"
-                return self._fail(sym, kind, f"prevSeqId {prev} != last seqId {last} (seqId {seq})")
-            if seq < prev:  # documented maintenance reset: the chain holds, so the book stays valid; count it
+            if not CHAIN.follows(last, seq, prev=prev):
+                if prev != last:
+                    if seq == last:
+                        return []  # the same message twice
+                    kind = "reset" if seq < last and prev < last else "gap"
+                    return self._fail(sym, kind, f"prevSeqId {prev} != last seqId {last} (seqId {seq})")
+                # seqId below prevSeqId: the documented maintenance reset; the chain holds, so the book stays
+                # valid; count it
                 out.append(self._reset(sym, f"seqId restarted at {seq} (prevSeqId {prev})"))
         book.apply_update(bids, asks)
         if seq is not None:
