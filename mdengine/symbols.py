@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .store.layout import MarketKind
+from .core.types import MarketKind
 
 
 class UnknownSymbolError(KeyError):

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..book import LocalBook
-from ..events import Event, SymbolKey
+from ..core.events import Event, SymbolKey
 from ..symbols import Instrument, InstrumentIndex
 
 #: the connection of a warm-up pass's stand-in symbol (see Adapter.warm): never open, so a verdict on it sends nothing

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import ExchangeConfig
-from ..events import Event, FetchRest, ProtocolError, SymbolKey
+from ..core.events import Event, FetchRest, ProtocolError, SymbolKey
 from ..exchanges.base import Adapter
 from ..store.writer import StoreFull
 from ..symbols import Instrument, InstrumentIndex, UnknownSymbolError

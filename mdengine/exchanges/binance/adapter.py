@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ...book import BookSide, DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
-from ...events import (
+from ...core.events import (
     BookChanged,
     BookInvalid,
     CloseConnection,
@@ -33,8 +33,8 @@ from ...events import (
     SymbolSynced,
     TradesReceived,
 )
+from ...core.types import MarketKind, Side
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, InstrumentIndex, unified_symbol
 from .._wire import split_pair
 from ..base import SCRATCH_CONN, Adapter, AdapterError

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...book import BookSide, LocalBook
-from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...core.events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...core.types import MarketKind, Side
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, decimals_step, dumps_str, expiry_yymmdd, loads, split_pair, trade_id

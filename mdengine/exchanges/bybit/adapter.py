@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from ...book import BookSide, LocalBook
-from ...events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...core.events import Event, FetchRest, Notice, ProtocolError, Send, TradesReceived
+from ...core.types import MarketKind, Side
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, expiry_yymmdd, loads, split_pair, trade_id

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...book import BookSide, LocalBook
-from ...events import (
+from ...core.events import (
     CloseConnection,
     Event,
     FetchRest,
@@ -29,8 +29,8 @@ from ...events import (
     Send,
     TradesReceived,
 )
+from ...core.types import MarketKind, Side
 from ...limits import trade_numbers
-from ...store.layout import MarketKind, Side
 from ...symbols import Instrument, unified_symbol
 from .._sync import LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
