@@ -33,13 +33,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import control, rest
-from . import store as _store
-from .config import resolve_namespace
-from .store import futex
-from .store import layout as L
-from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
-from .store.segment import SymbolEntry
+from .. import control, rest
+from .. import store as _store
+from ..config import resolve_namespace
+from ..store import futex
+from ..store import layout as L
+from ..store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
+from ..store.segment import SymbolEntry
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
 log = logging.getLogger(__name__)
