@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "Book": "client", "BookBuffer": "client", "Client": "client", "ClientStatistics": "client", "Depth": "client",
-    "EngineNotFound": "client", "StaleBookError": "client", "SubscribeError": "client", "Top": "client",
-    "TradeStream": "client", "TradeStreamStatistics": "client", "Trades": "client", "UnknownSymbol": "client",
-}
+# public name -> the module that defines it
+_EXPORTS = dict.fromkeys(("Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "Top", "TradeStream",
+                          "TradeStreamStatistics", "Trades"), "client")
+_EXPORTS.update(dict.fromkeys(("AdapterError", "ConfigError", "ControlError", "EngineNotFound", "LayoutError",
+                               "MdengineError", "ReadContention", "SegmentExists", "SegmentNotFound",
+                               "StaleBookError", "StoreFull", "SubscribeError", "UnknownSymbol"), "errors"))
 
-__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
-           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol",
-           "__version__"]
+__all__ = ["AdapterError", "Book", "BookBuffer", "Client", "ClientStatistics", "ConfigError", "ControlError",
+           "Depth", "EngineNotFound", "LayoutError", "MdengineError", "ReadContention", "SegmentExists",
+           "SegmentNotFound", "StaleBookError", "StoreFull", "SubscribeError", "Top", "TradeStream",
+           "TradeStreamStatistics", "Trades", "UnknownSymbol", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -44,12 +46,23 @@ if TYPE_CHECKING:
         Client,
         ClientStatistics,
         Depth,
-        EngineNotFound,
-        StaleBookError,
-        SubscribeError,
         Top,
         Trades,
         TradeStream,
         TradeStreamStatistics,
+    )
+    from .errors import (
+        AdapterError,
+        ConfigError,
+        ControlError,
+        EngineNotFound,
+        LayoutError,
+        MdengineError,
+        ReadContention,
+        SegmentExists,
+        SegmentNotFound,
+        StaleBookError,
+        StoreFull,
+        SubscribeError,
         UnknownSymbol,
     )

@@ -36,9 +36,10 @@ import numpy as np
 from .. import control, rest
 from .. import store as _store
 from ..config import resolve_namespace
+from ..errors import EngineNotFound, StaleBookError, SubscribeError, UnknownSymbol
 from ..store import futex
 from ..store import layout as L
-from ..store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
+from ..store.reader import BookReader, SegmentReader, TradeReader
 from ..store.segment import SymbolEntry
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
@@ -60,22 +61,6 @@ _HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _MARKET_KINDS = {"spot": L.MarketKind.SPOT, "usdm": L.MarketKind.LINEAR, "linear": L.MarketKind.LINEAR,
                  "swap": L.MarketKind.LINEAR, "usdt-futures": L.MarketKind.LINEAR, "usdc-futures": L.MarketKind.LINEAR,
                  "inverse": L.MarketKind.INVERSE, "coinm": L.MarketKind.INVERSE, "coin-futures": L.MarketKind.INVERSE}
-
-
-class EngineNotFound(RuntimeError):
-    """No engine publishes in this namespace (no segment for any exchange)."""
-
-
-class StaleBookError(RuntimeError):
-    """The data is stale (not live, dead or silent writer) or older than `max_age`, and no REST fallback served it."""
-
-    def __init__(self, exchange: str, symbol: str, age_s: float, state: str, reason: str) -> None:
-        super().__init__(f"{exchange} {symbol}: stale book ({reason}; state {state}, age {age_s:.3f} s)")
-        self.exchange, self.symbol, self.age_s, self.state, self.reason = exchange, symbol, age_s, state, reason
-
-
-class SubscribeError(RuntimeError):
-    """The supervisor refused a subscribe/unsubscribe; the message is the exchange's or supervisor's own."""
 
 
 class Top(NamedTuple):
