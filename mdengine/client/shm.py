@@ -63,6 +63,8 @@ _CONFIRMED = L.STAT_OFFSETS["confirmed_ns"]
 # recv_ts_ns, pub_ts_ns, state of a book header, at the layout's offsets (recv and pub are adjacent int64s;
 # tests/test_client_package.py checks it against a packed header)
 _FRESHNESS = struct.Struct(f"<{L.BOOK_RECV_TS_OFFSET}xqq{L.BOOK_STATE_OFFSET - L.BOOK_PUB_TS_OFFSET - 8}xI")
+# the layout's minor version (a uint32) inside its aligned int64 word
+_MINOR_WORD, _MINOR_SHIFT = L.LAYOUT_MINOR_OFFSET >> 3, (L.LAYOUT_MINOR_OFFSET & 7) * 8
 # BookReader.top_full()'s tuple: the book header's fields (layout.BOOK_HEADER_DTYPE), then the first level's
 TOP_FULL_FIELDS = (*L.BOOK_HEADER_DTYPE.names, "bid_px", "bid_qty", "ask_px", "ask_qty")
 _UPDATE_ID, _RECV_TS, _PUB_TS, _STATE, _BID_PX, _BID_QTY, _ASK_PX, _ASK_QTY = map(
@@ -128,7 +130,7 @@ class _Segment:
 
     def wakes(self) -> bool:
         """The writer follows publishes with a futex wake (layout 1.1 and later): blocking waits may sleep."""
-        return self.q[L.LAYOUT_MAJOR_OFFSET >> 3] >> 32 >= 1  # the minor version is the high half of word 1
+        return self.q[_MINOR_WORD] >> _MINOR_SHIFT & 0xFFFF_FFFF >= 1
 
     def replaced(self) -> bool:
         """True if the name now refers to another segment (the engine was restarted and recreated it)."""
