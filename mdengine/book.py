@@ -22,8 +22,8 @@ from operator import neg
 import crcmod.predefined
 
 from ._native import speedups
+from .core import types as L
 from .limits import PRICE_MAX, QTY_MAX
-from .store import layout as L
 
 _NAN = math.nan
 _INF = math.inf

@@ -23,6 +23,7 @@ from .config import (
     RestartPolicy,
     namespace_error,
 )
+from .errors import ConfigError
 from .exchanges import get_adapter
 from .store import layout as L
 
@@ -30,10 +31,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BOOK_MODES = ("diff", "partial")
 # BTC and ETH, spot and USDT perpetuals: what `run --sim` without a config subscribes on every exchange.
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "BTC/USDT:USDT", "ETH/USDT:USDT")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the offending key."""
 
 
 def _show(value: Any) -> str:

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
+from .errors import ControlError
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20  # a request longer than this is garbage, not a request
@@ -63,11 +65,6 @@ _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not expo
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 Handler = Callable[[dict], dict]
-
-
-class ControlError(RuntimeError):
-    """The control channel failed: no supervisor, no answer in time, garbage, a squatter, or permission
-    denied. The message is a sentence for the user."""
 
 
 class NoSupervisor(ControlError):

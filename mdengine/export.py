@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
+from .errors import MdengineError
 from .events import (
     BookChanged,
     BookInvalid,
@@ -76,7 +77,7 @@ MARKER_KINDS = ("gap", "checksum", "reset", "crossed", "disconnect", "stale_snap
 FORMATS = ("hftbacktest", "tardis-csv", "parquet")
 
 
-class ExportError(Exception):
+class ExportError(MdengineError):
     """The export cannot be done (unknown exchange, missing optional dependency, nothing to export)."""
 
 

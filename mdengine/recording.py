@@ -27,6 +27,7 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None
 
+from .errors import MdengineError
 from .exchanges import EXCHANGES
 
 _CHUNK = 1 << 16
@@ -35,7 +36,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _NAME_RE = re.compile(r"^(?P<exchange>[a-z]+)(?:-[a-z]+)?-\d{4}-\d{2}-\d{2}")
 
 
-class RecordingError(ValueError):
+class RecordingError(MdengineError, ValueError):
     """The file is not a recording we can read (unknown compression, missing module, not JSON Lines)."""
 
 

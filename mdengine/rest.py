@@ -35,6 +35,11 @@ def _rest_of(exchange: str) -> ModuleType:
 
 
 # ----------------------------------------------------------------------------- symbols
+def market_kind(exchange: str, market: str) -> int | None:
+    """The MarketKind of `exchange`'s market named `market` (any case), or None when the exchange has no such market."""
+    return _exchange(exchange).naming.MARKET_KINDS.get(market.lower())
+
+
 def rest_endpoints(endpoints: Mapping[str, str | tuple[str, str]] | None) -> dict[str, str]:
     """DEFAULT_REST overridden by `endpoints`: {rest market: base url} or a Simulator's {market: (ws, rest)}."""
     out = dict(DEFAULT_REST)

@@ -6,16 +6,19 @@ Unified: ``BASE/QUOTE`` for spot, ``BASE/QUOTE:SETTLE`` for perpetual swaps (``B
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-from .store.layout import MarketKind
+from .core.types import MarketKind
+from .errors import UnknownSymbol
 
 
-class UnknownSymbolError(KeyError):
-    """The exchange does not list this symbol (in any market this feed serves)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown symbol"
+def __getattr__(name: str) -> object:
+    if name == "UnknownSymbolError":  # the second unknown-symbol type, merged into mdengine.errors.UnknownSymbol
+        warnings.warn("mdengine.symbols.UnknownSymbolError is deprecated; use mdengine.UnknownSymbol",
+                      DeprecationWarning, stacklevel=2)
+        return UnknownSymbol
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +87,8 @@ class InstrumentIndex:
         if len(cands) == 1:
             return cands[0]
         if not cands:
-            raise UnknownSymbolError(f"unknown symbol {symbol!r}" + (f" in market {market!r}" if market else ""))
+            raise UnknownSymbol(f"unknown symbol {symbol!r}" + (f" in market {market!r}" if market else ""))
         spot = [i for i in cands if i.kind == MarketKind.SPOT]
         if len(spot) == 1:  # a bare native id means spot, like ccxt
             return spot[0]
-        raise UnknownSymbolError(f"{symbol!r} is ambiguous: " + ", ".join(sorted(i.unified for i in cands)))
+        raise UnknownSymbol(f"{symbol!r} is ambiguous: " + ", ".join(sorted(i.unified for i in cands)))

@@ -6,7 +6,7 @@ import pytest
 from test_client import Feed, Host, _until
 
 from mdengine.client import Client, SubscribeError
-from mdengine.compat import Exchange, to_unified
+from mdengine.client.fmz import Exchange, to_unified
 from mdengine.control import ControlServer
 from mdengine.rest import RestError
 
@@ -108,9 +108,25 @@ def test_without_a_supervisor_serves_rest_only(namespace, feed, sim):
 
 def test_exported_members_are_sorted_and_exist():
     import mdengine.client
-    import mdengine.compat
+    import mdengine.client.fmz
     import mdengine.rest
 
-    for mod in (mdengine.client, mdengine.compat, mdengine.rest):
+    for mod in (mdengine.client, mdengine.client.fmz, mdengine.rest):
         assert mod.__all__ == sorted(mod.__all__), mod.__name__
         assert all(hasattr(mod, name) for name in mod.__all__), mod.__name__
+
+
+def test_the_old_compat_module_warns_once_and_serves_the_same_facade():
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always'); "
+            "import mdengine.client.fmz as new\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import mdengine.compat as old\n"
+            "    import mdengine.compat\n"
+            "    from mdengine.compat import Exchange\n"
+            "print([str(x.category.__name__) for x in w], old.Exchange is new.Exchange is Exchange)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["['DeprecationWarning']", "True"]

@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.types import Side
+from ..errors import MdengineError
 from ..limits import sane, trade_numbers
-from ..store.layout import Side
 from ._wire import trade_id
 
 MAX_ERROR_TEXT = 300  # characters of an exchange's answer quoted in an error
 
 
-class RestError(RuntimeError):
+class RestError(MdengineError, RuntimeError):
     """A REST request failed: transport error, HTTP error status or an exchange error code.
 
     `status` is the HTTP status (0 for a transport error); the message carries the exchange's own text.

@@ -13,7 +13,7 @@ An illegal transition is a bug in the adapter (AdapterError), with every coordin
 from __future__ import annotations
 
 from ..book import LocalBook
-from ..events import SymbolKey
+from ..core.events import SymbolKey
 from ..symbols import Instrument
 from .base import AdapterError
 

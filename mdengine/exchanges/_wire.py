@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..store.layout import TradeFlags
+from ..core.types import TradeFlags
 
 T = TypeVar("T")
 _MASK63 = (1 << 63) - 1

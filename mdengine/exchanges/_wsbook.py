@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping
 
-from ..events import (
+from ..core.events import (
     BookChanged,
     BookInvalid,
     Event,

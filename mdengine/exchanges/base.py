@@ -21,15 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..book import LocalBook
-from ..events import Event, SymbolKey
+from ..core.events import Event, SymbolKey
+from ..errors import AdapterError as AdapterError  # defined in the one error tree; importable from here
 from ..symbols import Instrument, InstrumentIndex
 
 #: the connection of a warm-up pass's stand-in symbol (see Adapter.warm): never open, so a verdict on it sends nothing
 SCRATCH_CONN = "(warm-up)"
-
-
-class AdapterError(Exception):
-    """The adapter was misused by the engine (a local bug), e.g. a frame for a connection it never asked for."""
 
 
 class Adapter(ABC):

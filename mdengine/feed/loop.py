@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import websocket
 from websocket import ABNF
 
-from ..events import BookChanged, CloseConnection, Event, FetchRest, OpenConnection, Send, TradesReceived
+from ..core.events import BookChanged, CloseConnection, Event, FetchRest, OpenConnection, Send, TradesReceived
 from ..exchanges.base import Adapter
 from . import sched
 from .http import RestClient, retryable

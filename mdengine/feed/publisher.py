@@ -13,7 +13,7 @@ import logging
 import struct
 from collections.abc import Callable
 
-from ..events import (
+from ..core.events import (
     BookChanged,
     BookInvalid,
     Event,

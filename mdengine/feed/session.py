@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..config import ExchangeConfig
-from ..events import Event, FetchRest, ProtocolError, SymbolKey
+from ..core.events import Event, FetchRest, ProtocolError, SymbolKey
+from ..errors import UnknownSymbol
 from ..exchanges.base import Adapter
 from ..store.writer import StoreFull
-from ..symbols import Instrument, InstrumentIndex, UnknownSymbolError
+from ..symbols import Instrument, InstrumentIndex
 from .instcache import InstrumentCache
 from .loop import FeedLoop
 from .publisher import Publisher
@@ -155,7 +156,7 @@ class FeedSession:
         for symbol in self.cfg.symbols:
             try:
                 inst = self.index.resolve(symbol)
-            except UnknownSymbolError:
+            except UnknownSymbol:
                 continue
             if inst.key not in self.publisher.slots:
                 self.subscribe(symbol)
@@ -182,7 +183,7 @@ class FeedSession:
         """Subscribe (if not yet). `track`: a caller will wait for the outcome with `verdict(answer["key"])`."""
         try:
             inst = self.index.resolve(symbol, market)
-        except UnknownSymbolError as e:
+        except UnknownSymbol as e:
             native = self._native(symbol, market)
             if native is None:
                 return self._refuse(f"subscribe {symbol}: {e}")
@@ -235,7 +236,7 @@ class FeedSession:
     def unsubscribe(self, symbol: str, market: str | None = None) -> dict[str, Any]:
         try:
             inst = self.index.resolve(symbol, market)
-        except UnknownSymbolError as e:
+        except UnknownSymbol as e:
             return {"ok": False, "error": f"unsubscribe {symbol}: {e}"}
         answer = {"ok": True, "error": None, "symbol": inst.unified, "market": inst.market, "native": inst.native}
         if inst.key not in self.publisher.slots:

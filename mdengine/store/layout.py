@@ -39,10 +39,21 @@ then checks its records against ``tail_intent`` and their index to detect being 
 
 from __future__ import annotations
 
-import functools
-import struct
-
 import numpy as np
+
+# The core types are defined below the store (so the book and the adapters need not import it); their values
+# are part of this layout, so they stay importable from here: layout.MarketKind, layout.Side, layout.TradeFlags.
+from ..core.types import (  # noqa: F401 (re-exported)
+    LEVEL_ASK_PX,
+    LEVEL_ASK_QTY,
+    LEVEL_BID_PX,
+    LEVEL_BID_QTY,
+    LEVEL_LENGTH,
+    MarketKind,
+    Side,
+    TradeFlags,
+    levels_struct,
+)
 
 CACHE_LINE = 64
 
@@ -176,13 +187,6 @@ class SlotState:
     REMOVED = 2  # unsubscribed; the slot keeps its last data and may be re-activated
 
 
-class MarketKind:
-    SPOT = 0
-    LINEAR = 1  # linear perpetual or future, settled in the quote currency
-    INVERSE = 2  # inverse contract, settled in the base currency
-    OPTION = 3
-
-
 # --------------------------------------------------------------------------- slot
 SLOT_BOOK_SEQ_OFFSET = 0  # int64, the latch counter, alone on its line
 SLOT_STATS_OFFSET = 64
@@ -223,14 +227,7 @@ BOOK_STATE_OFFSET = 40  # uint32, BookState
 BOOK_FLAGS_OFFSET = 44  # uint32, BookFlags
 BOOK_GENERATION_OFFSET = 48  # int64, writer generation that published it
 BOOK_VERSION_OFFSET = 56  # int64, count of publishes to this slot (monotonic)
-LEVEL_LENGTH = 32
-
-
-@functools.cache
-def levels_struct(n: int) -> struct.Struct:
-    """The struct of `n` levels in the level layout: [bid_px, bid_qty, ask_px, ask_qty] * n, little-endian."""
-    return struct.Struct(f"<{4 * n}d")
-LEVEL_BID_PX, LEVEL_BID_QTY, LEVEL_ASK_PX, LEVEL_ASK_QTY = 0, 1, 2, 3  # float64 index in a level
+# LEVEL_LENGTH, levels_struct and LEVEL_* (a level's float64 fields) come from mdengine.core.types.
 
 BOOK_HEADER_DTYPE = np.dtype(
     {
@@ -282,16 +279,6 @@ TRADE_DTYPE = np.dtype(
 # "<qqddqbB6xq8x" packs exactly TRADE_DTYPE.
 TRADE_STRUCT = "<qqddqbB6xq8x"
 TRADE_INDEX_OFFSET = 48  # int64, the ring index (0, 1, 2, ...) the record was written as
-
-
-class Side:
-    UNKNOWN = 0
-    BUY = 1  # the taker (aggressor) bought
-    SELL = -1
-
-
-class TradeFlags:
-    ID_HASHED = 1  # the exchange id was not an integer (e.g. a UUID); trade_id is a 63-bit hash
 
 
 # --------------------------------------------------------------------------- whole slot/segment

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import psutil
 
+from ..errors import ReadContention, UnknownSymbol
 from . import layout as L
 from . import shm
 from .segment import SegmentView, SymbolEntry, check_memory_model
@@ -23,17 +24,6 @@ _U32 = struct.Struct("<I")
 _TOP = struct.Struct("<4d")
 _HEADER_AND_TOP = struct.Struct(L.BOOK_HEADER_STRUCT + "4d")
 DEFAULT_RETRY_LIMIT = 100_000
-
-
-class ReadContention(RuntimeError):
-    """The writer changed the book on every one of `retry_limit` attempts; no consistent copy was had."""
-
-
-class UnknownSymbol(KeyError):
-    """The segment has no such symbol."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown symbol"
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,10 @@ import platform
 import struct
 from dataclasses import dataclass
 
+from ..errors import LayoutError
 from . import layout as L
 
 _WEAK_MEMORY_MACHINES = ("arm64", "aarch64", "armv7l", "ppc64le", "riscv64")
-
-
-class LayoutError(RuntimeError):
-    """The segment is not an mdengine segment of a layout this code can read."""
 
 
 def check_memory_model(allow_weak: bool = False) -> None:

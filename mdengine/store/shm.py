@@ -17,6 +17,8 @@ import re
 import sys
 from multiprocessing import shared_memory
 
+from ..errors import SegmentExists, SegmentNotFound
+
 try:  # the C module behind SharedMemory on POSIX
     import _posixshmem
 except ImportError:  # pragma: no cover - Windows
@@ -26,14 +28,6 @@ _TRACK_KWARG = sys.version_info >= (3, 13)
 NAME_PREFIX = "mde-"
 _NAME_PART = re.compile(r"[a-z0-9_]{1,12}\Z")  # \Z, not $: "ns\n" must not pass
 SHM_DIR = "/dev/shm"
-
-
-class SegmentNotFound(FileNotFoundError):
-    """No engine has created this segment (or it was cleaned up)."""
-
-
-class SegmentExists(FileExistsError):
-    """A segment with this name already exists."""
 
 
 def segment_name(namespace: str, exchange: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 import psutil
 
 from .._native import speedups
+from ..errors import StoreFull
 from . import futex, shm
 from . import layout as L
 from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
@@ -75,10 +76,6 @@ def mark_dead(name: str, pid: int) -> bool:
             q.release()
     finally:
         mem.close()
-
-
-class StoreFull(RuntimeError):
-    """The segment has no free symbol slot."""
 
 
 def process_start_ns(pid: int) -> int:

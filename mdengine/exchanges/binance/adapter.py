@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ...book import DepthSnapshot, LocalBook, SideLists, parse_depth_snapshot
-from ...events import (
+from ...core.events import (
     BookChanged,
     BookInvalid,
     CloseConnection,
@@ -33,8 +33,8 @@ from ...events import (
     SymbolSynced,
     TradesReceived,
 )
+from ...core.types import Side
 from ...limits import trade_numbers
-from ...store.layout import Side
 from ...symbols import Instrument, InstrumentIndex
 from .._sequencing import Chain, ChainKind
 from ..base import SCRATCH_CONN, Adapter, AdapterError

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import orjson
 
-from ...events import Event, FetchRest, ProtocolError
-from ...store.layout import MarketKind
+from ...core.events import Event, FetchRest, ProtocolError
+from ...core.types import MarketKind
 from ...symbols import Instrument, unified_symbol
 from .._wire import split_pair
 from ..base import AdapterError

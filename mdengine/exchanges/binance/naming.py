@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ...store.layout import MarketKind
+from ...core.types import MarketKind
+
+MARKET_KINDS = {"spot": MarketKind.SPOT, "usdm": MarketKind.LINEAR}  # market name (any case) -> kind
 
 
 def native_id(base: str, quote: str, kind: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from ...store.layout import MarketKind, Side
+from ...core.types import MarketKind, Side
 from .._rest import RestBook, RestError, RestSymbol, book, short, trade_row
 
 _USDM_DEPTHS = (5, 10, 20, 50, 100, 500, 1000)  # the only limits fapi/v1/depth takes

@@ -19,9 +19,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...events import Event, Notice, ProtocolError, Send, TradesReceived
+from ...core.events import Event, Notice, ProtocolError, Send, TradesReceived
+from ...core.types import Side
 from ...limits import trade_numbers
-from ...store.layout import Side
 from ...symbols import Instrument
 from .._sequencing import Chain, ChainKind
 from .._sync import LANE_MEMBERS, LIVE, SymbolSync

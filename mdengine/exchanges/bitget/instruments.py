@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ...events import Event, FetchRest, ProtocolError
-from ...store.layout import MarketKind
+from ...core.events import Event, FetchRest, ProtocolError
+from ...core.types import MarketKind
 from ...symbols import Instrument, unified_symbol
 from .._wire import decimals_step, expiry_yymmdd, loads, split_pair
 from .endpoints import DEFAULT_ENDPOINTS

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ...store.layout import MarketKind
+from ...core.types import MarketKind
+
+MARKET_KINDS = {"spot": MarketKind.SPOT, "usdt-futures": MarketKind.LINEAR, "usdc-futures": MarketKind.LINEAR,
+                "coin-futures": MarketKind.INVERSE}  # market name (any case) -> kind
 
 
 def native_id(base: str, quote: str, kind: int) -> str:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from ...store.layout import MarketKind
+from ...core.types import MarketKind
 from ...symbols import Instrument
 from .._recording import json_of, recorded_instruments, synthesise, walk
 from .adapter import BitgetAdapter

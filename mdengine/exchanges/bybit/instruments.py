@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import parse_qs, quote, urlsplit
 
-from ...events import Event, FetchRest, ProtocolError
-from ...store.layout import MarketKind
+from ...core.events import Event, FetchRest, ProtocolError
+from ...core.types import MarketKind
 from ...symbols import Instrument, unified_symbol
 from .._wire import expiry_yymmdd, loads, split_pair
 from .endpoints import DEFAULT_ENDPOINTS

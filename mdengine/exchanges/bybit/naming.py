@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from ...store.layout import MarketKind
+from ...core.types import MarketKind
 
 CATEGORY = {MarketKind.SPOT: "spot", MarketKind.LINEAR: "linear", MarketKind.INVERSE: "inverse"}  # v5 `category`
+
+
+MARKET_KINDS = {category: kind for kind, category in CATEGORY.items()}  # market name (any case) -> kind
 
 
 def native_id(base: str, quote: str, kind: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from ...store.layout import MarketKind
+from ...core.types import MarketKind
 from .._rest import RestBook, RestError, RestSymbol, book, envelope, short, taker_side, trade_row
 from .naming import CATEGORY
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...events import (
+from ...core.events import (
     CloseConnection,
     Event,
     Notice,
@@ -27,8 +27,8 @@ from ...events import (
     Send,
     TradesReceived,
 )
+from ...core.types import Side
 from ...limits import trade_numbers
-from ...store.layout import Side
 from ...symbols import Instrument
 from .._sequencing import Chain, ChainKind
 from .._sync import LANE_MEMBERS, LIVE, SymbolSync

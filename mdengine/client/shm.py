@@ -1,4 +1,4 @@
-"""The strategy-side Client: attach to a running engine by namespace and read books and trades lock-free.
+"""Shared-memory reads: the Client, its Book and TradeStream handles, wait(), following a restarted engine.
 
     with Client("default", max_age=3.0, rest_fallback=True) as c:
         book = c.book("binance", "BTC/USDT")       # keep the handle: reads do no lookups
@@ -27,22 +27,27 @@ import struct
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
-from . import control, rest
-from . import store as _store
-from .config import resolve_namespace
-from .store import futex
-from .store import layout as L
-from .store.reader import BookReader, SegmentReader, TradeReader, UnknownSymbol
-from .store.segment import SymbolEntry
+from .. import rest
+from .. import store as _store
+from ..config import resolve_namespace
+from ..errors import EngineNotFound, StaleBookError, UnknownSymbol
+from ..store import futex
+from ..store import layout as L
+from ..store.reader import BookReader, SegmentReader, TradeReader
+from ..store.segment import SymbolEntry
+from . import fallback
+from .control import ControlClient
+from .fallback import RestFallback
+from .results import BookBuffer, ClientStatistics, Depth, Top, Trades, TradeStreamStatistics, check_depth
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 HEALTH_CHECK_NS = 5_000_000  # re-read the heartbeat words at most this often
 PID_CHECK_NS = 500_000_000  # ask the OS whether the writer process lives at most this often (psutil is slow)
@@ -54,110 +59,16 @@ _LIVE = L.BookState.LIVE
 _time_ns = time.time_ns
 _new_tuple = tuple.__new__
 _NAMES = L.BookState.NAMES
-_FRESHNESS = struct.Struct("<16xqq8xI")  # recv_ts_ns, pub_ts_ns, state in a book header
 _CONFIRMED = L.STAT_OFFSETS["confirmed_ns"]
-_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
-_MARKET_KINDS = {"spot": L.MarketKind.SPOT, "usdm": L.MarketKind.LINEAR, "linear": L.MarketKind.LINEAR,
-                 "swap": L.MarketKind.LINEAR, "usdt-futures": L.MarketKind.LINEAR, "usdc-futures": L.MarketKind.LINEAR,
-                 "inverse": L.MarketKind.INVERSE, "coinm": L.MarketKind.INVERSE, "coin-futures": L.MarketKind.INVERSE}
-
-
-class EngineNotFound(RuntimeError):
-    """No engine publishes in this namespace (no segment for any exchange)."""
-
-
-class StaleBookError(RuntimeError):
-    """The data is stale (not live, dead or silent writer) or older than `max_age`, and no REST fallback served it."""
-
-    def __init__(self, exchange: str, symbol: str, age_s: float, state: str, reason: str) -> None:
-        super().__init__(f"{exchange} {symbol}: stale book ({reason}; state {state}, age {age_s:.3f} s)")
-        self.exchange, self.symbol, self.age_s, self.state, self.reason = exchange, symbol, age_s, state, reason
-
-
-class SubscribeError(RuntimeError):
-    """The supervisor refused a subscribe/unsubscribe; the message is the exchange's or supervisor's own."""
-
-
-class Top(NamedTuple):
-    """Best bid/ask (NaN price, 0 qty for an empty side) and how trustworthy it is."""
-
-    bid: float
-    bid_qty: float
-    ask: float
-    ask_qty: float
-    age_s: float  # now minus the local receive time of the frame behind this state (inf if never published)
-    state: str  # "empty", "syncing", "live", "stale", "resyncing"; "rest" for a REST answer
-    stale: bool
-    update_id: int
-    source: str  # "shm" or "rest"
-    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
-
-
-@dataclass(frozen=True)
-class Depth:
-    """A consistent copy of a book: bids and asks are (n, 2) float arrays of [price, qty], best first."""
-
-    exchange: str
-    symbol: str
-    bids: np.ndarray
-    asks: np.ndarray
-    update_id: int
-    exch_ts_ns: int
-    recv_ts_ns: int
-    pub_ts_ns: int
-    state: str
-    age_s: float
-    stale: bool
-    source: str  # "shm" or "rest"
-    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
-
-
-class Trades(NamedTuple):
-    """Trades (layout.TRADE_DTYPE records, oldest first) and how many this reader lost since the last poll."""
-
-    records: np.ndarray
-    lost: int
-    source: str  # "shm" or "rest"
-    # True on the first poll after the stream moved to a recreated segment (engine restart): trades the old feed
-    # published after `lost` counted them are unknown, and the records come from the new ring's start
-    reset: bool = False
-
-
-class BookBuffer(_store.BookBuffer):
-    """A reusable destination for `Book.read_into`; after a read it also says how fresh the data is."""
-
-    def __init__(self, depth: int) -> None:
-        super().__init__(_check_depth(depth))
-        self.source = "shm"
-        self.age_s = math.inf
-        self.state = "empty"
-        self.stale = True
-        self.reason = "not read yet"
-
-
-@dataclass(frozen=True)
-class ClientStatistics:
-    """Counters of one Client since it was created (trio's `statistics()` style: a frozen snapshot)."""
-
-    exchanges: tuple[str, ...]  # attached segments
-    books: int  # book handles
-    trade_streams: int
-    stale_reads: int  # reads that found the data stale or older than max_age
-    rest_reads: int  # reads served from REST
-    rest_failures: int
-    trades_lost: int  # overwritten before one of this client's trade streams could read them
-    read_retries: int  # torn book copies discarded and re-read
-    rescans: int  # times the namespace or a directory was scanned again
-    follows: int = 0  # times a recreated segment (engine restart) was attached and handles moved to it
-
-
-@dataclass(frozen=True)
-class TradeStreamStatistics:
-    cursor: int  # next ring index this stream will read
-    tail: int  # ring index the writer will write next (-1 while not in shared memory)
-    received: int
-    lost: int
-    resets: int = 0  # times the stream moved to a recreated segment (engine restart)
+# recv_ts_ns, pub_ts_ns, state of a book header, at the layout's offsets (recv and pub are adjacent int64s;
+# tests/test_client_package.py checks it against a packed header)
+_FRESHNESS = struct.Struct(f"<{L.BOOK_RECV_TS_OFFSET}xqq{L.BOOK_STATE_OFFSET - L.BOOK_PUB_TS_OFFSET - 8}xI")
+# the layout's minor version (a uint32) inside its aligned int64 word
+_MINOR_WORD, _MINOR_SHIFT = L.LAYOUT_MINOR_OFFSET >> 3, (L.LAYOUT_MINOR_OFFSET & 7) * 8
+# BookReader.top_full()'s tuple: the book header's fields (layout.BOOK_HEADER_DTYPE), then the first level's
+TOP_FULL_FIELDS = (*L.BOOK_HEADER_DTYPE.names, "bid_px", "bid_qty", "ask_px", "ask_qty")
+_UPDATE_ID, _RECV_TS, _PUB_TS, _STATE, _BID_PX, _BID_QTY, _ASK_PX, _ASK_QTY = map(
+    TOP_FULL_FIELDS.index, ("update_id", "recv_ts_ns", "pub_ts_ns", "state", "bid_px", "bid_qty", "ask_px", "ask_qty"))
 
 
 class _Segment:
@@ -219,7 +130,7 @@ class _Segment:
 
     def wakes(self) -> bool:
         """The writer follows publishes with a futex wake (layout 1.1 and later): blocking waits may sleep."""
-        return self.q[L.LAYOUT_MAJOR_OFFSET >> 3] >> 32 >= 1  # the minor version is the high half of word 1
+        return self.q[_MINOR_WORD] >> _MINOR_SHIFT & 0xFFFF_FFFF >= 1
 
     def replaced(self) -> bool:
         """True if the name now refers to another segment (the engine was restarted and recreated it)."""
@@ -236,11 +147,8 @@ def _inode(name: str) -> int:
         return -1
 
 
-def _check_depth(depth: object) -> int:
-    """`depth` if it is a level count (an int >= 1), else ValueError saying so."""
-    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
-        raise ValueError(f"depth must be a whole number of levels >= 1 (or None for all), got {depth!r}")
-    return int(depth)
+def _state_name(state: int) -> str:
+    return _NAMES[state] if state < len(_NAMES) else str(state)
 
 
 def _find_entry(seg: SegmentReader, symbol: str, market: str | None) -> SymbolEntry | None:
@@ -341,13 +249,7 @@ class _Handle:
     def rest_symbol(self) -> rest.RestSymbol:
         """How the REST fallback names this symbol (from the directory when bound, else derived)."""
         if self._rest_sym is None:
-            if self.entry is not None:
-                self._rest_sym = rest.resolve(self.exchange, self.entry.unified, self.entry.kind, self.entry.native)
-            else:
-                kind = _MARKET_KINDS.get(self.market.lower()) if self.market else None
-                unified = "/" in self.requested  # unified symbols are case-blind; a native id keeps its case
-                self._rest_sym = rest.resolve(self.exchange, self.requested.upper() if unified else self.requested,
-                                              kind)
+            self._rest_sym = fallback.rest_symbol(self.exchange, self.requested, self.market, self.entry)
         return self._rest_sym
 
     def _no_data(self) -> UnknownSymbol:
@@ -385,28 +287,39 @@ class Book(_Handle):
             return self._rest_top(math.inf, "empty", "not subscribed")
         t = self.reader.top_full()
         now = _time_ns()
-        recv = t[2] or t[3]
+        recv = t[_RECV_TS] or t[_PUB_TS]
         age = (now - recv) / 1e9 if recv else math.inf
-        state = t[6]
+        state = t[_STATE]
         seg = self._seg
         stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
             (now > self._fresh_until and self._silent(now, recv))
         if stale or age > self.client._max_age:
             return self._on_stale(t, age, state, stale, now, recv)
-        return _new_tuple(Top, (t[10], t[11], t[12], t[13], age, "live", False, t[0], "shm", ""))  # no __new__
+        return _new_tuple(Top, (t[_BID_PX], t[_BID_QTY], t[_ASK_PX], t[_ASK_QTY], age, "live", False,  # no __new__
+                                t[_UPDATE_ID], "shm", ""))
 
     def _on_stale(self, t: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> Top:
+        reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {self.client.max_age} s"
+        name = _state_name(state)
+        served = self._when_stale(age, name, reason, self.top, self._rest_top)
+        if served is not None:
+            return served
+        return Top(t[_BID_PX], t[_BID_QTY], t[_ASK_PX], t[_ASK_QTY], age, name, stale, t[_UPDATE_ID], "shm", reason)
+
+    def _when_stale(self, age: float, state: str, reason: str, again: Callable[[], _R],
+                    from_rest: Callable[[float, str, str], _R]) -> _R | None:
+        """The one rule for a read that is stale or older than max_age (top, snapshot and read_into use it):
+        if the engine was restarted, read again on the new segment; else count it, then serve it from REST
+        (rest_fallback), raise StaleBookError (max_age set), or return None: the caller returns the flagged read."""
         c = self.client
         if c._follow(self):
-            return self.top()  # the engine was restarted: read the new segment
+            return again()
         c._stale_reads += 1
-        reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {c.max_age} s"
-        name = _NAMES[state] if state < len(_NAMES) else str(state)
         if c.rest_fallback:
-            return self._rest_top(age, name, reason)
+            return from_rest(age, state, reason)
         if c.max_age is not None:
-            raise StaleBookError(self.exchange, self.symbol, age, name, reason)
-        return Top(t[10], t[11], t[12], t[13], age, name, stale, t[0], "shm", reason)
+            raise StaleBookError(self.exchange, self.symbol, age, state, reason)
+        return None
 
     def snapshot(self, depth: int | None = None) -> Depth:
         """A consistent copy of the top `depth` levels (default: all the segment holds) in new arrays.
@@ -414,7 +327,7 @@ class Book(_Handle):
         `depth` is an int >= 1 (ValueError otherwise); above the segment's book capacity it is capped there.
         """
         if depth is not None:
-            depth = _check_depth(depth)
+            depth = check_depth(depth)
         r = self.reader
         if r is None and not self._try_bind():
             return self._rest_depth(depth, math.inf, "empty", "not subscribed")
@@ -423,14 +336,10 @@ class Book(_Handle):
         self.read_into(buf, _fallback=False)
         h = buf.header()
         if buf.stale or buf.age_s > self.client._max_age:
-            if self.client._follow(self):
-                return self.snapshot(depth)  # the engine was restarted: read the new segment
-            self.client._stale_reads += 1
-            reason = buf.reason
-            if self.client.rest_fallback:
-                return self._rest_depth(depth, buf.age_s, buf.state, reason)
-            if self.client.max_age is not None:
-                raise StaleBookError(self.exchange, self.symbol, buf.age_s, buf.state, reason)
+            served = self._when_stale(buf.age_s, buf.state, buf.reason, lambda: self.snapshot(depth),
+                                      lambda age, state, why: self._rest_depth(depth, age, state, why))
+            if served is not None:
+                return served
         return Depth(self.exchange, self.symbol, buf.bids.copy(), buf.asks.copy(), h.update_id, h.exch_ts_ns,
                      h.recv_ts_ns, h.pub_ts_ns, buf.state, buf.age_s, buf.stale, "shm", buf.reason)
 
@@ -442,7 +351,7 @@ class Book(_Handle):
         A buffer of depth < 1 raises ValueError (a client BookBuffer refuses one when made).
         """
         if not buffer.depth >= 1:
-            _check_depth(buffer.depth)
+            check_depth(buffer.depth)
         r = self.reader
         if r is None and not self._try_bind():
             if not _fallback:
@@ -457,21 +366,17 @@ class Book(_Handle):
         stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
             (now > self._fresh_until and self._silent(now, recv))
         buffer.source, buffer.age_s, buffer.stale = "shm", age, stale
-        buffer.state = _NAMES[state] if state < len(_NAMES) else str(state)
+        buffer.state = _state_name(state)
         buffer.reason = ""
         if stale or age > self.client._max_age:
-            c = self.client
-            buffer.reason = self._stale_reason(state, recv, now) if stale else f"older than max_age {c.max_age} s"
+            buffer.reason = (self._stale_reason(state, recv, now) if stale
+                             else f"older than max_age {self.client.max_age} s")
             if not _fallback:
                 return buffer
-            if c._follow(self):
-                return self.read_into(buffer)  # the engine was restarted: read the new segment
-            c._stale_reads += 1
-            reason = buffer.reason
-            if c.rest_fallback:
-                return self._rest_into(buffer, age, buffer.state, reason)
-            if c.max_age is not None:
-                raise StaleBookError(self.exchange, self.symbol, age, buffer.state, reason)
+            served = self._when_stale(age, buffer.state, buffer.reason, lambda: self.read_into(buffer),
+                                      lambda age, state, why: self._rest_into(buffer, age, state, why))
+            if served is not None:
+                return served
         return buffer
 
     def header(self) -> _store.BookHeader:
@@ -493,44 +398,24 @@ class Book(_Handle):
         if cached is not None and now - cached[0] < REST_CACHE_S * 1e9 and cached[1] >= want:
             return cached[2], (now - cached[0]) / 1e9
         try:
-            sym = self.rest_symbol()
-            book = rest.fetch_depth(c._rest_base(sym), sym, want, c.rest_timeout)
+            book = c._fallback.depth(self.rest_symbol, want)
         except (rest.RestError, ValueError) as e:
-            c._rest_failures += 1
             if self.reader is None:
                 raise
             raise StaleBookError(self.exchange, self.symbol, age, state, f"{reason}; REST fallback failed: {e}") \
                 from e
-        c._rest_reads += 1
         self._rest = (time.monotonic_ns(), want, book)
         return book, 0.0
 
     def _rest_top(self, age: float, state: str, reason: str) -> Top:
-        b, age = self._fetch(1, age, state, reason)
-        bid, bq = (b.bids[0, 0], b.bids[0, 1]) if len(b.bids) else (math.nan, 0.0)
-        ask, aq = (b.asks[0, 0], b.asks[0, 1]) if len(b.asks) else (math.nan, 0.0)
-        return Top(float(bid), float(bq), float(ask), float(aq), age, "rest", False, b.update_id, "rest")
+        return fallback.top_from(*self._fetch(1, age, state, reason))
 
     def _rest_depth(self, depth: int | None, age: float, state: str, reason: str) -> Depth:
-        b, age = self._fetch(depth, age, state, reason)
-        n = depth or max(len(b.bids), len(b.asks))
-        now = time.time_ns()
-        return Depth(self.exchange, self.symbol, b.bids[:n].copy(), b.asks[:n].copy(), b.update_id, b.exch_ts_ns,
-                     now, now, "rest", age, False, "rest")
+        book, age = self._fetch(depth, age, state, reason)
+        return fallback.depth_from(self.exchange, self.symbol, book, depth, age)
 
     def _rest_into(self, buffer: BookBuffer, age: float, state: str, reason: str) -> BookBuffer:
-        b, age = self._fetch(buffer.depth, age, state, reason)
-        nb, na = min(len(b.bids), buffer.depth), min(len(b.asks), buffer.depth)
-        lv = buffer.levels
-        lv[:, 0::2] = math.nan
-        lv[:, 1::2] = 0.0
-        lv[:nb, 0:2] = b.bids[:nb]
-        lv[:na, 2:4] = b.asks[:na]
-        now = time.time_ns()
-        _HEADER.pack_into(buffer.raw, 0, b.update_id, b.exch_ts_ns, now, now, nb, na, _LIVE, 0, 0, 0)
-        buffer.n_bids, buffer.n_asks = nb, na
-        buffer.source, buffer.age_s, buffer.state, buffer.stale, buffer.reason = "rest", age, "rest", False, ""
-        return buffer
+        return fallback.fill_from(buffer, *self._fetch(buffer.depth, age, state, reason))
 
     # ------------------------------------------------------------------ wait support
     def _changed(self) -> bool:
@@ -621,13 +506,7 @@ class TradeStream(_Handle):
         if now < self._rest_next:
             return Trades(np.empty(0, L.TRADE_DTYPE), 0, "rest")
         self._rest_next = now + int(REST_CACHE_S * 1e9)
-        sym = self.rest_symbol()
-        try:
-            recs = rest.fetch_trades(c._rest_base(sym), sym, 100, c.rest_timeout, time.time_ns())
-        except rest.RestError:
-            c._rest_failures += 1
-            raise
-        c._rest_reads += 1
+        recs = c._fallback.trades(self.rest_symbol(), 100)
         seen = set(self._rest_seen)
         first = not seen and self.start == "latest" and not self.received
         fresh = recs[[int(t) not in seen for t in recs["trade_id"]]] if len(recs) else recs
@@ -677,16 +556,15 @@ class Client:
         self.max_age = max_age
         self._max_age = math.inf if max_age is None else max_age
         self.rest_fallback = rest_fallback
-        self.rest_timeout = rest_timeout
         self.max_sleep = max_sleep
         self._futex = futex.AVAILABLE
         self.heartbeat_timeout = heartbeat_timeout  # None: each feed's own published interval
-        self._endpoints_given = endpoints is not None
-        self._rest_bases = None if endpoints is None else rest.rest_endpoints(endpoints)
+        self._control = ControlClient(namespace)
+        self._fallback = RestFallback(self._control, endpoints, rest_timeout, self._published_endpoints)
         self._segments: dict[str, _Segment] = {}
         self._books: dict[tuple[str, str, str | None], Book] = {}
         self._streams: dict[tuple[str, str, str | None], TradeStream] = {}
-        self._stale_reads = self._rest_reads = self._rest_failures = self._trades_lost = self._rescans = 0
+        self._stale_reads = self._trades_lost = self._rescans = 0
         self._follows = 0
         self._next_follow = 0
         self._next_rescan = 0
@@ -781,30 +659,19 @@ class Client:
                                 f"(has: {', '.join(sorted(self._segments)) or 'none'})")
         return seg.reader.symbols()
 
-    def _rest_base(self, sym: rest.RestSymbol) -> str:
-        """Where REST requests for `sym` go: `endpoints` if given, else where the engine's feed goes (published in
-        its segment), else what the supervisor says (a simulator), else the exchange's public host."""
-        if not self._endpoints_given:
-            seg = self._segments.get(sym.exchange)
-            url = seg.rest_endpoints().get(sym.rest_market) if seg is not None else None
-            if url:
-                return url.rstrip("/")
-        if self._rest_bases is None:
-            self._rest_bases = rest.rest_endpoints(self._discover_endpoints())
-        return self._rest_bases[sym.rest_market]
+    @property
+    def rest_timeout(self) -> float:
+        """Seconds a REST fallback request may take."""
+        return self._fallback.timeout
 
-    def _discover_endpoints(self) -> Mapping[str, str | tuple[str, str]]:
-        """With no `endpoints` given: a supervisor running on the simulator must not send us to real exchanges."""
-        try:
-            status = control.request(self.namespace, {"op": "status"}, 2.0)
-        except control.ControlError:
-            return {}
-        if status.get("sim_endpoints"):
-            return {m: tuple(v) if isinstance(v, list) else v for m, v in status["sim_endpoints"].items()}
-        if status.get("sim"):
-            raise rest.RestError(f"the engine in namespace {self.namespace!r} runs on the simulator and does not "
-                                 "say where its REST server is; pass Client(endpoints=sim.endpoints())")
-        return {}
+    @rest_timeout.setter
+    def rest_timeout(self, seconds: float) -> None:
+        self._fallback.timeout = seconds
+
+    def _published_endpoints(self, exchange: str) -> dict[str, str]:
+        """The REST base URLs the engine's feed for `exchange` publishes ({} without a segment)."""
+        seg = self._segments.get(exchange)
+        return seg.rest_endpoints() if seg is not None else {}
 
     # ------------------------------------------------------------------ handles
     def book(self, exchange: str, symbol: str, market: str | None = None) -> Book:
@@ -859,13 +726,7 @@ class Client:
         if not probe._try_bind(force=True) or (self.rest_fallback and not probe._seg.healthy(time.time_ns())):
             if not self.rest_fallback:
                 self._bind_or_raise(probe)
-            sym = probe.rest_symbol()
-            try:
-                recs = rest.fetch_trades(self._rest_base(sym), sym, limit, self.rest_timeout, time.time_ns())
-            except rest.RestError:
-                self._rest_failures += 1
-                raise
-            self._rest_reads += 1
+            recs = self._fallback.trades(probe.rest_symbol(), limit)
             return Trades(recs[-limit:], 0, "rest")
         r = probe.reader
         r.cursor = max(r.cursor, r.tail - limit)
@@ -990,17 +851,12 @@ class Client:
         Raises SubscribeError with the reason if refused (unknown symbol, or refused by the exchange), and
         mdengine.control.ControlError if no supervisor runs in the namespace.
         """
-        return self._control("subscribe", exchange, symbol, market, timeout)
+        answer = self._control.subscribe(exchange, symbol, market, timeout)
+        self._rescan()
+        return answer
 
     def unsubscribe(self, exchange: str, symbol: str, market: str | None = None, timeout: float = 5.0) -> dict:
-        return self._control("unsubscribe", exchange, symbol, market, timeout)
-
-    def _control(self, op: str, exchange: str, symbol: str, market: str | None, timeout: float) -> dict:
-        # The supervisor waits up to `timeout` for the feed; our socket deadline leaves it time to answer.
-        answer = control.request(self.namespace, {"op": op, "exchange": exchange, "symbol": symbol,
-                                                  "market": market, "timeout": timeout}, timeout + 2.0)
-        if not answer.get("ok"):
-            raise SubscribeError(f"{op} {exchange} {symbol}: {answer.get('error') or 'refused'}")
+        answer = self._control.unsubscribe(exchange, symbol, market, timeout)
         self._rescan()
         return answer
 
@@ -1008,7 +864,7 @@ class Client:
     def statistics(self) -> ClientStatistics:
         books = self._books.values()
         return ClientStatistics(tuple(sorted(self._segments)), len(self._books), len(self._streams),
-                                self._stale_reads, self._rest_reads, self._rest_failures, self._trades_lost,
+                                self._stale_reads, self._fallback.reads, self._fallback.failures, self._trades_lost,
                                 sum(b.reader.retries for b in books if b.reader is not None), self._rescans,
                                 self._follows)
 
@@ -1031,5 +887,4 @@ class Client:
         self.close()
 
 
-__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
-           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
+__all__ = ["Book", "Client", "TradeStream"]

@@ -1,0 +1,17 @@
+"""The strategy-side client: attach to a running engine by namespace and read books and trades lock-free.
+
+- `shm`: the Client and its shared-memory reads (Book, TradeStream, wait, following a restarted engine);
+- `fallback`: the REST fallback (where requests go, books and trades served from REST);
+- `control`: subscribe/unsubscribe through the namespace's supervisor;
+- `results`: what reads return (Top, Depth, Trades, BookBuffer, statistics);
+- `fmz`: an FMZ-style facade for strategies ported from the old driver.
+
+See docs/client.md.
+"""
+
+from ..errors import EngineNotFound, StaleBookError, SubscribeError, UnknownSymbol
+from .results import BookBuffer, ClientStatistics, Depth, Top, Trades, TradeStreamStatistics
+from .shm import Book, Client, TradeStream
+
+__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
+           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]

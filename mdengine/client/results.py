@@ -1,0 +1,103 @@
+"""What the client's reads return: Top, Depth, Trades, BookBuffer and the statistics snapshots.
+
+Every result says where it came from (``source`` "shm" or "rest"), how old it is and whether it is stale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import store as _store
+
+
+class Top(NamedTuple):
+    """Best bid/ask (NaN price, 0 qty for an empty side) and how trustworthy it is."""
+
+    bid: float
+    bid_qty: float
+    ask: float
+    ask_qty: float
+    age_s: float  # now minus the local receive time of the frame behind this state (inf if never published)
+    state: str  # "empty", "syncing", "live", "stale", "resyncing"; "rest" for a REST answer
+    stale: bool
+    update_id: int
+    source: str  # "shm" or "rest"
+    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
+
+
+@dataclass(frozen=True)
+class Depth:
+    """A consistent copy of a book: bids and asks are (n, 2) float arrays of [price, qty], best first."""
+
+    exchange: str
+    symbol: str
+    bids: np.ndarray
+    asks: np.ndarray
+    update_id: int
+    exch_ts_ns: int
+    recv_ts_ns: int
+    pub_ts_ns: int
+    state: str
+    age_s: float
+    stale: bool
+    source: str  # "shm" or "rest"
+    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
+
+
+class Trades(NamedTuple):
+    """Trades (layout.TRADE_DTYPE records, oldest first) and how many this reader lost since the last poll."""
+
+    records: np.ndarray
+    lost: int
+    source: str  # "shm" or "rest"
+    # True on the first poll after the stream moved to a recreated segment (engine restart): trades the old feed
+    # published after `lost` counted them are unknown, and the records come from the new ring's start
+    reset: bool = False
+
+
+def check_depth(depth: object) -> int:
+    """`depth` if it is a level count (an int >= 1), else ValueError saying so."""
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"depth must be a whole number of levels >= 1 (or None for all), got {depth!r}")
+    return int(depth)
+
+
+class BookBuffer(_store.BookBuffer):
+    """A reusable destination for `Book.read_into`; after a read it also says how fresh the data is."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(check_depth(depth))
+        self.source = "shm"
+        self.age_s = math.inf
+        self.state = "empty"
+        self.stale = True
+        self.reason = "not read yet"
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """Counters of one Client since it was created (trio's `statistics()` style: a frozen snapshot)."""
+
+    exchanges: tuple[str, ...]  # attached segments
+    books: int  # book handles
+    trade_streams: int
+    stale_reads: int  # reads that found the data stale or older than max_age
+    rest_reads: int  # reads served from REST
+    rest_failures: int
+    trades_lost: int  # overwritten before one of this client's trade streams could read them
+    read_retries: int  # torn book copies discarded and re-read
+    rescans: int  # times the namespace or a directory was scanned again
+    follows: int = 0  # times a recreated segment (engine restart) was attached and handles moved to it
+
+
+@dataclass(frozen=True)
+class TradeStreamStatistics:
+    cursor: int  # next ring index this stream will read
+    tail: int  # ring index the writer will write next (-1 while not in shared memory)
+    received: int
+    lost: int
+    resets: int = 0  # times the stream moved to a recreated segment (engine restart)

@@ -1,0 +1,127 @@
+"""What an exchange adapter tells the feed loop. Adapters return lists of these; the loop acts on them.
+
+Adapters are sans-I/O: they never open sockets, read clocks or touch shared memory. Everything they
+need done in the world comes out as one of the request events below (Send, OpenConnection,
+CloseConnection, FetchRest); everything they learned comes out as a data or health event.
+A symbol is identified by its key, ``(market, native_id)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..book import LocalBook
+
+SymbolKey = tuple[str, str]  # (market, native id), e.g. ("spot", "BTCUSDT"), ("usdm", "BTCUSDT")
+
+
+# ----------------------------------------------------------------------------- requests to the loop
+@dataclass(slots=True)
+class Send:
+    """Send a text frame on connection `conn`."""
+
+    conn: str
+    payload: str
+
+
+@dataclass(slots=True)
+class OpenConnection:
+    """Open (or keep open) WebSocket `conn` at `url`; the loop calls `on_open(conn)` once connected."""
+
+    conn: str
+    url: str
+
+
+@dataclass(slots=True)
+class CloseConnection:
+    """Close `conn` (and reconnect it if `reconnect`), e.g. after an exchange's shutdown notice."""
+
+    conn: str
+    reason: str
+    reconnect: bool = True
+
+
+@dataclass(slots=True)
+class FetchRest:
+    """GET `url` off the hot path; the loop hands the answer back to `on_rest(request_id, ...)`."""
+
+    request_id: str
+    url: str
+    key: SymbolKey | None = None
+
+
+# ----------------------------------------------------------------------------- market data
+@dataclass(slots=True)
+class BookChanged:
+    """`book` (owned by the adapter) is valid and changed: publish it now."""
+
+    key: SymbolKey
+    book: LocalBook
+    recv_ts_ns: int
+
+
+@dataclass(slots=True)
+class TradesReceived:
+    """New trades, oldest first: (exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) tuples,
+    see `mdengine.store.layout.TRADE_DTYPE`. Sizes are in the exchange's units (contracts on derivatives)."""
+
+    key: SymbolKey
+    trades: list[tuple[int, int, float, float, int, int, int]]
+
+
+# ----------------------------------------------------------------------------- health
+@dataclass(slots=True)
+class BookInvalid:
+    """The symbol's book can no longer be trusted; the adapter has started a resync of that symbol only.
+
+    kind: "gap" (sequence break), "checksum", "reset" (exchange restarted the sequence), "crossed",
+    "disconnect", "stale_snapshot".
+    """
+
+    key: SymbolKey
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class SymbolSynced:
+    """The symbol's book went from syncing/resyncing to live."""
+
+    key: SymbolKey
+
+
+@dataclass(slots=True)
+class SubscribeFailed:
+    """The exchange refused a subscription (or the symbol is unknown)."""
+
+    key: SymbolKey | None
+    conn: str
+    message: str
+
+
+@dataclass(slots=True)
+class ProtocolError:
+    """A frame could not be understood (malformed JSON, unexpected shape). Counted; the frame is skipped."""
+
+    conn: str
+    message: str
+    key: SymbolKey | None = None
+    malformed: bool = True
+
+
+@dataclass(slots=True)
+class Notice:
+    """Something worth a log line that needs no action (acks, pongs are not reported)."""
+
+    conn: str
+    message: str
+    extra: dict = field(default_factory=dict)
+
+
+Event = (Send | OpenConnection | CloseConnection | FetchRest | BookChanged | TradesReceived | BookInvalid
+         | SymbolSynced | SubscribeFailed | ProtocolError | Notice)
+
+__all__ = ["BookChanged", "BookInvalid", "CloseConnection", "Event", "FetchRest", "Notice", "OpenConnection",
+           "ProtocolError", "Send", "SubscribeFailed", "SymbolKey", "SymbolSynced", "TradesReceived"]
