@@ -56,6 +56,17 @@ def recorded_instruments(adapter_cls: Any, records: Iterable[Any], request_id_of
     return list(out.values())
 
 
+def routed_book_channels(records: Iterable[Any], route, is_book_channel) -> set[str]:
+    """The book channels among the received frames that `route` (a frame -> (market, native, channel)) places."""
+    out = set()
+    for r in records:
+        if r.kind == "recv":
+            hit = route(r.data)
+            if hit is not None and is_book_channel(hit[2]):
+                out.add(hit[2])
+    return out
+
+
 def path_of(url: str) -> str:
     return urlsplit(url).path
 

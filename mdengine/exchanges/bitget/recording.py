@@ -12,7 +12,7 @@ import orjson
 
 from ...core.types import MarketKind
 from ...symbols import Instrument
-from .._recording import json_of, recorded_instruments, synthesise, walk
+from .._recording import json_of, recorded_instruments, routed_book_channels, synthesise, walk
 from .adapter import BitgetAdapter
 
 ADAPTER = BitgetAdapter
@@ -64,13 +64,7 @@ def discover_symbols(records: list) -> set[tuple[str, str]]:
 
 
 def book_channels(records: list) -> set[str]:
-    out = set()
-    for r in records:
-        if r.kind == "recv":
-            hit = route(r.data)
-            if hit is not None and is_book_channel(hit[2]):
-                out.add(hit[2])
-    return out
+    return routed_book_channels(records, route, is_book_channel)
 
 
 def adapter_options(records: list) -> dict[str, Any]:
