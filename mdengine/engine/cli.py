@@ -19,15 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import __version__
+from .. import __version__
 from .config import DEFAULT_NAMESPACE, NAMESPACE_ENV, EngineConfig
 from .signals import stop_on_signals
 
 # name -> (module, function, help); the function takes argv and returns an exit code.
 DISPATCHED = {
     "sim": ("mdengine.sim.cli", "main", "run the local exchange simulator"),
-    "replay": ("mdengine.recorder_cli", "replay_main", "replay a recording"),
-    "export": ("mdengine.recorder_cli", "export_main", "export a recording"),
+    "replay": ("mdengine.recording.replay", "replay_main", "replay a recording"),
+    "export": ("mdengine.recording.replay", "export_main", "export a recording"),
     "feed": ("mdengine.feed.__main__", "main", "run one feed process by hand (debugging)"),
 }
 EXIT_CONFIG = 2
@@ -169,7 +169,7 @@ def _run(args: argparse.Namespace, cfg: EngineConfig, stop: threading.Event, log
     sim = None
     try:
         if args.sim:
-            from .sim import Simulator
+            from ..sim import Simulator
 
             sim = Simulator(seed=args.sim_seed, rate_hz=args.sim_rate).start()
             sup.set_sim(sim.endpoints())
@@ -227,7 +227,7 @@ def _namespace_arg(args: argparse.Namespace) -> str:
 
 
 def _writer_alive(namespace: str, exchange: str) -> bool:
-    from .store import LayoutError, SegmentNotFound, SegmentReader
+    from ..store import LayoutError, SegmentNotFound, SegmentReader
 
     try:
         reader = SegmentReader(namespace, exchange)
@@ -243,7 +243,7 @@ def running_namespaces() -> dict[str, dict]:
     """Namespaces with a live supervisor or a segment in /dev/shm: {namespace: {"supervisor_pid": pid or None,
     "exchanges": [segments whose writer lives], "left_over": [segments whose writer is gone]}}.
     Supervisors are found by their control sockets (/proc/net/unix), then asked."""
-    from .store import shm
+    from ..store import shm
 
     found: dict[str, dict] = {}
 

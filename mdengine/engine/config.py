@@ -1,6 +1,6 @@
 """Engine configuration: what each feed process subscribes and where it connects.
 
-TOML loading and validation live in `mdengine.configfile`; these dataclasses are what every part of
+TOML loading and validation live in `mdengine.engine.configfile`; these dataclasses are what every part of
 the engine passes around (they pickle, so the supervisor hands them to feed processes).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .exchanges import EXCHANGES as EXCHANGES  # the registry's list: config files name these
+from ..exchanges import EXCHANGES as EXCHANGES  # the registry's list: config files name these
 
 DEFAULT_NAMESPACE = "default"
 NAMESPACE_ENV = "MDENGINE_NAMESPACE"  # the namespace when none is given (Client() and every command)
@@ -18,7 +18,7 @@ NAMESPACE_RULE = "1-12 characters of a-z, 0-9 or _"
 
 def namespace_error(source: str, value: object) -> str | None:
     """Why `value` (from `source`, e.g. "--namespace") is not a namespace, or None if it is one."""
-    from .store.shm import segment_name  # the segment-name rule is the namespace rule
+    from ..store.shm import segment_name  # the segment-name rule is the namespace rule
 
     if value == "":
         return f"{source} is empty: give a namespace ({NAMESPACE_RULE}), or leave it out for the default"

@@ -1,4 +1,4 @@
-"""Load and validate ``engine.toml`` into `mdengine.config.EngineConfig`.
+"""Load and validate ``engine.toml`` into `mdengine.engine.config.EngineConfig`.
 
 Every problem is reported as a `ConfigError` whose message starts with the key's path
 (``exchanges[1].book_depth: expected an integer 1..5000, got "x"``), before anything starts.
@@ -14,6 +14,9 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ConfigError
+from ..exchanges import get_adapter
+from ..store import layout as L
 from .config import (
     DEFAULT_NAMESPACE,
     EXCHANGES,
@@ -23,9 +26,6 @@ from .config import (
     RestartPolicy,
     namespace_error,
 )
-from .errors import ConfigError
-from .exchanges import get_adapter
-from .store import layout as L
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 BOOK_MODES = ("diff", "partial")

@@ -48,9 +48,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 
-from .errors import ControlError
+from ..errors import ControlError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mdengine.control")  # the name logs have always shown
 
 MAX_LINE = 1 << 20  # a request longer than this is garbage, not a request
 FORWARDED_OPS = ("subscribe", "unsubscribe")  # ops the supervisor relays to a feed process

@@ -15,9 +15,9 @@ from typing import Any
 
 import psutil
 
-from .store import SegmentReader, list_names
-from .store import layout as L
-from .store.shm import NAME_PREFIX, SHM_DIR, SegmentNotFound
+from ..store import SegmentReader, list_names
+from ..store import layout as L
+from ..store.shm import NAME_PREFIX, SHM_DIR, SegmentNotFound
 
 DEFAULT_STALE_AFTER_S = 3.0  # for a feed that publishes no stale_after (layout before 1.3)
 WRITER_STATES = L.WriterState.NAMES

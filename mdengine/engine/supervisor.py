@@ -38,12 +38,12 @@ from typing import Any
 
 import psutil
 
+from ..store import SegmentReader, create_segment, process_start_ns, shm
+from ..store.segment import LayoutError
+from ..store.writer import mark_dead
 from .config import EngineConfig, ExchangeConfig
 from .configfile import exchange_config
 from .control import ControlServer
-from .store import SegmentReader, create_segment, process_start_ns, shm
-from .store.segment import LayoutError
-from .store.writer import mark_dead
 
 log = logging.getLogger("mdengine.supervisor")
 
@@ -93,7 +93,7 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 
 def _default_target() -> FeedTarget:
-    from .feed.process import run_feed
+    from ..feed.process import run_feed
 
     return run_feed
 
@@ -235,7 +235,7 @@ class Supervisor:
             if self._stopping:  # stop() has taken its list of segments to unlink
                 raise RuntimeError("the supervisor is shutting down")
             if self.sim_endpoints is not None:
-                from .exchanges import get_adapter
+                from ..exchanges import get_adapter
 
                 # The simulator wins over configured endpoints: --sim must never reach a real exchange.
                 ex.endpoints = {**ex.endpoints, **get_adapter(ex.name).sim_endpoints(self.sim_endpoints)}

@@ -35,8 +35,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from .errors import MdengineError
-from .events import (
+from ..errors import MdengineError
+from ..events import (
     BookChanged,
     BookInvalid,
     CloseConnection,
@@ -50,10 +50,10 @@ from .events import (
     SymbolSynced,
     TradesReceived,
 )
-from .exchanges import get_adapter, recording_rules
-from .recording import RecordingReader
-from .store.layout import Side
-from .symbols import InstrumentIndex
+from ..exchanges import get_adapter, recording_rules
+from ..store.layout import Side
+from ..symbols import InstrumentIndex
+from .reader import RecordingReader
 
 PYARROW_MISSING = 'Parquet export needs pyarrow: pip install pyarrow (the extra "mdengine-shm[parquet]")'
 

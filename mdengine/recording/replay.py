@@ -1,4 +1,4 @@
-"""``mdengine replay`` and ``mdengine export`` (wired by ``mdengine.cli``; the library never imports this).
+"""``mdengine replay`` and ``mdengine export`` (wired by ``mdengine.engine.cli``; the library never imports this).
 
 replay: the recording is decompressed into plain JSON Lines with its URLs moved onto the real exchange
 hosts (the simulator's replay mode picks the market by host; a recording made against the simulator
@@ -20,10 +20,10 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import orjson
 
-from .exchanges import EXCHANGES, recording_rules
+from ..engine.signals import stop_on_signals
+from ..exchanges import EXCHANGES, recording_rules
 from .export import FORMATS, ExportError, export
-from .recording import RecordingReader
-from .signals import stop_on_signals
+from .reader import RecordingReader
 
 log = logging.getLogger("mdengine.replay")
 
@@ -104,9 +104,9 @@ def replay_main(argv: list[str]) -> int:
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
     try:
-        from .config import EngineConfig, ExchangeConfig, resolve_namespace
-        from .sim import Simulator
-        from .supervisor import Supervisor, configure_logging
+        from ..engine.config import EngineConfig, ExchangeConfig, resolve_namespace
+        from ..engine.supervisor import Supervisor, configure_logging
+        from ..sim import Simulator
     except ImportError as e:
         print(f"mdengine replay: not available ({e})", file=sys.stderr)
         return 1

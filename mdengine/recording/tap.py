@@ -13,7 +13,7 @@ Where the work happens:
   are dropped and counted; the feed never blocks.
 - A shipper thread wakes every ``poll_interval_s`` and takes up to 4096 entries per C call, handed over already
   column-wise (the parts of ``_speedups.record_columns``: no tuple per record, no Python code per record), and
-  sends them, ``marshal``-ed, over a socket to a writer child process (`mdengine.record_writer`), which
+  sends them, ``marshal``-ed, over a socket to a writer child process (`mdengine.recording.writer`), which
   serialises (orjson), compresses (zstd) and writes. The socket send releases the GIL.
 - Feed-process cost per record (tight loops over one 356 B frame, see docs/recording.md): the
   tap ~40 ns of the feed thread (~150 ns as a Python method on a deque), the shipper ~50 ns of GIL time
@@ -26,7 +26,7 @@ Where the work happens:
 Rules this module keeps:
 - The writer ends its compressed frame (an independent zstd frame / gzip member) at most
   ``flush_interval_s`` after its first record, then the bytes go to the OS, so a crash loses at most that
-  much and a cut file is readable up to its last complete frame (``mdengine.recording`` handles the tail).
+  much and a cut file is readable up to its last complete frame (``mdengine.recording.reader`` handles the tail).
 - The feed dies (even SIGKILL): the child sees end of stream, writes everything shipped (all but the last
   ``poll_interval_s`` of taps), ends its frame and exits 0. The child ignores SIGINT/SIGTERM for this.
 - The child dies: the records shipped to it and not yet reported written are counted as dropped, reported
@@ -52,8 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._native import speedups
-from .record_writer import (
+from .._native import speedups
+from .writer import (
     HEADER,
     KINDS,
     MessageReader,
@@ -65,7 +65,7 @@ from .record_writer import (
     zstandard,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("mdengine.recorder")  # the name logs have always shown
 
 DEFAULT_MAX_QUEUE = 200_000  # entries; ~10 s of a very busy feed
 _BATCH = 256  # records per RecordWriter.write call in the in-process mode
@@ -76,7 +76,7 @@ _tap_queue = _native.tap_queue if _native is not None else None  # the tap queue
 _READY_TIMEOUT_S = 30.0  # a child that has not said "ready" by then is not going to
 _BACKOFF_S = (0.5, 5.0)  # first and longest wait before restarting a dead child
 _HEALTHY_S = 10.0  # a child that ran this long resets the backoff
-_WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "record_writer.py")
+_WRITER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "writer.py")
 _ZERO = {"written": 0, "io_dropped": 0, "bad": 0, "errors": 0, "bytes_written": 0, "path": None}
 
 
@@ -510,7 +510,7 @@ class Recorder:
         self._restart_at = None
         # by path, with -P (no script directory on sys.path): the child skips the package's imports (numpy,
         # the client: ~0.3 s and ~30 MB); -m is the fallback for an installation without the source file
-        script = ["-P", _WRITER_SCRIPT] if os.path.isfile(_WRITER_SCRIPT) else ["-m", "mdengine.record_writer"]
+        script = ["-P", _WRITER_SCRIPT] if os.path.isfile(_WRITER_SCRIPT) else ["-m", "mdengine.recording.writer"]
         cmd = [self.executable, *script, "--directory", self.directory, "--exchange", self.exchange,
                "--compression", self.compression, "--level", str(self.level),
                "--flush-interval-s", repr(self.flush_interval_s), "--retry-interval-s", repr(self.retry_interval_s),

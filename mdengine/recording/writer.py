@@ -4,8 +4,8 @@
 256 records), compresses (zstd, else gzip) and writes ``DIR/<exchange>-YYYY-MM-DD.jsonl.zst``, rotating at
 midnight UTC by the records' time. It runs in one of two places, with the same code:
 
-- a child process of the feed (the default, see `mdengine.recorder`): this module's `main()`, started as
-  ``python -P .../record_writer.py --fd N ...`` (or ``python -m mdengine.record_writer``), reads batches from a
+- a child process of the feed (the default, see `mdengine.recording.tap`): this module's `main()`, started as
+  ``python -P .../recording/writer.py --fd N ...`` (or ``python -m mdengine.recording.writer``), reads batches from a
   socket and answers with status messages;
 - a thread of the feed process (``Recorder(..., process=False)``, or when no child can be started).
 
@@ -405,7 +405,7 @@ def encode_batch(batch: list[tuple[str, str, Any, int]], columns: Callable[[list
     `columns`, if given, builds those parts in one pass (`mdengine._speedups.record_columns`, from the feed
     process: this module imports nothing from mdengine). Other batches (bytes or None data) are marshal-ed as
     they are. Raises ValueError when marshal cannot take an entry (the caller converts it, see
-    `mdengine.recorder`)."""
+    `mdengine.recording.tap`)."""
     try:
         if columns is not None:
             return encode_columns(columns(batch))
@@ -515,8 +515,8 @@ def serve(sock: socket.socket, writer: RecordWriter, flush_interval_s: float) ->
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # first: a Ctrl-C during startup must not kill us either
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    ap = argparse.ArgumentParser(prog="python -m mdengine.record_writer",
-                                 description="The recorder's writer process (started by mdengine.recorder).")
+    ap = argparse.ArgumentParser(prog="python -m mdengine.recording.writer",
+                                 description="The recorder's writer process (started by mdengine.recording.tap).")
     ap.add_argument("--fd", type=int, required=True, help="the stream socket to the feed process")
     ap.add_argument("--directory", required=True)
     ap.add_argument("--exchange", required=True)
