@@ -320,7 +320,7 @@ def main() -> int:
     seconds = args.seconds or (4.0 if args.quick else 20.0)
 
     from mdengine.book import IMPLEMENTATION as book_implementation
-    from mdengine.config import ExchangeConfig
+    from mdengine.engine.config import ExchangeConfig
     from mdengine.exchanges import get_adapter
     from mdengine.feed.process import run_feed
     from mdengine.sim import Simulator

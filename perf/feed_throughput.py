@@ -8,7 +8,7 @@ For every exchange whose adapter module exists (the others are skipped and named
   every frame of an exchange without a lane). An adapter needs only its normal methods.
 - recorded: the real frames in tests/data (Binance spot, OKX), replayed the same way.
 
-The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recorder.Recorder` tap
+The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recording.tap.Recorder` tap
 (record_overhead_pct); null when no recorder module exists. Profile with `--profile EXCHANGE`.
 
 Prints the figures, then one JSON object as the last line. `--quick` finishes in well under a minute.
@@ -415,9 +415,9 @@ def record_overhead(record_dir: str | None, n: int, result: dict, pairs: int = 1
     recorder's whole cost (its writer drains every 20 ms, many times per run). The medians are printed too.
     """
     try:
-        from mdengine.recorder import Recorder
+        from mdengine.recording.tap import Recorder
     except ImportError:
-        print("record_overhead_pct: no mdengine.recorder yet")
+        print("record_overhead_pct: no mdengine.recording.tap yet")
         return None
     if "binance_frames_per_s" not in result:
         return None

@@ -3,7 +3,7 @@
 Workload: N frames of ~400 B, each a fresh str (as a feed's socket reader makes them) decoded `--decodes`
 times with orjson (~1 us each, a stand-in for the feed's own work), tapped into a live Recorder (writer child
 process, shipper every `poll_interval_s`), then flush(). Figures per record, medians of `--runs` interleaved
-runs, for the C tap queue and for the pure-Python twin (`mdengine.recorder._TapQueue`, the deque it replaced):
+runs, for the C tap queue and for the pure-Python twin (`mdengine.recording.tap._TapQueue`, the deque it replaced):
 - tap_cpu_ns: the feed thread's CPU per frame minus the plain loop's (the tap itself, cache effects included);
 - shipper_cpu_ns: the shipper thread's CPU (its take/encode under the GIL, plus the socket sends, which
   release the GIL);
@@ -23,8 +23,8 @@ import time
 
 import orjson
 
-from mdengine import recorder as recorder_mod
-from mdengine.recorder import Recorder
+from mdengine.recording import tap as recorder_mod
+from mdengine.recording.tap import Recorder
 
 URL = "wss://stream.binance.com:9443/stream"
 BODY = ('{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":%d,"s":"BTCUSDT","U":%d,"u":%d,'

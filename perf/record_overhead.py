@@ -31,8 +31,8 @@ import time
 
 import psutil
 
-from mdengine.export import Rebuild
-from mdengine.recorder import Recorder
+from mdengine.recording.export import Rebuild
+from mdengine.recording.tap import Recorder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORDING = os.path.join(HERE, "..", "tests", "data", "okx-2022-05-13.jsonl")

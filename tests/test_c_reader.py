@@ -248,7 +248,7 @@ def sim_engine(namespace):
     """A real feed process on the simulator running as fast as it can (rate_hz=0): Bybit BTC/USDT:USDT."""
     from test_client import _until
 
-    from mdengine.config import ExchangeConfig
+    from mdengine.engine.config import ExchangeConfig
     from mdengine.exchanges import get_adapter
     from mdengine.feed.process import run_feed
     from mdengine.sim import Simulator

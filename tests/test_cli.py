@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from mdengine import cli
-from mdengine.control import is_running
+from mdengine.engine import cli
+from mdengine.engine.control import is_running
 from mdengine.store import SegmentWriter, create_segment, list_names, shm
 from mdengine.store import layout as L
 
@@ -85,7 +85,7 @@ def test_status_json_reads_feeds_and_symbols_from_the_segment(published, namespa
 
 
 def test_status_rates_come_from_two_samples(published, namespace, capsys):
-    from mdengine.status import StatusSampler
+    from mdengine.engine.status import StatusSampler
 
     with StatusSampler(namespace) as sampler:
         first = sampler.sample()
@@ -164,8 +164,9 @@ def test_python_dash_m_mdengine_and_no_command(capsys):
 
 
 def test_library_never_imports_the_cli():
-    code = ("import sys, mdengine, mdengine.supervisor, mdengine.status, mdengine.control, mdengine.configfile; "
-            "print('mdengine.cli' in sys.modules)")
+    code = ("import sys, mdengine, mdengine.engine.supervisor, mdengine.engine.status, mdengine.engine.control, "
+            "mdengine.engine.configfile; "
+            "print('mdengine.engine.cli' in sys.modules or 'mdengine.cli' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -179,7 +180,7 @@ def test_supervisor_script_is_mdengine_run_and_keeps_the_callers_directory(tmp_p
 
 
 def test_status_sampler_follows_a_recreated_segment(published, namespace):
-    from mdengine.status import StatusSampler
+    from mdengine.engine.status import StatusSampler
 
     with StatusSampler(namespace) as sampler:
         assert [s["symbol"] for s in sampler.sample()["feeds"][0]["symbols"]] == ["BTC/USDT", "ETH/USDT:USDT"]

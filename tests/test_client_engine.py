@@ -9,7 +9,7 @@ import pytest
 from test_client import _until
 
 from mdengine.client import Client, StaleBookError
-from mdengine.config import ExchangeConfig
+from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges import get_adapter
 
 CTX = mp.get_context("spawn")

@@ -7,7 +7,7 @@ from test_client import Feed, Host, _until
 
 from mdengine.client import Client, SubscribeError
 from mdengine.client.fmz import Exchange, to_unified
-from mdengine.control import ControlServer
+from mdengine.engine.control import ControlServer
 from mdengine.rest import RestError
 
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdengine.config import DEFAULT_NAMESPACE, EXCHANGES, EngineConfig, ExchangeConfig, RestartPolicy
-from mdengine.configfile import (
+from mdengine.engine.config import DEFAULT_NAMESPACE, EXCHANGES, EngineConfig, ExchangeConfig, RestartPolicy
+from mdengine.engine.configfile import (
     DEFAULT_SYMBOLS,
     ConfigError,
     default_config,

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mdengine.control import ControlError, ControlServer, SupervisorRunning, is_running, request, socket_address
+from mdengine.engine.control import ControlError, ControlServer, SupervisorRunning, is_running, request, socket_address
 
 
 def echo(message: dict) -> dict:
@@ -83,7 +83,7 @@ def test_concurrent_clients(namespace):
 
 def test_request_from_another_process(namespace):
     with ControlServer(namespace, echo):
-        code = f"from mdengine.control import request; print(request({namespace!r}, {{'op': 'ping'}})['ok'])"
+        code = f"from mdengine.engine.control import request; print(request({namespace!r}, {{'op': 'ping'}})['ok'])"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert out.stdout.strip() == "True", out.stderr
 

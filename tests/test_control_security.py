@@ -17,8 +17,8 @@ import time
 
 import pytest
 
-from mdengine import control
-from mdengine.control import ControlError, ControlServer, NoSupervisor, Squatter, request, socket_address
+from mdengine.engine import control
+from mdengine.engine.control import ControlError, ControlServer, NoSupervisor, Squatter, request, socket_address
 from mdengine.store import SegmentWriter, list_names
 from mdengine.store import layout as L
 

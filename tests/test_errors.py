@@ -40,8 +40,9 @@ def test_every_error_is_an_mdengine_error_and_keeps_its_builtin_base() -> None:
 
 
 def test_old_homes_hold_the_same_classes() -> None:
-    from mdengine import client, configfile, control, exchanges, store
-    from mdengine.control import NoSupervisor, Squatter, SupervisorRunning
+    from mdengine import client, exchanges, store
+    from mdengine.engine import configfile, control
+    from mdengine.engine.control import NoSupervisor, Squatter, SupervisorRunning
     from mdengine.store import reader
 
     assert store.UnknownSymbol is reader.UnknownSymbol is client.UnknownSymbol is mdengine.UnknownSymbol

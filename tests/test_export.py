@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 import pytest
 
-from mdengine.export import (
+from mdengine.recording.export import (
     BOOK_INVALID_EVENT,
     BUY_EVENT,
     DEPTH_CLEAR_EVENT,
@@ -27,9 +27,9 @@ from mdengine.export import (
     Rebuild,
     export,
 )
-from mdengine.recorder import Recorder
-from mdengine.recorder_cli import export_main
-from mdengine.recording import RecordingReader
+from mdengine.recording.reader import RecordingReader
+from mdengine.recording.replay import export_main
+from mdengine.recording.tap import Recorder
 
 BINANCE = "binance-spot-2021-10-12.jsonl"
 OKX = "okx-2022-05-13.jsonl"

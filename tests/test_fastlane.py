@@ -1,4 +1,4 @@
-"""The fast lane (mdengine/feed/fastlane.py, mdengine/_lane.h) against the Python path it stands in for.
+"""The fast lane (mdengine/feed/fastlane.py, mdengine/_c/_lane.h) against the Python path it stands in for.
 
 Every test replays the same frames twice, through adapter.on_frame + Publisher and through the lane, into two real
 segments, and asserts the same outcome: the same non-data events frame by frame, the same books, sequence state and
@@ -502,7 +502,7 @@ def test_the_warm_up_pass_skips_frames_the_lane_handled(workloads, namespace):
 def test_a_feed_whose_loop_crashes_still_closes_its_segment(namespace, monkeypatch):
     """run_feed's cleanup after a crash: the lane lets go of the segment's buffer before the writer closes it
     (else SharedMemory.close raises BufferError and the writer is never marked)."""
-    from mdengine.config import ExchangeConfig
+    from mdengine.engine.config import ExchangeConfig
     from mdengine.feed import process
 
     def crash(self):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mdengine.control import ControlError, is_running, request
+from mdengine.engine.control import ControlError, is_running, request
 from mdengine.exchanges import get_adapter
 from mdengine.sim import Simulator
 from mdengine.store import LayoutError, SegmentNotFound, SegmentReader

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mdengine.config import ExchangeConfig
+from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges.binance import BinanceAdapter
 from mdengine.feed import run_feed
 from mdengine.sim import Simulator
@@ -281,7 +281,7 @@ def test_connections_are_replaced_before_their_time_limit_without_a_resync(sim, 
         assert lost == 0 and len(ids) > 10 and ids == sorted(set(ids))  # none twice, in order
     finally:
         f.close()
-    from mdengine.export import Rebuild
+    from mdengine.recording.export import Rebuild
 
     (name,) = os.listdir(tmp_path)
     rebuilt = Rebuild(tmp_path / name)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import mdengine
-from mdengine import BookBuffer, Client, cli
+from mdengine import BookBuffer, Client
+from mdengine.engine import cli
 from mdengine.store import SegmentWriter, create_segment
 from mdengine.store import layout as L
 
@@ -107,7 +108,7 @@ def test_commands_take_their_namespace_from_MDENGINE_NAMESPACE(published, namesp
     assert code == 0 and json.loads(out)["namespace"] == namespace
     code, out, _ = run_cli(["top", "--once", "--interval", "0.01"], capsys)
     assert code == 0 and f"namespace {namespace}" in out and "okx BTC/USDT" in out
-    from mdengine.cli import _engine_config, _parser
+    from mdengine.engine.cli import _engine_config, _parser
 
     assert _engine_config(_parser().parse_args(["run", "--sim"])).namespace == namespace
     assert _engine_config(_parser().parse_args(["run", "--sim", "--namespace", "other"])).namespace == "other"
@@ -121,7 +122,7 @@ def test_commands_take_their_namespace_from_MDENGINE_NAMESPACE(published, namesp
 
 def test_replay_and_feed_take_their_namespace_from_MDENGINE_NAMESPACE(monkeypatch, capsys):
     from mdengine.feed.__main__ import main as feed_main
-    from mdengine.recorder_cli import replay_main
+    from mdengine.recording.replay import replay_main
 
     monkeypatch.setenv(ENV, "")
     assert replay_main(["/nonexistent.jsonl"]) == 2
@@ -157,7 +158,7 @@ def test_status_without_a_namespace_lists_the_running_namespaces(published, name
 
 
 def test_status_without_a_namespace_finds_a_supervisor_by_its_control_socket(namespace, capsys, monkeypatch):
-    from mdengine.control import ControlServer
+    from mdengine.engine.control import ControlServer
 
     monkeypatch.delenv(ENV, raising=False)
     server = ControlServer(namespace, lambda msg: {"ok": True, "namespace": namespace, "pid": 4242,
@@ -241,7 +242,7 @@ def restore_logging():
 
 @pytest.mark.parametrize("level", ["INFO", "DEBUG"])
 def test_library_info_chatter_stays_out_of_the_log_unless_debug(level, tmp_path, restore_logging):
-    from mdengine.supervisor import configure_logging
+    from mdengine.engine.supervisor import configure_logging
 
     path = tmp_path / "engine.log"
     configure_logging(level, str(path))
@@ -275,7 +276,7 @@ def test_replay_says_when_a_recorded_connection_has_played_to_its_end(recordings
 
 def test_status_ages_never_go_below_zero(published, namespace, monkeypatch):
     """A book or heartbeat stamped after the sampler read its clock (or by a clock ahead) is 0 s old."""
-    from mdengine.status import StatusSampler
+    from mdengine.engine.status import StatusSampler
 
     ahead = time.time_ns() + 5 * 10**9
     published.heartbeat(ahead)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from mdengine.client import BookBuffer, Client, StaleBookError, UnknownSymbol
-from mdengine.status import StatusSampler, render_text
+from mdengine.engine.status import StatusSampler, render_text
 from mdengine.store import SegmentWriter, layout
 from mdengine.store.writer import mark_dead
 

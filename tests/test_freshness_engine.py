@@ -16,9 +16,9 @@ import pytest
 from test_supervisor import RESTART, attach, exchange_toml, live_book, wait_for
 
 from mdengine.client import Client, StaleBookError
-from mdengine.control import ControlError, is_running, request
+from mdengine.engine.control import ControlError, is_running, request
+from mdengine.engine.status import StatusSampler
 from mdengine.sim import Simulator
-from mdengine.status import StatusSampler
 from mdengine.store import layout as L
 
 pytestmark = pytest.mark.slow

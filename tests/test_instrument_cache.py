@@ -270,7 +270,7 @@ def test_every_page_of_a_paged_list_is_loaded_and_kept(namespace, tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from mdengine.config import ExchangeConfig
+    from mdengine.engine.config import ExchangeConfig
     from mdengine.exchanges.bybit import BybitAdapter
     from mdengine.feed.loop import FeedLoop
     from mdengine.feed.publisher import Publisher

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mdengine.config import ExchangeConfig
+from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges import get_adapter
 from mdengine.feed.process import run_feed
 from mdengine.sim import Simulator

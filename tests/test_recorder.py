@@ -15,8 +15,8 @@ from decimal import Decimal
 
 import pytest
 
-from mdengine.recorder import Recorder, file_name, measure_tap_cost
-from mdengine.recording import RecordingReader
+from mdengine.recording.reader import RecordingReader
+from mdengine.recording.tap import Recorder, file_name, measure_tap_cost
 
 
 def _ns(iso: str) -> int:
@@ -88,7 +88,7 @@ def test_Recorder_restart_on_same_day_appends_readable_frames(tmp_path, process)
 
 _CHILD = textwrap.dedent("""
     import sys, time
-    from mdengine.recorder import Recorder
+    from mdengine.recording.tap import Recorder
     rec = Recorder(sys.argv[1], "binance", flush_interval_s=0.2, process=sys.argv[2] == "process")
     for i in range(500):
         rec.tap("recv", "ws://h/ws", '{"i":%d}' % i, time.time_ns())

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_recorder import T0, _wait
 
-from mdengine.record_writer import HEADER, MessageReader, encode_batch
-from mdengine.recorder import Recorder
-from mdengine.recorder import _columns as COLUMNS_IN_C
-from mdengine.recording import RecordingReader
+from mdengine.recording.reader import RecordingReader
+from mdengine.recording.tap import Recorder
+from mdengine.recording.tap import _columns as COLUMNS_IN_C
+from mdengine.recording.writer import HEADER, MessageReader, encode_batch
 
 
 def _data(directory) -> tuple[list[str], RecordingReader]:
@@ -74,7 +74,7 @@ def test_Recorder_writer_killed_reports_once_counts_the_loss_and_a_new_writer_go
 
 _FEED = textwrap.dedent("""
     import sys, time
-    from mdengine.recorder import Recorder
+    from mdengine.recording.tap import Recorder
     rec = Recorder(sys.argv[1], "okx", flush_interval_s=60.0)
     try:
         for i in range(2000):
@@ -181,7 +181,7 @@ def test_Recorder_flush_covers_every_tap_before_it(tmp_path):
 
 
 def test_record_writer_runs_with_python_m():
-    out = subprocess.run([sys.executable, "-m", "mdengine.record_writer", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "mdengine.recording.writer", "--help"], capture_output=True,
                          text=True, timeout=30)
     assert out.returncode == 0 and "--fd" in out.stdout
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mdengine.recorder import Recorder
-from mdengine.recording import RecordingReader, exchange_from_name, parse_record, write_plain
+from mdengine.recording.reader import RecordingReader, exchange_from_name, parse_record, write_plain
+from mdengine.recording.tap import Recorder
 
 T0 = 1_709_640_000 * 10**9  # 2024-03-05 12:00 UTC
 

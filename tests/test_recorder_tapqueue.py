@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_recorder import T0, _records
 
-from mdengine import recorder as recorder_mod
-from mdengine.record_writer import HEADER, MessageReader, encode_batch, encode_columns
-from mdengine.recorder import Recorder, _TapQueue
+from mdengine.recording import tap as recorder_mod
+from mdengine.recording.tap import Recorder, _TapQueue
+from mdengine.recording.writer import HEADER, MessageReader, encode_batch, encode_columns
 
 C_QUEUE = recorder_mod._tap_queue
 needs_c = pytest.mark.skipif(C_QUEUE is None, reason="mdengine._speedups is not built")

@@ -16,10 +16,10 @@ import numpy as np
 import orjson
 import pytest
 
-from mdengine.config import ExchangeConfig
+from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges import get_adapter, recording_rules
-from mdengine.export import BookUpdate, Rebuild, export
-from mdengine.recording import RecordingReader
+from mdengine.recording.export import BookUpdate, Rebuild, export
+from mdengine.recording.reader import RecordingReader
 from mdengine.store import SegmentReader, shm
 
 CTX = mp.get_context("spawn")

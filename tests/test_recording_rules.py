@@ -8,7 +8,7 @@ import pytest
 
 from mdengine.events import OpenConnection, Send
 from mdengine.exchanges import get_adapter, recording_rules
-from mdengine.recording import Record
+from mdengine.recording.reader import Record
 from mdengine.symbols import InstrumentIndex
 
 

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from mdengine.config import ExchangeConfig
+from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges import get_adapter
-from mdengine.export import BookUpdate, Rebuild
-from mdengine.recorder_cli import prepare_replay
-from mdengine.recording import RecordingReader
+from mdengine.recording.export import BookUpdate, Rebuild
+from mdengine.recording.reader import RecordingReader
+from mdengine.recording.replay import prepare_replay
 from mdengine.store import SegmentReader, shm
 
 CTX = mp.get_context("spawn")

@@ -13,7 +13,7 @@ import pytest
 # while holding it: Python runs the handler right there, between two bytecodes.
 _CHILD = textwrap.dedent("""
     import os, signal, sys, threading
-    from mdengine.signals import stop_on_signals
+    from mdengine.engine.signals import stop_on_signals
 
     stop = threading.Event()
     mode = sys.argv[1]
@@ -51,7 +51,7 @@ def test_a_signal_landing_while_the_event_lock_is_held_still_stops():
 def test_handlers_are_restored_and_the_pipe_closed_after_the_block():
     import threading
 
-    from mdengine.signals import stop_on_signals
+    from mdengine.engine.signals import stop_on_signals
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     fds = len(os.listdir("/proc/self/fd"))

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from mdengine.configfile import ConfigError, check_namespace
+from mdengine.engine.configfile import ConfigError, check_namespace
 from mdengine.store import SegmentReader, SegmentWriter, shm
 
 NOBODY = 65534

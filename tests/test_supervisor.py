@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from mdengine.control import ControlError, is_running, request
+from mdengine.engine.control import ControlError, is_running, request
 from mdengine.exchanges import get_adapter
 from mdengine.sim import Simulator
 from mdengine.store import LayoutError, SegmentNotFound, SegmentReader, list_names
@@ -189,7 +189,7 @@ def test_killed_then_stalled_feed_is_restarted_and_readers_keep_their_handles(si
 
 
 def subscribe_from_another_process(namespace, exchange, symbol, timeout=30.0):
-    code = ("import json, sys; from mdengine.control import request; "
+    code = ("import json, sys; from mdengine.engine.control import request; "
             f"print(json.dumps(request({namespace!r}, {{'op': 'subscribe', 'exchange': {exchange!r}, "
             f"'symbol': {symbol!r}, 'market': None}}, timeout={timeout})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 30)
@@ -237,7 +237,7 @@ def test_dynamic_subscribe_status_and_graceful_shutdown(sim, start_engine, names
     assert f"a supervisor is already running for namespace {namespace!r}" in second.stderr
     assert engine.status()["ok"] and len(list_names(namespace)) == 2
 
-    from mdengine import cli
+    from mdengine.engine import cli
 
     pids = {f["exchange"]: f["pid"] for f in engine.status()["feeds"]}
     assert cli.main(["status", "--namespace", namespace, "--json", "--interval", "0.2"]) == 0
@@ -284,7 +284,7 @@ def test_run_sim_serves_real_books_then_keep_segments_and_clean(start_engine, na
         assert 0 < bid < ask
     assert engine.stop(signal.SIGINT) == 0
     assert list_names(namespace) == [f"mde-{namespace}-okx"]  # kept for post-mortem
-    from mdengine import cli
+    from mdengine.engine import cli
 
     assert cli.main(["clean", "--namespace", namespace]) == 0
     assert "unlinked" in capsys.readouterr().out
@@ -302,7 +302,7 @@ def test_feeds_stop_when_the_supervisor_is_killed_and_clean_removes_its_segments
         assert not reader.writer_alive()
     assert not is_running(namespace)  # the abstract socket died with the process
     assert list_names(namespace) == [f"mde-{namespace}-okx"]
-    from mdengine import cli
+    from mdengine.engine import cli
 
     assert cli.main(["clean", "--namespace", namespace]) == 0
     assert f"mde-{namespace}-okx: unlinked" in capsys.readouterr().out

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from mdengine.config import EngineConfig, ExchangeConfig, RestartPolicy
-from mdengine.control import SupervisorRunning, request
+from mdengine.engine.config import EngineConfig, ExchangeConfig, RestartPolicy
+from mdengine.engine.control import SupervisorRunning, request
+from mdengine.engine.supervisor import Supervisor
 from mdengine.store import SegmentReader, list_names
-from mdengine.supervisor import Supervisor
 
 
 def crash_at_start(namespace, cfg, control=None, ready=None) -> int:

@@ -151,7 +151,7 @@ def test_damaged_frames_never_raise_and_never_change_state(live, data):
 def _feed(ns: str, sim, warm_ms: float):
     import multiprocessing as mp
 
-    from mdengine.config import ExchangeConfig
+    from mdengine.engine.config import ExchangeConfig
     from mdengine.exchanges import get_adapter
     from mdengine.feed.loop import LoopOptions
     from mdengine.feed.process import run_feed

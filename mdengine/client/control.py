@@ -1,11 +1,11 @@
 """The client's side of the control channel: ask the namespace's supervisor to subscribe or unsubscribe a
-symbol, or for its status. The channel itself (socket, peer checks) is `mdengine.control`."""
+symbol, or for its status. The channel itself (socket, peer checks) is `mdengine.engine.control`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .. import control as _channel
+from ..engine import control as _channel
 from ..errors import ControlError, SubscribeError
 
 SOCKET_GRACE_S = 2.0  # the supervisor waits up to `timeout` for the feed; our deadline leaves it time to answer

@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Mapping
 
-from .. import control
 from ..core.types import Side
+from ..engine import control
 from ..errors import SubscribeError
 from .shm import Book, Client
 

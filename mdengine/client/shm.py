@@ -34,7 +34,7 @@ import numpy as np
 
 from .. import rest
 from .. import store as _store
-from ..config import resolve_namespace
+from ..engine.config import resolve_namespace
 from ..errors import EngineNotFound, StaleBookError, UnknownSymbol
 from ..store import futex
 from ..store import layout as L
@@ -849,7 +849,7 @@ class Client:
 
         A new symbol's answer waits up to timeout/2 for its first book ("live": True) or the exchange's refusal.
         Raises SubscribeError with the reason if refused (unknown symbol, or refused by the exchange), and
-        mdengine.control.ControlError if no supervisor runs in the namespace.
+        mdengine.engine.control.ControlError if no supervisor runs in the namespace.
         """
         answer = self._control.subscribe(exchange, symbol, market, timeout)
         self._rescan()

@@ -1,5 +1,5 @@
 """Shared helpers of the exchanges' recording rules (`exchanges/<name>/recording.py`): pure functions over
-recorded records (`mdengine.recording.Record`-like: kind, url, data)."""
+recorded records (`mdengine.recording.reader.Record`-like: kind, url, data)."""
 
 from __future__ import annotations
 

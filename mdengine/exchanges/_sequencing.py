@@ -17,7 +17,7 @@ from enum import IntEnum
 
 
 class ChainKind(IntEnum):
-    """How an update names its place in the chain. The values are the C lane's (mdengine/_lane.h, CHAIN_*)."""
+    """How an update names its place in the chain. The values are the C lane's (mdengine/_c/_lane.h, CHAIN_*)."""
 
     #: it follows `last` when its first id is last + 1 (Binance spot, Bybit)
     NEXT_ID = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ExchangeConfig, resolve_namespace
+from ..engine.config import ExchangeConfig, resolve_namespace
 from .process import run_feed
 
 

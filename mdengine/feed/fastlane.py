@@ -31,7 +31,7 @@ FrameHandler = Callable[[str, "str | bytes", int], list[Event]]
 _native = speedups()
 _log = logging.getLogger("mdengine.feed.fastlane")
 
-#: the members the lane reads and writes on the book side of the contract, by role (mdengine/_lane.h, lane_roles);
+#: the members the lane reads and writes on the book side of the contract, by role (mdengine/_c/_lane.h, lane_roles);
 #: the adapter names its symbol's in lane_spec()["members"]
 BOOK_MEMBERS = {"bids": "bids", "asks": "asks", "update_id": "update_id", "exch_ts_ns": "exch_ts_ns",
                 "watch_depth": "watch_depth", "top_dirty": "top_dirty"}
@@ -51,7 +51,7 @@ def available() -> bool:
 
 def lane_args(adapter: Adapter, publisher: Publisher, spec: dict[str, Any]) -> tuple:
     """The arguments of `_speedups.Lane` for `adapter`'s lane spec, publishing through `publisher`: everything the
-    C side reads, by name (mdengine/_lane.h, Lane_init)."""
+    C side reads, by name (mdengine/_c/_lane.h, Lane_init)."""
     w = publisher.w
 
     def target_of(sym: Any) -> dict[str, object] | None:

@@ -15,7 +15,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..config import ExchangeConfig
+from ..engine.config import ExchangeConfig
 from ..exchanges import get_adapter
 from ..store.writer import SegmentWriter
 from ..symbols import InstrumentIndex
@@ -109,7 +109,7 @@ def _recorder(cfg: ExchangeConfig, loop: FeedLoop, publisher: Publisher, log: lo
     if not cfg.record_dir:
         return None
     try:
-        from ..recorder import Recorder
+        from ..recording.tap import Recorder
     except ImportError as e:
         publisher.error(f"record_dir is set but the recorder is unavailable: {e}")
         return None

@@ -19,8 +19,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from ..config import ExchangeConfig
 from ..core.events import Event, FetchRest, ProtocolError, SymbolKey
+from ..engine.config import ExchangeConfig
 from ..errors import UnknownSymbol
 from ..exchanges.base import Adapter
 from ..store.writer import StoreFull

@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 
-from mdengine.signals import stop_on_signals
+from mdengine.engine.signals import stop_on_signals
 from mdengine.sim.listings import MARKETS
 from mdengine.sim.simulator import Simulator
 

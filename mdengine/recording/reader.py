@@ -2,7 +2,7 @@
 
 A record is one line ``{"kind", "ts", "url", "data"}`` (the ``shared/recordings`` format), optionally with
 ``ts_ns`` (local receive time, ns), ``exchange`` and ``encoding`` ("base64" for a binary frame), as
-`mdengine.recorder` writes. Damage is expected, never fatal:
+`mdengine.recording.tap` writes. Damage is expected, never fatal:
 - a truncated tail (a crash mid-frame, a partly written line) ends the iteration and sets ``truncated``;
 - a damaged stretch inside the file (a crash mid-frame, then the restarted recorder's frames appended) is
   skipped up to the next frame and counted in ``corrupt_regions``;
@@ -27,8 +27,8 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None
 
-from .errors import MdengineError
-from .exchanges import EXCHANGES
+from ..errors import MdengineError
+from ..exchanges import EXCHANGES
 
 _CHUNK = 1 << 16
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
