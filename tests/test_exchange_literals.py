@@ -8,17 +8,11 @@ import io
 import tokenize
 from pathlib import Path
 
-import pytest
-
 from mdengine.exchanges import EXCHANGES
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mdengine"
 EXEMPT = ("exchanges", "sim")  # the exchanges' own packages, and the simulator that plays them
 LIMIT = 10
-# Moving out of these files is other work of issue #23 (the recording side); until it lands the count may exceed LIMIT
-# only because of them.
-PENDING = ("recording/export.py", "recording/replay.py", "recording/reader.py", "recording/tap.py", "client.py",
-           "compat.py")
 
 
 def names_exchange(value: str) -> bool:
@@ -66,11 +60,5 @@ def _report(found: dict[str, list[tuple[int, str]]]) -> str:
 def test_exchange_names_live_in_their_packages():
     found = literals_outside_exchanges()
     total = sum(map(len, found.values()))
-    if total <= LIMIT:
-        return
-    outside_pending = sum(len(h) for f, h in found.items() if f not in PENDING)
-    if outside_pending <= LIMIT:
-        pytest.xfail(f"{total} exchange-name literals, over {LIMIT} only because of files still being moved "
-                     f"(issue #23): {_report(found)}")
-    pytest.fail(f"{total} exchange-name literals outside mdengine/exchanges and mdengine/sim (limit {LIMIT}): "
-                f"{_report(found)}")
+    assert total <= LIMIT, (f"{total} exchange-name literals outside mdengine/exchanges and mdengine/sim "
+                            f"(limit {LIMIT}): {_report(found)}")
