@@ -81,5 +81,5 @@ class AdapterError(MdengineError):
 
 
 __all__ = ["AdapterError", "ConfigError", "ControlError", "EngineNotFound", "LayoutError", "MdengineError",
-           "ReadContention", "SegmentExists", "SegmentNotFound", "StaleBookError", "StoreFull", "SubscribeError",
-           "UnknownSymbol"]
+           "NoPerpData", "ReadContention", "SegmentExists", "SegmentNotFound", "StaleBookError", "StoreFull",
+           "SubscribeError", "UnknownSymbol"]
