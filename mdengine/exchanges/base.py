@@ -39,12 +39,15 @@ class Adapter(ABC):
     MAX_MESSAGE_BYTES: int = 4 << 20
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
-                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True) -> None:
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True) -> None:
         self.instruments = instruments
         self.endpoints = {**self.DEFAULT_ENDPOINTS, **(endpoints or {})}
         self.book_depth = book_depth
         self.book_mode = book_mode
         self.trades_enabled = trades
+        #: perpetual data (mark, index, funding, open interest, liquidations) for derivative symbols, where the
+        #: adapter implements it (docs/exchanges.md says which)
+        self.perp_enabled = perp
         self.books: dict[SymbolKey, LocalBook] = {}
 
     # ------------------------------------------------------------------ instruments (pure helpers)

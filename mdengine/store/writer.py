@@ -404,6 +404,7 @@ class SegmentWriter:
         """Mark a slot unsubscribed: its book goes stale, readers see the entry as removed."""
         self.view.entry(slot)  # raises IndexError for a bad slot
         self.publish_state(slot, L.BookState.STALE)
+        self.publish_perp_state(slot, L.BookState.STALE)
         off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
         version = L.DIRECTORY_VERSION_OFFSET >> 3
         self.q[version] += 1
