@@ -10,6 +10,8 @@ import pytest
 from test_feed_sim import FeedProc, config, wait
 
 from mdengine.client import Client, NoPerpData
+from mdengine.config import ExchangeConfig
+from mdengine.exchanges.bybit import BybitAdapter
 from mdengine.sim import Simulator
 from mdengine.sim.formats.perp import FUNDING_PERIOD_MS, PerpModel
 from mdengine.store import shm
@@ -17,28 +19,40 @@ from mdengine.store import shm
 pytestmark = pytest.mark.slow
 
 
+PERP = "BTC/USDT:USDT"
+#: what each exchange's public streams carry beyond mark, index, funding rate and next funding time
+HAS_OPEN_INTEREST = {"binance": False, "bybit": True}
+
+
 @pytest.fixture(scope="module")
-def perp_feed():
+def perp_feeds():
     mp = pytest.MonkeyPatch()
     mp.setattr(PerpModel, "BURST_CHANCE", 1.0)  # liquidations every simulated second
     ns = "f" + uuid.uuid4().hex[:8]
-    with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm"]) as sim:
-        f = FeedProc(ns, config(sim, ["BTC/USDT", "BTC/USDT:USDT"]))
+    feeds = []
+    with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm", "bybit"]) as sim:
         try:
-            f.wait_live("BTC/USDT", "BTC/USDT:USDT")
-            yield ns, f
+            feeds.append(FeedProc(ns, config(sim, ["BTC/USDT", PERP])))
+            feeds.append(FeedProc(ns, ExchangeConfig(
+                "bybit", symbols=[PERP], markets=["linear"], endpoints=BybitAdapter.sim_endpoints(sim.endpoints()),
+                book_depth=20, book_capacity=20)))
+            for f in feeds:
+                f.wait_live(PERP)
+            yield ns
         finally:
-            f.close()
+            for f in feeds:
+                f.close()
             for name in shm.list_names(ns):
                 shm.unlink(name)
             mp.undo()
 
 
-def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feed):
-    ns, _ = perp_feed
+@pytest.mark.parametrize("exchange", list(HAS_OPEN_INTEREST))
+def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchange):
+    ns = perp_feeds
     with Client(ns) as c:
-        p = wait(lambda: (x := c.perp("binance", "BTC/USDT:USDT")) and not x.stale and x, 20, "live perp stats")
-        top = c.top("binance", "BTC/USDT:USDT")
+        p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and x, 20, "live perp stats")
+        top = c.top(exchange, PERP)
         mid = (top.bid + top.ask) / 2
         assert abs(p.mark_price / mid - 1) < 0.002, (p, top)  # the mark follows the book
         assert abs(p.index_price / p.mark_price - 1) < 0.001, p
@@ -46,22 +60,25 @@ def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feed):
         now_ns = time.time_ns()
         assert now_ns < p.next_funding_ns <= now_ns + FUNDING_PERIOD_MS * 1_000_000
         assert p.next_funding_ns % (FUNDING_PERIOD_MS * 1_000_000) == 0  # 00:00, 08:00, 16:00 UTC
-        assert math.isnan(p.next_funding_rate) and math.isnan(p.open_interest)  # Binance streams neither
+        assert math.isnan(p.next_funding_rate)  # neither exchange announces it on these streams
+        assert (p.open_interest > 0) if HAS_OPEN_INTEREST[exchange] else math.isnan(p.open_interest)
         assert p.age_s < 5 and p.exch_ts_ns > 0
         first = p.exch_ts_ns
-        wait(lambda: c.perp("binance", "BTC/USDT:USDT").exch_ts_ns > first, 10, "the next markPrice@1s")
-        with pytest.raises(NoPerpData):
-            c.perp("binance", "BTC/USDT")
+        wait(lambda: c.perp(exchange, PERP).exch_ts_ns > first, 10, "the next update")
+        if exchange == "binance":
+            with pytest.raises(NoPerpData):
+                c.perp("binance", "BTC/USDT")
 
 
-def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feed):
-    ns, _ = perp_feed
+@pytest.mark.parametrize("exchange", list(HAS_OPEN_INTEREST))
+def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange):
+    ns = perp_feeds
     with Client(ns) as c:
-        stream = c.liquidation_stream("binance", "BTC/USDT:USDT")
+        stream = c.liquidation_stream(exchange, PERP)
         assert c.wait(20, [stream]) == [stream]
         got = stream.poll()
         assert len(got.records) >= 1 and got.lost == 0
         r = got.records[0]
         assert r["price"] > 0 and r["qty"] > 0 and r["side"] in (1, -1) and r["exch_ts_ns"] > 0
-        top = c.top("binance", "BTC/USDT:USDT")
+        top = c.top(exchange, PERP)
         assert abs(r["price"] / ((top.bid + top.ask) / 2) - 1) < 0.01
