@@ -12,6 +12,7 @@ from test_feed_sim import FeedProc, config, wait
 from mdengine.client import Client, NoPerpData
 from mdengine.config import ExchangeConfig
 from mdengine.exchanges.bybit import BybitAdapter
+from mdengine.exchanges.okx import OkxAdapter
 from mdengine.sim import Simulator
 from mdengine.sim.formats.perp import FUNDING_PERIOD_MS, PerpModel
 from mdengine.store import shm
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 PERP = "BTC/USDT:USDT"
 #: what each exchange's public streams carry beyond mark, index, funding rate and next funding time
-HAS_OPEN_INTEREST = {"binance": False, "bybit": True}
+HAS_OPEN_INTEREST = {"binance": False, "bybit": True, "okx": True}
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,14 @@ def perp_feeds():
     mp.setattr(PerpModel, "BURST_CHANCE", 1.0)  # liquidations every simulated second
     ns = "f" + uuid.uuid4().hex[:8]
     feeds = []
-    with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm", "bybit"]) as sim:
+    with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm", "bybit", "okx"]) as sim:
         try:
             feeds.append(FeedProc(ns, config(sim, ["BTC/USDT", PERP])))
             feeds.append(FeedProc(ns, ExchangeConfig(
                 "bybit", symbols=[PERP], markets=["linear"], endpoints=BybitAdapter.sim_endpoints(sim.endpoints()),
+                book_depth=20, book_capacity=20)))
+            feeds.append(FeedProc(ns, ExchangeConfig(
+                "okx", symbols=[PERP], markets=["SWAP"], endpoints=OkxAdapter.sim_endpoints(sim.endpoints()),
                 book_depth=20, book_capacity=20)))
             for f in feeds:
                 f.wait_live(PERP)
