@@ -47,7 +47,7 @@ def perp_feeds():
                 endpoints=BitgetAdapter.sim_endpoints(sim.endpoints()), book_depth=20, book_capacity=20)))
             for f in feeds:
                 f.wait_live(PERP)
-            yield ns
+            yield ns, sim
         finally:
             for f in feeds:
                 f.close()
@@ -58,7 +58,7 @@ def perp_feeds():
 
 @pytest.mark.parametrize("exchange", list(HAS_OPEN_INTEREST))
 def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchange):
-    ns = perp_feeds
+    ns, sim = perp_feeds
     with Client(ns) as c:
         p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and x, 20, "live perp stats")
         top = c.top(exchange, PERP)
@@ -81,7 +81,7 @@ def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchang
 
 @pytest.mark.parametrize("exchange", HAS_LIQUIDATIONS)
 def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange):
-    ns = perp_feeds
+    ns, sim = perp_feeds
     with Client(ns) as c:
         stream = c.liquidation_stream(exchange, PERP)
         assert c.wait(20, [stream]) == [stream]
@@ -91,3 +91,15 @@ def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange)
         assert r["price"] > 0 and r["qty"] > 0 and r["side"] in (1, -1) and r["exch_ts_ns"] > 0
         top = c.top(exchange, PERP)
         assert abs(r["price"] / ((top.bid + top.ask) / 2) - 1) < 0.01
+
+
+def test_a_silent_connection_makes_the_perp_record_stale_then_live_again(perp_feeds):
+    """The perp record follows the books' freshness rule: silence on its connection is stale within stale_after_s
+    (3 s), with the reason; the feed replaces the connection and the record is live again."""
+    ns, sim = perp_feeds
+    with Client(ns) as c:
+        wait(lambda: not c.perp("okx", PERP).stale, 20, "live perp stats")
+        sim.inject("okx", "silent", seconds=30.0)  # the sockets stay open; nothing comes back on them
+        p = wait(lambda: (x := c.perp("okx", PERP)).stale and x, 15, "stale perp stats")
+        assert "nothing received" in p.reason, p
+        wait(lambda: not c.perp("okx", PERP).stale, 40, "perp stats live again on a new connection")
