@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from mdengine.events import LiquidationsReceived, PerpInvalid, PerpStatsUpdate, ProtocolError
+from mdengine.events import FetchRest, LiquidationsReceived, Notice, PerpInvalid, PerpStatsUpdate, ProtocolError
 from mdengine.exchanges.binance import BinanceAdapter
 from mdengine.store.layout import MarketKind, Side
 from mdengine.symbols import Instrument, InstrumentIndex
@@ -114,3 +114,31 @@ def test_the_publisher_merges_perp_stats_and_appends_liquidations(namespace):
         assert r.perp("BTC/USDT:USDT").read()[9] == L.BookState.STALE
         pub.close()
     w.close()
+
+
+def test_open_interest_is_polled_by_rest_in_turns_within_the_weight_budget():
+    a = _adapter(open_interest_interval_s=10.0)
+    (req,) = a.poll(100.0)
+    assert isinstance(req, FetchRest) and req.url.endswith("/fapi/v1/openInterest?symbol=BTCUSDT")
+    assert a.poll(100.5) == []  # the answer is outstanding, and the next is not due
+    body = b'{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011}'  # BN-UM's example
+    (ev,) = a.on_rest(req.request_id, 200, body, 5)
+    assert isinstance(ev, PerpStatsUpdate) and ev.fields == {"open_interest": 10659.509}
+    assert ev.exch_ts_ns == 1589437530011 * 1_000_000
+    assert a.poll(105.0) == []
+    (req,) = a.poll(110.0)  # one symbol: every 10 s
+    (ev,) = a.on_rest(req.request_id, 429, b"too many", 6)
+    assert isinstance(ev, Notice)  # no resync, no made-up value: the next poll asks again
+    assert len(a.poll(120.0)) == 1
+    many = BinanceAdapter(InstrumentIndex([PERP]), open_interest_interval_s=1.0)
+    many.subscribe(PERP)
+    many.poll(0.0)
+    assert many._oi_next >= 60.0 / 240  # noqa: SLF001 - never above the budget's rate
+    assert _adapter(perp=False).poll(100.0) == [] and _adapter(open_interest_interval_s=0).poll(100.0) == []
+
+
+def test_a_bad_open_interest_answer_is_a_protocol_error():
+    a = _adapter()
+    (req,) = a.poll(1.0)
+    (ev,) = a.on_rest(req.request_id, 200, b'{"openInterest": "-3", "symbol": "BTCUSDT", "time": 1}', 1)
+    assert isinstance(ev, ProtocolError) and ev.key == PERP.key

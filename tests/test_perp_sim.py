@@ -22,8 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 PERP = "BTC/USDT:USDT"
-#: what each exchange's public streams carry beyond mark, index, funding rate and next funding time
-HAS_OPEN_INTEREST = {"binance": False, "bybit": True, "okx": True, "bitget": True}
+EXCHANGES = ["binance", "bybit", "okx", "bitget"]  # Binance's open interest: polled by REST
 HAS_LIQUIDATIONS = ["binance", "bybit", "okx"]  # Bitget's v2 public API has no liquidation channel
 
 
@@ -35,7 +34,7 @@ def perp_feeds():
     feeds = []
     with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm", "bybit", "okx", "bitget"]) as sim:
         try:
-            feeds.append(FeedProc(ns, config(sim, ["BTC/USDT", PERP])))
+            feeds.append(FeedProc(ns, config(sim, ["BTC/USDT", PERP], options={"open_interest_interval_s": 1.0})))
             feeds.append(FeedProc(ns, ExchangeConfig(
                 "bybit", symbols=[PERP], markets=["linear"], endpoints=BybitAdapter.sim_endpoints(sim.endpoints()),
                 book_depth=20, book_capacity=20)))
@@ -56,11 +55,12 @@ def perp_feeds():
             mp.undo()
 
 
-@pytest.mark.parametrize("exchange", list(HAS_OPEN_INTEREST))
+@pytest.mark.parametrize("exchange", EXCHANGES)
 def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchange):
     ns, sim = perp_feeds
     with Client(ns) as c:
-        p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and x, 20, "live perp stats")
+        p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and not math.isnan(x.open_interest) and x, 20,
+                 "live perp stats with open interest")
         top = c.top(exchange, PERP)
         mid = (top.bid + top.ask) / 2
         assert abs(p.mark_price / mid - 1) < 0.002, (p, top)  # the mark follows the book
@@ -70,7 +70,7 @@ def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchang
         assert now_ns < p.next_funding_ns <= now_ns + FUNDING_PERIOD_MS * 1_000_000
         assert p.next_funding_ns % (FUNDING_PERIOD_MS * 1_000_000) == 0  # 00:00, 08:00, 16:00 UTC
         assert math.isnan(p.next_funding_rate)  # neither exchange announces it on these streams
-        assert (p.open_interest > 0) if HAS_OPEN_INTEREST[exchange] else math.isnan(p.open_interest)
+        assert p.open_interest > 0
         assert p.age_s < 5 and p.exch_ts_ns > 0
         first = p.exch_ts_ns
         wait(lambda: c.perp(exchange, PERP).exch_ts_ns > first, 10, "the next update")

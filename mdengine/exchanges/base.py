@@ -149,6 +149,11 @@ class Adapter(ABC):
     def send_rate(self, conn: str) -> float:
         return 5.0
 
+    def poll(self, now: float) -> list[Event]:
+        """Called by the loop on every tick (about 20 times a second) with the monotonic time in seconds: requests
+        that are due on a schedule, such as REST-only data polled at an interval (Binance open interest)."""
+        return []
+
     def rotate_after(self, conn: str) -> float:
         """Seconds a connection may stay open before the loop asks `on_rotate(conn)` to replace it (0: never).
         For exchanges that cut every connection after a fixed time (Binance: 24 h)."""

@@ -65,6 +65,9 @@ _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
 # each of its depth streams has delivered (or _TAKEOVER_NS after its first frame: a quiet symbol's diffs then
 # chain on the book or show a gap, which resyncs only that symbol).
 ROTATE_AFTER_S = 23.5 * 3600
+# Open interest is REST-only on Binance (weight 1 per request); polling may use at most this much of the IP's
+# 2400-per-minute weight budget, so depth snapshots (weight 20 at limit 1000) keep the rest.
+OPEN_INTEREST_WEIGHT_PER_MIN = 240
 _TAKEOVER_NS = 30 * 1_000_000_000
 # The chain rule of a LIVE book (exchanges.md §1-2): a spot diff's first id U is the last u plus one; a USDⓈ-M
 # diff names the one before it in pu (U is not contiguous there).
@@ -374,7 +377,8 @@ class BinanceAdapter(Adapter):
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
                  max_streams: int | None = None, snapshot_limit: int = 1000,
-                 rotate_after_s: float = ROTATE_AFTER_S, perp: bool = True) -> None:
+                 rotate_after_s: float = ROTATE_AFTER_S, perp: bool = True,
+                 open_interest_interval_s: float = 30.0) -> None:
         super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades,
                          perp=perp)
         if book_mode not in ("diff", "partial"):
@@ -384,6 +388,14 @@ class BinanceAdapter(Adapter):
         if isinstance(rotate_after_s, bool) or not isinstance(rotate_after_s, int | float) or rotate_after_s < 0:
             raise ValueError(f"binance rotate_after_s must be a number of seconds >= 0 (0: never), not "
                              f"{rotate_after_s!r}")
+        if isinstance(open_interest_interval_s, bool) or not isinstance(open_interest_interval_s, int | float) or \
+                open_interest_interval_s < 0:
+            raise ValueError(f"binance open_interest_interval_s must be a number of seconds >= 0 (0: never), not "
+                             f"{open_interest_interval_s!r}")
+        self.open_interest_interval_s = float(open_interest_interval_s)
+        self._oi_next = 0.0  # monotonic s of the next open interest request
+        self._oi_turn = 0  # which USDⓈ-M symbol is next
+        self._oi_requests: dict[str, SymbolKey] = {}  # request id -> symbol
         self.trade_stream = trade_stream
         self.max_streams = max_streams
         self.rotate_after_s = float(rotate_after_s)
@@ -725,7 +737,48 @@ class BinanceAdapter(Adapter):
             out += self.unsubscribe(k)
         return out or [SubscribeFailed(None, conn, message)]
 
+    # ------------------------------------------------------------------ open interest (REST only on Binance)
+    def poll(self, now: float) -> list[Event]:
+        """One open interest request when due, the USDⓈ-M symbols taking turns: each symbol every
+        open_interest_interval_s, or less often when that would exceed OPEN_INTEREST_WEIGHT_PER_MIN."""
+        if not self.perp_enabled or self.open_interest_interval_s <= 0 or now < self._oi_next:
+            return []
+        perps = [sym for key, sym in self.syms.items() if key[0] == USDM]
+        if not perps:
+            self._oi_next = now + 1.0
+            return []
+        per_request = max(self.open_interest_interval_s / len(perps), 60.0 / OPEN_INTEREST_WEIGHT_PER_MIN)
+        self._oi_next = now + per_request
+        sym = perps[self._oi_turn % len(perps)]
+        self._oi_turn += 1
+        if len(self._oi_requests) >= len(perps):  # answers are outstanding (a slow or failing REST): wait
+            return []
+        rid = f"oi:{sym.inst.native}:{self._new_id()}"
+        self._oi_requests[rid] = sym.key
+        url = f"{self.endpoints[USDM + '_rest'].rstrip('/')}/fapi/v1/openInterest?symbol={sym.inst.native}"
+        return [FetchRest(rid, url, sym.key)]
+
+    def _on_open_interest(self, key: SymbolKey, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        """{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011} (BN-UM "Open Interest")."""
+        if key not in self.syms:
+            return []  # unsubscribed meanwhile
+        if status != 200:
+            text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:200]
+            return [Notice("rest", f"open interest of {key[1]}: HTTP {status}: {text}")]
+        try:
+            d = _loads(body)
+            if d["symbol"] != key[1]:
+                raise ValueError(f"answer for {d['symbol']!r}")
+            fields = perp_fields(open_interest=d["openInterest"])
+            return [PerpStatsUpdate(key, fields, int(d["time"]) * _MS, recv_ns)]
+        except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
+            return [ProtocolError("rest", f"bad open interest answer: {type(e).__name__}: {e}: {_excerpt(body)}",
+                                  key=key)]
+
     def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        oi_key = self._oi_requests.pop(request_id, None)
+        if oi_key is not None:
+            return self._on_open_interest(oi_key, status, body, recv_ns)
         sym = self._requests.pop(request_id, None)
         if sym is None or sym.request_id != request_id:
             return []  # answer to a request superseded by a newer one, or for a symbol since dropped

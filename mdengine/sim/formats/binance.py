@@ -4,7 +4,8 @@ Spot chains diffs U == prev u + 1; USDⓈ-M chains pu == prev u with non-contigu
 ``id_gaps``). USDⓈ-M routes depth/bookTicker to /public (and unrouted /ws, /stream) and aggTrade,
 markPrice and forceOrder to /market; a stream on the wrong route, or for an unknown symbol, is acked and gets no
 data. markPrice frames come every 1 s (@1s) or 3 s from the shared perp model (formats/perp.py); forceOrder
-pushes the model's liquidations (at most one per second per symbol, as Binance's snapshot stream).
+pushes the model's liquidations (at most one per second per symbol, as Binance's snapshot stream); REST
+``/fapi/v1/openInterest`` answers the model's open interest.
 """
 
 from __future__ import annotations
@@ -268,6 +269,13 @@ class BinanceVenue(Venue):
         ep = path[len(base) :]
         if ep == "exchangeInfo":
             return 200, self.exchange_info(q.get("symbol"))
+        if ep == "openInterest" and self.futures:  # BN-UM "Open Interest", from the perp model
+            model = self.models.get(q.get("symbol", ""))
+            if model is None:
+                return 400, {"code": -1121, "msg": "Invalid symbol."}
+            perp = self.perps.of(model, now_ms())
+            return 200, {"openInterest": model.inst.qty(perp.open_interest_lots), "symbol": model.inst.native,
+                         "time": now_ms()}
         if ep not in ("depth", "trades"):
             return None
         sym = q.get("symbol", "")
