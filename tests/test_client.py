@@ -603,3 +603,24 @@ def test_fmz_GetFundings_reads_the_perp_record(namespace, feed):
         (f,) = ex.GetFundings()
         assert (f["Symbol"], f["Rate"], f["Time"], f["Interval"]) == ("BTC_USDT.swap", 1e-4, 1_700_000_000_123, None)
         assert f["Info"]["MarkPrice"] == 100.5 and f["Info"]["OpenInterest"] == 7.0 and not f["Info"]["Stale"]
+
+
+def test_status_shows_the_funding_rate_and_the_time_to_the_next_funding(namespace, feed):
+    from mdengine.status import StatusSampler, render_text
+
+    spot = feed.add("spot", "BTCUSDT", "BTC/USDT")
+    slot = feed.add("usdm", "BTCUSDT", "BTC/USDT:USDT", layout.MarketKind.LINEAR)
+    feed.book(spot, 100.0, 101.0, 1)
+    feed.book(slot, 100.0, 101.0, 1)
+    next_ns = time.time_ns() + (2 * 3600 + 5 * 60 + 30) * 10**9
+    feed.call("perp", slot, {"funding_rate": 1e-4, "next_funding_ns": next_ns}, 0)
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    rows = {s["symbol"]: s for f in status["feeds"] for s in f["symbols"]}
+    assert rows["BTC/USDT:USDT"]["funding_rate"] == 1e-4
+    assert 2 * 3600 + 5 * 60 <= rows["BTC/USDT:USDT"]["next_funding_s"] <= 2 * 3600 + 5 * 60 + 30
+    assert rows["BTC/USDT"]["funding_rate"] is None and rows["BTC/USDT"]["next_funding_s"] is None  # spot: none
+    text = render_text(status)
+    perp_line = next(line for line in text.splitlines() if "BTC/USDT:USDT" in line)
+    assert perp_line.split()[-2:] == ["0.0100%", "2h05m"], perp_line
+    assert next(line for line in text.splitlines() if "BTC/USDT " in line).split()[-2:] == ["-", "-"]
