@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, now_ms
-from mdengine.sim.formats.perp import PerpModel, PerpModels
+from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step, checksum_string, crc32_signed
 
 _INST_TYPE = {"spot": "SPOT", "linear": "USDT-FUTURES", "inverse": "COIN-FUTURES"}
@@ -72,7 +72,7 @@ class BitgetSession(Session):
             self.subscribed_any = True
             model = self.gv.models[key]
             if ch == "ticker":
-                out.append(Out(self._ticker(key, model, now_ms(), "snapshot"), key, "perp"))
+                out.append(Out(self._ticker(key, model, model_now(model), "snapshot"), key, "perp"))
             elif ch == "trade":
                 recent = list(model.trades)[::-1][:50]
                 out.append(Out(self.gv.trades(key, model, recent, "snapshot"), key, "trade"))
@@ -92,7 +92,7 @@ class BitgetSession(Session):
         out: list[Out] = []
         if ("ticker", key) in self.subs:
             sent_ms, sent = self.ticker_sent.get(key, (0, None))
-            if st.ts - sent_ms >= 200:
+            if not 0 <= st.ts - sent_ms < 200:  # negative: the model runs on its own clock
                 now = self.gv.ticker(model, self.gv.perps.of(model, st.ts), st.ts)
                 if {k: v for k, v in now.items() if k != "ts"} != sent:
                     out.append(Out(self._ticker(key, model, st.ts, "snapshot"), key, "perp"))

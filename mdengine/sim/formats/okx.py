@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
-from mdengine.sim.formats.perp import PerpModel, PerpModels
+from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Step, checksum_string, crc32_signed
 
 _CHANNELS = {"books": 400, "books5": 5, "bbo-tbt": 1, "trades": 0}
@@ -127,12 +127,13 @@ class OkxSession(Session):
             for k in self.ov.models:
                 m = self.ov.models[k]
                 if m.inst.kind != "spot":
-                    self.liquidations_seen.setdefault(k, self.ov.perps.of(m, now_ms())._liq_seq)  # noqa: SLF001
+                    self.liquidations_seen.setdefault(k, self.ov.perps.of(m, model_now(m))._liq_seq)  # noqa: SLF001
             return out
         users = [ident] if ch != "index-tickers" else self.ov.index_users(ident)
         model = self.ov.models[users[0]]
-        data = self.ov.perp_data(ch, ident, model, self.ov.perps.of(model, now_ms()))
-        self.perp_sent[(ch, ident)] = (now_ms(), data)
+        now = model_now(model)
+        data = self.ov.perp_data(ch, ident, model, self.ov.perps.of(model, now), now)
+        self.perp_sent[(ch, ident)] = (now, data)
         out.append(Out({"arg": {"channel": ch, "instId": ident}, "data": [data]}, users[0], "perp"))
         return out
 
@@ -151,7 +152,7 @@ class OkxSession(Session):
             data = self.ov.perp_data(ch, ident, model, perp, st.ts)
             same = sent is not None and {k: v for k, v in sent.items() if k != "ts"} == \
                 {k: v for k, v in data.items() if k != "ts"}
-            if st.ts - sent_ms < (most if same else least):
+            if 0 <= st.ts - sent_ms < (most if same else least):  # negative: the model runs on its own clock
                 continue
             self.perp_sent[(ch, ident)] = (st.ts, data)
             out.append(Out({"arg": {"channel": ch, "instId": ident}, "data": [data]}, key, "perp"))
