@@ -125,9 +125,17 @@ def test_perp_reads_are_never_torn_under_a_writer_process(namespace):
         with SegmentReader(namespace, H.EXCHANGE) as r:
             read = r.perp(H.PERP_UNIFIED).read
             lr = r.liquidations(H.PERP_UNIFIED, start=0)
-            torn = reads = changes = got = lost = bad = 0
+            torn = reads = changes = got = lost = bad = control_torn = 0
             last = -1
+            # the negative control: the same copy, field by field, without re-checking the latch counter after
+            q, buf, base = r.view.q, r.view.buf, r.view.perp_base(r.entry(H.PERP_UNIFIED).slot)
+            seq_i = (base + L.PERP_SEQ_OFFSET) >> 3
+            mark_at, oi_at = L.PERP_DTYPE.fields["mark_price"][1], L.PERP_DTYPE.fields["open_interest"][1]
             while reads < 300_000:
+                c = base + (L.PERP_COPY1_OFFSET if q[seq_i] & 1 else L.PERP_COPY0_OFFSET)
+                mark = struct.unpack_from("<d", buf, c + mark_at)[0]
+                oi = struct.unpack_from("<d", buf, c + oi_at)[0]
+                control_torn += mark > 0.25 and oi != (mark - 0.25) * 2.0
                 rec = read()
                 reads += 1
                 u = rec[6]
@@ -147,7 +155,8 @@ def test_perp_reads_are_never_torn_under_a_writer_process(namespace):
     finally:
         writer.terminate()
     published = writer.finish()["published"]
-    summary = f"{published=} {reads=} {changes=} {torn=} {got=} {lost=} {bad=}"
+    summary = f"{published=} {reads=} {changes=} {torn=} {got=} {lost=} {bad=} {control_torn=}"
     assert torn == 0 and bad == 0, summary
+    assert control_torn > 0, summary  # the race was there to lose: a reader without the latch saw mixed records
     assert changes > 1000 and got > 1000, summary  # the reads really raced the writer
     assert got + lost <= published, summary
