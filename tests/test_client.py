@@ -536,6 +536,7 @@ def test_perp_reads_mark_funding_and_open_interest_with_freshness(namespace, fee
     with Client(namespace) as c:
         p = c.perp("binance", "BTC/USDT:USDT")
         assert p.stale and p.state == "empty" and p.reason == "no perp data published yet" and p.age_s == math.inf
+        assert math.isnan(p.mark_price) and math.isnan(p.funding_rate) and p.next_funding_ns == 0  # not zeros
         feed.call("perp", slot, {"mark_price": 100.5, "index_price": 100.4, "funding_rate": 1e-4,
                                  "next_funding_ns": 1_700_000_000_000_000_000}, 0)
         p = c.perp("binance", "BTC/USDT:USDT")

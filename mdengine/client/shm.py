@@ -66,6 +66,7 @@ FOLLOW_NS = 100_000_000  # a stale read (or wait()) asks at most this often whet
 RESCAN_NS = 1_000_000_000  # wait(streams=None) looks for new segments this often
 REST_CACHE_S = 0.25  # a REST answer is reused this long, so a fast loop on a stale book does not hammer REST
 _LIVE = L.BookState.LIVE
+_NAN = math.nan
 _time_ns = time.time_ns
 _new_tuple = tuple.__new__
 _NAMES = L.BookState.NAMES
@@ -599,6 +600,8 @@ class Perp(_Handle):
         name = _state_name(state)
         if c.max_age is not None:
             raise StaleBookError(self.exchange, self.symbol, age, name, reason)
+        if state == L.BookState.EMPTY:  # never published: every field absent, not the zero-filled memory
+            return PerpStats(_NAN, _NAN, _NAN, _NAN, 0, _NAN, 0, age, stale, name, reason)
         return PerpStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, stale, name, reason)
 
     def _changed(self) -> bool:
