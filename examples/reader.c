@@ -9,8 +9,10 @@
  *       trades were printed or SECONDS passed; -e starts the trades at the oldest one in the ring
  *   mde-reader bench  NS EXCHANGE SYMBOL [MARKET] [-d DEPTH] [-n READS]
  *       time READS consistent book reads, each between two clock_gettime calls (timer included)
+ *   mde-reader perp   NS EXCHANGE SYMBOL [MARKET]      the perpetual's perp record (layout 1.4), read once
  *
- * Output is JSON lines. Exit status: 0 ok, 1 usage, 2 unknown or ambiguous symbol, 3 bad segment.
+ * Output is JSON lines. Exit status: 0 ok, 1 usage, 2 unknown or ambiguous symbol (or no perp record for perp),
+ * 3 bad segment.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <fcntl.h>
@@ -40,6 +42,9 @@
 #define OFF_GENERATION 144
 #define OFF_DIRECTORY_COUNT 256
 #define OFF_DIRECTORY_VERSION 264
+#define OFF_PERP_AREA 288 /* 1.4 */
+#define OFF_PERP_SLOT_SIZE 292
+#define OFF_LIQUIDATION_CAPACITY 296
 #define HEADER_LENGTH 512
 /* "Directory", "Slot", "Book copy", "Reading trades: the ring" */
 #define DIR_ENTRY_LENGTH 128
@@ -52,6 +57,13 @@
 #define RING_TAIL 64
 #define RING_HEADER_LENGTH 128
 #define TRADE_RECORD_LENGTH 64
+/* "Perp area (1.4)" */
+#define PERP_COPY0 64
+#define PERP_COPY1 192
+#define PERP_RECORDS 448
+#define PERP_RECORD_LENGTH 128
+#define KIND_LINEAR 1u
+#define KIND_INVERSE 2u
 #define RETRY_LIMIT 100000
 #define MAX_DEPTH 5000
 
@@ -78,13 +90,23 @@ typedef struct {
     int64_t index;
     uint8_t reserved1[8];
 } trade;
+typedef struct {
+    double mark_price, index_price, funding_rate, next_funding_rate;
+    int64_t next_funding_ns;
+    double open_interest;
+    int64_t exch_ts_ns, recv_ts_ns, pub_ts_ns;
+    uint32_t state, reserved0;
+    int64_t generation, version;
+    uint8_t reserved1[32];
+} perp_record;
+_Static_assert(sizeof(perp_record) == PERP_RECORD_LENGTH, "perp record layout");
 _Static_assert(sizeof(dir_entry) == DIR_ENTRY_LENGTH, "directory entry layout");
 _Static_assert(sizeof(book_header) == BOOK_HEADER_LENGTH && sizeof(level) == LEVEL_LENGTH, "book layout");
 _Static_assert(sizeof(trade) == TRADE_RECORD_LENGTH, "trade record layout");
 
 typedef struct {
     const uint8_t *base;
-    uint64_t size, slots_offset, slot_size, copy0, copy1, ring;
+    uint64_t size, slots_offset, slot_size, copy0, copy1, ring, perp_area, perp_slot_size;
     uint32_t max_symbols, book_capacity, trade_capacity, minor;
 } segment;
 
@@ -152,6 +174,14 @@ static int attach(segment *seg, const char *ns, const char *exchange) {
         || seg->slot_size != ALIGN64(seg->ring + RING_HEADER_LENGTH + tc * TRADE_RECORD_LENGTH)
         || seg->slots_offset + seg->max_symbols * seg->slot_size > seg->size || seg->size > (uint64_t)st.st_size)
         return fail(3, "inconsistent header geometry");
+    /* the perp area (1.4): absent (0) in older segments; ignored unless its words are consistent */
+    uint64_t perp = load_u32(b + OFF_PERP_AREA), perp_slot = load_u32(b + OFF_PERP_SLOT_SIZE);
+    uint64_t lc = load_u32(b + OFF_LIQUIDATION_CAPACITY);
+    int sane = perp && lc >= 2 && lc <= (1u << 16) && !(lc & (lc - 1))
+               && perp_slot == ALIGN64(PERP_RECORDS + lc * TRADE_RECORD_LENGTH)
+               && perp + seg->max_symbols * perp_slot <= seg->size;
+    seg->perp_area = sane ? perp : 0;
+    seg->perp_slot_size = sane ? perp_slot : 0;
     return 0;
 }
 
@@ -229,6 +259,19 @@ static long read_book(const segment *seg, const uint8_t *slot, uint32_t depth, b
             if (out->h.n_asks > depth) out->h.n_asks = depth;
             return attempt;
         }
+    }
+    return -1;
+}
+
+/* A consistent copy of a perp record through its latch (the books' protocol on its own counter); -1 if every
+ * attempt raced. */
+static long read_perp(const segment *seg, int slot, perp_record *out) {
+    const uint8_t *p = seg->base + seg->perp_area + (uint64_t)slot * seg->perp_slot_size; /* PERP_SEQ = 0 */
+    for (long attempt = 0; attempt < RETRY_LIMIT; attempt++) {
+        uint64_t s = load_acquire(p);
+        copy_words(out, p + (s & 1 ? PERP_COPY1 : PERP_COPY0), PERP_RECORD_LENGTH);
+        atomic_thread_fence(memory_order_acquire);
+        if (load_relaxed(p) == s) return attempt;
     }
     return -1;
 }
@@ -380,7 +423,7 @@ static int bench(const segment *seg, int slot, uint32_t depth, long reads) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fputs("usage: mde-reader lookup|watch|bench NS EXCHANGE SYMBOL [MARKET] [-d DEPTH] [-n N] [-t TRADES] "
+        fputs("usage: mde-reader lookup|watch|bench|perp NS EXCHANGE SYMBOL [MARKET] [-d DEPTH] [-n N] [-t TRADES] "
               "[-s SECONDS] [-e]\n", stderr);
         return 1;
     }
@@ -418,9 +461,24 @@ int main(int argc, char **argv) {
                (long long)load_relaxed(seg.base + OFF_GENERATION));
         return 0;
     }
+    if (!strcmp(mode, "perp")) {
+        if (!seg.perp_area) return fail(2, "no perp record: the segment has no perp area (layout before 1.4)");
+        if (e.kind != KIND_LINEAR && e.kind != KIND_INVERSE) return fail(2, "no perp record: not a perpetual");
+        perp_record r;
+        if (read_perp(&seg, slot, &r) < 0) return fail(3, "the perp record changed during every read");
+        printf("{\"perp\":{\"mark_price\":");
+        put_double(r.mark_price), printf(",\"index_price\":"), put_double(r.index_price);
+        printf(",\"funding_rate\":"), put_double(r.funding_rate), printf(",\"next_funding_rate\":");
+        put_double(r.next_funding_rate);
+        printf(",\"next_funding_ns\":%lld,\"open_interest\":", (long long)r.next_funding_ns);
+        put_double(r.open_interest);
+        printf(",\"exch_ts_ns\":%lld,\"recv_ts_ns\":%lld,\"state\":%u,\"version\":%lld}}\n", (long long)r.exch_ts_ns,
+               (long long)r.recv_ts_ns, r.state, (long long)r.version);
+        return 0;
+    }
     if (!strcmp(mode, "watch")) status = watch(&seg, slot, (uint32_t)depth, n, trades, seconds, earliest);
     else if (!strcmp(mode, "bench")) status = bench(&seg, slot, (uint32_t)depth, n);
-    else status = fail(1, "mode must be lookup, watch or bench");
+    else status = fail(1, "mode must be lookup, watch, bench or perp");
     fflush(stdout);
     return status;
 }

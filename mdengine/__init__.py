@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
-_EXPORTS = dict.fromkeys(("Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "Top", "TradeStream",
-                          "TradeStreamStatistics", "Trades"), "client")
+_EXPORTS = dict.fromkeys(("Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "Liquidations", "PerpStats",
+                          "Top", "TradeStream", "TradeStreamStatistics", "Trades"), "client")
 _EXPORTS.update(dict.fromkeys(("AdapterError", "ConfigError", "ControlError", "EngineNotFound", "LayoutError",
-                               "MdengineError", "ReadContention", "SegmentExists", "SegmentNotFound",
+                               "MdengineError", "NoPerpData", "ReadContention", "SegmentExists", "SegmentNotFound",
                                "StaleBookError", "StoreFull", "SubscribeError", "UnknownSymbol"), "errors"))
 
 __all__ = ["AdapterError", "Book", "BookBuffer", "Client", "ClientStatistics", "ConfigError", "ControlError",
-           "Depth", "EngineNotFound", "LayoutError", "MdengineError", "ReadContention", "SegmentExists",
+           "Depth", "EngineNotFound", "LayoutError", "Liquidations", "MdengineError", "NoPerpData", "PerpStats",
+           "ReadContention", "SegmentExists",
            "SegmentNotFound", "StaleBookError", "StoreFull", "SubscribeError", "Top", "TradeStream",
            "TradeStreamStatistics", "Trades", "UnknownSymbol", "__version__"]
 
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
         Client,
         ClientStatistics,
         Depth,
+        Liquidations,
+        PerpStats,
         Top,
         Trades,
         TradeStream,
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
         EngineNotFound,
         LayoutError,
         MdengineError,
+        NoPerpData,
         ReadContention,
         SegmentExists,
         SegmentNotFound,

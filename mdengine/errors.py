@@ -21,6 +21,10 @@ class UnknownSymbol(MdengineError, KeyError):
         return str(self.args[0]) if self.args else "unknown symbol"
 
 
+class NoPerpData(MdengineError, LookupError):
+    """The symbol has no perpetual-futures record: it is spot (or an option), or its segment predates layout 1.4."""
+
+
 class ConfigError(MdengineError, ValueError):
     """The configuration is invalid; the message names the offending key."""
 
@@ -77,5 +81,5 @@ class AdapterError(MdengineError):
 
 
 __all__ = ["AdapterError", "ConfigError", "ControlError", "EngineNotFound", "LayoutError", "MdengineError",
-           "ReadContention", "SegmentExists", "SegmentNotFound", "StaleBookError", "StoreFull", "SubscribeError",
-           "UnknownSymbol"]
+           "NoPerpData", "ReadContention", "SegmentExists", "SegmentNotFound", "StaleBookError", "StoreFull",
+           "SubscribeError", "UnknownSymbol"]

@@ -31,3 +31,35 @@ def trade_numbers(price: object, qty: object) -> tuple[float, float]:
     if not (0.0 < p <= PRICE_MAX and 0.0 <= q <= QTY_MAX):
         raise ValueError(f"a trade of {qty!r} at {price!r} is not a valid price and quantity")
     return p, q
+
+
+FUNDING_RATE_MAX = 1.0  # a funding rate is a fraction per period: 100 % would be absurd on any exchange
+OPEN_INTEREST_MAX = 1e18  # contracts or base units; far above any market's
+
+# perp field -> the closed range its value must lie in (a price must also be above 0)
+_PERP_RANGES = {"mark_price": (0.0, PRICE_MAX), "index_price": (0.0, PRICE_MAX),
+                "funding_rate": (-FUNDING_RATE_MAX, FUNDING_RATE_MAX),
+                "next_funding_rate": (-FUNDING_RATE_MAX, FUNDING_RATE_MAX), "open_interest": (0.0, OPEN_INTEREST_MAX)}
+
+
+def perp_fields(*, next_funding_ms: object = None, **values: object) -> dict[str, float | int]:
+    """A perp record's fields (mark_price, index_price, funding_rate, next_funding_rate, open_interest: numbers or
+    decimal text; next_funding_ms: a time in ms) for PerpStatsUpdate. A value that is None or "" is absent, left out
+    (never zero); so is a next funding time of 0 (a delivery contract has none). Raises ValueError for a value
+    outside its range (a price must be in (0, PRICE_MAX]), NaN included, so adapters count it as malformed."""
+    out: dict[str, float | int] = {}
+    for name, value in values.items():
+        if value is None or value == "":
+            continue
+        low, high = _PERP_RANGES[name]  # KeyError: a field this rule does not know (an adapter bug)
+        v = float(value)  # type: ignore[arg-type]
+        if not low <= v <= high or (high == PRICE_MAX and v == 0.0):
+            raise ValueError(f"{name} {value!r} is outside its range")
+        out[name] = v
+    if next_funding_ms is not None and next_funding_ms != "":
+        ms = int(next_funding_ms)  # type: ignore[call-overload]
+        if not 0 <= ms <= 10**15:
+            raise ValueError(f"next funding time {next_funding_ms!r} ms is not a time")
+        if ms:
+            out["next_funding_ns"] = ms * 1_000_000
+    return out

@@ -7,6 +7,10 @@ For every exchange whose adapter module exists (the others are skipped and named
   the fast lane, or `adapter.on_frame` -> `Publisher.on_event` -> SegmentWriter for the frames it declines (and for
   every frame of an exchange without a lane). An adapter needs only its normal methods.
 - recorded: the real frames in tests/data (Binance spot, OKX), replayed the same way.
+Perpetual data (mark, funding, open interest, liquidations) is on, as in a feed by default: the simulated mix has the
+perp channels' frames too. Their frames/s are reported apart (`<ex>_perp_frames_per_s`), with the book and trade
+frames of the same run (`<ex>_book_trade_frames_per_s`) and of a run with perp=False (`<ex>_no_perp_frames_per_s`),
+so a slowdown of book frames by the new channels would show.
 
 The tap hook: `--record-dir DIR` times the simulated scenario again with a `mdengine.recording.tap.Recorder` tap
 (record_overhead_pct); null when no recorder module exists. Profile with `--profile EXCHANGE`.
@@ -56,9 +60,11 @@ RECORDINGS = os.path.join(HERE, "..", "tests", "data")  # copies of the real rec
 class Harness:
     """One adapter, its publisher on a throwaway segment, and an in-memory stand-in for the exchange."""
 
-    def __init__(self, exchange: str, tap=None, lane: bool = True) -> None:
+    def __init__(self, exchange: str, tap=None, lane: bool = True, perp: bool = True) -> None:
         self.exchange = exchange
         self.lane = lane
+        self.perp = perp
+        self.kinds: list[str] = []  # the simulator's kind of each rendered frame ("diff", "trade", "perp", ...)
         self.cls = get_adapter(exchange)
         self.ns = "p" + uuid.uuid4().hex[:8]
         self.writer = SegmentWriter(self.ns, exchange, create=True, max_symbols=64, book_capacity=DEPTH,
@@ -142,7 +148,7 @@ class Harness:
             reqs.extend(e for e in events if isinstance(e, FetchRest))
             for i in insts:
                 index.add(i)
-        self.adapter = self.cls(index, endpoints, book_depth=DEPTH)
+        self.adapter = self.cls(index, endpoints, book_depth=DEPTH, perp=self.perp)
         wanted = {(i.native, i.unified) for v in self.venues.values() for i in v.instruments.values()}
         self.keys = [i.key for i in index if (i.native, i.unified) in wanted]
         for i in index:
@@ -165,7 +171,9 @@ class Harness:
                     st = model.step(self.ts)
                     for conn, (vname, s) in self.sessions.items():
                         if vname == name and key in s.keys:
-                            out += [(conn, _text(o.obj)) for o in s.step(key, model, st)]
+                            for o in s.step(key, model, st):
+                                out.append((conn, _text(o.obj)))
+                                self.kinds.append(o.kind)
         return out
 
     def deliver(self, frames) -> None:
@@ -212,16 +220,23 @@ def summary(times: list[int], chunks: int = 5) -> dict[str, float]:
             "p99_us": round(s[min(len(s) - 1, int(len(s) * 0.99))] / 1000, 2)}
 
 
-def simulated(exchange: str, n_frames: int, tap=None) -> dict:
-    h = Harness(exchange, tap)
+def simulated(exchange: str, n_frames: int, tap=None, perp: bool = True) -> dict:
+    h = Harness(exchange, tap, perp=perp)
     try:
         h.start_simulated()
+        h.kinds = []
         frames: list[tuple[str, str]] = []
         while len(frames) < n_frames:
             frames += h.render(20)
         frames = frames[:n_frames]
-        res = summary(h.timed(frames))
+        times = h.timed(frames)
+        res = summary(times)
         res["symbols_live"] = f"{h.live}/{len(h.keys)}"
+        kinds = h.kinds[:n_frames]
+        perp_times = [t for t, k in zip(times, kinds, strict=True) if k == "perp"]
+        other = [t for t, k in zip(times, kinds, strict=True) if k != "perp"]
+        res["perp"] = summary(perp_times) if perp_times else None
+        res["book_trade"] = summary(other) if other else None
         return res
     finally:
         h.close()
@@ -372,6 +387,15 @@ def main() -> None:
         result[f"{ex}_frames_per_s"] = sim["frames_per_s"]
         result[f"{ex}_frame_p50_us"] = sim["p50_us"]
         result[f"{ex}_frame_p99_us"] = sim["p99_us"]
+        no_perp = simulated(ex, n, perp=False)
+        bt, pp = sim["book_trade"], sim["perp"]
+        print(f"{ex:8} perp frames: {pp['frames_per_s'] if pp else '-':>8} frames/s  p50 "
+              f"{pp['p50_us'] if pp else '-':>7} us ({pp['frames'] if pp else 0} frames); book+trade frames "
+              f"{bt['frames_per_s']} frames/s beside them, {no_perp['frames_per_s']} with perp=False")
+        result[f"{ex}_perp_frames_per_s"] = pp["frames_per_s"] if pp else None
+        result[f"{ex}_perp_frame_p50_us"] = pp["p50_us"] if pp else None
+        result[f"{ex}_book_trade_frames_per_s"] = bt["frames_per_s"]
+        result[f"{ex}_no_perp_frames_per_s"] = no_perp["frames_per_s"]
         try:
             rec = recorded(ex, repeats)
         except Exception as e:  # an adapter that cannot take the old recording: reported, not fatal

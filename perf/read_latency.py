@@ -13,6 +13,10 @@ Scenario (declared up front, printed with the results):
                   Python reader's window (the two never compete for a core); clock_gettime before and after
                   each read, nothing subtracted. Its reads are not content-checked here (tests/test_c_reader.py
                   checks them); retries are counted.
+  perp:           a third process publishes perp records (every field encodes its update number u) at 10,000/s
+                  into a perpetual's slot of a second segment, heartbeating and confirming its connection as a
+                  feed does; the reader times `Client.perp_handle(...).read()` (the client's perp() path: latch
+                  copy, freshness checks, PerpStats) and the store's `PerpReader.read()`, each checked for tearing.
   baseline:       the same 20-level book (header + levels, 704 bytes) handed from a producer process to a
                   consumer process through a multiprocessing.Queue at 10,000/s; time from just before
                   put() to just after get() (CLOCK_MONOTONIC is system-wide).
@@ -165,6 +169,84 @@ def reader_main(ns: str, seconds: float, conn) -> None:
                "retries": retries, "trades_lost": polls_lost})
 
 
+PERP_EXCHANGE = "perpx"
+
+
+def perp_writer_main(ns: str, rate: float, stop, conn) -> None:
+    w = SegmentWriter(ns, PERP_EXCHANGE)
+    slot = w.add_symbol("usdm", "BTCUSDT", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+    w.set_freshness(3.0, 0.5)
+    w.set_running()
+    publish, u, t0 = w.publish_perp, 1, time.perf_counter()
+    conn.send("ready")
+    while not stop.is_set():
+        if u > (time.perf_counter() - t0) * rate:
+            time.sleep(0.00005)
+            continue
+        now = time.time_ns()
+        publish(slot, mark_price=u + 0.25, index_price=u + 0.5, funding_rate=u * 1e-9, next_funding_rate=u * 2e-9,
+                next_funding_ns=u, open_interest=u * 2.0, exch_ts_ns=u, recv_ts_ns=now)
+        if not u & 255:
+            w.heartbeat(now)
+            w.confirm(slot, now)
+        u += 1
+    w.close()
+    conn.send({"updates": u - 1, "seconds": time.perf_counter() - t0})
+
+
+def perp_reader_main(ns: str, seconds: float, conn) -> None:
+    from mdengine.client import Client
+
+    client = Client(ns)
+    handle = client.perp_handle(PERP_EXCHANGE, "BTC/USDT:USDT")
+    raw = handle.reader.read
+    read, clock = handle.read, time.perf_counter_ns
+    while raw()[6] == 0:
+        time.sleep(0.001)
+    samples = {"perp": [], "perp_store": []}
+    torn = stale = 0
+    conn.send("ready")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        lat = samples["perp"]
+        for _ in range(500):
+            t = clock()
+            p = read()
+            lat.append(clock() - t)
+            u = p.exch_ts_ns
+            torn += p.mark_price != u + 0.25 or p.index_price != u + 0.5 or p.open_interest != u * 2.0
+            stale += p.stale
+        lat = samples["perp_store"]
+        for _ in range(500):
+            t = clock()
+            r = raw()
+            lat.append(clock() - t)
+            torn += r[0] != r[6] + 0.25 or r[5] != r[6] * 2.0
+    client.close()
+    conn.send({"samples": {k: np.array(v, dtype=np.int64) for k, v in samples.items()}, "torn": torn,
+               "stale": stale})
+
+
+def run_perp_phase(ctx, ns: str, seconds: float) -> dict:
+    SegmentWriter(ns, PERP_EXCHANGE, create=True, max_symbols=1, book_capacity=5, trade_capacity=16).close()
+    wa, wb = ctx.Pipe()
+    ra, rb = ctx.Pipe()
+    stop = ctx.Event()
+    writer = ctx.Process(target=perp_writer_main, args=(ns, 10_000, stop, wb))
+    writer.start()
+    assert wa.recv() == "ready"
+    reader = ctx.Process(target=perp_reader_main, args=(ns, seconds, rb))
+    reader.start()
+    assert ra.recv() == "ready"
+    r = ra.recv()
+    stop.set()
+    w = wa.recv()
+    reader.join()
+    writer.join()
+    return {"stats": {k: pct(v) for k, v in r["samples"].items()}, "torn": r["torn"], "stale": r["stale"],
+            "writer_updates_per_s": w["updates"] / w["seconds"]}
+
+
 def producer_main(q, n: int, rate: float) -> None:
     flat, nb, na = versioned(7)
     payload = bytes(layout.BOOK_HEADER_LENGTH) + np.array(flat[:4 * DEPTH]).tobytes()
@@ -265,6 +347,7 @@ def main() -> int:
         try:
             phases = [run_phase(ctx, ns, 10_000, seconds, c_exe, c_reads),
                       run_phase(ctx, ns, 0, seconds, c_exe, c_reads)]
+            perp = run_perp_phase(ctx, ns, seconds / 2)
         finally:
             for name in list_names(ns):
                 unlink(name)
@@ -284,6 +367,11 @@ def main() -> int:
                   f"timer {c['timer_p50_ns']} ns)")
         else:
             print(f"  C reader not run: {c_why}")
+    print(f"\nperp records at 10,000/s (achieved {perp['writer_updates_per_s']:,.0f}/s), torn {perp['torn']}, "
+          f"stale reads {perp['stale']}")
+    for k, s in perp["stats"].items():
+        print(f"  {k:10s} n={s['n']:>8,}  p50 {s['p50']:>8,.0f} ns  p99 {s['p99']:>9,.0f} ns  "
+              f"p99.9 {s['p99.9']:>10,.0f} ns")
     print(f"\nmultiprocessing.Queue hand-off of the 20-level book: p50 {queue['p50']:,.0f} ns, "
           f"p99 {queue['p99']:,.0f} ns, p99.9 {queue['p99.9']:,.0f} ns")
     paced, stress = phases
@@ -300,6 +388,9 @@ def main() -> int:
         "full_p50_ns": s["full"]["p50"], "full_p99_ns": s["full"]["p99"],
         "trades100_p50_ns": s["trades100"].get("p50"), "trades100_p99_ns": s["trades100"].get("p99"),
         "publish20_p50_ns": s["publish20"].get("p50"), "publish20_p99_ns": s["publish20"].get("p99"),
+        "perp_p50_ns": perp["stats"]["perp"]["p50"], "perp_p99_ns": perp["stats"]["perp"]["p99"],
+        "perp_store_p50_ns": perp["stats"]["perp_store"]["p50"], "perp_torn": perp["torn"],
+        "perp_stale_reads": perp["stale"],
         "queue_p50_ns": queue["p50"], "queue_p99_ns": queue["p99"], "queue_ratio": round(ratio, 1),
         "torn_reads": sum(paced["torn"].values()) + sum(stress["torn"].values()),
         "retries": paced["retries"], "retries_per_read": paced["retries_per_read"],

@@ -372,7 +372,35 @@ def role_directory_rewriter(a: dict) -> None:
     emit({"rewrites": n})
 
 
-ROLES = {"directory-rewriter": role_directory_rewriter,
+PERP_MARKET, PERP_NATIVE, PERP_UNIFIED = "usdm", "BTCUSDT", "BTC/USDT:USDT"
+
+
+def perp_values(u: int) -> dict:
+    """Versioned perp record u: every field encodes u, so a mix of two records is visible."""
+    return {"mark_price": u + 0.25, "index_price": u + 0.5, "funding_rate": u * 1e-6, "next_funding_rate": u * 2e-6,
+            "next_funding_ns": u * 10, "open_interest": u * 2.0}
+
+
+def role_perp_writer(a: dict) -> None:
+    """Attach as the writer and publish versioned perp records (every field encodes u, exch_ts_ns = u) and one
+    liquidation per record (price u) until SIGTERM or `seconds` pass."""
+    from mdengine.store import SegmentWriter
+
+    w = SegmentWriter(a["ns"], EXCHANGE)
+    slot = w.add_symbol(PERP_MARKET, PERP_NATIVE, PERP_UNIFIED, kind=L.MarketKind.LINEAR)
+    emit({"ready": True})
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    u, end = 1, time.monotonic() + a.get("seconds", 1e9)
+    while not stop and time.monotonic() < end:
+        w.publish_perp(slot, exch_ts_ns=u, recv_ts_ns=u, **perp_values(u))
+        w.append_liquidations(slot, [(u, u, float(u), 1.0, 0, 1, 0)])
+        u += 1
+    w.close()
+    emit({"published": u - 1})
+
+
+ROLES = {"directory-rewriter": role_directory_rewriter, "perp-writer": role_perp_writer,
          "book-writer": role_book_writer, "book-reader": role_book_reader, "ring-writer": role_ring_writer,
          "ring-reader": role_ring_reader, "attach-and-exit": role_attach_and_exit}
 

@@ -250,7 +250,8 @@ def test_usdm_routes_depth_to_public_and_aggtrade_to_market():
         ("usdm-public/0", "wss://fstream.binance.com/public/stream"),
         ("usdm-market/0", "wss://fstream.binance.com/market/stream")]
     assert "btcusdt@depth@100ms" in a.on_open("usdm-public/0")[0].payload
-    assert '"params":["btcusdt@aggTrade"]' in a.on_open("usdm-market/0")[0].payload
+    assert '"params":["btcusdt@aggTrade","btcusdt@markPrice@1s","btcusdt@forceOrder"]' in \
+        a.on_open("usdm-market/0")[0].payload  # the perp streams are /market streams too
     # the same stream name on the spot connection is a different symbol
     a.subscribe(SPOT_BTC)
     a.on_open("spot/0")
@@ -261,7 +262,7 @@ def test_usdm_routes_depth_to_public_and_aggtrade_to_market():
 def test_connections_split_at_the_stream_limit():
     insts = [Instrument("binance", "usdm", f"C{i}USDT", f"C{i}/USDT:USDT", MarketKind.LINEAR, f"C{i}", "USDT",
                         "USDT") for i in range(201)]
-    a = BinanceAdapter(InstrumentIndex(insts), trades=False)
+    a = BinanceAdapter(InstrumentIndex(insts), trades=False, perp=False)
     opens = [e for inst in insts for e in a.subscribe(inst) if isinstance(e, OpenConnection)]
     assert [e.conn for e in opens] == ["usdm-public/0", "usdm-public/1"]  # USDⓈ-M: 200 streams per connection
     assert len(a.symbols_on("usdm-public/0")) == 200 and len(a.symbols_on("usdm-public/1")) == 1

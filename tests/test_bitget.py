@@ -15,6 +15,8 @@ from mdengine.events import (
     BookInvalid,
     Notice,
     OpenConnection,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
     SubscribeFailed,
@@ -114,7 +116,8 @@ def test_subscribe_frames_and_channels():
         {"instType": "SPOT", "channel": "books", "instId": "BTCUSDT"},
         {"instType": "SPOT", "channel": "trade", "instId": "BTCUSDT"},
         {"instType": "COIN-FUTURES", "channel": "books", "instId": "BTCUSD"},
-        {"instType": "COIN-FUTURES", "channel": "trade", "instId": "BTCUSD"}]
+        {"instType": "COIN-FUTURES", "channel": "trade", "instId": "BTCUSD"},
+        {"instType": "COIN-FUTURES", "channel": "ticker", "instId": "BTCUSD"}]  # perp data: futures only
     assert a.send_rate(CONN) < 10 and a.ping_payload(CONN) == "ping"
     for depth, ch in ((1, "books1"), (5, "books5"), (15, "books15"), (50, "books15")):
         assert _adapter("BTC/USDT", book_mode="partial", book_depth=depth).syms[("SPOT", "BTCUSDT")].channel == ch
@@ -254,3 +257,37 @@ def test_garbage_frames_yield_events_never_exceptions(frames):
         for e in a.on_frame(CONN, f, 1):
             assert isinstance(e, (BookChanged, BookInvalid, SymbolSynced, TradesReceived, ProtocolError, Send,
                                   SubscribeFailed, Notice))
+
+
+# --------------------------------------------------------------------------- perpetual data (v2 futures ticker)
+TICKER = {"action": "snapshot", "arg": {"instType": "USDT-FUTURES", "channel": "ticker", "instId": "BTCUSDT"},
+          "data": [{"instId": "BTCUSDT", "lastPr": "27000.5", "bidPr": "27000", "askPr": "27000.5", "bidSz": "2.71",
+                    "askSz": "8.76", "open24h": "27000.5", "high24h": "30668.5", "low24h": "26999.0",
+                    "change24h": "-0.00002", "fundingRate": "0.000010", "nextFundingTime": "1695722400000",
+                    "markPrice": "27000.0", "indexPrice": "25702.4", "holdingAmount": "929.502",
+                    "baseVolume": "368.900", "quoteVolume": "10152429.961", "openUtc": "27000.5", "symbolType": 1,
+                    "symbol": "BTCUSDT", "deliveryPrice": "0", "ts": "1695715383021"}],
+          "ts": 1695715383039}
+
+
+def test_the_futures_ticker_becomes_perp_stats():
+    a = _adapter()
+    (ev,) = a.on_frame(CONN, json.dumps(TICKER), 3)
+    assert isinstance(ev, PerpStatsUpdate) and ev.key == ("USDT-FUTURES", "BTCUSDT")
+    assert ev.fields == {"mark_price": 27000.0, "index_price": 25702.4, "funding_rate": 0.00001,
+                         "open_interest": 929.502, "next_funding_ns": 1695722400000 * 1_000_000}
+    assert (ev.exch_ts_ns, ev.recv_ts_ns) == (1695715383021 * 1_000_000, 3)
+    bad = {**TICKER, "data": [{**TICKER["data"][0], "fundingRate": "7"}]}
+    (ev,) = a.on_frame(CONN, json.dumps(bad), 3)
+    assert isinstance(ev, ProtocolError) and ev.key == ("USDT-FUTURES", "BTCUSDT")
+    assert [type(e) for e in a.on_close(CONN, "reset")].count(PerpInvalid) == 1
+    assert not any("ticker" in e.payload for e in _adapter("BTC/USDT:USDT", perp=False).on_open(CONN))
+
+
+def test_a_refused_ticker_leaves_the_books_alone():
+    a = _adapter()
+    err = {"event": "error", "arg": {"instType": "USDT-FUTURES", "channel": "ticker", "instId": "BTCUSDT"},
+           "code": 30001, "msg": "instType:USDT-FUTURES,channel:ticker,instId:BTCUSDT doesn't exist"}
+    (ev,) = a.on_frame(CONN, json.dumps(err), 4)
+    assert isinstance(ev, SubscribeFailed) and ev.key is None and "books are not affected" in ev.message
+    assert ("USDT-FUTURES", "BTCUSDT") in a.syms

@@ -13,8 +13,11 @@ from mdengine.events import (
     BookChanged,
     BookInvalid,
     FetchRest,
+    LiquidationsReceived,
     Notice,
     OpenConnection,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
     SubscribeFailed,
@@ -267,3 +270,58 @@ def test_garbage_frames_yield_events_never_exceptions(frames):
         for e in a.on_frame("spot-0", f, 1):
             assert isinstance(e, (BookChanged, BookInvalid, SymbolSynced, TradesReceived, ProtocolError, Send,
                                   SubscribeFailed, Notice))
+
+
+# ----------------------------------------------------------------------------- perpetual data (BY-DOC examples)
+TICKER_SNAPSHOT = {"topic": "tickers.BTCUSDT", "type": "snapshot", "data": {
+    "symbol": "BTCUSDT", "tickDirection": "PlusTick", "price24hPcnt": "0.017103", "lastPrice": "17216.00",
+    "prevPrice24h": "16926.50", "highPrice24h": "17281.50", "lowPrice24h": "16915.00", "prevPrice1h": "17238.00",
+    "markPrice": "17217.33", "indexPrice": "17227.36", "openInterest": "68744.761", "openInterestValue":
+    "1183601235.91", "turnover24h": "1570383121.943499", "volume24h": "91705.276", "nextFundingTime": "1673280000000",
+    "fundingRate": "-0.000212", "bid1Price": "17215.50", "bid1Size": "84.489", "ask1Price": "17216.00",
+    "ask1Size": "83.020"}, "cs": 24987956059, "ts": 1673272861686}
+ALL_LIQUIDATION = {"topic": "allLiquidation.BTCUSDT", "type": "snapshot", "ts": 1739502303204,
+                   "data": [{"T": 1739502302929, "s": "BTCUSDT", "S": "Sell", "v": "0.02", "p": "17000.5"}]}
+
+
+def test_perp_topics_are_subscribed_for_derivatives_only_and_off_with_perp_false():
+    a = BybitAdapter(_index())
+    idx = a.instruments
+    a.subscribe(idx.resolve("BTC/USDT"))
+    a.subscribe(idx.resolve("BTC/USDT:USDT"))
+    frames = {conn: a.on_open(conn) for conn in list(a._conns)}
+    linear = " ".join(e.payload for e in frames["linear-0"])
+    assert "tickers.BTCUSDT" in linear and "allLiquidation.BTCUSDT" in linear
+    assert "tickers" not in " ".join(e.payload for e in frames["spot-0"])
+    off = _adapter("BTC/USDT:USDT", perp=False)
+    assert not any("tickers" in e.payload for e in off.on_open("linear-0"))
+
+
+def test_tickers_snapshot_and_deltas_become_perp_stats():
+    a = _adapter()
+    (ev,) = a.on_frame("linear-0", json.dumps(TICKER_SNAPSHOT), 5)
+    key = ("linear", "BTCUSDT")
+    assert isinstance(ev, PerpStatsUpdate) and ev.key == key and (ev.exch_ts_ns, ev.recv_ts_ns) == (
+        1673272861686 * 1_000_000, 5)
+    assert ev.fields == {"mark_price": 17217.33, "index_price": 17227.36, "funding_rate": -0.000212,
+                         "open_interest": 68744.761, "next_funding_ns": 1673280000000 * 1_000_000}
+    delta = {"topic": "tickers.BTCUSDT", "type": "delta", "data": {"symbol": "BTCUSDT", "markPrice": "17218.00",
+                                                                   "lastPrice": "17216.50"}, "cs": 1, "ts": 2}
+    (ev,) = a.on_frame("linear-0", json.dumps(delta), 6)
+    assert ev.fields == {"mark_price": 17218.0}  # only what changed: the store merges it into the record
+    quiet = {**delta, "data": {"symbol": "BTCUSDT", "lastPrice": "17216.00"}}
+    assert a.on_frame("linear-0", json.dumps(quiet), 7) == []
+    assert [type(e) for e in a.on_close("linear-0", "reset")] == [PerpInvalid]
+
+
+def test_all_liquidation_side_is_the_position_so_the_order_is_the_other_side():
+    a = _adapter()
+    (ev,) = a.on_frame("linear-0", json.dumps(ALL_LIQUIDATION), 9)
+    assert isinstance(ev, LiquidationsReceived)
+    assert ev.liquidations == [(1739502302929 * 1_000_000, 9, 17000.5, 0.02, 0, Side.BUY, 0)]  # a short closed
+    bad = {**ALL_LIQUIDATION, "data": [{**ALL_LIQUIDATION["data"][0], "S": "Up"}]}
+    (ev,) = a.on_frame("linear-0", json.dumps(bad), 9)
+    assert isinstance(ev, ProtocolError) and ev.key == ("linear", "BTCUSDT")
+    bad_ticker = {**TICKER_SNAPSHOT, "data": {**TICKER_SNAPSHOT["data"], "markPrice": "-3"}}
+    (ev,) = a.on_frame("linear-0", json.dumps(bad_ticker), 9)
+    assert isinstance(ev, ProtocolError)

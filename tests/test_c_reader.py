@@ -5,6 +5,7 @@ while a writer process publishes at full speed."""
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -298,3 +299,30 @@ def test_bench_times_consistent_reads(reader_exe, namespace):
     bench = out[0]["bench"]
     assert status == 0 and bench["reads"] == 10000 and bench["depth"] == DEPTH and bench["last_update_id"] == 42
     assert 0 < bench["p50_ns"] <= bench["p99_ns"] <= bench["max_ns"] and bench["retries"] == 0
+
+
+# --------------------------------------------------------------------------- the perp record (layout 1.4)
+def test_the_perp_record_reads_from_c_as_the_python_client_reads_it(reader_exe, namespace):
+    """examples/reader.c finds the perp area from docs/layout.md alone and reads the same record; a spot symbol and
+    a segment without a perp area are refused."""
+    import struct
+
+    with SegmentWriter(namespace, EXCHANGE, create=True, max_symbols=2, book_capacity=5, trade_capacity=8) as w:
+        w.add_symbol("spot", "BTCUSDT", "BTC/USDT")
+        slot = w.add_symbol("linear", "BTCUSDT", "BTC/USDT:USDT", kind=L.MarketKind.LINEAR)
+        w.publish_perp(slot, mark_price=100.5, index_price=100.25, funding_rate=-2.5e-4, next_funding_ns=123 * 10**9,
+                       open_interest=7.5, exch_ts_ns=11, recv_ts_ns=12)
+        status, out = run(reader_exe, "perp", namespace, EXCHANGE, "BTC/USDT:USDT")
+        assert status == 0, out
+        with Client(namespace) as client:
+            py = client.perp(EXCHANGE, "BTC/USDT:USDT")
+        c = out[0]["perp"]
+        assert (c["mark_price"], c["index_price"], c["funding_rate"], c["next_funding_ns"], c["open_interest"]) == \
+            (py.mark_price, py.index_price, py.funding_rate, py.next_funding_ns, py.open_interest)
+        assert c["exch_ts_ns"] == py.exch_ts_ns == 11 and c["recv_ts_ns"] == 12 and c["version"] == 1
+        assert c["state"] == L.BookState.LIVE and math.isnan(c["next_funding_rate"])
+        status, out = run(reader_exe, "perp", namespace, EXCHANGE, "BTC/USDT")
+        assert status == 2 and "not a perpetual" in out[0]["error"]
+        struct.pack_into("<I", w.buf, L.PERP_AREA_OFFSET_OFFSET, 0)  # as a writer before 1.4 left it
+        status, out = run(reader_exe, "perp", namespace, EXCHANGE, "BTC/USDT:USDT")
+        assert status == 2 and "no perp area" in out[0]["error"]

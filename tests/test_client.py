@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 
-from mdengine.client import BookBuffer, Client, EngineNotFound, StaleBookError, Top, UnknownSymbol
+from mdengine.client import BookBuffer, Client, EngineNotFound, NoPerpData, StaleBookError, Top, UnknownSymbol
 from mdengine.store import SegmentWriter, layout
 
 CTX = mp.get_context("spawn")
@@ -80,6 +80,15 @@ def _host_command(writers: dict, silent: set, cmd: str, key: str, args: tuple):
         if delay:
             time.sleep(delay)
         n = w.append_trades(slot, trades)
+        w.wake_readers()
+        return n
+    elif cmd == "perp":
+        slot, fields, recv_ns = args
+        w.publish_perp(slot, recv_ts_ns=recv_ns or time.time_ns(), exch_ts_ns=time.time_ns(), **fields)
+        w.wake_readers()
+    elif cmd == "liquidations":
+        slot, liquidations = args
+        n = w.append_liquidations(slot, liquidations)
         w.wake_readers()
         return n
     elif cmd == "silent":
@@ -518,3 +527,101 @@ def test_read_into_does_not_allocate_arrays(namespace, feed):
         tracemalloc.stop()
         assert grown < 4096, f"1000 read_into calls kept {grown} bytes"
         assert not math.isnan(buf.bids[0, 0]) and np.all(buf.asks[:, 0] > buf.bids[:, 0].max())
+
+
+# ----------------------------------------------------------------------------- perpetual data (layout 1.4)
+def test_perp_reads_mark_funding_and_open_interest_with_freshness(namespace, feed):
+    spot = feed.add("spot", "BTCUSDT", "BTC/USDT")
+    slot = feed.add("usdm", "BTCUSDT", "BTC/USDT:USDT", layout.MarketKind.LINEAR)
+    with Client(namespace) as c:
+        p = c.perp("binance", "BTC/USDT:USDT")
+        assert p.stale and p.state == "empty" and p.reason == "no perp data published yet" and p.age_s == math.inf
+        assert math.isnan(p.mark_price) and math.isnan(p.funding_rate) and p.next_funding_ns == 0  # not zeros
+        feed.call("perp", slot, {"mark_price": 100.5, "index_price": 100.4, "funding_rate": 1e-4,
+                                 "next_funding_ns": 1_700_000_000_000_000_000}, 0)
+        p = c.perp("binance", "BTC/USDT:USDT")
+        assert (p.mark_price, p.index_price, p.funding_rate, p.next_funding_ns) == \
+            (100.5, 100.4, 1e-4, 1_700_000_000_000_000_000)
+        assert math.isnan(p.next_funding_rate) and math.isnan(p.open_interest)  # absent, not zero
+        assert not p.stale and p.state == "live" and 0 <= p.age_s < 5 and p.exch_ts_ns > 0
+        feed.call("perp", slot, {"open_interest": 1234.5}, 0)
+        p = c.perp("binance", "BTCUSDT", market="usdm")
+        assert (p.mark_price, p.open_interest) == (100.5, 1234.5)
+        with pytest.raises(NoPerpData, match="not a perpetual"):
+            c.perp("binance", "BTC/USDT")
+        with pytest.raises(NoPerpData, match="not a perpetual"):
+            c.liquidations("binance", "BTC/USDT")
+        assert spot != slot
+    feed.call("perp", slot, {"mark_price": 101.0}, time.time_ns() - 10 * 10**9)
+    with Client(namespace, max_age=2.0) as c, pytest.raises(StaleBookError, match="older than max_age"):
+        c.perp("binance", "BTC/USDT:USDT")
+    feed.stop()
+    with Client(namespace) as c:
+        p = c.perp("binance", "BTC/USDT:USDT")
+        assert p.stale and p.reason == "the feed stopped" and p.mark_price == 101.0
+
+
+def test_liquidations_return_new_records_once_and_count_the_lost(namespace, feed):
+    slot = feed.add("usdm", "ETHUSDT", "ETH/USDT:USDT", layout.MarketKind.LINEAR)
+    with Client(namespace) as c:
+        assert len(c.liquidations("binance", "ETH/USDT:USDT").records) == 0
+        now = time.time_ns()
+        feed.call("liquidations", slot, [(now + i, now, 2000.0 + i, 0.1, 0, -1, 0) for i in range(3)])
+        got = c.liquidations("binance", "ETH/USDT:USDT")
+        assert list(got.records["price"]) == [2000.0, 2001.0, 2002.0] and got.lost == 0
+        assert list(got.records["side"]) == [-1] * 3 and got.records["exch_ts_ns"][2] == now + 2
+        assert len(c.liquidations("binance", "ETH/USDT:USDT").records) == 0
+        cap = layout.DEFAULT_LIQUIDATION_CAPACITY
+        feed.call("liquidations", slot, [(now, now, 1.0 + i, 1.0, 0, 1, 0) for i in range(cap + 5)])
+        got = c.liquidations("binance", "ETH/USDT:USDT")
+        assert got.lost == 5 and len(got.records) == cap and got.records["price"][0] == 6.0
+
+
+def test_wait_wakes_on_a_perp_update_and_on_a_liquidation(namespace, feed):
+    slot = feed.add("usdm", "SOLUSDT", "SOL/USDT:USDT", layout.MarketKind.LINEAR)
+    with Client(namespace) as c:
+        perp = c.perp_handle("binance", "SOL/USDT:USDT")
+        liq = c.liquidation_stream("binance", "SOL/USDT:USDT")
+        assert c.wait(0.05, [perp, liq]) == []
+        feed.call("perp", slot, {"mark_price": 150.0}, 0)
+        assert c.wait(5.0, [perp, liq]) == [perp]
+        assert c.wait(0.05, [perp, liq]) == []
+        now = time.time_ns()
+        feed.call("liquidations", slot, [(now, now, 149.0, 3.0, 0, 1, 0)])
+        assert c.wait(5.0, [perp, liq]) == [liq]
+        assert liq.poll().records["qty"][0] == 3.0
+        assert c.wait(0.05, [perp, liq]) == []
+
+
+def test_fmz_GetFundings_reads_the_perp_record(namespace, feed):
+    from mdengine.client.fmz import Exchange
+
+    slot = feed.add("usdm", "BTCUSDT", "BTC/USDT:USDT", layout.MarketKind.LINEAR)
+    feed.call("perp", slot, {"mark_price": 100.5, "index_price": 100.4, "funding_rate": 1e-4,
+                             "next_funding_ns": 1_700_000_000_123_000_000, "open_interest": 7.0}, 0)
+    with Client(namespace) as c:
+        ex = Exchange("binance", "BTC_USDT.swap", client=c)
+        (f,) = ex.GetFundings()
+        assert (f["Symbol"], f["Rate"], f["Time"], f["Interval"]) == ("BTC_USDT.swap", 1e-4, 1_700_000_000_123, None)
+        assert f["Info"]["MarkPrice"] == 100.5 and f["Info"]["OpenInterest"] == 7.0 and not f["Info"]["Stale"]
+
+
+def test_status_shows_the_funding_rate_and_the_time_to_the_next_funding(namespace, feed):
+    from mdengine.engine.status import StatusSampler, render_text
+
+    spot = feed.add("spot", "BTCUSDT", "BTC/USDT")
+    slot = feed.add("usdm", "BTCUSDT", "BTC/USDT:USDT", layout.MarketKind.LINEAR)
+    feed.book(spot, 100.0, 101.0, 1)
+    feed.book(slot, 100.0, 101.0, 1)
+    next_ns = time.time_ns() + (2 * 3600 + 5 * 60 + 30) * 10**9
+    feed.call("perp", slot, {"funding_rate": 1e-4, "next_funding_ns": next_ns}, 0)
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    rows = {s["symbol"]: s for f in status["feeds"] for s in f["symbols"]}
+    assert rows["BTC/USDT:USDT"]["funding_rate"] == 1e-4
+    assert 2 * 3600 + 5 * 60 <= rows["BTC/USDT:USDT"]["next_funding_s"] <= 2 * 3600 + 5 * 60 + 30
+    assert rows["BTC/USDT"]["funding_rate"] is None and rows["BTC/USDT"]["next_funding_s"] is None  # spot: none
+    text = render_text(status)
+    perp_line = next(line for line in text.splitlines() if "BTC/USDT:USDT" in line)
+    assert perp_line.split()[-2:] == ["0.0100%", "2h05m"], perp_line
+    assert next(line for line in text.splitlines() if "BTC/USDT " in line).split()[-2:] == ["-", "-"]

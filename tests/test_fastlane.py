@@ -137,6 +137,10 @@ def masked_words(w: SegmentWriter) -> list[int]:
         base = w.view.slot_base(e.slot)
         clocks |= {(base + g.copy0 + 24) >> 3, (base + g.copy1 + 24) >> 3,
                    (base + L.STAT_OFFSETS["last_latency_ns"]) >> 3}
+        perp = w.view.perp_base(e.slot)  # a perp record's publish time (1.4)
+        if perp is not None:
+            pub = L.PERP_DTYPE.fields["pub_ts_ns"][1]
+            clocks |= {(perp + L.PERP_COPY0_OFFSET + pub) >> 3, (perp + L.PERP_COPY1_OFFSET + pub) >> 3}
     words = [0 if i in clocks else v for i, v in enumerate(q)]
     # the counters, then every slot (the directory carries the time each symbol was added)
     return words[L.COUNTERS_OFFSET >> 3:L.LAST_ERROR_NS_OFFSET >> 3] + words[w.view.slot_base(0) >> 3:]

@@ -176,3 +176,37 @@ def _header_uid(book) -> int | None:
         return book.header().update_id
     except UnknownSymbol:
         return None
+
+
+def test_perp_handles_follow_a_recreated_segment(namespace):
+    """A Perp and a LiquidationStream move to the new segment of a restarted engine, as books do: the perp record
+    is read live there, and liquidations the old ring still held unread count as lost."""
+    from mdengine.store import shm
+
+    def engine() -> tuple[SegmentWriter, int]:
+        w = SegmentWriter(namespace, "okx", create=True, max_symbols=4, book_capacity=5, trade_capacity=16)
+        w.set_running()
+        w.heartbeat()
+        return w, w.add_symbol("SWAP", "BTC-USDT-SWAP", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+
+    old, slot = engine()
+    old.publish_perp(slot, mark_price=100.0, recv_ts_ns=time.time_ns())
+    old.append_liquidations(slot, [(1, 1, 99.0, 1.0, 0, -1, 0)])
+    with Client(namespace) as c:
+        perp = c.perp_handle("okx", "BTC/USDT:USDT")
+        liq = c.liquidation_stream("okx", "BTC/USDT:USDT", start="earliest")
+        assert perp.read().mark_price == 100.0 and len(liq.poll().records) == 1
+        old.append_liquidations(slot, [(2, 2, 98.0, 1.0, 0, -1, 0)] * 2)  # never read: lost at the restart
+        old.close()
+        shm.unlink(old.name)
+        _until(lambda: perp.read().stale, "the perp record stale once its feed stopped")  # health words: 5 ms cache
+        new, slot = engine()
+        try:
+            new.publish_perp(slot, mark_price=200.0, recv_ts_ns=time.time_ns())
+            new.append_liquidations(slot, [(3, 3, 201.0, 1.0, 0, 1, 0)])
+            p = _until(lambda: (x := perp.read()).mark_price == 200.0 and x, "the Perp to follow")
+            assert not p.stale
+            got = liq.poll()
+            assert got.lost == 2 and got.records["price"].tolist() == [201.0]
+        finally:
+            new.close()

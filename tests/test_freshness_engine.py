@@ -277,3 +277,32 @@ def test_rest_fallback_and_recent_trades_use_the_endpoints_the_engine_publishes(
         trades = c.recent_trades("okx", "ETH/USDT", 5)
         assert trades.source == "rest" and len(trades.records) > 0
         assert c.statistics().rest_reads == 2 and c.statistics().rest_failures == 0
+
+
+# --------------------------------------------------------------------------- perpetual data (layout 1.4)
+def test_perp_data_is_live_under_an_engine_and_stale_at_once_when_its_feed_is_killed(sim, run, namespace):
+    """`mdengine run` carries a perpetual's perp data by default (perp = true); a kill -9 of the feed makes the
+    record stale with the books' reason, never dead data served as live; perp = false leaves it empty."""
+    slow_restart = RESTART.replace("backoff_initial_s = 0.1", "backoff_initial_s = 2.0").replace(
+        "backoff_max_s = 0.5", "backoff_max_s = 2.0")
+    perp = "BTC/USDT:USDT"
+    engine = run(slow_restart + exchange_toml("okx", sim, [perp]))
+    with attach(namespace, "okx") as reader, Client(namespace) as c:
+        live_book(reader, perp)
+        p = wait_for(lambda: (x := c.perp("okx", perp)) and not x.stale and x.open_interest > 0 and x, LIVE_S,
+                     "live perp stats")
+        assert p.mark_price > 0 and p.index_price > 0 and p.next_funding_ns > time.time_ns()
+        [pid] = engine.feed_pids()
+        os.kill(pid, signal.SIGKILL)
+        p = wait_for(lambda: (x := c.perp("okx", perp)).stale and x, 5.0, "stale perp stats")
+        assert "died" in p.reason or "gone" in p.reason, p
+
+
+def test_perp_false_leaves_the_perp_record_empty(sim, run, namespace):
+    perp = "BTC/USDT:USDT"
+    run(RESTART + exchange_toml("okx", sim, [perp], perp=False))
+    with attach(namespace, "okx") as reader, Client(namespace) as c:
+        live_book(reader, perp)
+        time.sleep(1.0)  # OKX pushes mark-price every 200 ms when it is subscribed
+        p = c.perp("okx", perp)
+        assert p.stale and p.state == "empty" and math.isnan(p.mark_price), p

@@ -15,8 +15,11 @@ from mdengine.events import (
     BookChanged,
     BookInvalid,
     CloseConnection,
+    LiquidationsReceived,
     Notice,
     OpenConnection,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
     SubscribeFailed,
@@ -102,7 +105,7 @@ def test_registry_and_sim_endpoints():
 # --------------------------------------------------------------------------- subscriptions
 def test_subscribe_opens_connection_then_subscribes_on_open():
     idx = _index()
-    a = OkxAdapter(idx, endpoints={"ws": "ws://127.0.0.1:5"})
+    a = OkxAdapter(idx, endpoints={"ws": "ws://127.0.0.1:5"}, perp=False)  # perp channels: below
     assert a.subscribe(idx.resolve("BTC/USDT")) == [OpenConnection(CONN, "ws://127.0.0.1:5/ws/v5/public")]
     assert a.subscribe(idx.resolve("BTC/USDT:USDT")) == []  # same connection, not open yet
     (send,) = a.on_open(CONN)
@@ -272,8 +275,8 @@ def test_disconnect_invalidates_live_symbols_and_reopen_resubscribes():
     assert [(e.key, e.kind) for e in events] == [(("SPOT", "BTC-USDT"), "disconnect")]  # the other never synced
     assert not a.is_live(("SPOT", "BTC-USDT"))
     assert a.symbols_on(CONN) == [("SPOT", "BTC-USDT"), ("SWAP", "BTC-USDT-SWAP")]
-    (send,) = a.on_open(CONN)
-    assert json.loads(send.payload)["op"] == "subscribe"
+    sends = a.on_open(CONN)  # the books and trades, then the swap's perp channels
+    assert [json.loads(x.payload)["op"] for x in sends] == ["subscribe", "subscribe"]
 
 
 # --------------------------------------------------------------------------- other frames
@@ -351,3 +354,84 @@ def test_garbage_frames_yield_events_never_exceptions(frames):
     for f in frames:
         for e in a.on_frame(CONN, f, 1):
             assert isinstance(e, (*_ALLOWED, Notice))
+
+
+# --------------------------------------------------------------------------- perpetual data (OKX-DOC push examples)
+def _push(channel: str, inst: dict, rows: list) -> str:
+    return json.dumps({"arg": {"channel": channel, **inst}, "data": rows})
+
+
+MARK = {"instType": "SWAP", "instId": "BTC-USDT-SWAP", "markPx": "42310.6", "ts": "1630049139746"}
+INDEX = {"instId": "BTC-USDT", "idxPx": "42300.1", "high24h": "0.5", "low24h": "0.1", "open24h": "0.1",
+         "sodUtc0": "0.1", "sodUtc8": "0.1", "ts": "1597026383085"}
+FUNDING = {"formulaType": "noRate", "fundingRate": "0.0001875391284828", "fundingTime": "1700726400000",
+           "impactValue": "", "instId": "BTC-USDT-SWAP", "instType": "SWAP", "interestRate": "", "method":
+           "current_period", "maxFundingRate": "0.00375", "minFundingRate": "-0.00375", "nextFundingRate": "",
+           "nextFundingTime": "1700755200000", "premium": "0.0001233824646391", "settFundingRate":
+           "0.0001699799259033", "settState": "settled", "ts": "1700724675402"}
+OPEN_INTEREST = {"instId": "BTC-USDT-SWAP", "instType": "SWAP", "oi": "5000", "oiCcy": "50", "ts": "1597026383085"}
+LIQUIDATION = {"details": [{"bkLoss": "0", "bkPx": "42000.5", "ccy": "", "posSide": "short", "side": "buy",
+                            "sz": "13", "ts": "1692266434010"}],
+               "instFamily": "BTC-USDT", "instId": "BTC-USDT-SWAP", "instType": "SWAP", "uly": "BTC-USDT"}
+
+
+def test_perp_channels_are_subscribed_in_their_own_request_for_derivatives_only():
+    a = OkxAdapter(_index())
+    for n in ("BTC-USDT", "BTC-USDT-SWAP", "BTC-USDT-250627"):
+        a.subscribe(a.instruments.resolve(n))
+    books, perp = a.on_open(CONN)
+    assert all(x["channel"] in ("books", "trades") for x in json.loads(books.payload)["args"])
+    assert json.loads(perp.payload)["args"] == [
+        {"channel": "mark-price", "instId": "BTC-USDT-SWAP"}, {"channel": "index-tickers", "instId": "BTC-USDT"},
+        {"channel": "open-interest", "instId": "BTC-USDT-SWAP"},
+        {"channel": "funding-rate", "instId": "BTC-USDT-SWAP"},
+        {"channel": "mark-price", "instId": "BTC-USDT-250627"},
+        {"channel": "open-interest", "instId": "BTC-USDT-250627"},
+        {"channel": "liquidation-orders", "instType": "SWAP"}, {"channel": "liquidation-orders", "instType": "FUTURES"}]
+    # the index and the SWAP liquidations stay while another symbol of the connection needs them
+    books, perp = a.unsubscribe(("FUTURES", "BTC-USDT-250627"))
+    assert json.loads(perp.payload)["args"] == [
+        {"channel": "mark-price", "instId": "BTC-USDT-250627"},
+        {"channel": "open-interest", "instId": "BTC-USDT-250627"},
+        {"channel": "liquidation-orders", "instType": "FUTURES"}]
+    assert len(_adapter("BTC-USDT-SWAP", perp=False).on_open(CONN)) == 1
+
+
+def test_perp_pushes_merge_into_perp_stats():
+    a = _adapter()
+    key = ("SWAP", "BTC-USDT-SWAP")
+    (m,) = a.on_frame(CONN, _push("mark-price", {"instId": "BTC-USDT-SWAP"}, [MARK]), 1)
+    assert isinstance(m, PerpStatsUpdate) and m.key == key and m.fields == {"mark_price": 42310.6}
+    assert m.exch_ts_ns == 1630049139746 * 1_000_000
+    (i,) = a.on_frame(CONN, _push("index-tickers", {"instId": "BTC-USDT"}, [INDEX]), 2)
+    assert i.key == key and i.fields == {"index_price": 42300.1}  # not the spot BTC-USDT book's
+    (f,) = a.on_frame(CONN, _push("funding-rate", {"instId": "BTC-USDT-SWAP"}, [FUNDING]), 3)
+    assert f.fields == {"funding_rate": 0.0001875391284828, "next_funding_ns": 1700726400000 * 1_000_000}
+    (o,) = a.on_frame(CONN, _push("open-interest", {"instId": "BTC-USDT-SWAP"}, [OPEN_INTEREST]), 4)
+    assert o.fields == {"open_interest": 5000.0}
+    assert [type(e) for e in a.on_close(CONN, "reset")].count(PerpInvalid) == 1
+
+
+def test_liquidation_orders_keep_this_connections_symbols_only():
+    a = _adapter()
+    other = {**LIQUIDATION, "instId": "IOST-USDT-SWAP"}
+    (ev,) = a.on_frame(CONN, _push("liquidation-orders", {"instType": "SWAP"}, [other, LIQUIDATION]), 5)
+    assert isinstance(ev, LiquidationsReceived) and ev.key == ("SWAP", "BTC-USDT-SWAP")
+    assert ev.liquidations == [(1692266434010 * 1_000_000, 5, 42000.5, 13.0, 0, Side.BUY, 0)]
+    bad = {**LIQUIDATION, "details": [{**LIQUIDATION["details"][0], "side": "up"}]}
+    (ev,) = a.on_frame(CONN, _push("liquidation-orders", {"instType": "SWAP"}, [bad]), 5)
+    assert isinstance(ev, ProtocolError)
+    (ev,) = a.on_frame(CONN, _push("mark-price", {"instId": "BTC-USDT-SWAP"}, [{**MARK, "markPx": "nan"}]), 5)
+    assert isinstance(ev, ProtocolError) and ev.key == ("SWAP", "BTC-USDT-SWAP")
+
+
+def test_a_refused_perp_channel_is_reported_and_leaves_the_books_alone():
+    a = OkxAdapter(_index())
+    a.subscribe(a.instruments.resolve("BTC-USDT-SWAP"))
+    _, perp = a.on_open(CONN)
+    rid = json.loads(perp.payload)["id"]
+    err = {"id": rid, "event": "error", "code": "60018", "msg": "Wrong URL or channel:funding-rate,instId:"
+           "BTC-USDT-SWAP doesn't exist.", "connId": "a4d3ae55"}
+    (ev,) = a.on_frame(CONN, json.dumps(err), 6)
+    assert isinstance(ev, SubscribeFailed) and ev.key is None and "perp channels" in ev.message
+    assert ("SWAP", "BTC-USDT-SWAP") in a.syms

@@ -329,3 +329,34 @@ def test_replay_of_bybit_orderbook_200_with_its_own_instrument_answers(bybit_200
     want = _final_books(mine)
     assert {k[0] for k in want} == {"linear"} and len(want) == 2
     _assert_replayed(want, _replay(mine, f"tby{os.getpid()}", "bybit", want))
+
+
+def test_a_recording_with_perpetual_data_exports_derivative_ticker_and_liquidations(tmp_path_factory, tmp_path):
+    """A Bybit linear feed recorded against the simulator (tickers and allLiquidation on, liquidations every
+    simulated second) exports Tardis's derivative_ticker.csv and liquidations.csv beside the book and trades."""
+    import csv
+
+    from mdengine.sim.formats.perp import PerpModel
+
+    mp_ = pytest.MonkeyPatch()
+    mp_.setattr(PerpModel, "BURST_CHANCE", 1.0)
+    try:
+        src = _record(tmp_path_factory, "bybit", ["bybit"], ["BTC/USDT:USDT"], ["linear"])
+    finally:
+        mp_.undo()
+    summary = export(src, "tardis-csv", tmp_path / "out")
+    names = sorted(os.path.basename(f) for f in summary["files"])
+    assert names == ["derivative_ticker.csv", "incremental_book_L2.csv", "liquidations.csv", "trades.csv"]
+    with open(tmp_path / "out" / "derivative_ticker.csv") as fh:
+        ticker = list(csv.DictReader(fh))
+    assert ticker and {r["exchange"] for r in ticker} == {"bybit"} and {r["symbol"] for r in ticker} == {"BTCUSDT"}
+    last = ticker[-1]
+    assert float(last["mark_price"]) > 0 and float(last["index_price"]) > 0 and float(last["open_interest"]) > 0
+    assert last["funding_rate"] != "" and int(last["funding_timestamp"]) % (8 * 3600 * 10**6) == 0
+    assert last["predicted_funding_rate"] == "" and last["last_price"] == ""  # not published: empty, not zero
+    with open(tmp_path / "out" / "liquidations.csv") as fh:
+        liqs = list(csv.DictReader(fh))
+    assert liqs and all(r["side"] in ("buy", "sell") and float(r["price"]) > 0 and float(r["amount"]) > 0
+                        for r in liqs)
+    hbt = export(src, "hftbacktest", tmp_path / "hbt")  # unchanged: books and trades only
+    assert [os.path.basename(f) for f in hbt["files"]] == ["bybit_linear_BTCUSDT.npz"]

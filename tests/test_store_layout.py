@@ -101,7 +101,7 @@ def test_each_generated_table_covers_its_bytes_once(name):
     ends = {"header": L.HEADER_LENGTH, "directory": L.DIR_ENTRY_LENGTH, "book": L.BOOK_HEADER_LENGTH + L.LEVEL_LENGTH,
             "ring": L.RING_HEADER_LENGTH, "trade": L.TRADE_RECORD_LENGTH, "slot": L.SLOT_BOOK_COPIES_OFFSET,
             "counters": L.COUNTERS_OFFSET + 8 * len(L.COUNTER_NAMES), "stats": L.SLOT_STATS_OFFSET + L.STATS_LENGTH,
-            "text": L.TEXT_AREA_LENGTH}
+            "text": L.TEXT_AREA_LENGTH, "perp_slot": L.PERP_RECORDS_OFFSET, "perp_record": L.PERP_RECORD_LENGTH}
     assert sized[-1][0] + sized[-1][1] == ends[name]
 
 
@@ -151,6 +151,12 @@ def test_doc_states_the_magic_and_version():
 def test_structs_pack_exactly_their_dtypes():
     assert struct.calcsize(L.BOOK_HEADER_STRUCT) == L.BOOK_HEADER_DTYPE.itemsize == L.BOOK_HEADER_LENGTH
     assert struct.calcsize(L.TRADE_STRUCT) == L.TRADE_DTYPE.itemsize == L.TRADE_RECORD_LENGTH
+    assert struct.calcsize(L.PERP_STRUCT) == L.PERP_DTYPE.itemsize == L.PERP_RECORD_LENGTH
+    import numpy as np
+
+    perp = (1.5, 2.5, 3.5, 4.5, 5, 6.5, 7, 8, 9, 2, 11, 12)
+    rec = np.frombuffer(struct.pack(L.PERP_STRUCT, *perp), L.PERP_DTYPE)[0]
+    assert tuple(rec[n] for n in L.PERP_DTYPE.names) == perp
     assert L.DIRECTORY_DTYPE.itemsize == L.DIR_ENTRY_LENGTH
     consts = [L.BOOK_UPDATE_ID_OFFSET, L.BOOK_EXCH_TS_OFFSET, L.BOOK_RECV_TS_OFFSET, L.BOOK_PUB_TS_OFFSET,
               L.BOOK_N_BIDS_OFFSET, L.BOOK_N_ASKS_OFFSET, L.BOOK_STATE_OFFSET, L.BOOK_FLAGS_OFFSET,
@@ -176,7 +182,11 @@ def test_slot_geometry_keeps_polled_words_alone_on_their_cache_lines(book_capaci
                 L.COUNTERS_OFFSET, L.RING_HEADER_LENGTH, L.HEARTBEAT_NS_OFFSET - 32):
         assert off % L.CACHE_LINE == 0
     assert L.LAST_ERROR_TEXT_OFFSET + L.LAST_ERROR_TEXT_LENGTH == L.HEADER_LENGTH
-    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size + L.TEXT_AREA_LENGTH
+    assert L.segment_size(3, book_capacity, trade_capacity) == L.slots_offset(3) + 3 * g.size + L.TEXT_AREA_LENGTH \
+        + 3 * L.perp_slot_size(L.DEFAULT_LIQUIDATION_CAPACITY)
+    for off in (L.PERP_SEQ_OFFSET, L.PERP_COPY0_OFFSET, L.PERP_RING_OFFSET, L.PERP_RECORDS_OFFSET,
+                L.perp_slot_size(2), L.perp_area_offset(3, book_capacity, trade_capacity)):
+        assert off % L.CACHE_LINE == 0
 
 
 @pytest.mark.parametrize("args,match", [((0, 8), "book capacity 0"), ((5001, 8), "book capacity 5001"),

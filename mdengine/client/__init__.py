@@ -9,9 +9,10 @@
 See docs/client.md.
 """
 
-from ..errors import EngineNotFound, StaleBookError, SubscribeError, UnknownSymbol
-from .results import BookBuffer, ClientStatistics, Depth, Top, Trades, TradeStreamStatistics
-from .shm import Book, Client, TradeStream
+from ..errors import EngineNotFound, NoPerpData, StaleBookError, SubscribeError, UnknownSymbol
+from .results import BookBuffer, ClientStatistics, Depth, Liquidations, PerpStats, Top, Trades, TradeStreamStatistics
+from .shm import Book, Client, LiquidationStream, Perp, TradeStream
 
-__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
-           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
+__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "LiquidationStream",
+           "Liquidations", "NoPerpData", "Perp", "PerpStats", "StaleBookError", "SubscribeError", "Top", "TradeStream",
+           "TradeStreamStatistics", "Trades", "UnknownSymbol"]

@@ -3,6 +3,7 @@
     ex = Exchange("binance", "ETH_USDT")            # or "BTC_USDT.swap" for the USDT perpetual
     depth = ex.GetDepth()                            # {"Asks": [{"Price", "Amount"}], "Bids": [...], "Time": ms}
     trades = ex.GetTrades()                          # [{"Id", "Time", "Price", "Amount", "Type"}], Type 0 buy, 1 sell
+    fundings = ex.GetFundings("BTC_USDT.swap")       # [{"Symbol", "Rate", "Time", "Interval", "Info"}]
 
 As in the old driver, the first use of a symbol the engine does not carry yet subscribes it through the
 supervisor and serves REST until the stream is live, and a book older than `max_age` (3 s) is served
@@ -99,6 +100,19 @@ class Exchange:
         return {"Buy": top.bid, "Sell": top.ask, "Last": float(last["price"][-1]) if len(last) else mid,
                 "Time": int(time.time() * 1000 - (top.age_s * 1000 if math.isfinite(top.age_s) else 0)),
                 "Source": top.source}
+
+    def GetFundings(self, symbol: str | None = None) -> list[dict]:  # noqa: N802
+        """The perpetual's funding, shaped as FMZ's Funding records: ``[{"Symbol", "Rate", "Time", "Interval",
+        "Info"}]``; Rate is the current period's rate, Time the next settlement in ms (None if the exchange does not
+        publish it), Interval None (the engine does not carry it), Info the rest of the perp record (mark, index,
+        next rate, open interest, age, stale). From shared memory only: the symbol must be subscribed (UnknownSymbol
+        otherwise, NoPerpData for a spot symbol); a stale record raises StaleBookError past `max_age`."""
+        sym = self._symbol(symbol)
+        p = self.client.perp(self.name, sym)
+        return [{"Symbol": symbol or self.currency, "Rate": p.funding_rate,
+                 "Time": p.next_funding_ns // 1_000_000 if p.next_funding_ns else None, "Interval": None,
+                 "Info": {"MarkPrice": p.mark_price, "IndexPrice": p.index_price, "NextRate": p.next_funding_rate,
+                          "OpenInterest": p.open_interest, "AgeS": p.age_s, "Stale": p.stale}}]
 
     # ------------------------------------------------------------------ plumbing
     def _symbol(self, symbol: str | None) -> str:

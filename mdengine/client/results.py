@@ -29,6 +29,33 @@ class Top(NamedTuple):
     reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
 
 
+class PerpStats(NamedTuple):
+    """A perpetual's mark, index, funding and open interest (layout 1.4's perp record) and how trustworthy it is.
+
+    A field the exchange does not publish is NaN (next_funding_ns: 0), never a made-up value."""
+
+    mark_price: float
+    index_price: float
+    funding_rate: float  # the current period's rate, as a fraction (0.0001 = 0.01 %)
+    next_funding_rate: float  # the announced / predicted next rate; NaN where the exchange announces none
+    next_funding_ns: int  # the next funding settlement, ns since the epoch (0: not published)
+    open_interest: float  # in the exchange's unit (contracts or base)
+    exch_ts_ns: int
+    age_s: float  # now minus the local receive time of the latest frame merged in (inf if never published)
+    stale: bool  # the books' rules (docs/client.md "Freshness"); "empty" before the first publish
+    state: str = "live"
+    reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
+
+
+class Liquidations(NamedTuple):
+    """New liquidations (layout.TRADE_DTYPE records: price, qty, side, exch_ts_ns, ...; trade_id 0), oldest first,
+    and how many this reader lost (the writer lapped it) since the last call."""
+
+    records: np.ndarray
+    lost: int
+    source: str = "shm"
+
+
 @dataclass(frozen=True)
 class Depth:
     """A consistent copy of a book: bids and asks are (n, 2) float arrays of [price, qty], best first."""

@@ -38,12 +38,22 @@ from ..engine.config import resolve_namespace
 from ..errors import EngineNotFound, StaleBookError, UnknownSymbol
 from ..store import futex
 from ..store import layout as L
-from ..store.reader import BookReader, SegmentReader, TradeReader
+from ..store.reader import BookReader, LiquidationReader, PerpReader, SegmentReader, TradeReader
 from ..store.segment import SymbolEntry
 from . import fallback
 from .control import ControlClient
 from .fallback import RestFallback
-from .results import BookBuffer, ClientStatistics, Depth, Top, Trades, TradeStreamStatistics, check_depth
+from .results import (
+    BookBuffer,
+    ClientStatistics,
+    Depth,
+    Liquidations,
+    PerpStats,
+    Top,
+    Trades,
+    TradeStreamStatistics,
+    check_depth,
+)
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ FOLLOW_NS = 100_000_000  # a stale read (or wait()) asks at most this often whet
 RESCAN_NS = 1_000_000_000  # wait(streams=None) looks for new segments this often
 REST_CACHE_S = 0.25  # a REST answer is reused this long, so a fast loop on a stale book does not hammer REST
 _LIVE = L.BookState.LIVE
+_NAN = math.nan
 _time_ns = time.time_ns
 _new_tuple = tuple.__new__
 _NAMES = L.BookState.NAMES
@@ -533,6 +544,133 @@ class TradeStream(_Handle):
         return f"<TradeStream {self.exchange} {self.symbol} {'shm' if self.bound else 'unbound'}>"
 
 
+class Perp(_Handle):
+    """One perpetual's perp record (mark, index, funding, open interest; layout 1.4). Get it from `Client.perp_handle`
+    (or call `Client.perp`) and keep it. Reads follow the books' freshness rules; there is no REST fallback yet, so
+    a stale read raises StaleBookError when the client has `max_age`, else comes back flagged."""
+
+    def __init__(self, client: Client, exchange: str, symbol: str, market: str | None) -> None:
+        super().__init__(client, exchange, symbol, market)
+        self.reader: PerpReader | None = None
+        self._seq_i = 0
+        self._mark = 0
+
+    def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
+        reader = PerpReader(seg.reader, entry)  # NoPerpData for a spot symbol: before anything changes
+        super()._attach(seg, entry)
+        self.reader = reader
+        self._seq_i = (seg.reader.perp_base(entry) + L.PERP_SEQ_OFFSET) >> 3
+        self._mark = seg.q[self._seq_i]
+
+    def _rebind(self, seg: _Segment) -> bool:
+        entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None or entry.kind not in L.PERP_KINDS or seg.reader.view.perp_base(entry.slot) is None:
+            return False
+        self._attach(seg, entry)
+        self._mark = 0
+        return True
+
+    def read(self) -> PerpStats:
+        """The latest perp record, with age and staleness (see PerpStats)."""
+        if self.reader is None and not self._try_bind():
+            raise self._no_data()
+        r = self.reader.read()
+        now = _time_ns()
+        recv = r[7] or r[8]
+        age = (now - recv) / 1e9 if recv else math.inf
+        state = r[9]
+        seg = self._seg
+        stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
+            (now > self._fresh_until and self._silent(now, recv))
+        if stale or age > self.client._max_age:
+            return self._on_stale(r, age, state, stale, now, recv)
+        return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", ""))
+
+    def _on_stale(self, r: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> PerpStats:
+        c = self.client
+        if c._follow(self):
+            return self.read()
+        c._stale_reads += 1
+        if not stale:
+            reason = f"older than max_age {c.max_age} s"
+        elif state == L.BookState.EMPTY and self._seg.healthy(now):
+            reason = "no perp data published yet"
+        else:
+            reason = self._stale_reason(state, recv, now).replace("book state", "perp state")
+        name = _state_name(state)
+        if c.max_age is not None:
+            raise StaleBookError(self.exchange, self.symbol, age, name, reason)
+        if state == L.BookState.EMPTY:  # never published: every field absent, not the zero-filled memory
+            return PerpStats(_NAN, _NAN, _NAN, _NAN, 0, _NAN, 0, age, stale, name, reason)
+        return PerpStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, stale, name, reason)
+
+    def _changed(self) -> bool:
+        if self._seg is None:
+            return self._try_bind()
+        v = self._seg.q[self._seq_i]
+        return v != self._mark and not v & 1
+
+    def _ack(self) -> None:
+        if self._seg is not None:
+            self._mark = self._seg.q[self._seq_i]
+
+    def __repr__(self) -> str:
+        return f"<Perp {self.exchange} {self.symbol} {'shm' if self.bound else 'unbound'}>"
+
+
+class LiquidationStream(_Handle):
+    """A cursor over one perpetual's liquidations (layout 1.4): each `poll` returns only records not returned yet,
+    and how many the writer overwrote before this stream read them. After an engine restart the stream reads the
+    new ring from its start and counts what the old one still held unread as lost."""
+
+    def __init__(self, client: Client, exchange: str, symbol: str, market: str | None,
+                 start: str = "latest") -> None:
+        super().__init__(client, exchange, symbol, market)
+        self.start = start
+        self.reader: LiquidationReader | None = None
+        self.received = self.lost = 0
+        self._carry = 0  # unread records lost across a restart, reported by the next poll
+
+    def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
+        reader = LiquidationReader(seg.reader, entry, self.start)  # NoPerpData for a spot symbol
+        super()._attach(seg, entry)
+        self.reader = reader
+
+    def _rebind(self, seg: _Segment) -> bool:
+        old = self.reader
+        entry = _find_entry(seg.reader, self.requested, self.market)
+        if entry is None or entry.kind not in L.PERP_KINDS or seg.reader.view.perp_base(entry.slot) is None:
+            return False
+        _Handle._attach(self, seg, entry)
+        self.reader = LiquidationReader(seg.reader, entry, "earliest")
+        self._carry += max(old.tail - old.cursor, 0) if old is not None else 0
+        return True
+
+    def poll(self, out: np.ndarray | None = None) -> Liquidations:
+        if self.reader is None and not self._try_bind():
+            raise self._no_data()
+        records, lost = self.reader.poll(out)
+        if not len(records) and self.client._follow(self):
+            records, lost = self.reader.poll(out)
+        lost += self._carry
+        self._carry = 0
+        self.received += len(records)
+        self.lost += lost
+        return Liquidations(records, lost, "shm")
+
+    def _changed(self) -> bool:
+        r = self.reader
+        if r is None:
+            return self._try_bind()
+        return r.tail != r.cursor
+
+    def _ack(self) -> None:
+        pass  # level-triggered, as TradeStream
+
+    def __repr__(self) -> str:
+        return f"<LiquidationStream {self.exchange} {self.symbol} {'shm' if self.bound else 'unbound'}>"
+
+
 class Client:
     """Attach to the engine running in `namespace` (default: $MDENGINE_NAMESPACE, else "default").
 
@@ -564,6 +702,8 @@ class Client:
         self._segments: dict[str, _Segment] = {}
         self._books: dict[tuple[str, str, str | None], Book] = {}
         self._streams: dict[tuple[str, str, str | None], TradeStream] = {}
+        self._perps: dict[tuple[str, str, str | None], Perp] = {}
+        self._liquidations: dict[tuple[str, str, str | None], LiquidationStream] = {}
         self._stale_reads = self._trades_lost = self._rescans = 0
         self._follows = 0
         self._next_follow = 0
@@ -695,8 +835,26 @@ class Client:
         self._bind_or_raise(s)
         return s
 
-    def _bind_or_raise(self, h: _Handle) -> None:
-        if h._try_bind(force=True) or self.rest_fallback:
+    def perp_handle(self, exchange: str, symbol: str, market: str | None = None) -> Perp:
+        """The handle of one perpetual's perp record. Raises UnknownSymbol if the symbol is not subscribed, NoPerpData
+        if it is spot (or its feed predates layout 1.4)."""
+        key = (exchange, symbol, market)
+        h = self._perps.get(key)
+        if h is None:
+            h = Perp(self, exchange, symbol, market)
+            self._bind_or_raise(h, rest=False)
+            self._perps[key] = h
+        return h
+
+    def liquidation_stream(self, exchange: str, symbol: str, market: str | None = None,
+                           start: str = "latest") -> LiquidationStream:
+        """A new, independent liquidation cursor (its own position and lost count)."""
+        s = LiquidationStream(self, exchange, symbol, market, start)
+        self._bind_or_raise(s, rest=False)
+        return s
+
+    def _bind_or_raise(self, h: _Handle, rest: bool = True) -> None:
+        if h._try_bind(force=True) or (rest and self.rest_fallback):
             return
         seg = self._segments.get(h.exchange)
         if seg is None:
@@ -720,6 +878,19 @@ class Client:
             s = self._streams[key] = self.trade_stream(exchange, symbol, market)
         return s.poll()
 
+    def perp(self, exchange: str, symbol: str, market: str | None = None) -> PerpStats:
+        """Mark, index, funding and open interest of a perpetual, with age and staleness (see PerpStats)."""
+        return self.perp_handle(exchange, symbol, market).read()
+
+    def liquidations(self, exchange: str, symbol: str, market: str | None = None) -> Liquidations:
+        """Liquidations of `symbol` this client has not returned before (one cursor per symbol, from the first
+        call), and how many were lost."""
+        key = (exchange, symbol, market)
+        s = self._liquidations.get(key)
+        if s is None:
+            s = self._liquidations[key] = self.liquidation_stream(exchange, symbol, market)
+        return s.poll()
+
     def recent_trades(self, exchange: str, symbol: str, limit: int = 100, market: str | None = None) -> Trades:
         """The last `limit` trades (whether seen before or not), from the ring, or REST if not subscribed."""
         probe = TradeStream(self, exchange, symbol, market, "earliest")
@@ -734,12 +905,14 @@ class Client:
         return Trades(records, lost, "shm")
 
     # ------------------------------------------------------------------ waiting
-    def wait(self, timeout: float | None = None, streams: Iterable[Book | TradeStream] | None = None, *,
+    def wait(self, timeout: float | None = None,
+             streams: Iterable[Book | TradeStream | Perp | LiquidationStream] | None = None, *,
              spin: bool = False) -> list:
         """Block until a book or trade stream updates; returns what changed, [] on timeout.
 
-        streams: Book / TradeStream handles; returns those that changed since the last wait reported them
-        (a TradeStream counts as changed while it has unread trades). With streams=None it wakes on any
+        streams: Book / TradeStream / Perp / LiquidationStream handles; returns those that changed since the last
+        wait reported them (a TradeStream or LiquidationStream counts as changed while it has unread records).
+        With streams=None it wakes on any
         publish in any segment of the namespace and returns the exchange names that published.
         spin=False sleeps in the kernel (a futex on the segments' publish counters) until a feed publishes:
         no CPU while idle, woken within tens of µs; where futexes are unavailable it polls the counters with
@@ -875,6 +1048,8 @@ class Client:
             h._seg = None
         self._books.clear()
         self._streams.clear()
+        self._perps.clear()
+        self._liquidations.clear()
         for seg in [*self._segments.values(), *self._retired]:
             seg.close()
         self._segments.clear()
@@ -887,4 +1062,4 @@ class Client:
         self.close()
 
 
-__all__ = ["Book", "Client", "TradeStream"]
+__all__ = ["Book", "Client", "LiquidationStream", "Perp", "TradeStream"]

@@ -71,6 +71,35 @@ class TradesReceived:
     trades: list[tuple[int, int, float, float, int, int, int]]
 
 
+@dataclass(slots=True)
+class PerpStatsUpdate:
+    """New values of a perpetual's perp record (mark_price, index_price, funding_rate, next_funding_rate,
+    next_funding_ns, open_interest: the names of `mdengine.store.writer.PERP_FIELDS`). Only the fields this frame
+    carried are present; the store merges them into the record. exch_ts_ns is 0 if the frame has no time."""
+
+    key: SymbolKey
+    fields: dict[str, float | int]
+    exch_ts_ns: int
+    recv_ts_ns: int
+
+
+@dataclass(slots=True)
+class LiquidationsReceived:
+    """New liquidation orders, oldest first: (exch_ts_ns, recv_ts_ns, price, qty, 0, side, 0) tuples (the trade
+    record layout, trade_id 0); side is the liquidation order's side (a long position is liquidated by a SELL)."""
+
+    key: SymbolKey
+    liquidations: list[tuple[int, int, float, float, int, int, int]]
+
+
+@dataclass(slots=True)
+class PerpInvalid:
+    """The symbol's perp stream was lost (its connection closed): the record is stale until the next update."""
+
+    key: SymbolKey
+    detail: str
+
+
 # ----------------------------------------------------------------------------- health
 @dataclass(slots=True)
 class BookInvalid:
@@ -120,8 +149,9 @@ class Notice:
     extra: dict = field(default_factory=dict)
 
 
-Event = (Send | OpenConnection | CloseConnection | FetchRest | BookChanged | TradesReceived | BookInvalid
-         | SymbolSynced | SubscribeFailed | ProtocolError | Notice)
+Event = (Send | OpenConnection | CloseConnection | FetchRest | BookChanged | TradesReceived | PerpStatsUpdate
+         | LiquidationsReceived | PerpInvalid | BookInvalid | SymbolSynced | SubscribeFailed | ProtocolError | Notice)
 
-__all__ = ["BookChanged", "BookInvalid", "CloseConnection", "Event", "FetchRest", "Notice", "OpenConnection",
-           "ProtocolError", "Send", "SubscribeFailed", "SymbolKey", "SymbolSynced", "TradesReceived"]
+__all__ = ["BookChanged", "BookInvalid", "CloseConnection", "Event", "FetchRest", "LiquidationsReceived", "Notice",
+           "OpenConnection", "PerpInvalid", "PerpStatsUpdate", "ProtocolError", "Send", "SubscribeFailed", "SymbolKey",
+           "SymbolSynced", "TradesReceived"]

@@ -52,6 +52,7 @@ class ExchangeConfig:
     book_depth: int = 50  # levels published per side (<= book_capacity)
     book_mode: str = "diff"  # "diff": full incremental book; "partial": the exchange's lighter top-N snapshots
     trades: bool = True
+    perp: bool = True  # mark, index, funding, open interest and liquidations of perpetuals (where implemented)
     endpoints: dict[str, str] = field(default_factory=dict)  # overrides of the adapter's DEFAULT_ENDPOINTS
     max_symbols: int = 32
     book_capacity: int = 50

@@ -148,6 +148,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "book_depth": lambda p, v: _int(p, v, 1, L.MAX_BOOK_CAPACITY),
     "book_mode": _choice(BOOK_MODES),
     "trades": _bool,
+    "perp": _bool,
     "endpoints": _str_map,
     "max_symbols": lambda p, v: _int(p, v, 1, L.MAX_SYMBOLS),
     "book_capacity": lambda p, v: _int(p, v, 1, L.MAX_BOOK_CAPACITY),

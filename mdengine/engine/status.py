@@ -174,6 +174,12 @@ class StatusSampler:
         if state == "live" and (not writing or silent_s > stale_after):
             state = "stale"
         old = prev[2].get((e.market, e.native)) if prev else None
+        funding, next_funding_s = None, None
+        if e.kind in L.PERP_KINDS and reader.view.perp_base(e.slot) is not None:  # perpetual data (layout 1.4)
+            rec = reader.perp(e.unified, e.market).read()
+            if rec[9] != L.BookState.EMPTY:
+                funding = _num(rec[2])
+                next_funding_s = max(0.0, round((rec[4] - wall) / 1e9, 1)) if rec[4] else None
         return {
             "symbol": e.unified, "market": e.market, "native": e.native, "state": state,
             "bid": _num(bid), "bid_qty": bid_qty, "ask": _num(ask), "ask_qty": ask_qty,
@@ -184,6 +190,7 @@ class StatusSampler:
             "messages": st["messages"], "book_updates": st["book_updates"], "trades": st["trades"],
             "gaps": st["gaps"], "resyncs": st["resyncs"], "checksum_failures": st["checksum_failures"],
             "generation": generation, "version": version,
+            "funding_rate": funding, "next_funding_s": next_funding_s,
         }
 
     def _process(self, pid: int) -> psutil.Process | None:
@@ -238,7 +245,18 @@ def _bytes(n: int | None) -> str:
 FEED_COLUMNS = ("EXCHANGE", "PID", "STATE", "RESTARTS", "HB AGE", "MSG/S", "LAT us", "RECONN", "GAPS", "RESYNC",
                 "CKSUM", "ERRORS", "RSS", "CPU%")
 SYMBOL_COLUMNS = ("  SYMBOL", "MARKET", "STATE", "BID", "ASK", "AGE s", "MSG/S", "LAT us", "GAPS", "RESYNC",
-                  "CKSUM", "TRADES", "GEN")
+                  "CKSUM", "TRADES", "GEN", "FUNDING", "NEXT FUND")
+
+
+def _funding(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.4f}%"
+
+
+def _until(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    h, m = divmod(int(seconds) // 60, 60)
+    return f"{h}h{m:02d}m"
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
@@ -274,7 +292,8 @@ def render_text(status: dict) -> str:
             sym_rows.append((f"  {f['exchange']} {s['symbol']}", s["market"], state,
                              _price(s["bid"]), _price(s["ask"]), _fmt(s["age_s"], ".2f"),
                              _fmt(s["messages_per_s"], ".0f"), _fmt(s["latency_us"], ".0f"), str(s["gaps"]),
-                             str(s["resyncs"]), str(s["checksum_failures"]), str(s["trades"]), str(s["generation"])))
+                             str(s["resyncs"]), str(s["checksum_failures"]), str(s["trades"]), str(s["generation"]),
+                             _funding(s.get("funding_rate")), _until(s.get("next_funding_s"))))
     if len(sym_rows) > 1:
         lines.append("")
         lines += _table(sym_rows)

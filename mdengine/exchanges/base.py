@@ -39,12 +39,15 @@ class Adapter(ABC):
     MAX_MESSAGE_BYTES: int = 4 << 20
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
-                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True) -> None:
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True) -> None:
         self.instruments = instruments
         self.endpoints = {**self.DEFAULT_ENDPOINTS, **(endpoints or {})}
         self.book_depth = book_depth
         self.book_mode = book_mode
         self.trades_enabled = trades
+        #: perpetual data (mark, index, funding, open interest, liquidations) for derivative symbols, where the
+        #: adapter implements it (docs/exchanges.md says which)
+        self.perp_enabled = perp
         self.books: dict[SymbolKey, LocalBook] = {}
 
     # ------------------------------------------------------------------ instruments (pure helpers)
@@ -145,6 +148,11 @@ class Adapter(ABC):
 
     def send_rate(self, conn: str) -> float:
         return 5.0
+
+    def poll(self, now: float) -> list[Event]:
+        """Called by the loop on every tick (about 20 times a second) with the monotonic time in seconds: requests
+        that are due on a schedule, such as REST-only data polled at an interval (Binance open interest)."""
+        return []
 
     def rotate_after(self, conn: str) -> float:
         """Seconds a connection may stay open before the loop asks `on_rotate(conn)` to replace it (0: never).

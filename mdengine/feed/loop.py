@@ -408,6 +408,9 @@ class FeedLoop:
         if self._frames or nbytes:
             self.sink.received(self._frames, nbytes)
             self._frames = 0
+        due = self.adapter.poll(now)  # scheduled requests (REST-only data polled at an interval)
+        if due:
+            self.dispatch(due)
 
     def _confirm(self, c: WsConn, now: float, wall_ns: int) -> bool:
         """Freshness of an open connection: tell the sink when it last received anything (readers call its books

@@ -57,7 +57,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         publisher = Publisher(writer, cfg.name, depth=cfg.book_depth, log=log)
         index = InstrumentIndex()
         adapter = adapter_cls(index, cfg.endpoints, book_depth=cfg.book_depth, book_mode=cfg.book_mode,
-                              trades=cfg.trades, **cfg.options)
+                              trades=cfg.trades, perp=cfg.perp, **cfg.options)
         opts = options or LoopOptions()
         opts.heartbeat_interval_s = cfg.heartbeat_interval_s
         opts.silence_timeout_s = cfg.silence_timeout_s if cfg.silence_timeout_s is not None else opts.silence_timeout_s

@@ -17,7 +17,10 @@ from ..core.events import (
     BookChanged,
     BookInvalid,
     Event,
+    LiquidationsReceived,
     Notice,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     SubscribeFailed,
     SymbolKey,
@@ -79,7 +82,8 @@ class Publisher:
         self._handlers: dict[type, Callable] = {
             BookChanged: self._book, TradesReceived: self._trades, BookInvalid: self._invalid,
             SymbolSynced: self._synced, SubscribeFailed: self._refused, ProtocolError: self._protocol,
-            Notice: self._notice,
+            Notice: self._notice, PerpStatsUpdate: self._perp, LiquidationsReceived: self._liquidations,
+            PerpInvalid: self._perp_invalid,
         }
 
     # ------------------------------------------------------------------ symbols
@@ -150,6 +154,35 @@ class Publisher:
         q[_C["trades"]] += n
         q[s.trades] += n
         q[s.messages] += 1
+
+    def _perp(self, ev: PerpStatsUpdate) -> None:
+        s = self.slots.get(ev.key)
+        if s is None:
+            return
+        try:
+            self.w.publish_perp(s.slot, exch_ts_ns=ev.exch_ts_ns, recv_ts_ns=ev.recv_ts_ns, **ev.fields)
+        except _UNPUBLISHABLE as e:  # includes a symbol without a perp record (a bug upstream: said, not hidden)
+            self._unpublishable(s, f"perp stats {ev.fields}", e)
+            return
+        self.q[s.messages] += 1
+
+    def _liquidations(self, ev: LiquidationsReceived) -> None:
+        s = self.slots.get(ev.key)
+        if s is None:
+            return
+        try:
+            self.w.append_liquidations(s.slot, ev.liquidations)
+        except _UNPUBLISHABLE as e:
+            self._unpublishable(s, f"{len(ev.liquidations)} liquidations", e)
+            return
+        self.q[s.messages] += 1
+
+    def _perp_invalid(self, ev: PerpInvalid) -> None:
+        s = self.slots.get(ev.key)
+        if s is not None and self.w.has_perp(s.slot):
+            self.w.publish_perp_state(s.slot, _STALE)
+            self.log.info("symbol=%s perp stream lost (%s); its record is stale until the next update",
+                          s.inst.unified, ev.detail)
 
     def _unpublishable(self, s: _Slot, what: str, err: Exception) -> None:
         """Exchange data the store cannot hold (an id or a time past int64, a float id): nothing of it was written;
@@ -308,6 +341,7 @@ class Publisher:
         self.close_lane()  # before the writer closes: the lane holds the segment's buffer
         for s in self.slots.values():
             self.w.publish_state(s.slot, _STALE)
+            self.w.publish_perp_state(s.slot, _STALE)
         if self._scratch is not None:
             self._scratch.w.close()
             self._scratch = None

@@ -20,6 +20,11 @@ against the previous state of that book (full depth, or the top `depth` levels):
 with quantity 0, new or changed levels with their new quantity. The first book after a (re)sync is a
 snapshot: "clear the side" and then every level. Gaps, checksum failures and resyncs appear as `Marker`s
 and in the summary; the book after one is a fresh snapshot.
+
+Perpetual data (layout 1.4's channels, where the recording has them) comes out as `PerpUpdate` and
+`LiquidationBatch` items; the tardis formats write them as `derivative_ticker` (one row per update, every field
+merged to its latest value, as Tardis does; empty where the exchange publishes nothing) and `liquidations`.
+The hftbacktest export ignores them.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ from ..events import (
     BookInvalid,
     CloseConnection,
     FetchRest,
+    LiquidationsReceived,
     Notice,
     OpenConnection,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
     SubscribeFailed,
@@ -105,6 +112,23 @@ class TradeBatch:
 
 
 @dataclass(slots=True)
+class PerpUpdate:
+    """Perp record fields a frame carried (PerpStatsUpdate.fields) at `local_ns`."""
+
+    key: SymbolKey
+    local_ns: int
+    exch_ns: int
+    fields: dict[str, float | int]
+
+
+@dataclass(slots=True)
+class LiquidationBatch:
+    key: SymbolKey
+    local_ns: int
+    liquidations: list[tuple[int, int, float, float, int, int, int]]  # LiquidationsReceived tuples
+
+
+@dataclass(slots=True)
 class Marker:
     """The book of `key` became invalid (`kind` as in BookInvalid) at `local_ns`."""
 
@@ -112,6 +136,10 @@ class Marker:
     local_ns: int
     kind: str
     detail: str
+
+
+Item = BookUpdate | TradeBatch | Marker | PerpUpdate | LiquidationBatch
+"""What a Rebuild yields."""
 
 
 @dataclass
@@ -207,7 +235,7 @@ class Rebuild:
         self._rewrite = self.rules.frame_rewriter(self.records)  # recorded book channel -> the adapter's
 
     # ------------------------------------------------------------------ driving the adapter
-    def __iter__(self) -> Iterator[BookUpdate | TradeBatch | Marker]:
+    def __iter__(self) -> Iterator[Item]:
         ad = self.adapter
         first = self.records[0].ts_ns if self.records else 0
         for inst in self.instruments:
@@ -292,7 +320,7 @@ class Rebuild:
                 return rid
         return None
 
-    def _handle(self, events: list, ns: int) -> Iterator[BookUpdate | TradeBatch | Marker]:
+    def _handle(self, events: list, ns: int) -> Iterator[Item]:
         st = self.stats
         for ev in events:
             cls = ev.__class__
@@ -301,6 +329,10 @@ class Rebuild:
             elif cls is TradesReceived:
                 st.trades[ev.key] += len(ev.trades)
                 yield TradeBatch(ev.key, ns, ev.trades)
+            elif cls is PerpStatsUpdate:
+                yield PerpUpdate(ev.key, ns, ev.exch_ts_ns, ev.fields)
+            elif cls is LiquidationsReceived:
+                yield LiquidationBatch(ev.key, ns, ev.liquidations)
             elif cls is OpenConnection:
                 self._conn_url[ev.conn] = ev.url
             elif cls is FetchRest:
@@ -364,6 +396,8 @@ def hftbacktest_events(items: list) -> dict[SymbolKey, np.ndarray]:
     rows: dict[SymbolKey, list[tuple]] = {}
     both = EXCH_EVENT | LOCAL_EVENT
     for it in items:
+        if isinstance(it, PerpUpdate | LiquidationBatch):
+            continue  # hftbacktest's event arrays have no place for them
         out = rows.setdefault(it.key, [])
         if isinstance(it, BookUpdate):
             ex, lo = it.exch_ns, it.local_ns
@@ -386,6 +420,35 @@ def hftbacktest_events(items: list) -> dict[SymbolKey, np.ndarray]:
 
 BOOK_COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price", "amount")
 TRADE_COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount")
+
+
+DERIVATIVE_TICKER_COLUMNS = ("exchange", "symbol", "timestamp", "local_timestamp", "funding_timestamp", "funding_rate",
+                             "predicted_funding_rate", "open_interest", "last_price", "index_price", "mark_price")
+LIQUIDATION_COLUMNS = TRADE_COLUMNS
+
+
+def tardis_perp_rows(exchange: str, items: list) -> tuple[list[tuple], list[tuple]]:
+    """(derivative_ticker rows, liquidations rows), timestamps in µs. A derivative_ticker row carries every field's
+    latest value (an update merges into the symbol's record); a field never published is None (an empty CSV cell), as
+    is last_price (not part of the perp record). A liquidation's side is the liquidation order's; its id is None."""
+    ticker: list[tuple] = []
+    liquidations: list[tuple] = []
+    merged: dict[SymbolKey, dict[str, float | int]] = {}
+    for it in items:
+        if isinstance(it, PerpUpdate):
+            rec = merged.setdefault(it.key, {})
+            rec.update(it.fields)
+            funding = rec.get("next_funding_ns")
+            ticker.append((tardis_exchange(exchange, it.key[0]), it.key[1], (it.exch_ns or it.local_ns) // 1000,
+                           it.local_ns // 1000, funding // 1000 if funding else None, rec.get("funding_rate"),
+                           rec.get("next_funding_rate"), rec.get("open_interest"), None, rec.get("index_price"),
+                           rec.get("mark_price")))
+        elif isinstance(it, LiquidationBatch):
+            ex = tardis_exchange(exchange, it.key[0])
+            for exch, local, px, qty, _id, side, _flags in it.liquidations:
+                s = "buy" if side == Side.BUY else "sell" if side == Side.SELL else "unknown"
+                liquidations.append((ex, it.key[1], (exch or local) // 1000, local // 1000, None, s, px, qty))
+    return ticker, liquidations
 
 
 def tardis_exchange(exchange: str, market: str) -> str:
@@ -453,8 +516,13 @@ def export(path: str | os.PathLike[str], fmt: str, out_dir: str | os.PathLike[st
             files.append(f)
     else:
         book, trades = tardis_rows(rb.exchange, items)
+        ticker, liquidations = tardis_perp_rows(rb.exchange, items)
         ext, write = (".csv", _write_csv) if fmt == "tardis-csv" else (".parquet", _write_parquet)
-        for name, header, rows in (("incremental_book_L2", BOOK_COLUMNS, book), ("trades", TRADE_COLUMNS, trades)):
+        tables = [("incremental_book_L2", BOOK_COLUMNS, book), ("trades", TRADE_COLUMNS, trades)]
+        if ticker or liquidations:  # a recording with perpetual data
+            tables += [("derivative_ticker", DERIVATIVE_TICKER_COLUMNS, ticker),
+                       ("liquidations", LIQUIDATION_COLUMNS, liquidations)]
+        for name, header, rows in tables:
             f = os.path.join(out_dir, name + ext)
             write(f, header, rows)
             files.append(f)
@@ -470,6 +538,7 @@ def export(path: str | os.PathLike[str], fmt: str, out_dir: str | os.PathLike[st
 
 
 __all__ = ["BOOK_COLUMNS", "BOOK_INVALID_EVENT", "BUY_EVENT", "DEPTH_CLEAR_EVENT", "DEPTH_EVENT",
+           "DERIVATIVE_TICKER_COLUMNS", "LIQUIDATION_COLUMNS", "LiquidationBatch", "PerpUpdate", "tardis_perp_rows",
            "DEPTH_SNAPSHOT_EVENT", "EXCH_EVENT", "FORMATS", "HBT_EVENT_DTYPE", "LOCAL_EVENT", "MARKER_KINDS",
            "SELL_EVENT", "TRADE_COLUMNS", "TRADE_EVENT", "BookUpdate", "ExportError", "Marker", "Rebuild",
            "RebuildStats", "TradeBatch", "discover_symbols", "export", "hftbacktest_events", "tardis_exchange",

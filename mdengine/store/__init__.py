@@ -11,6 +11,9 @@ from .reader import (
                      BookHeader,
                      BookReader,
                      BookSnapshot,
+                     LiquidationReader,
+                     NoPerpData,
+                     PerpReader,
                      ReadContention,
                      SegmentReader,
                      TradeReader,
@@ -23,8 +26,8 @@ from .writer import SegmentWriter, StoreFull, create_segment, process_start_ns
 
 __all__ = [
     "BookBuffer", "BookFlags", "BookHeader", "BookReader", "BookSnapshot", "BookState", "LayoutError",
-    "MarketKind", "ReadContention", "SegmentExists", "SegmentNotFound", "SegmentReader", "SegmentWriter",
-    "Side", "SlotState", "StoreFull", "SymbolEntry", "TradeFlags", "TradeReader", "UnknownSymbol",
-    "WriterState", "attach_all", "create_segment", "layout", "list_names", "process_start_ns",
-    "segment_name", "unlink",
+    "LiquidationReader", "MarketKind", "NoPerpData", "PerpReader", "ReadContention", "SegmentExists",
+    "SegmentNotFound", "SegmentReader", "SegmentWriter", "Side", "SlotState", "StoreFull", "SymbolEntry",
+    "TradeFlags", "TradeReader", "UnknownSymbol", "WriterState", "attach_all", "create_segment", "layout",
+    "list_names", "process_start_ns", "segment_name", "unlink",
 ]

@@ -1,6 +1,6 @@
 """The shared-memory layout of one mdengine segment: every offset and dtype, in one place.
 
-Layout version 1.3 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
+Layout version 1.4 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
 for readers in other languages; `tests/test_store_layout.py` checks the two agree. All integers are
 little-endian, all floats IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
 
@@ -14,6 +14,8 @@ One segment per exchange feed, named ``mde-<namespace>-<exchange>``::
     | slot 0 | slot 1 | ...        |  one per symbol, all the same size
     +------------------------------+ text_area_offset (1.3; 0 in the header before)
     | text area (2048 B)           |  REST endpoints, whole last error (seqlocked)
+    +------------------------------+ perp_area_offset (1.4; 0 in the header before)
+    | perp slot 0 | perp slot 1 ...|  one per symbol slot, same index: perpetual data
     +------------------------------+ segment_size
 
 A slot::
@@ -65,7 +67,10 @@ LAYOUT_MAJOR = 1
 #      the owner may mark a dead writer (WriterState.DEAD); a text area after the slots (located by header
 #      words 56, 60) holds the effective REST endpoints and the whole last error. Readers of 1.0-1.2 stay
 #      correct: they read none of it (the segment only grew at its end, which they do not map past).
-LAYOUT_MINOR = 3
+# 1.4: perpetual-futures data. A perp area after the text area (located by header words 288, 292, 296) holds,
+#      per symbol slot, a latched perp record (mark, index, funding, open interest) and a liquidation ring. Readers
+#      of 1.0-1.3 stay correct: the slots and everything they read are unchanged, the segment grew at its end.
+LAYOUT_MINOR = 4
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:
@@ -108,6 +113,10 @@ DIRECTORY_VERSION_OFFSET = 264  # int64, the directory's seqlock (1.3): odd whil
 # Line 4 too (1.3, 0 before): the writer's freshness promises, stored when it attaches.
 STALE_AFTER_NS_OFFSET = 272  # int64, a book whose connection received nothing this long is stale
 HEARTBEAT_INTERVAL_NS_OFFSET = 280  # int64, the writer's heartbeat period
+# Line 4 too (1.4, 0 before): where the perp area is (0: the segment has none); written once by the creator.
+PERP_AREA_OFFSET_OFFSET = 288  # uint32, offset of the perp area
+PERP_SLOT_SIZE_OFFSET = 292  # uint32, bytes per perp slot (max_symbols of them)
+LIQUIDATION_CAPACITY_OFFSET = 296  # uint32, records per liquidation ring, a power of two
 HEARTBEAT_MISSES = 4  # a heartbeat older than this many intervals means the writer is silent (stuck)
 # Lines 5-6: health counters, int64 each, written by the writer only.
 COUNTERS_OFFSET = 320
@@ -317,6 +326,43 @@ LAST_ERROR_LONG_LENGTH = 1024
 TEXT_AREA_LENGTH = 2048
 
 
+# --------------------------------------------------------------------------- perp area (1.4)
+# After the text area; located by PERP_AREA_OFFSET_OFFSET. Perp slot i belongs to symbol slot i, and holds data
+# only if that symbol's directory kind is in PERP_KINDS (a spot symbol's perp slot stays zero and is never read).
+PERP_SEQ_OFFSET = 0  # int64, the perp record's latch counter, alone on its line
+PERP_RECORD_LENGTH = 128
+PERP_COPY0_OFFSET = 64
+PERP_COPY1_OFFSET = PERP_COPY0_OFFSET + PERP_RECORD_LENGTH  # 192
+PERP_RING_OFFSET = PERP_COPY1_OFFSET + PERP_RECORD_LENGTH  # 320, a ring header as the trade ring's
+PERP_RECORDS_OFFSET = PERP_RING_OFFSET + RING_HEADER_LENGTH  # 448, TRADE_DTYPE records (trade_id 0)
+# A perp record: a field the exchange does not publish is NaN (prices, rates, open interest) or 0 (times).
+PERP_DTYPE = np.dtype(
+    {
+        "names": ["mark_price", "index_price", "funding_rate", "next_funding_rate", "next_funding_ns",
+                  "open_interest", "exch_ts_ns", "recv_ts_ns", "pub_ts_ns", "state", "generation", "version"],
+        "formats": ["<f8", "<f8", "<f8", "<f8", "<i8", "<f8", "<i8", "<i8", "<i8", "<u4", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88],
+        "itemsize": PERP_RECORD_LENGTH,
+    }
+)
+# "<ddddqdqqqI4xqq32x" packs exactly PERP_DTYPE; state is a BookState (EMPTY before the first publish).
+PERP_STRUCT = "<ddddqdqqqI4xqq32x"
+DEFAULT_LIQUIDATION_CAPACITY = 256
+MAX_LIQUIDATION_CAPACITY = 1 << 16
+# Kinds that have a perp record: perpetuals (and dated futures, whose funding fields stay absent).
+PERP_KINDS = (MarketKind.LINEAR, MarketKind.INVERSE)
+
+
+def perp_slot_size(liquidation_capacity: int) -> int:
+    check_liquidation_capacity(liquidation_capacity)
+    return _align(PERP_RECORDS_OFFSET + liquidation_capacity * TRADE_RECORD_LENGTH)
+
+
+def check_liquidation_capacity(capacity: int) -> None:
+    if capacity < 2 or capacity > MAX_LIQUIDATION_CAPACITY or capacity & (capacity - 1):
+        raise ValueError(f"liquidation capacity {capacity} must be a power of two in 2..{MAX_LIQUIDATION_CAPACITY}")
+
+
 def check_capacities(book_capacity: int, trade_capacity: int) -> None:
     if not 1 <= book_capacity <= MAX_BOOK_CAPACITY:
         raise ValueError(f"book capacity {book_capacity} is outside 1..{MAX_BOOK_CAPACITY}")
@@ -334,5 +380,11 @@ def text_area_offset(max_symbols: int, book_capacity: int, trade_capacity: int) 
     return slots_offset(max_symbols) + max_symbols * SlotGeometry(book_capacity, trade_capacity).size
 
 
-def segment_size(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
+def perp_area_offset(max_symbols: int, book_capacity: int, trade_capacity: int) -> int:
     return text_area_offset(max_symbols, book_capacity, trade_capacity) + TEXT_AREA_LENGTH
+
+
+def segment_size(max_symbols: int, book_capacity: int, trade_capacity: int,
+                 liquidation_capacity: int = DEFAULT_LIQUIDATION_CAPACITY) -> int:
+    return perp_area_offset(max_symbols, book_capacity, trade_capacity) + \
+        max_symbols * perp_slot_size(liquidation_capacity)

@@ -121,7 +121,7 @@ def unplaced() -> list[str]:
         if n in texts:
             continue
         prefix = n.split("_", 1)[0] + "_"
-        if n == "DIRECTORY_OFFSET" or prefix in ("SLOT_", "RING_"):
+        if n == "DIRECTORY_OFFSET" or prefix in ("SLOT_", "RING_", "PERP_"):
             continue
         dtype = DTYPE_MIRRORS.get(prefix)
         if dtype is None or getattr(L, n) not in {f[1] for f in dtype.fields.values()}:
@@ -187,6 +187,21 @@ def text_rows() -> list[Row]:
     return _with_reserved([_word(n, types) for n in text_names()], L.TEXT_AREA_LENGTH, "text area")
 
 
+def perp_slot_rows() -> list[Row]:
+    """A perp slot (1.4): its latch line, two record copies, a ring header, then the liquidation records."""
+    fields = [(L.PERP_SEQ_OFFSET, 8, "int64", "PERP_SEQ_OFFSET"),
+              (L.PERP_COPY0_OFFSET, L.PERP_RECORD_LENGTH, "bytes", "PERP_COPY0_OFFSET"),
+              (L.PERP_COPY1_OFFSET, L.PERP_RECORD_LENGTH, "bytes", "PERP_COPY1_OFFSET"),
+              (L.PERP_RING_OFFSET, L.RING_HEADER_LENGTH, "bytes", "PERP_RING_OFFSET")]
+    rows = _with_reserved(fields, L.PERP_RECORDS_OFFSET, "perp slot")
+    return [*rows, (L.PERP_RECORDS_OFFSET, f"{L.TRADE_RECORD_LENGTH} × liquidation_capacity", "bytes",
+                    "PERP_RECORDS_OFFSET")]
+
+
+def perp_record_rows() -> list[Row]:
+    return _with_reserved(_dtype_fields(L.PERP_DTYPE, "PERP_DTYPE"), L.PERP_RECORD_LENGTH, "perp record")
+
+
 def trade_rows() -> list[Row]:
     return _with_reserved(_dtype_fields(L.TRADE_DTYPE, "TRADE_DTYPE"), L.TRADE_RECORD_LENGTH, "trade record")
 
@@ -194,6 +209,7 @@ def trade_rows() -> list[Row]:
 TABLES: dict[str, Callable[[], list[Row]]] = {
     "header": header_rows, "counters": counter_rows, "directory": directory_rows, "slot": slot_rows,
     "stats": stat_rows, "book": book_rows, "ring": ring_rows, "trade": trade_rows, "text": text_rows,
+    "perp_slot": perp_slot_rows, "perp_record": perp_record_rows,
 }
 
 

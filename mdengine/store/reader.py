@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import psutil
 
-from ..errors import ReadContention, UnknownSymbol
+from ..errors import NoPerpData, ReadContention, UnknownSymbol
 from . import layout as L
 from . import shm
 from .segment import SegmentView, SymbolEntry, check_memory_model
@@ -23,6 +23,7 @@ _HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _U32 = struct.Struct("<I")
 _TOP = struct.Struct("<4d")
 _HEADER_AND_TOP = struct.Struct(L.BOOK_HEADER_STRUCT + "4d")
+_PERP = struct.Struct(L.PERP_STRUCT)
 DEFAULT_RETRY_LIMIT = 100_000
 
 
@@ -154,6 +155,26 @@ class SegmentReader:
     def trades(self, symbol: str, market: str | None = None, start: str | int = "latest") -> TradeReader:
         return TradeReader(self, self.entry(symbol, market), start)
 
+    def perp(self, symbol: str, market: str | None = None) -> PerpReader:
+        """The symbol's perp record (1.4); NoPerpData for a spot symbol or a segment without a perp area."""
+        return PerpReader(self, self.entry(symbol, market))
+
+    def liquidations(self, symbol: str, market: str | None = None, start: str | int = "latest") -> LiquidationReader:
+        """A cursor over the symbol's liquidation ring (1.4); NoPerpData as `perp`."""
+        return LiquidationReader(self, self.entry(symbol, market), start)
+
+    def perp_base(self, entry: SymbolEntry) -> int:
+        """Offset of the entry's perp slot; raises NoPerpData when it has none."""
+        base = self.view.perp_base(entry.slot)
+        if base is None:
+            raise NoPerpData(f"{self.exchange} {entry.unified}: segment {self.name} has no perpetual data (its "
+                             f"writer's layout is {self.view.layout_version[0]}.{self.view.layout_version[1]}, "
+                             "perpetual data came in 1.4)")
+        if entry.kind not in L.PERP_KINDS:
+            raise NoPerpData(f"{self.exchange} {entry.unified}: not a perpetual (market {entry.market!r}, kind "
+                             f"{entry.kind}); only perpetuals and futures have mark, funding and liquidations")
+        return base
+
     def heartbeat_age_ns(self, now_ns: int | None = None) -> int:
         return (time.time_ns() if now_ns is None else now_ns) - self.view.heartbeat_ns
 
@@ -266,6 +287,36 @@ class BookReader:
         return BookSnapshot(self.symbol, buf.bids.copy(), buf.asks.copy(), buf.header())
 
 
+class PerpReader:
+    """Reads one symbol's perp record (mark, index, funding, open interest) through its latch."""
+
+    def __init__(self, seg: SegmentReader, entry: SymbolEntry) -> None:
+        base = seg.perp_base(entry)
+        self.segment = seg
+        self.entry = entry
+        self.symbol = entry.unified
+        self.retries = 0
+        self.read = self._make_read(seg.view.q, (base + L.PERP_SEQ_OFFSET) >> 3, seg.view.buf,
+                                    base + L.PERP_COPY0_OFFSET, base + L.PERP_COPY1_OFFSET, seg.retry_limit)
+
+    def _make_read(self, q, i, buf, c0, c1, limit):
+        unpack = _PERP.unpack_from
+
+        def read() -> tuple:
+            """The record's fields in PERP_DTYPE order: (mark_price, index_price, funding_rate, next_funding_rate,
+            next_funding_ns, open_interest, exch_ts_ns, recv_ts_ns, pub_ts_ns, state, generation, version)."""
+            for _ in range(limit):
+                s = q[i]
+                r = unpack(buf, c1 if s & 1 else c0)  # trusted only once s is re-checked
+                if q[i] == s:
+                    return r
+                self.retries += 1
+            raise ReadContention(f"{seg_name}: the perp record changed during each of {limit} reads")
+
+        seg_name = f"{self.segment.exchange} {self.symbol}"
+        return read
+
+
 class TradeReader:
     """A cursor over one symbol's trade ring; each `poll` returns only trades not seen before.
 
@@ -277,9 +328,7 @@ class TradeReader:
         self.segment = seg
         self.entry = entry
         self.symbol = entry.unified
-        g = seg.view.geometry
-        ring = seg.view.slot_base(entry.slot) + g.ring
-        self.capacity = g.trade_capacity
+        ring, self.capacity = self._ring(seg, entry)
         self._mask = self.capacity - 1
         self._q = seg.view.q
         self._buf = seg.view.buf
@@ -296,6 +345,12 @@ class TradeReader:
         else:
             raise ValueError(f"start must be 'latest', 'earliest' or a ring index >= 0, not {start!r}")
         self.lost = 0  # trades overwritten before this reader saw them, in total
+
+    @staticmethod
+    def _ring(seg: SegmentReader, entry: SymbolEntry) -> tuple[int, int]:
+        """(offset of the ring header, capacity)."""
+        g = seg.view.geometry
+        return seg.view.slot_base(entry.slot) + g.ring, g.trade_capacity
 
     @property
     def tail(self) -> int:
@@ -350,6 +405,14 @@ class TradeReader:
         return got, lost
 
 
+class LiquidationReader(TradeReader):
+    """A cursor over one perpetual's liquidation ring (1.4): the trade ring's protocol and records (trade_id 0)."""
+
+    @staticmethod
+    def _ring(seg: SegmentReader, entry: SymbolEntry) -> tuple[int, int]:
+        return seg.perp_base(entry) + L.PERP_RING_OFFSET, seg.view.liquidation_capacity
+
+
 def attach_all(namespace: str) -> dict[str, SegmentReader]:
     """Readers for every segment of `namespace` present on this machine, by exchange."""
     out = {}
@@ -363,5 +426,5 @@ def attach_all(namespace: str) -> dict[str, SegmentReader]:
     return out
 
 
-__all__ = ["BookBuffer", "BookHeader", "BookReader", "BookSnapshot", "ReadContention", "SegmentReader",
-           "TradeReader", "UnknownSymbol", "attach_all"]
+__all__ = ["BookBuffer", "BookHeader", "BookReader", "BookSnapshot", "LiquidationReader", "NoPerpData",
+           "PerpReader", "ReadContention", "SegmentReader", "TradeReader", "UnknownSymbol", "attach_all"]

@@ -98,6 +98,13 @@ class SegmentView:
         # a text area that does not fit (or is absent: before 1.3) is ignored
         self.text_area = text_off if text_off and text_len >= L.TEXT_AREA_LENGTH and \
             text_off + L.TEXT_AREA_LENGTH <= self.segment_size else 0
+        # the perp area (1.4): ignored unless it fits, with a sane ring capacity
+        perp_off, perp_slot, liq_cap = struct.unpack_from("<III", buf, L.PERP_AREA_OFFSET_OFFSET)
+        sane = perp_off and 2 <= liq_cap <= L.MAX_LIQUIDATION_CAPACITY and not liq_cap & (liq_cap - 1) and \
+            perp_slot == L.perp_slot_size(liq_cap) and perp_off + self.max_symbols * perp_slot <= self.segment_size
+        self.perp_area = perp_off if sane else 0
+        self.perp_slot_size = perp_slot if sane else 0
+        self.liquidation_capacity = liq_cap if sane else 0
         self.exchange = _text(bytes(buf[L.EXCHANGE_NAME_OFFSET:L.EXCHANGE_NAME_OFFSET + L.EXCHANGE_NAME_LENGTH]))
         self.namespace = _text(bytes(buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + L.NAMESPACE_LENGTH]))
 
@@ -222,6 +229,10 @@ class SegmentView:
 
     def slot_base(self, slot: int) -> int:
         return self.slots_offset + slot * self.slot_size
+
+    def perp_base(self, slot: int) -> int | None:
+        """Offset of `slot`'s perp slot (1.4), or None in a segment without a perp area."""
+        return self.perp_area + slot * self.perp_slot_size if self.perp_area else None
 
     def stats(self, slot: int) -> dict[str, int]:
         base = self.slot_base(slot)

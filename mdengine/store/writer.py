@@ -27,11 +27,16 @@ from .segment import SegmentView, SymbolEntry, check_memory_model, pack_entry
 _NAN = math.nan
 _BOOK_HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 _TRADE = struct.Struct(L.TRADE_STRUCT)
+_PERP = struct.Struct(L.PERP_STRUCT)
 _BEST_PRICES = struct.Struct("<d8xd")  # a level's bid price and ask price
 _native = speedups()
 _latch_publish = _native.latch_publish if _native is not None else None
 _ring_append = _native.ring_append if _native is not None else None
 assert _BOOK_HEADER.size == L.BOOK_HEADER_LENGTH and _TRADE.size == L.TRADE_RECORD_LENGTH
+assert _PERP.size == L.PERP_RECORD_LENGTH
+# The perp record's value fields, in PERP_DTYPE order (the fields `publish_perp` merges).
+PERP_FIELDS = ("mark_price", "index_price", "funding_rate", "next_funding_rate", "next_funding_ns", "open_interest")
+_PERP_EMPTY = (_NAN, _NAN, _NAN, _NAN, 0, _NAN)
 
 # A slot's publish bookkeeping in `SegmentWriter.meta` (int64 words): whether this writer published it yet, the
 # book version of its last publish, then that publish's update id, timestamps, level counts and flags.
@@ -41,7 +46,8 @@ META_PUBLISHED, META_VERSION, META_UPDATE_ID, META_EXCH_TS, META_RECV_TS, META_N
     range(META_WORDS)
 
 Trade = tuple[int, int, float, float, int, int, int]
-"""(exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) - see layout.TRADE_DTYPE."""
+"""(exch_ts_ns, recv_ts_ns, price, qty, trade_id, side, flags) - see layout.TRADE_DTYPE. A liquidation is one with
+trade_id 0."""
 
 
 @functools.lru_cache(maxsize=8)
@@ -87,24 +93,27 @@ def process_start_ns(pid: int) -> int:
 
 
 def create_segment(namespace: str, exchange: str, *, max_symbols: int = 32, book_capacity: int = 50,
-                   trade_capacity: int = 4096, owner_pid: int | None = None) -> str:
+                   trade_capacity: int = 4096, owner_pid: int | None = None,
+                   liquidation_capacity: int = L.DEFAULT_LIQUIDATION_CAPACITY) -> str:
     """Create and initialise a segment; returns its name. The caller owns it and must `shm.unlink` it.
 
     The magic is written last, so a reader that attaches mid-initialisation gets a clear LayoutError.
     """
     check_memory_model()
     name = shm.segment_name(namespace, exchange)
-    seg = shm.create(name, L.segment_size(max_symbols, book_capacity, trade_capacity))
+    seg = shm.create(name, L.segment_size(max_symbols, book_capacity, trade_capacity, liquidation_capacity))
     try:
-        _initialise(seg.buf, namespace, exchange, max_symbols, book_capacity, trade_capacity, owner_pid)
+        _initialise(seg.buf, namespace, exchange, max_symbols, book_capacity, trade_capacity, owner_pid,
+                    liquidation_capacity)
     finally:
         seg.close()
     return name
 
 
 def _initialise(buf: memoryview, namespace: str, exchange: str, max_symbols: int, book_capacity: int,
-                trade_capacity: int, owner_pid: int | None) -> None:
-    size = L.segment_size(max_symbols, book_capacity, trade_capacity)
+                trade_capacity: int, owner_pid: int | None,
+                liquidation_capacity: int = L.DEFAULT_LIQUIDATION_CAPACITY) -> None:
+    size = L.segment_size(max_symbols, book_capacity, trade_capacity, liquidation_capacity)
     geometry = L.SlotGeometry(book_capacity, trade_capacity)
     struct.pack_into("<IIQIIIIIIq", buf, L.LAYOUT_MAJOR_OFFSET, L.LAYOUT_MAJOR, L.LAYOUT_MINOR, size,
                      max_symbols, book_capacity, trade_capacity, geometry.size, L.slots_offset(max_symbols),
@@ -113,6 +122,8 @@ def _initialise(buf: memoryview, namespace: str, exchange: str, max_symbols: int
     buf[L.NAMESPACE_OFFSET:L.NAMESPACE_OFFSET + len(namespace)] = namespace.encode()
     struct.pack_into("<II", buf, L.TEXT_AREA_OFFSET_OFFSET,
                      L.text_area_offset(max_symbols, book_capacity, trade_capacity), L.TEXT_AREA_LENGTH)
+    struct.pack_into("<III", buf, L.PERP_AREA_OFFSET_OFFSET, L.perp_area_offset(max_symbols, book_capacity,
+                     trade_capacity), L.perp_slot_size(liquidation_capacity), liquidation_capacity)
     pid = os.getpid() if owner_pid is None else owner_pid
     struct.pack_into("<qq", buf, L.OWNER_PID_OFFSET, pid, process_start_ns(pid))
     struct.pack_into("<Q", buf, L.MAGIC_OFFSET, L.MAGIC)
@@ -181,6 +192,10 @@ class SegmentWriter:
         self._latch_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._ring_append = _ring_append if native else None
         self._ring_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
+        # per slot, the perp record as this writer last published it: [values (PERP_FIELDS order, merged by
+        # publish_perp), version, exch_ts_ns, recv_ts_ns]
+        self._perp: list[list | None] = [None] * self.view.max_symbols
+        self._liq_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._wake_addr = futex.address_of(self.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
         self._woken = self.q[L.PUBLISH_COUNTER_OFFSET >> 3]
         self._take_over()
@@ -236,6 +251,33 @@ class SegmentWriter:
             n = max(min(hdr[4], self.capacity), min(hdr[5], self.capacity))
             self._write_latched(slot, hdr[0], hdr[1], hdr[2], min(hdr[4], self.capacity),
                                 min(hdr[5], self.capacity), L.BookState.STALE, hdr[7], n)
+        self._repair_perp(slot)
+
+    def _repair_perp(self, slot: int) -> None:
+        """The perp slot's half of `_repair_slot` (1.4): the same latch and ring repairs, then the record, if any,
+        republished STALE until this writer publishes it again."""
+        base = self.view.perp_base(slot)
+        if base is None:
+            return
+        seq_i = (base + L.PERP_SEQ_OFFSET) >> 3
+        c0, c1, n = base + L.PERP_COPY0_OFFSET, base + L.PERP_COPY1_OFFSET, L.PERP_RECORD_LENGTH
+        s = self.q[seq_i]
+        if s & 1:
+            self.buf[c0:c0 + n] = self.buf[c1:c1 + n]
+            self.q[seq_i] = s + 1
+        self.buf[c1:c1 + n] = self.buf[c0:c0 + n]
+        ring = base + L.PERP_RING_OFFSET
+        tail = self.q[(ring + L.RING_TAIL_OFFSET) >> 3]
+        intent_i = (ring + L.RING_TAIL_INTENT_OFFSET) >> 3
+        cap = self.view.liquidation_capacity
+        for idx in range(tail, min(self.q[intent_i], tail + cap)):
+            off = ring + L.RING_HEADER_LENGTH + (idx & (cap - 1)) * L.TRADE_RECORD_LENGTH + L.TRADE_INDEX_OFFSET
+            self.q[off >> 3] = -1
+        self.q[intent_i] = tail
+        rec = _PERP.unpack_from(self.buf, c0)
+        if rec[9] != L.BookState.EMPTY:
+            self._perp[slot] = [list(rec[:6]), rec[11], rec[6], rec[7]]
+            self._latch_perp(slot, rec[6], rec[7], L.BookState.STALE)
 
     def close(self, clean: bool = True) -> None:
         """Detach. Never unlinks: the owner (supervisor or `mdengine clean`) does that."""
@@ -362,6 +404,7 @@ class SegmentWriter:
         """Mark a slot unsubscribed: its book goes stale, readers see the entry as removed."""
         self.view.entry(slot)  # raises IndexError for a bad slot
         self.publish_state(slot, L.BookState.STALE)
+        self.publish_perp_state(slot, L.BookState.STALE)
         off = L.DIRECTORY_OFFSET + slot * L.DIR_ENTRY_LENGTH
         version = L.DIRECTORY_VERSION_OFFSET >> 3
         self.q[version] += 1
@@ -551,24 +594,27 @@ class SegmentWriter:
         if self._ring_append is not None:  # the same stores in C
             offsets = self._ring_offsets[slot] or self._ring_offsets_of(slot)
             return self._ring_append(self.buf, offsets, self._ring_mask, trades)
+        offsets = self._ring_offsets[slot] or self._ring_offsets_of(slot)
+        return self._append_python(offsets, self._ring_mask, trades)
+
+    def _append_python(self, offsets: tuple[int, ...], mask: int, trades: Iterable[Trade]) -> int:
+        """`_speedups.ring_append`'s stores in Python, on the ring at `offsets` (see `_ring_offsets_of`)."""
         batch = list(trades)
         m = len(batch)
         if not m:
             return 0
-        cap = self._ring_mask + 1
+        cap = mask + 1
         skipped = m - cap if m > cap else 0
         if skipped:  # the oldest ones are never written; the tail still passes them so readers count them lost
             batch = batch[skipped:]
-        g = self.view.geometry
-        ring = self.view.slot_base(slot) + g.ring
-        records = ring + L.RING_HEADER_LENGTH
-        q, buf, mask = self.q, self.buf, self._ring_mask
-        tail_i = (ring + L.RING_TAIL_OFFSET) >> 3
+        intent_off, tail_off, records, _ = offsets
+        q, buf = self.q, self.buf
+        tail_i = tail_off >> 3
         n = q[tail_i] + skipped
         # every record packed before the first store, as the C writer reads every trade first: a bad one
         # (struct.error) leaves the ring untouched
         packed = [_TRADE.pack(t[0], t[1], t[2], t[3], t[4], t[5], t[6], n + j) for j, t in enumerate(batch)]
-        q[(ring + L.RING_TAIL_INTENT_OFFSET) >> 3] = n + len(batch)
+        q[intent_off >> 3] = n + len(batch)
         for j, rec in enumerate(packed):
             off = records + ((n + j) & mask) * L.TRADE_RECORD_LENGTH
             buf[off:off + L.TRADE_RECORD_LENGTH] = rec
@@ -583,3 +629,86 @@ class SegmentWriter:
         offsets = self._ring_offsets[slot] = (ring + L.RING_TAIL_INTENT_OFFSET, ring + L.RING_TAIL_OFFSET,
                                               ring + L.RING_HEADER_LENGTH, L.PUBLISH_COUNTER_OFFSET)
         return offsets
+
+    # ------------------------------------------------------------------ perpetual data (1.4)
+    def has_perp(self, slot: int) -> bool:
+        """True if `slot` holds a perpetual (or future) and the segment has a perp area."""
+        return self.view.perp_base(slot) is not None and self.view.entry(slot).kind in L.PERP_KINDS
+
+    def _perp_base(self, slot: int) -> int:
+        base = self.view.perp_base(slot)
+        if base is None:
+            raise ValueError(f"{self.name}: the segment has no perp area (created by a writer before layout 1.4)")
+        kind = self.view.entry(slot).kind
+        if kind not in L.PERP_KINDS:
+            raise ValueError(f"{self.name} slot {slot}: {self.view.entry(slot).unified} is not a perpetual "
+                             f"(kind {kind}); it has no perp record")
+        return base
+
+    def publish_perp(self, slot: int, *, exch_ts_ns: int = 0, recv_ts_ns: int = 0, state: int = L.BookState.LIVE,
+                     **fields: float | int | None) -> None:
+        """Merge `fields` (names from PERP_FIELDS; None or absent: keep the last value) into the slot's perp record
+        and publish it through its latch: readers see the whole old record or the whole new one. A timestamp of 0
+        keeps the record's last one."""
+        self._perp_base(slot)
+        unknown = set(fields) - set(PERP_FIELDS)
+        if unknown:
+            raise TypeError(f"publish_perp: unknown perp fields {sorted(unknown)}")
+        cur = self._perp[slot]
+        values = list(cur[0]) if cur else list(_PERP_EMPTY)
+        for i, name in enumerate(PERP_FIELDS):
+            v = fields.get(name)
+            if v is not None:
+                values[i] = int(v) if name == "next_funding_ns" else float(v)
+        if cur:  # 0: this update carries no time of its own; the record keeps its latest
+            exch_ts_ns, recv_ts_ns = exch_ts_ns or cur[2], recv_ts_ns or cur[3]
+        version = cur[1] if cur else self._perp_version(slot)
+        _PERP.pack(*values, exch_ts_ns, recv_ts_ns, 0, state, self.generation, version + 1)  # may raise: no store yet
+        self._perp[slot] = [values, version, exch_ts_ns, recv_ts_ns]
+        self._latch_perp(slot, exch_ts_ns, recv_ts_ns, state)
+
+    def publish_perp_state(self, slot: int, state: int) -> None:
+        """Republish the slot's perp record, if it has one, with a new state (e.g. STALE when its stream is lost)."""
+        cur = self._perp[slot]
+        if cur is not None:
+            self._latch_perp(slot, cur[2], cur[3], state)
+
+    def _perp_version(self, slot: int) -> int:
+        base = self._perp_base(slot)
+        return _PERP.unpack_from(self.buf, base + L.PERP_COPY0_OFFSET)[11]
+
+    def _latch_perp(self, slot: int, exch_ts_ns: int, recv_ts_ns: int, state: int) -> None:
+        """The books' two-copy latch, on the perp record (a 128-byte record: Python stores are enough)."""
+        base = self.view.perp_base(slot)
+        cur = self._perp[slot]
+        version = cur[1] + 1
+        raw = _PERP.pack(*cur[0], exch_ts_ns, recv_ts_ns, time.time_ns(), state, self.generation, version)
+        q, buf, n = self.q, self.buf, L.PERP_RECORD_LENGTH
+        c0, c1 = base + L.PERP_COPY0_OFFSET, base + L.PERP_COPY1_OFFSET
+        seq_i = (base + L.PERP_SEQ_OFFSET) >> 3
+        s = q[seq_i]
+        q[seq_i] = s + 1  # odd: readers use copy 1 while copy 0 is rewritten
+        buf[c0:c0 + n] = raw
+        q[seq_i] = s + 2  # even: readers use copy 0 while copy 1 catches up
+        buf[c1:c1 + n] = raw
+        q[L.PUBLISH_COUNTER_OFFSET >> 3] += 1
+        cur[1:4] = version, exch_ts_ns, recv_ts_ns
+
+    def last_perp(self, slot: int) -> dict[str, float | int] | None:
+        """This writer's current perp values for `slot` (PERP_FIELDS), or None before any."""
+        cur = self._perp[slot]
+        return dict(zip(PERP_FIELDS, cur[0], strict=True)) if cur else None
+
+    def append_liquidations(self, slot: int, liquidations: Iterable[Trade]) -> int:
+        """Append liquidations (Trade tuples, trade_id 0) to the slot's liquidation ring, oldest first; returns how
+        many were written. The trade ring's rules: an oversized batch keeps its newest records, readers count the
+        rest lost."""
+        offsets = self._liq_offsets[slot]
+        if offsets is None:
+            ring = self._perp_base(slot) + L.PERP_RING_OFFSET
+            offsets = self._liq_offsets[slot] = (ring + L.RING_TAIL_INTENT_OFFSET, ring + L.RING_TAIL_OFFSET,
+                                                 ring + L.RING_HEADER_LENGTH, L.PUBLISH_COUNTER_OFFSET)
+        mask = self.view.liquidation_capacity - 1
+        if self._ring_append is not None:
+            return self._ring_append(self.buf, offsets, mask, liquidations)
+        return self._append_python(offsets, mask, liquidations)

@@ -24,8 +24,11 @@ from ...core.events import (
     CloseConnection,
     Event,
     FetchRest,
+    LiquidationsReceived,
     Notice,
     OpenConnection,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
     SubscribeFailed,
@@ -34,7 +37,7 @@ from ...core.events import (
     TradesReceived,
 )
 from ...core.types import Side
-from ...limits import trade_numbers
+from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument, InstrumentIndex
 from .._sequencing import Chain, ChainKind
 from ..base import SCRATCH_CONN, Adapter, AdapterError
@@ -62,6 +65,9 @@ _BUFFER_MAX = 5000  # diffs buffered per symbol while its snapshot is in flight
 # each of its depth streams has delivered (or _TAKEOVER_NS after its first frame: a quiet symbol's diffs then
 # chain on the book or show a gap, which resyncs only that symbol).
 ROTATE_AFTER_S = 23.5 * 3600
+# Open interest is REST-only on Binance (weight 1 per request); polling may use at most this much of the IP's
+# 2400-per-minute weight budget, so depth snapshots (weight 20 at limit 1000) keep the rest.
+OPEN_INTEREST_WEIGHT_PER_MIN = 240
 _TAKEOVER_NS = 30 * 1_000_000_000
 # The chain rule of a LIVE book (exchanges.md §1-2): a spot diff's first id U is the last u plus one; a USDⓈ-M
 # diff names the one before it in pu (U is not contiguous there).
@@ -359,7 +365,9 @@ class _Conn:
 
 
 class BinanceAdapter(Adapter):
-    """Binance spot ("spot") and USDⓈ-M ("usdm"). Options: trade_stream ("trade" or "aggTrade", spot only),
+    """Binance spot ("spot") and USDⓈ-M ("usdm"). USDⓈ-M symbols also get `<s>@markPrice@1s` (mark, index, funding
+    rate, next funding time) and `<s>@forceOrder` (liquidations) on the /market route unless perp=False; open
+    interest (REST only on Binance) is not polled yet. Options: trade_stream ("trade" or "aggTrade", spot only),
     max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels),
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
@@ -369,8 +377,10 @@ class BinanceAdapter(Adapter):
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
                  max_streams: int | None = None, snapshot_limit: int = 1000,
-                 rotate_after_s: float = ROTATE_AFTER_S) -> None:
-        super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades)
+                 rotate_after_s: float = ROTATE_AFTER_S, perp: bool = True,
+                 open_interest_interval_s: float = 30.0) -> None:
+        super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades,
+                         perp=perp)
         if book_mode not in ("diff", "partial"):
             raise ValueError(f"binance book_mode must be 'diff' or 'partial', not {book_mode!r}")
         if trade_stream not in ("trade", "aggTrade"):
@@ -378,6 +388,14 @@ class BinanceAdapter(Adapter):
         if isinstance(rotate_after_s, bool) or not isinstance(rotate_after_s, int | float) or rotate_after_s < 0:
             raise ValueError(f"binance rotate_after_s must be a number of seconds >= 0 (0: never), not "
                              f"{rotate_after_s!r}")
+        if isinstance(open_interest_interval_s, bool) or not isinstance(open_interest_interval_s, int | float) or \
+                open_interest_interval_s < 0:
+            raise ValueError(f"binance open_interest_interval_s must be a number of seconds >= 0 (0: never), not "
+                             f"{open_interest_interval_s!r}")
+        self.open_interest_interval_s = float(open_interest_interval_s)
+        self._oi_next = 0.0  # monotonic s of the next open interest request
+        self._oi_turn = 0  # which USDⓈ-M symbol is next
+        self._oi_requests: dict[str, SymbolKey] = {}  # request id -> symbol
         self.trade_stream = trade_stream
         self.max_streams = max_streams
         self.rotate_after_s = float(rotate_after_s)
@@ -392,6 +410,7 @@ class BinanceAdapter(Adapter):
         self._streams_of: dict[SymbolKey, list[tuple[str, str]]] = {}  # symbol -> [(conn, stream)]
         self._next_id = 0
         self._requests: dict[str, SymbolSync] = {}  # snapshot request id -> symbol
+        self._last_liquidation: dict[SymbolKey, tuple] = {}  # the latest forceOrder passed on, per symbol
 
     # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
@@ -463,6 +482,9 @@ class BinanceAdapter(Adapter):
         if self.trades_enabled:
             stream = f"{lower}@{self.trade_stream if inst.market == SPOT else 'aggTrade'}"
             wanted.append((groups[-1], stream, _TRADE))
+        if self.perp_enabled and inst.market == USDM:  # both on /market (exchanges.md §2.1)
+            wanted.append((groups[-1], f"{lower}@markPrice@1s", _MARK))
+            wanted.append((groups[-1], f"{lower}@forceOrder", _LIQUIDATION))
         book = self.books[inst.key] = LocalBook()
         sym: SymbolSync | None = None
         placed: list[tuple[str, str]] = []
@@ -559,10 +581,12 @@ class BinanceAdapter(Adapter):
             return self._rotation_lost(c, reason)
         out: list[Event] = []
         for sym, kind in c.streams.values():
-            if kind != _TRADE:
+            if kind in (_DEPTH, _PARTIAL):
                 if sym.request_id is not None:
                     self._requests.pop(sym.request_id, None)
                 out += sym.on_close(reason)
+            elif kind == _MARK:
+                out.append(PerpInvalid(sym.key, f"{conn} closed: {reason}"))
         return out
 
     def _on_frame_rotating(self, conn: str, data: str | bytes, recv_ns: int) -> list[Event]:
@@ -602,6 +626,10 @@ class BinanceAdapter(Adapter):
                         return sym.on_diff(d, recv_ns, self._snapshot_request)
                     if kind == _TRADE:
                         return self._on_trade(sym, d, recv_ns)
+                    if kind == _MARK:
+                        return _on_mark_price(sym.key, d, recv_ns)
+                    if kind == _LIQUIDATION:
+                        return self._on_force_order(sym.key, d, recv_ns)
                     if sym.futures:
                         return sym.on_partial(d["b"], d["a"], d["u"], d.get("E"), recv_ns)
                     return sym.on_partial(d["bids"], d["asks"], d["lastUpdateId"], None, recv_ns)
@@ -617,7 +645,7 @@ class BinanceAdapter(Adapter):
         try:
             obj = _loads(data)
             sym, kind = self._routes[conn][obj["stream"]]
-            if sym.state is not LIVE:
+            if sym.state is not LIVE or kind in (_MARK, _LIQUIDATION):  # books and trades only
                 return []
             d = obj["data"]
             # A LIVE stand-in holding a copy of the book; its snapshot requests go nowhere (see _no_request).
@@ -664,6 +692,22 @@ class BinanceAdapter(Adapter):
         side = Side.SELL if d["m"] else Side.BUY  # m: the buyer was the maker, so the taker sold
         return [TradesReceived(sym.key, [(d["T"] * _MS, recv_ns, px, qty, tid, side, 0)])]
 
+    def _on_force_order(self, key: SymbolKey, d: dict, recv_ns: int) -> list[Event]:
+        """A forceOrder (BN-UM "Liquidation Order Streams"): o.S the liquidation order's side, o.p its price, o.q
+        its quantity, o.T its time in ms. Binance pushes at most the latest one per symbol per 1000 ms. One that is
+        not newer than the last passed on (both connections carry it during a rotation) is dropped."""
+        if d["e"] != "forceOrder":
+            raise ValueError(f"unexpected liquidation event {d['e']!r}")
+        o = d["o"]
+        px, qty = trade_numbers(o["p"], o["q"])
+        ts, side = o["T"] * _MS, _LIQUIDATION_SIDES[o["S"]]
+        record = (ts, recv_ns, px, qty, 0, side, 0)
+        last = self._last_liquidation.get(key)
+        if last is not None and (ts < last[0] or (ts, px, qty, side) == last):
+            return []
+        self._last_liquidation[key] = (ts, px, qty, side)
+        return [LiquidationsReceived(key, [record])]
+
     def _on_control(self, conn: str, obj: dict) -> list[Event]:
         c = self._conns.get(conn)
         rid = obj.get("id")
@@ -693,7 +737,48 @@ class BinanceAdapter(Adapter):
             out += self.unsubscribe(k)
         return out or [SubscribeFailed(None, conn, message)]
 
+    # ------------------------------------------------------------------ open interest (REST only on Binance)
+    def poll(self, now: float) -> list[Event]:
+        """One open interest request when due, the USDⓈ-M symbols taking turns: each symbol every
+        open_interest_interval_s, or less often when that would exceed OPEN_INTEREST_WEIGHT_PER_MIN."""
+        if not self.perp_enabled or self.open_interest_interval_s <= 0 or now < self._oi_next:
+            return []
+        perps = [sym for key, sym in self.syms.items() if key[0] == USDM]
+        if not perps:
+            self._oi_next = now + 1.0
+            return []
+        per_request = max(self.open_interest_interval_s / len(perps), 60.0 / OPEN_INTEREST_WEIGHT_PER_MIN)
+        self._oi_next = now + per_request
+        sym = perps[self._oi_turn % len(perps)]
+        self._oi_turn += 1
+        if len(self._oi_requests) >= len(perps):  # answers are outstanding (a slow or failing REST): wait
+            return []
+        rid = f"oi:{sym.inst.native}:{self._new_id()}"
+        self._oi_requests[rid] = sym.key
+        url = f"{self.endpoints[USDM + '_rest'].rstrip('/')}/fapi/v1/openInterest?symbol={sym.inst.native}"
+        return [FetchRest(rid, url, sym.key)]
+
+    def _on_open_interest(self, key: SymbolKey, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        """{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011} (BN-UM "Open Interest")."""
+        if key not in self.syms:
+            return []  # unsubscribed meanwhile
+        if status != 200:
+            text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:200]
+            return [Notice("rest", f"open interest of {key[1]}: HTTP {status}: {text}")]
+        try:
+            d = _loads(body)
+            if d["symbol"] != key[1]:
+                raise ValueError(f"answer for {d['symbol']!r}")
+            fields = perp_fields(open_interest=d["openInterest"])
+            return [PerpStatsUpdate(key, fields, int(d["time"]) * _MS, recv_ns)]
+        except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
+            return [ProtocolError("rest", f"bad open interest answer: {type(e).__name__}: {e}: {_excerpt(body)}",
+                                  key=key)]
+
     def on_rest(self, request_id: str, status: int, body: bytes, recv_ns: int) -> list[Event]:
+        oi_key = self._oi_requests.pop(request_id, None)
+        if oi_key is not None:
+            return self._on_open_interest(oi_key, status, body, recv_ns)
         sym = self._requests.pop(request_id, None)
         if sym is None or sym.request_id != request_id:
             return []  # answer to a request superseded by a newer one, or for a symbol since dropped
@@ -731,7 +816,8 @@ class BinanceAdapter(Adapter):
         new = _Conn(name, c.url, c.market, c.slot)
         new.streams.update(c.streams)
         new.predecessor, c.successor = conn, name
-        new.unseen = {stream for stream, (_, kind) in c.streams.items() if kind != _TRADE}
+        # the book streams (a quiet symbol's forceOrder may stay silent for hours; trades are deduplicated by id)
+        new.unseen = {stream for stream, (_, kind) in c.streams.items() if kind in (_DEPTH, _PARTIAL)}
         self._conns[name] = new
         self._routes[name] = new.streams
         self._slots[c.slot] = name
@@ -826,7 +912,21 @@ class BinanceAdapter(Adapter):
         return sym is not None and sym.state is LIVE
 
 
-_DEPTH, _PARTIAL, _TRADE = 0, 1, 2
+_DEPTH, _PARTIAL, _TRADE, _MARK, _LIQUIDATION = 0, 1, 2, 3, 4
+_LIQUIDATION_SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
+
+
+def _on_mark_price(key: SymbolKey, d: dict, recv_ns: int) -> list[Event]:
+    """A markPriceUpdate (exchanges.md §2; BN-UM "Mark Price Stream"): p mark, i index, r funding rate ("" for a
+    delivery contract), T next funding time in ms (0 for a delivery contract), E event time. Binance announces no
+    next rate; P, the estimated settle price, is not kept."""
+    if d["e"] != "markPriceUpdate":
+        raise ValueError(f"unexpected mark price event {d['e']!r}")
+    fields = perp_fields(mark_price=d["p"], index_price=d.get("i"), funding_rate=d.get("r"),
+                         next_funding_ms=d.get("T"))
+    return [PerpStatsUpdate(key, fields, d["E"] * _MS, recv_ns)]
+
+
 
 
 def _links(chain: Chain, d: dict) -> tuple[int | None, int | None]:

@@ -11,6 +11,9 @@ previous `seq` (a gap otherwise); without it, `seq` must increase (equal = dupli
 a reset, resynced) and the checksum proves contiguity.
 Trades: `trade`, newest first (reversed here); the first push after subscribing is a snapshot of
 recent trades, so ids already stored are dropped (also across resubscribes and reconnects).
+Perpetual data (futures markets unless perp=False): the `ticker` channel carries markPrice, indexPrice, fundingRate,
+nextFundingTime and holdingAmount (open interest, in base coin) in every push. Bitget announces no next rate, and
+its v2 public API has no liquidation channel (docs/exchanges.md): liquidations are absent, not made up.
 """
 
 from __future__ import annotations
@@ -19,9 +22,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...core.events import Event, Notice, ProtocolError, Send, TradesReceived
+from ...core.events import (
+    Event,
+    Notice,
+    PerpInvalid,
+    PerpStatsUpdate,
+    ProtocolError,
+    Send,
+    SubscribeFailed,
+    SymbolKey,
+    TradesReceived,
+)
 from ...core.types import Side
-from ...limits import trade_numbers
+from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument
 from .._sequencing import Chain, ChainKind
 from .._sync import LANE_MEMBERS, LIVE, SymbolSync
@@ -43,7 +56,22 @@ class BitgetAdapter(WsBookAdapter):
     exchange = "bitget"
     DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = _instruments.MARKETS
-    SYMBOLS_PER_CONN = 20  # Bitget advises < 50 channels per connection
+    SYMBOLS_PER_CONN = 16  # books + trade + ticker: Bitget advises < 50 channels per connection
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._perp_seen: set[SymbolKey] = set()  # symbols whose ticker arrived since their connection opened
+
+    def _has_perp(self, sym: SymbolSync) -> bool:
+        return self.perp_enabled and sym.inst.market.endswith("-FUTURES")
+
+    def on_close(self, conn: str, reason: str) -> list[Event]:
+        out = super().on_close(conn, reason)
+        for key in self._by_conn.get(conn, {}):
+            if key in self._perp_seen:
+                self._perp_seen.discard(key)
+                out.append(PerpInvalid(key, f"connection {conn} closed: {reason}"))
+        return out
 
     # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
@@ -82,6 +110,8 @@ class BitgetAdapter(WsBookAdapter):
             args.append({"instType": it, "channel": s.channel, "instId": native})
             if self.trades_enabled and not books_only:
                 args.append({"instType": it, "channel": "trade", "instId": native})
+            if self._has_perp(s) and not books_only:
+                args.append({"instType": it, "channel": "ticker", "instId": native})
         return [Send(conn, dumps_str({"op": op, "args": list(part)})) for part in chunks(args, _MAX_ARGS)]
 
     def ping_interval(self, conn: str) -> float:
@@ -118,6 +148,11 @@ class BitgetAdapter(WsBookAdapter):
                         return self._on_trades(sym, msg["data"], recv_ns)
                     except _PARSE_ERRORS as e:  # nothing of the frame is published
                         return [ProtocolError(conn, f"bad trade frame: {e!r}", sym.key)]
+                if ch == "ticker" and self._has_perp(sym):
+                    try:
+                        return self._on_ticker(sym, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        return [ProtocolError(conn, f"bad ticker frame: {e!r}", sym.key)]
                 if ch == sym.channel:
                     try:
                         return self._on_book(sym, msg, recv_ns)
@@ -171,6 +206,8 @@ class BitgetAdapter(WsBookAdapter):
                 it, ch, native = m.groups() if m else (None, None, None)
             if ch is None:
                 return [Notice(conn, text)]  # e.g. 30007 over limit: the server closes, the loop reconnects
+            if ch == "ticker":  # the perp data only: the books stay
+                return [SubscribeFailed(None, conn, f"{text} (perp ticker of {native}; the books are not affected)")]
             return self._refused(self.syms.get((it, native)), conn, text)
         return [ProtocolError(conn, f"unexpected Bitget message: {str(msg)[:120]}", malformed=False)]
 
@@ -207,6 +244,16 @@ class BitgetAdapter(WsBookAdapter):
             sym.seq = seq
         book.update_id, book.exch_ts_ns = max(sym.seq, 0), ts_ns
         return self._publish(sym, recv_ns, checksum)
+
+    def _on_ticker(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
+        out: list[Event] = []
+        for d in rows:
+            fields = perp_fields(mark_price=d["markPrice"], index_price=d.get("indexPrice"),
+                                 funding_rate=d.get("fundingRate"), next_funding_ms=d.get("nextFundingTime"),
+                                 open_interest=d.get("holdingAmount"))
+            self._perp_seen.add(sym.key)
+            out.append(PerpStatsUpdate(sym.key, fields, int(d["ts"]) * _MS, recv_ns))
+        return out
 
     def _on_trades(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
         parsed = []

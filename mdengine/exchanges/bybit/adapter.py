@@ -9,6 +9,11 @@ gap and that topic alone is unsubscribed and subscribed again for a fresh snapsh
 `u <= last` is a duplicate and is dropped.
 Trades: `publicTrade.{symbol}`; ids are numeric on spot (stored as is) and UUIDs on derivatives
 (stored as a 63-bit hash with TradeFlags.ID_HASHED).
+Perpetual data (linear and inverse, unless perp=False; BY-DOC `websocket/public/ticker.mdx`, `all-liquidation.mdx`):
+`tickers.{symbol}` gives mark, index, funding rate, next funding time and open interest, a snapshot then deltas that
+carry only what changed (the store merges them into the record); Bybit announces no next rate.
+`allLiquidation.{symbol}` gives liquidations; its `S` is the liquidated position's side (Buy: a long), so the
+liquidation order, which we store, is the other side. Neither topic is in `_alias`: the fast lane never sees them.
 """
 
 from __future__ import annotations
@@ -18,9 +23,19 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from ...core.events import Event, Notice, ProtocolError, Send, TradesReceived
+from ...core.events import (
+    Event,
+    LiquidationsReceived,
+    Notice,
+    PerpInvalid,
+    PerpStatsUpdate,
+    ProtocolError,
+    Send,
+    SymbolKey,
+    TradesReceived,
+)
 from ...core.types import Side
-from ...limits import trade_numbers
+from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument
 from .._sequencing import Chain, ChainKind
 from .._sync import LANE_MEMBERS, LIVE, SymbolSync
@@ -35,6 +50,9 @@ _TOPIC_RE = re.compile(r"\[([^\]]+)\]")
 _PARSE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 #: a delta follows the last when its `u` is the last plus one (`u` is both its first and its new id)
 CHAIN = Chain(ChainKind.NEXT_ID)
+_PERP_MARKETS = ("linear", "inverse")
+#: allLiquidation's S is the liquidated position's side; the liquidation order is the opposite
+_LIQUIDATION_ORDER_SIDE = {"Buy": Side.SELL, "Sell": Side.BUY}
 
 
 class BybitAdapter(WsBookAdapter):
@@ -42,6 +60,12 @@ class BybitAdapter(WsBookAdapter):
     DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = _instruments.MARKETS
     SYMBOLS_PER_CONN = 50
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        #: "<category>|<perp topic>" -> symbol: apart from `_alias`, which the fast lane reads
+        self._perp_alias: dict[str, SymbolSync] = {}
+        self._perp_seen: set[SymbolKey] = set()  # symbols whose ticker data arrived since their connection opened
 
     # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
@@ -79,12 +103,40 @@ class BybitAdapter(WsBookAdapter):
         market, native = sym.key  # topics repeat across categories: "<category>|<topic>"
         return [f"{market}|{sym.channel}", f"{market}|publicTrade.{native}"]
 
+    def _perp_topics(self, sym: SymbolSync) -> list[str]:
+        if not self.perp_enabled or sym.inst.market not in _PERP_MARKETS:
+            return []
+        return [f"tickers.{sym.inst.native}", f"allLiquidation.{sym.inst.native}"]
+
+    def subscribe(self, inst: Instrument) -> list[Event]:
+        out = super().subscribe(inst)
+        sym = self.syms.get(inst.key)
+        if sym is not None:
+            for topic in self._perp_topics(sym):
+                self._perp_alias[f"{inst.market}|{topic}"] = sym
+        return out
+
+    def _forget(self, sym: SymbolSync) -> None:
+        super()._forget(sym)
+        for topic in self._perp_topics(sym):
+            self._perp_alias.pop(f"{sym.inst.market}|{topic}", None)
+
+    def on_close(self, conn: str, reason: str) -> list[Event]:
+        out = super().on_close(conn, reason)
+        for key in self._by_conn.get(conn, {}):
+            if key in self._perp_seen:
+                self._perp_seen.discard(key)
+                out.append(PerpInvalid(key, f"connection {conn} closed: {reason}"))
+        return out
+
     def _sub_frames(self, conn: str, syms: list[SymbolSync], op: str, books_only: bool = False) -> list[Event]:
         topics = []
         for s in syms:
             topics.append(s.channel)
             if self.trades_enabled and not books_only:
                 topics.append(f"publicTrade.{s.inst.native}")
+            if not books_only:
+                topics += self._perp_topics(s)
         return [self._request(conn, op, list(part)) for part in chunks(topics, _MAX_ARGS)]
 
     def _request(self, conn: str, op: str, topics: list[str]) -> Send:
@@ -116,6 +168,12 @@ class BybitAdapter(WsBookAdapter):
             if topic is not None:
                 sym = self._alias.get(f"{_category(conn)}|{topic}")
                 if sym is None:
+                    perp = self._perp_alias.get(f"{_category(conn)}|{topic}")
+                    if perp is not None:
+                        try:
+                            return self._on_perp(perp, topic, msg, recv_ns)
+                        except _PARSE_ERRORS as e:  # nothing of the frame is published
+                            return [ProtocolError(conn, f"bad {topic.split('.')[0]} frame: {e!r}", perp.key)]
                     return []  # unsubscribed meanwhile, or a topic we never asked for
                 if topic[0] == "o":
                     try:
@@ -212,6 +270,22 @@ class BybitAdapter(WsBookAdapter):
         sym.seq = u
         book.update_id, book.exch_ts_ns = u, ts_ns
         return self._publish(sym, recv_ns)
+
+    def _on_perp(self, sym: SymbolSync, topic: str, msg: dict, recv_ns: int) -> list[Event]:
+        if topic[0] == "t":  # tickers: a snapshot, or a delta with only the fields that changed
+            d = msg["data"]
+            fields = perp_fields(mark_price=d.get("markPrice"), index_price=d.get("indexPrice"),
+                                 funding_rate=d.get("fundingRate"), next_funding_ms=d.get("nextFundingTime"),
+                                 open_interest=d.get("openInterest"))
+            if not fields:
+                return []
+            self._perp_seen.add(sym.key)
+            return [PerpStatsUpdate(sym.key, fields, int(msg["ts"]) * _MS, recv_ns)]
+        rows = []
+        for r in msg["data"]:
+            px, qty = trade_numbers(r["p"], r["v"])
+            rows.append((int(r["T"]) * _MS, recv_ns, px, qty, 0, _LIQUIDATION_ORDER_SIDE[r["S"]], 0))
+        return [LiquidationsReceived(sym.key, rows)] if rows else []
 
     def _on_trades(self, sym: SymbolSync, rows: list, recv_ns: int) -> list[Event]:
         trades = []

@@ -11,6 +11,12 @@ Validation of `books` updates (OKX-DOC "Sequence ID", order-book channel page of
 On a gap or bad checksum the symbol's `books` channel alone is unsubscribed and subscribed again: the
 WebSocket snapshot is OKX's only sync point (no REST snapshot carries a seqId).
 Sizes on derivatives are contracts; Instrument.contract_value carries `ctVal`.
+Perpetual data (SWAP and FUTURES unless perp=False; OKX-DOC public-data WebSocket pages of 2026-07): `mark-price`
+(markPx), `index-tickers` on the index (the instId without its last part: BTC-USDT for BTC-USDT-SWAP; idxPx),
+`funding-rate` (SWAP only: fundingRate for the settlement at fundingTime; nextFundingRate, "" since OKX dropped
+`next_period`, is absent), `open-interest` (oi, in contracts) and `liquidation-orders` (by instType, so every
+instrument's: those of other symbols are dropped; side is the liquidation order's side, bkPx its price, sz contracts).
+They go in requests of their own, so a refusal names them and never touches the books.
 """
 
 from __future__ import annotations
@@ -22,13 +28,18 @@ from typing import Any
 from ...core.events import (
     CloseConnection,
     Event,
+    LiquidationsReceived,
     Notice,
+    PerpInvalid,
+    PerpStatsUpdate,
     ProtocolError,
     Send,
+    SubscribeFailed,
+    SymbolKey,
     TradesReceived,
 )
 from ...core.types import Side
-from ...limits import trade_numbers
+from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument
 from .._sequencing import Chain, ChainKind
 from .._sync import LANE_MEMBERS, LIVE, SymbolSync
@@ -45,6 +56,9 @@ _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
 #: an update follows the last when its prevSeqId is the last seqId; its seqId may stay the same (no change) but a
 #: lower one is the documented maintenance reset, applied and counted, not routine
 CHAIN = Chain(ChainKind.PREV_ID, same_id_ok=True)
+_PERP_MARKETS = ("SWAP", "FUTURES")
+_PERP_CHANNELS = frozenset({"mark-price", "index-tickers", "funding-rate", "open-interest", "liquidation-orders"})
+_ORDER_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 
 
 class OkxAdapter(WsBookAdapter):
@@ -52,6 +66,13 @@ class OkxAdapter(WsBookAdapter):
     DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
     MARKETS = ("SPOT", "SWAP", "FUTURES", "OPTION")
     SYMBOLS_PER_CONN = 15  # books + trades = 30 channels, OKX's advice for 400-level books
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        #: (perp channel, instId or index) -> the symbols it feeds (an index may serve several)
+        self._perp_alias: dict[tuple[str, str], list[SymbolSync]] = {}
+        self._liquidation_subs: dict[str, set[str]] = {}  # conn -> instTypes subscribed to liquidation-orders
+        self._perp_seen: set[SymbolKey] = set()  # symbols whose perp data arrived since their connection opened
 
     # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
@@ -86,12 +107,114 @@ class OkxAdapter(WsBookAdapter):
     def _aliases(self, sym: SymbolSync) -> list[str]:
         return [sym.inst.native]  # instIds are unique across OKX markets
 
+    # ------------------------------------------------------------------ perpetual channels
+    def _has_perp(self, sym: SymbolSync) -> bool:
+        return self.perp_enabled and sym.inst.market in _PERP_MARKETS
+
+    @staticmethod
+    def _perp_channels(sym: SymbolSync) -> list[tuple[str, str]]:
+        """(channel, instId) of the per-instrument perp channels of `sym`."""
+        native = sym.inst.native
+        out = [("mark-price", native), ("index-tickers", native.rsplit("-", 1)[0]), ("open-interest", native)]
+        if sym.inst.market == "SWAP":
+            out.append(("funding-rate", native))
+        return out
+
+    def subscribe(self, inst: Instrument) -> list[Event]:
+        out = super().subscribe(inst)
+        sym = self.syms.get(inst.key)
+        if sym is not None and self._has_perp(sym):
+            for key in self._perp_channels(sym):
+                self._perp_alias.setdefault(key, []).append(sym)
+        return out
+
+    def _forget(self, sym: SymbolSync) -> None:
+        super()._forget(sym)
+        if self._has_perp(sym):
+            for key in self._perp_channels(sym):
+                rest = [x for x in self._perp_alias.get(key, []) if x is not sym]
+                if rest:
+                    self._perp_alias[key] = rest
+                else:
+                    self._perp_alias.pop(key, None)
+
+    def _perp_args(self, conn: str, syms: list[SymbolSync], op: str) -> list[dict]:
+        """The perp channels of `syms` to (un)subscribe on `conn`: an index or a liquidation-orders instType still
+        used by another symbol of the connection stays subscribed."""
+        perps = [s for s in syms if self._has_perp(s)]
+        if not perps:
+            return []
+        others = [s for s in self._by_conn.get(conn, {}).values() if self._has_perp(s) and s not in perps]
+        kept = {key for s in others for key in self._perp_channels(s)}
+        args: list[dict] = []
+        for s in perps:
+            for channel, inst_id in self._perp_channels(s):
+                arg = {"channel": channel, "instId": inst_id}
+                if arg not in args and (op == "subscribe" or (channel, inst_id) not in kept):
+                    args.append(arg)
+        subs = self._liquidation_subs.setdefault(conn, set())
+        for inst_type in dict.fromkeys(s.inst.market for s in perps):
+            if op == "subscribe" and inst_type not in subs:
+                subs.add(inst_type)
+                args.append({"channel": "liquidation-orders", "instType": inst_type})
+            elif op == "unsubscribe" and inst_type in subs and all(s.inst.market != inst_type for s in others):
+                subs.discard(inst_type)
+                args.append({"channel": "liquidation-orders", "instType": inst_type})
+        return args
+
+    def on_close(self, conn: str, reason: str) -> list[Event]:
+        out = super().on_close(conn, reason)
+        self._liquidation_subs.pop(conn, None)
+        for key in self._by_conn.get(conn, {}):
+            if key in self._perp_seen:
+                self._perp_seen.discard(key)
+                out.append(PerpInvalid(key, f"connection {conn} closed: {reason}"))
+        return out
+
+    def _on_perp(self, conn: str, channel: str, arg: dict, rows: list, recv_ns: int) -> list[Event]:
+        if channel == "liquidation-orders":
+            out: list[Event] = []
+            for row in rows:
+                sym = self._alias.get(row["instId"])
+                if sym is None or sym.conn != conn or not self._has_perp(sym):
+                    continue  # another instrument's (the channel carries the whole instType)
+                liqs = []
+                for d in row["details"]:
+                    px, sz = trade_numbers(d["bkPx"], d["sz"])
+                    liqs.append((int(d["ts"]) * _MS, recv_ns, px, sz, 0, _ORDER_SIDES[d["side"]], 0))
+                if liqs:
+                    out.append(LiquidationsReceived(sym.key, liqs))
+            return out
+        syms = [s for s in self._perp_alias.get((channel, arg["instId"]), ()) if s.conn == conn]
+        out = []
+        for d in rows:
+            if channel == "mark-price":
+                fields = perp_fields(mark_price=d["markPx"])
+            elif channel == "index-tickers":
+                fields = perp_fields(index_price=d["idxPx"])
+            elif channel == "funding-rate":
+                fields = perp_fields(funding_rate=d["fundingRate"], next_funding_rate=d.get("nextFundingRate"),
+                                     next_funding_ms=d["fundingTime"])
+            else:
+                fields = perp_fields(open_interest=d["oi"])
+            ts = int(d["ts"]) * _MS
+            for sym in syms:
+                self._perp_seen.add(sym.key)
+                out.append(PerpStatsUpdate(sym.key, fields, ts, recv_ns))
+        return out
+
     def _sub_frames(self, conn: str, syms: list[SymbolSync], op: str, books_only: bool = False) -> list[Event]:
         args = []
         for s in syms:
             args.append({"channel": s.channel, "instId": s.inst.native})
             if self.trades_enabled and not books_only:
                 args.append({"channel": "trades", "instId": s.inst.native})
+        out = self._requests(conn, op, args)
+        if not books_only:  # in requests of their own: a refusal of one never names a book
+            out += self._requests(conn, op, self._perp_args(conn, syms, op))
+        return out
+
+    def _requests(self, conn: str, op: str, args: list[dict]) -> list[Event]:
         out: list[Event] = []
         for part in chunks(args, _MAX_ARGS):
             rid = self._request_id(op, conn, list(part))
@@ -123,10 +246,16 @@ class OkxAdapter(WsBookAdapter):
         try:
             if "data" in msg:
                 arg = msg["arg"]
+                ch = arg["channel"]
+                if ch in _PERP_CHANNELS:
+                    try:
+                        return self._on_perp(conn, ch, arg, msg["data"], recv_ns)
+                    except _PARSE_ERRORS as e:  # nothing of the frame is published
+                        sym = self._alias.get(arg.get("instId", ""))
+                        return [ProtocolError(conn, f"bad {ch} frame: {e!r}", sym.key if sym else None)]
                 sym = self._alias.get(arg["instId"])
                 if sym is None:
                     return []  # a symbol we just unsubscribed
-                ch = arg["channel"]
                 if ch == "books":
                     try:
                         return self._on_books(sym, msg, recv_ns)
@@ -187,6 +316,8 @@ class OkxAdapter(WsBookAdapter):
             req = self._reqs.get(str(msg.get("id")))
             if req is not None and req[0] == "unsubscribe":
                 return [Notice(conn, text)]
+            if req is not None and req[2] and all(a.get("channel") in _PERP_CHANNELS for a in req[2]):
+                return [SubscribeFailed(None, conn, f"{text} (perp channels; the books are not affected)")]
             m = _INST_ID_RE.search(str(msg.get("msg", "")))
             return self._refused(self._alias.get(m.group(1)) if m else None, conn, text)
         if ev == "notice":  # 64008: service upgrade, the server closes in ~60 s

@@ -1,8 +1,11 @@
 """Binance spot and USDⓈ-M futures wire formats (exchanges.md §1-2).
 
 Spot chains diffs U == prev u + 1; USDⓈ-M chains pu == prev u with non-contiguous U (the model's
-``id_gaps``). USDⓈ-M routes depth/bookTicker to /public (and unrouted /ws, /stream) and aggTrade
-to /market; a stream on the wrong route, or for an unknown symbol, is acked and gets no data.
+``id_gaps``). USDⓈ-M routes depth/bookTicker to /public (and unrouted /ws, /stream) and aggTrade,
+markPrice and forceOrder to /market; a stream on the wrong route, or for an unknown symbol, is acked and gets no
+data. markPrice frames come every 1 s (@1s) or 3 s from the shared perp model (formats/perp.py); forceOrder
+pushes the model's liquidations (at most one per second per symbol, as Binance's snapshot stream); REST
+``/fapi/v1/openInterest`` answers the model's open interest.
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, now_ms
+from mdengine.sim.formats.perp import PerpModels
 from mdengine.sim.market import BookModel, Step
 
-_STREAM = re.compile(r"^([a-z0-9_]+)@(depth(5|10|20)?(@(100|250|500)ms)?|trade|aggTrade|bookTicker)$")
+_STREAM = re.compile(
+    r"^([a-z0-9_]+)@(depth(5|10|20)?(@(100|250|500)ms)?|trade|aggTrade|bookTicker|markPrice(@1s)?|forceOrder)$")
+_PERP_KINDS = ("markPrice", "markPrice@1s", "forceOrder")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 
 
@@ -39,6 +45,7 @@ class BinanceSession(Session):
         for s in filter(None, raw.split("/")):
             self._add(s)
         self.window: list[float] = []
+        self.perp_sent: dict[str, int] = {}  # perp stream -> ms of its last markPrice / seq of its last forceOrder
 
     def _add(self, stream: str) -> None:
         if stream not in self.streams:
@@ -57,10 +64,10 @@ class BinanceSession(Session):
 
     def _routed(self, kind: str) -> bool:
         if not self.bv.futures:
-            return True
+            return kind not in _PERP_KINDS  # spot has no perp streams
         if kind == "trade":
             return False  # no @trade on USDⓈ-M
-        return (kind == "aggTrade") == (self.route == "market")
+        return (kind == "aggTrade" or kind in _PERP_KINDS) == (self.route == "market")
 
     def handle(self, text: str) -> Reply:
         now = time.monotonic()
@@ -129,10 +136,29 @@ class BinanceSession(Session):
                 out.append(Out(self._wrap(s, self.bv.diff(model, st)), key, "diff"))
             elif kind == "bookTicker":
                 out.append(Out(self._wrap(s, self.bv.book_ticker(model, st)), key, "ticker"))
+            elif kind in _PERP_KINDS:
+                out += [Out(self._wrap(s, d), key, "perp") for d in self._perp(s, kind, model, st)]
             else:
                 for d in self.bv.trades(model, st, kind):
                     out.append(Out(self._wrap(s, d), key, "trade"))
         return out
+
+    def _perp(self, stream: str, kind: str, model: BookModel, st: Step) -> list[dict[str, Any]]:
+        perp = self.bv.perps.of(model, st.ts)
+        last = self.perp_sent.get(stream)
+        if kind == "forceOrder":
+            if last is None:  # a new subscriber gets the liquidations from now on
+                self.perp_sent[stream] = perp._liq_seq  # noqa: SLF001
+                return []
+            new = perp.new_liquidations(last)
+            if new:
+                self.perp_sent[stream] = new[-1].seq
+            return [self.bv.force_order(model, perp, x) for x in new]
+        every = 1000 if kind.endswith("@1s") else 3000
+        if last is not None and st.ts - last < every:
+            return []
+        self.perp_sent[stream] = st.ts
+        return [self.bv.mark_price(model, perp, st.ts)]
 
     def idle_close(self, now: float, last_out: float) -> tuple[int, str] | None:
         return None  # liveness is the server's WS ping frames
@@ -146,6 +172,7 @@ class BinanceVenue(Venue):
         c = self.cfg
         self.msg_rate = c.binance_usdm_msg_rate if self.futures else c.binance_spot_msg_rate
         self.max_streams = c.binance_usdm_max_streams if self.futures else c.binance_spot_max_streams
+        self.perps = PerpModels(a[1] if len(a) > 1 else kw.get("seed", 0))
 
     def session(self, path: str, query: dict[str, str]) -> Session | None:
         p = path
@@ -203,6 +230,19 @@ class BinanceVenue(Venue):
                             "m": maker_buyer, "M": True})
         return out
 
+    def mark_price(self, model: BookModel, perp: Any, ts: int) -> dict[str, Any]:
+        """A markPriceUpdate (BN-UM "Mark Price Stream"); P, the estimated settle price, is the index here."""
+        mark, index = perp.mark(), perp.index()
+        return {"e": "markPriceUpdate", "E": ts, "s": model.inst.native, "p": f"{mark:.8f}", "i": f"{index:.8f}",
+                "P": f"{index:.8f}", "r": f"{perp.funding_rate:.8f}", "T": perp.next_funding}
+
+    def force_order(self, model: BookModel, perp: Any, x: Any) -> dict[str, Any]:
+        """A forceOrder (BN-UM "Liquidation Order Streams")."""
+        px, qty = perp.price_text(x.price), model.inst.qty(x.lots)
+        return {"e": "forceOrder", "E": x.ts + 1, "o": {
+            "s": model.inst.native, "S": "SELL" if x.sell else "BUY", "o": "LIMIT", "f": "IOC", "q": qty, "p": px,
+            "ap": px, "X": "FILLED", "l": qty, "z": qty, "T": x.ts}}
+
     def book_lists(self, obj: Any) -> tuple[list, list] | None:
         d = obj.get("data", obj) if isinstance(obj, dict) else None
         if not isinstance(d, dict):
@@ -229,6 +269,13 @@ class BinanceVenue(Venue):
         ep = path[len(base) :]
         if ep == "exchangeInfo":
             return 200, self.exchange_info(q.get("symbol"))
+        if ep == "openInterest" and self.futures:  # BN-UM "Open Interest", from the perp model
+            model = self.models.get(q.get("symbol", ""))
+            if model is None:
+                return 400, {"code": -1121, "msg": "Invalid symbol."}
+            perp = self.perps.of(model, now_ms())
+            return 200, {"openInterest": model.inst.qty(perp.open_interest_lots), "symbol": model.inst.native,
+                         "time": now_ms()}
         if ep not in ("depth", "trades"):
             return None
         sym = q.get("symbol", "")

@@ -4,6 +4,8 @@
 Model keys are "instType/SYMBOL" (SPOT/BTCUSDT, USDT-FUTURES/BTCUSDT, COIN-FUTURES/BTCUSD).
 ``books``: snapshot then updates, seq +1 per update, checksum on both; books1/5/15: snapshots
 with checksum 0. ``trade``: a snapshot of recent trades first, newest-first, then updates.
+``ticker`` of futures: a snapshot on subscribe, then one every 200 ms while it changes (BG-DOC: 100-300 ms), with
+markPrice, indexPrice, fundingRate, nextFundingTime and holdingAmount from the shared perp model (formats/perp.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, now_ms
+from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step, checksum_string, crc32_signed
 
 _INST_TYPE = {"spot": "SPOT", "linear": "USDT-FUTURES", "inverse": "COIN-FUTURES"}
@@ -29,6 +32,7 @@ class BitgetSession(Session):
         self.gv = venue
         self.subs: set[tuple[str, str]] = set()  # (channel, key)
         self.window: list[float] = []
+        self.ticker_sent: dict[str, tuple[int, Any]] = {}  # key -> (ms, perp fields last pushed)
 
     def handle(self, text: str) -> Reply:
         now = time.monotonic()
@@ -54,9 +58,9 @@ class BitgetSession(Session):
             it, ch, inst = a.get("instType"), a.get("channel"), a.get("instId")
             key = f"{it}/{inst}"
             arg = {"instType": it, "channel": ch, "instId": inst}
-            if (ch not in _BOOKS and ch != "trade") or key not in self.gv.models or (
-                op == "subscribe" and self.refuse(key)
-            ):
+            futures = key in self.gv.models and self.gv.models[key].inst.kind != "spot"
+            if (ch not in _BOOKS and ch != "trade" and not (ch == "ticker" and futures)) or key not in self.gv.models \
+                    or (op == "subscribe" and self.refuse(key)):
                 out.append(Out({"event": "error", "arg": arg, "code": 30001,
                                 "msg": f"instType:{it},channel:{ch},instId:{inst} doesn't exist"}))
                 continue
@@ -67,7 +71,9 @@ class BitgetSession(Session):
             self.subs.add((ch, key))
             self.subscribed_any = True
             model = self.gv.models[key]
-            if ch == "trade":
+            if ch == "ticker":
+                out.append(Out(self._ticker(key, model, model_now(model), "snapshot"), key, "perp"))
+            elif ch == "trade":
                 recent = list(model.trades)[::-1][:50]
                 out.append(Out(self.gv.trades(key, model, recent, "snapshot"), key, "trade"))
             else:
@@ -76,8 +82,20 @@ class BitgetSession(Session):
         self.keys = {k for _, k in self.subs}
         return Reply(out)
 
+    def _ticker(self, key: str, model: BookModel, ts: int, action: str) -> dict:
+        perp = self.gv.perps.of(model, ts)
+        data = self.gv.ticker(model, perp, ts)
+        self.ticker_sent[key] = (ts, {k: v for k, v in data.items() if k != "ts"})
+        return {"action": action, "arg": self.gv._arg(key, "ticker"), "data": [data], "ts": ts}  # noqa: SLF001
+
     def step(self, key: str, model: BookModel, st: Step) -> list[Out]:
         out: list[Out] = []
+        if ("ticker", key) in self.subs:
+            sent_ms, sent = self.ticker_sent.get(key, (0, None))
+            if not 0 <= st.ts - sent_ms < 200:  # negative: the model runs on its own clock
+                now = self.gv.ticker(model, self.gv.perps.of(model, st.ts), st.ts)
+                if {k: v for k, v in now.items() if k != "ts"} != sent:
+                    out.append(Out(self._ticker(key, model, st.ts, "snapshot"), key, "perp"))
         for ch in ("books", "books1", "books5", "books15", "trade"):
             if (ch, key) not in self.subs:
                 continue
@@ -101,6 +119,21 @@ class BitgetSession(Session):
 
 class BitgetVenue(Venue):
     name = "bitget"
+
+    def __init__(self, instruments: list[Instrument], seed: int, *a: Any, **kw: Any) -> None:
+        super().__init__(instruments, seed, *a, **kw)
+        self.perps = PerpModels(seed)
+
+    def ticker(self, model: BookModel, perp: PerpModel, ts: int) -> dict[str, Any]:
+        """A futures ticker push's data (v2 public ticker): bid/ask from the book, perp fields from the model."""
+        (b, bq), (a, aq) = model.top(1)[0][0], model.top(1)[1][0]
+        inst = model.inst
+        return {"instId": inst.native, "lastPr": b, "bidPr": b, "askPr": a, "bidSz": bq, "askSz": aq,
+                "open24h": b, "high24h": a, "low24h": b, "change24h": "0", "fundingRate": f"{perp.funding_rate:.6f}",
+                "nextFundingTime": str(perp.next_funding), "markPrice": perp.price_text(perp.mark()),
+                "indexPrice": perp.price_text(perp.index()), "holdingAmount": inst.qty(perp.open_interest_lots),
+                "baseVolume": "0", "quoteVolume": "0", "openUtc": b, "symbolType": 1, "symbol": inst.native,
+                "deliveryPrice": "0", "ts": str(ts)}
 
     @staticmethod
     def key(inst: Instrument) -> str:

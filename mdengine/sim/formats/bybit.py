@@ -3,6 +3,8 @@
 One venue, three WS paths (/v5/public/spot|linear|inverse); model keys are "category/SYMBOL".
 ``orderbook.{1,50,200,1000}``: snapshot then deltas; u is +1 per book change and u == 1 after a
 service restart (sent as a snapshot); level 1 is snapshot-only, re-sent when unchanged.
+Linear and inverse also serve ``tickers.{symbol}`` (a snapshot on subscribe, then deltas of the fields that changed,
+at most every 100 ms) and ``allLiquidation.{symbol}`` from the shared perp model (formats/perp.py).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step
 
 _DEPTHS = (1, 50, 200, 1000)
+_TICKERS, _LIQUIDATIONS = -1, -2  # topic codes beside book depths (and 0, trades)
 _CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
 
 
@@ -31,6 +35,7 @@ class BybitSession(Session):
         self.conn_id = f"{c}-{c[:4]}-4{c[5:8]}-a{c[1:4]}-{c}{c[:4]}"  # UUID-shaped
         self.topics: dict[str, tuple[str, int]] = {}  # topic -> (key, depth or 0 for trades)
         self.l1_sent: dict[str, tuple[float, Any]] = {}
+        self.perp_sent: dict[str, Any] = {}  # tickers topic -> (ms, fields last sent); allLiquidation -> last seq
 
     def _ack(self, op: str, rid: str, ok: bool = True, msg: str | None = None) -> Out:
         d: dict[str, Any] = {"success": ok, "ret_msg": msg if msg is not None else (op if self.cat == "spot" else ""),
@@ -74,6 +79,16 @@ class BybitSession(Session):
             self.topics[topic] = (key, depth)
             self.subscribed_any = True
             model = self.yv.models[key]
+            if depth < 0:
+                now = model_now(model)
+                perp = self.yv.perps.of(model, now)
+                if depth == _TICKERS:
+                    fields = self.yv.ticker_fields(model, perp)
+                    self.perp_sent[topic] = (now, fields)
+                    out.append(Out(self.yv.ticker(topic, "snapshot", fields), key, "perp"))
+                else:
+                    self.perp_sent[topic] = perp._liq_seq  # noqa: SLF001 - from now on
+                continue
             if depth == 1:
                 self.l1_sent[topic] = (time.monotonic(), model.top(1))
             if depth:
@@ -94,6 +109,8 @@ class BybitSession(Session):
             return key, int(parts[1])
         if len(parts) == 2 and parts[0] == "publicTrade":
             return key, 0
+        if len(parts) == 2 and self.cat != "spot" and parts[0] in ("tickers", "allLiquidation"):
+            return key, _TICKERS if parts[0] == "tickers" else _LIQUIDATIONS
         return None
 
     def step(self, key: str, model: BookModel, st: Step) -> list[Out]:
@@ -101,7 +118,9 @@ class BybitSession(Session):
         for topic, (k, depth) in self.topics.items():
             if k != key:
                 continue
-            if depth == 0:
+            if depth < 0:
+                out += self._perp(topic, depth, key, model, st)
+            elif depth == 0:
                 if st.trades:
                     out.append(Out(self.yv.trades(topic, model, st), key, "trade"))
             elif depth == 1:
@@ -118,6 +137,24 @@ class BybitSession(Session):
                 out.append(Out(self.yv.book(topic, model, "delta", model.render(b, True), model.render(a, False),
                                             st.book_seq), key, "diff"))
         return out
+
+    def _perp(self, topic: str, code: int, key: str, model: BookModel, st: Step) -> list[Out]:
+        perp = self.yv.perps.of(model, st.ts)
+        if code == _LIQUIDATIONS:
+            new = perp.new_liquidations(self.perp_sent.get(topic, 0))
+            if not new:
+                return []
+            self.perp_sent[topic] = new[-1].seq
+            return [Out(self.yv.all_liquidation(topic, model, perp, new), key, "perp")]
+        sent_ms, sent = self.perp_sent.get(topic, (0, {}))
+        if 0 <= st.ts - sent_ms < 100:  # (a negative gap: the driver runs the model on its own clock)
+            return []
+        fields = self.yv.ticker_fields(model, perp)
+        changed = {k: v for k, v in fields.items() if sent.get(k) != v}
+        if not changed:
+            return []
+        self.perp_sent[topic] = (st.ts, fields)
+        return [Out(self.yv.ticker(topic, "delta", {"symbol": model.inst.native, **changed}), key, "perp")]
 
     def idle(self, now: float) -> list[Out]:
         out = []
@@ -138,6 +175,10 @@ class BybitSession(Session):
 
 class BybitVenue(Venue):
     name = "bybit"
+
+    def __init__(self, instruments: list[Instrument], seed: int, *a: Any, **kw: Any) -> None:
+        super().__init__(instruments, seed, *a, **kw)
+        self.perps = PerpModels(seed)
 
     @staticmethod
     def key(inst: Instrument) -> str:
@@ -165,6 +206,22 @@ class BybitVenue(Venue):
                 d["L"] = "PlusTick" if t.taker_buy else "MinusTick"
             d.update({"i": str(t.last_id) if inst.kind == "spot" else t.uid, "BT": False, "seq": st.last_id})
             data.append(d)
+        return {"topic": topic, "type": "snapshot", "ts": now_ms(), "data": data}
+
+    def ticker_fields(self, model: BookModel, perp: PerpModel) -> dict[str, str]:
+        """The perp fields of a linear/inverse ticker (BY-DOC ticker.mdx), as text."""
+        oi = model.inst.qty(perp.open_interest_lots)
+        return {"markPrice": perp.price_text(perp.mark()), "indexPrice": perp.price_text(perp.index()),
+                "openInterest": oi, "openInterestValue": f"{float(oi) * perp.mark():.2f}",
+                "nextFundingTime": str(perp.next_funding), "fundingRate": f"{perp.funding_rate:.6f}"}
+
+    def ticker(self, topic: str, typ: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"topic": topic, "type": typ, "data": data, "cs": 1, "ts": now_ms()}
+
+    def all_liquidation(self, topic: str, model: BookModel, perp: PerpModel, new: list) -> dict[str, Any]:
+        """allLiquidation: S is the liquidated position's side (a SELL order closes a long: "Buy")."""
+        data = [{"T": x.ts, "s": model.inst.native, "S": "Buy" if x.sell else "Sell", "v": model.inst.qty(x.lots),
+                 "p": perp.price_text(x.price)} for x in new]
         return {"topic": topic, "type": "snapshot", "ts": now_ms(), "data": data}
 
     def book_lists(self, obj: Any) -> tuple[list, list] | None:

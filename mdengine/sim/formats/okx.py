@@ -3,6 +3,10 @@
 ``books``: snapshot (prevSeqId -1) then updates chained prevSeqId == last seqId; an idle book sends
 an empty update with prevSeqId == seqId; a maintenance reset sends seqId < prevSeqId. checksum is 0
 (current OKX) or, with okx_checksum="crc32", the legacy signed CRC32 of the top 25 interleaved levels.
+Perpetual channels of SWAP instruments, from the shared perp model (formats/perp.py), each pushed on subscribe and
+then as OKX-DOC says: ``mark-price`` every 200 ms when it changed (else every 10 s), ``index-tickers`` (instId: the
+index, e.g. BTC-USDT) every 100 ms when it changed, ``funding-rate`` every 30 s, ``open-interest`` every 3 s when it
+changed, and ``liquidation-orders`` (by instType) as liquidations happen.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import time
 from typing import Any
 
 from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Step, checksum_string, crc32_signed
 
 _CHANNELS = {"books": 400, "books5": 5, "bbo-tbt": 1, "trades": 0}
 _INST_TYPE = {"spot": "SPOT", "linear": "SWAP", "inverse": "SWAP"}
+# perp channel -> (least ms between pushes when the value changed, most ms between pushes when it did not)
+_PERP_EVERY = {"mark-price": (200, 10_000), "index-tickers": (100, 60_000), "funding-rate": (30_000, 30_000),
+               "open-interest": (3_000, 3_000_000)}
 
 
 def _orders(lots: int) -> str:
@@ -30,6 +38,8 @@ class OkxSession(Session):
         self.subs: set[tuple[str, str]] = set()  # (channel, instId)
         self.last_seq: dict[str, int] = {}  # instId -> last seqId sent on books
         self.last_sent: dict[str, float] = {}
+        self.perp_sent: dict[tuple[str, str], tuple[int, Any]] = {}  # (channel, instId) -> (ms, data last pushed)
+        self.liquidations_seen: dict[str, int] = {}  # model key -> last liquidation seq pushed
 
     def _err(self, rid: Any, code: str, msg: str) -> Out:
         d = {"id": rid} if rid is not None else {}
@@ -55,6 +65,9 @@ class OkxSession(Session):
         out: list[Out] = []
         for a in args:
             ch, inst = a.get("channel"), a.get("instId")
+            if ch in _PERP_EVERY or ch == "liquidation-orders":
+                out += self._perp_request(rid, op, ch, a)
+                continue
             if ch not in _CHANNELS or inst not in self.ov.models:
                 out.append(self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist. "
                                      "Please use the correct URL, channel and parameters referring to API document."))
@@ -73,8 +86,84 @@ class OkxSession(Session):
             if ch == "books":
                 out.append(Out(self.ov.books_snapshot(self.ov.models[inst]), inst, "snapshot"))
                 self.last_seq[inst] = self.ov.models[inst].update_id
-        self.keys = {i for _, i in self.subs}
+        self._rekey()
         return Reply(out)
+
+    def _rekey(self) -> None:
+        keys = set()
+        for ch, i in self.subs:
+            if ch == "liquidation-orders":
+                keys |= {k for k, m in self.ov.models.items() if _INST_TYPE[m.inst.kind] == i}
+            elif ch == "index-tickers":
+                keys |= set(self.ov.index_users(i))
+            else:
+                keys.add(i)
+        self.keys = keys
+
+    def _perp_request(self, rid: Any, op: str, ch: str, a: dict) -> list[Out]:
+        """(Un)subscribe one perp channel; a new subscription gets its first push at once."""
+        ident = a.get("instType") if ch == "liquidation-orders" else a.get("instId")
+        if ch == "liquidation-orders":
+            ok = ident in ("SWAP", "FUTURES")
+        elif ch == "index-tickers":
+            ok = bool(self.ov.index_users(ident))
+        else:
+            m = self.ov.models.get(ident)
+            ok = m is not None and m.inst.kind != "spot" and not (op == "subscribe" and self.refuse(ident))
+        if not ok:
+            return [self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{ident} doesn't exist. "
+                              "Please use the correct URL, channel and parameters referring to API document.")]
+        key = "instType" if ch == "liquidation-orders" else "instId"
+        ack = {"id": rid} if rid is not None else {}
+        ack.update({"event": op, "arg": {"channel": ch, key: ident}, "connId": self.conn_id})
+        out = [Out(ack)]
+        if op == "unsubscribe":
+            self.subs.discard((ch, ident))
+            self.perp_sent.pop((ch, ident), None)
+            return out
+        self.subs.add((ch, ident))
+        self.subscribed_any = True
+        if ch == "liquidation-orders":
+            for k in self.ov.models:
+                m = self.ov.models[k]
+                if m.inst.kind != "spot":
+                    self.liquidations_seen.setdefault(k, self.ov.perps.of(m, model_now(m))._liq_seq)  # noqa: SLF001
+            return out
+        users = [ident] if ch != "index-tickers" else self.ov.index_users(ident)
+        model = self.ov.models[users[0]]
+        now = model_now(model)
+        data = self.ov.perp_data(ch, ident, model, self.ov.perps.of(model, now), now)
+        self.perp_sent[(ch, ident)] = (now, data)
+        out.append(Out({"arg": {"channel": ch, "instId": ident}, "data": [data]}, users[0], "perp"))
+        return out
+
+    def _perp_step(self, key: str, model: BookModel, st: Step) -> list[Out]:
+        if model.inst.kind == "spot":
+            return []
+        perp = self.ov.perps.of(model, st.ts)
+        out: list[Out] = []
+        index = key.rsplit("-", 1)[0]
+        for ch, ident in (("mark-price", key), ("index-tickers", index), ("funding-rate", key),
+                          ("open-interest", key)):
+            if (ch, ident) not in self.subs:
+                continue
+            sent_ms, sent = self.perp_sent.get((ch, ident), (0, None))
+            least, most = _PERP_EVERY[ch]
+            data = self.ov.perp_data(ch, ident, model, perp, st.ts)
+            same = sent is not None and {k: v for k, v in sent.items() if k != "ts"} == \
+                {k: v for k, v in data.items() if k != "ts"}
+            if 0 <= st.ts - sent_ms < (most if same else least):  # negative: the model runs on its own clock
+                continue
+            self.perp_sent[(ch, ident)] = (st.ts, data)
+            out.append(Out({"arg": {"channel": ch, "instId": ident}, "data": [data]}, key, "perp"))
+        inst_type = _INST_TYPE[model.inst.kind]
+        if ("liquidation-orders", inst_type) in self.subs:
+            new = perp.new_liquidations(self.liquidations_seen.get(key, 0))
+            if new:
+                self.liquidations_seen[key] = new[-1].seq
+                out.append(Out({"arg": {"channel": "liquidation-orders", "instType": inst_type},
+                                "data": [self.ov.liquidation(model, perp, new)]}, key, "perp"))
+        return out
 
     def step(self, key: str, model: BookModel, st: Step) -> list[Out]:
         out: list[Out] = []
@@ -96,7 +185,7 @@ class OkxSession(Session):
                 d.update({"ts": str(st.ts), "seqId": st.last_id})
                 out.append(Out({"arg": arg, "data": [d]}, key, "snapshot"))
             self.last_sent[key] = time.monotonic()
-        return out
+        return out + self._perp_step(key, model, st)
 
     def idle(self, now: float) -> list[Out]:
         out = []
@@ -115,6 +204,40 @@ class OkxSession(Session):
 
 class OkxVenue(Venue):
     name = "okx"
+
+    def __init__(self, instruments: list[Any], seed: int, *a: Any, **kw: Any) -> None:
+        super().__init__(instruments, seed, *a, **kw)
+        self.perps = PerpModels(seed)
+
+    def index_users(self, index: Any) -> list[str]:
+        """Model keys of the derivatives whose index is `index` (BTC-USDT: BTC-USDT-SWAP, ...)."""
+        return [k for k, m in self.models.items() if m.inst.kind != "spot" and k.rsplit("-", 1)[0] == index]
+
+    def perp_data(self, ch: str, ident: str, model: BookModel, perp: PerpModel, ts: int | None = None) -> dict:
+        ts = ts or now_ms()
+        if ch == "mark-price":
+            return {"instType": "SWAP", "instId": ident, "markPx": perp.price_text(perp.mark()), "ts": str(ts)}
+        if ch == "index-tickers":
+            px = perp.price_text(perp.index())
+            return {"instId": ident, "idxPx": px, "high24h": px, "low24h": px, "open24h": px, "sodUtc0": px,
+                    "sodUtc8": px, "ts": str(ts)}
+        if ch == "funding-rate":
+            return {"formulaType": "withRate", "fundingRate": f"{perp.funding_rate:.16f}",
+                    "fundingTime": str(perp.next_funding), "impactValue": "", "instId": ident, "instType": "SWAP",
+                    "interestRate": "0.0001", "method": "current_period", "maxFundingRate": "0.00375",
+                    "minFundingRate": "-0.00375", "nextFundingRate": "",
+                    "nextFundingTime": str(perp.next_funding + perp.period), "premium": "0.0001",
+                    "settFundingRate": f"{perp.funding_rate:.16f}", "settState": "settled", "ts": str(ts)}
+        oi = perp.open_interest_lots
+        return {"instId": ident, "instType": "SWAP", "oi": str(oi), "oiCcy": f"{oi * float(model.inst.ct_val or 1):g}",
+                "ts": str(ts)}
+
+    def liquidation(self, model: BookModel, perp: PerpModel, new: list) -> dict[str, Any]:
+        index = model.inst.native.rsplit("-", 1)[0]
+        details = [{"bkLoss": "0", "bkPx": perp.price_text(x.price), "ccy": "", "posSide": "net",
+                    "side": "sell" if x.sell else "buy", "sz": str(x.lots), "ts": str(x.ts)} for x in new]
+        return {"details": details, "instFamily": index, "instId": model.inst.native, "instType": "SWAP",
+                "uly": index}
 
     def session(self, path: str, query: dict[str, str]) -> Session | None:
         return OkxSession(self, path, query) if path in ("/ws/v5/public", "/ws/v5/business") else None

@@ -1,0 +1,105 @@
+"""Perpetual data end to end: the simulator's perp channels -> a real feed process -> shared memory -> Client."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import pytest
+from test_feed_sim import FeedProc, config, wait
+
+from mdengine.client import Client, NoPerpData
+from mdengine.engine.config import ExchangeConfig
+from mdengine.exchanges.bitget import BitgetAdapter
+from mdengine.exchanges.bybit import BybitAdapter
+from mdengine.exchanges.okx import OkxAdapter
+from mdengine.sim import Simulator
+from mdengine.sim.formats.perp import FUNDING_PERIOD_MS, PerpModel
+from mdengine.store import shm
+
+pytestmark = pytest.mark.slow
+
+
+PERP = "BTC/USDT:USDT"
+EXCHANGES = ["binance", "bybit", "okx", "bitget"]  # Binance's open interest: polled by REST
+HAS_LIQUIDATIONS = ["binance", "bybit", "okx"]  # Bitget's v2 public API has no liquidation channel
+
+
+@pytest.fixture(scope="module")
+def perp_feeds():
+    mp = pytest.MonkeyPatch()
+    mp.setattr(PerpModel, "BURST_CHANCE", 1.0)  # liquidations every simulated second
+    ns = "f" + uuid.uuid4().hex[:8]
+    feeds = []
+    with Simulator(seed=7, rate_hz=20, exchanges=["binance-spot", "binance-usdm", "bybit", "okx", "bitget"]) as sim:
+        try:
+            feeds.append(FeedProc(ns, config(sim, ["BTC/USDT", PERP], options={"open_interest_interval_s": 1.0})))
+            feeds.append(FeedProc(ns, ExchangeConfig(
+                "bybit", symbols=[PERP], markets=["linear"], endpoints=BybitAdapter.sim_endpoints(sim.endpoints()),
+                book_depth=20, book_capacity=20)))
+            feeds.append(FeedProc(ns, ExchangeConfig(
+                "okx", symbols=[PERP], markets=["SWAP"], endpoints=OkxAdapter.sim_endpoints(sim.endpoints()),
+                book_depth=20, book_capacity=20)))
+            feeds.append(FeedProc(ns, ExchangeConfig(
+                "bitget", symbols=[PERP], markets=["USDT-FUTURES"],
+                endpoints=BitgetAdapter.sim_endpoints(sim.endpoints()), book_depth=20, book_capacity=20)))
+            for f in feeds:
+                f.wait_live(PERP)
+            yield ns, sim
+        finally:
+            for f in feeds:
+                f.close()
+            for name in shm.list_names(ns):
+                shm.unlink(name)
+            mp.undo()
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchange):
+    ns, sim = perp_feeds
+    with Client(ns) as c:
+        p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and not math.isnan(x.open_interest) and x, 20,
+                 "live perp stats with open interest")
+        top = c.top(exchange, PERP)
+        mid = (top.bid + top.ask) / 2
+        assert abs(p.mark_price / mid - 1) < 0.002, (p, top)  # the mark follows the book
+        assert abs(p.index_price / p.mark_price - 1) < 0.001, p
+        assert abs(p.funding_rate) < 0.01 and p.funding_rate != 0
+        now_ns = time.time_ns()
+        assert now_ns < p.next_funding_ns <= now_ns + FUNDING_PERIOD_MS * 1_000_000
+        assert p.next_funding_ns % (FUNDING_PERIOD_MS * 1_000_000) == 0  # 00:00, 08:00, 16:00 UTC
+        assert math.isnan(p.next_funding_rate)  # neither exchange announces it on these streams
+        assert p.open_interest > 0
+        assert p.age_s < 5 and p.exch_ts_ns > 0
+        first = p.exch_ts_ns
+        wait(lambda: c.perp(exchange, PERP).exch_ts_ns > first, 10, "the next update")
+        if exchange == "binance":
+            with pytest.raises(NoPerpData):
+                c.perp("binance", "BTC/USDT")
+
+
+@pytest.mark.parametrize("exchange", HAS_LIQUIDATIONS)
+def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange):
+    ns, sim = perp_feeds
+    with Client(ns) as c:
+        stream = c.liquidation_stream(exchange, PERP)
+        assert c.wait(20, [stream]) == [stream]
+        got = stream.poll()
+        assert len(got.records) >= 1 and got.lost == 0
+        r = got.records[0]
+        assert r["price"] > 0 and r["qty"] > 0 and r["side"] in (1, -1) and r["exch_ts_ns"] > 0
+        top = c.top(exchange, PERP)
+        assert abs(r["price"] / ((top.bid + top.ask) / 2) - 1) < 0.01
+
+
+def test_a_silent_connection_makes_the_perp_record_stale_then_live_again(perp_feeds):
+    """The perp record follows the books' freshness rule: silence on its connection is stale within stale_after_s
+    (3 s), with the reason; the feed replaces the connection and the record is live again."""
+    ns, sim = perp_feeds
+    with Client(ns) as c:
+        wait(lambda: not c.perp("okx", PERP).stale, 20, "live perp stats")
+        sim.inject("okx", "silent", seconds=30.0)  # the sockets stay open; nothing comes back on them
+        p = wait(lambda: (x := c.perp("okx", PERP)).stale and x, 15, "stale perp stats")
+        assert "nothing received" in p.reason, p
+        wait(lambda: not c.perp("okx", PERP).stale, 40, "perp stats live again on a new connection")
