@@ -122,6 +122,12 @@ def _mirror_version(ns: str, unified: str) -> int:
         return -1
 
 
+def _caught_up(source_ns: str, ns: str) -> bool:
+    """Every mirrored book at its source's version."""
+    with SegmentReader(source_ns, EXCHANGE) as src:
+        return all(_mirror_version(ns, u) == src.book(u).header().version for _, _, u in SYMBOLS)
+
+
 async def _start(server: NatsServer, source_ns: str, mirror_ns: str, *, publishers: int = 1,
                  snapshot_s: float = 5.0, silence_s: float = 1.5):
     pubs = [BridgePublisher(NatsTransport([server.url], source_ns), source_ns, snapshot_s=snapshot_s,
@@ -176,3 +182,145 @@ def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, na
     assert pub.failed == 0
     assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
     assert mirror.stats.books >= 60
+
+
+def _trade_ids(ns: str) -> list[int]:
+    with SegmentReader(ns, EXCHANGE) as dst:
+        recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
+    assert lost == 0
+    return recs["trade_id"].tolist()
+
+
+def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, publishers=2)
+        reader = SegmentReader(namespace, EXCHANGE)
+        for _ in range(30):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
+        await _until(lambda: pubs[0].stats.books >= 2 and pubs[1].stats.books >= 2, "both publishers running")
+        # the primary dies without a goodbye: its connection is dropped, its task cancelled
+        tasks[0].cancel()
+        await pubs[0].transport.nc.close()
+        killed = time.monotonic()
+        for _ in range(30):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
+        took = time.monotonic() - killed
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+        await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index, "every trade")
+        ids = _trade_ids(mirror_ns)
+        reader.close()
+        stored = [body["v"] for _, subject, body in await _stream_messages(nats_server, namespace)
+                  if subject.endswith("BTC=2FUSDT.book")]
+        await _stop(pubs[1:], tasks[1:], mirror, mtask)
+        return pubs, mirror, ids, took, stored
+
+    pubs, mirror, ids, took, stored = asyncio.run(scenario())
+    src.close()
+    assert ids == list(range(src.trade_index))  # each trade once, in order, none missing
+    # both sent (most) versions; JetStream kept each once (Nats-Msg-Id), and the mirror applied each once
+    assert pubs[0].stats.books + pubs[1].stats.books > len(stored) == len(set(stored))
+    assert mirror.stats.books + mirror.stats.duplicates >= len(stored)
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == 0
+    assert took < 10.0  # 30 steps on a busy machine; the standby had sent each version already
+
+
+async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
+    import nats
+
+    from mdengine.bridge import wire
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    info = await js.stream_info(wire.stream_name(source_ns))
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(wire.stream_name(source_ns), seq)
+        except Exception:  # noqa: BLE001 - deleted
+            continue
+        out.append((seq, msg.subject, wire.decode(msg.data)))
+    await nc.close()
+    return out
+
+
+async def _delete(server: NatsServer, source_ns: str, seqs: list[int]) -> None:
+    import nats
+
+    from mdengine.bridge import wire
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    for seq in seqs:
+        await js.delete_msg(wire.stream_name(source_ns), seq)
+    await nc.close()
+
+
+@pytest.mark.parametrize("kv_has_the_trades", [False, True])
+def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespace, mirror_ns, kv_has_the_trades):
+    """The mirror stops; the engine carries on; two messages are lost from the stream (a book and a trade
+    batch); a new mirror starts from the KV snapshot and the stream: it sees both gaps, counts them, and ends
+    with the source's book at the source's version and each trade once (the lost batch back from the KV
+    snapshot when that holds it, else counted as lost)."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the first versions")
+        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        lost_version = src.u - 2
+        msgs = await _stream_messages(nats_server, namespace)
+        doomed = [seq for seq, subject, body in msgs
+                  if subject.endswith("BTC=2FUSDT.book") and body["v"] == lost_version]
+        batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
+        seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # one sent while the mirror was away
+        doomed.append(seq)
+        missing = [row[7] for row in body["t"]]
+        assert len(doomed) == 2 and batches[-1][1]["i"] > body["i"]  # a later batch follows the lost one
+        await _delete(nats_server, namespace, doomed)
+        if kv_has_the_trades:  # a resync upstream: the publisher refreshes the snapshot, recent trades included
+            src.w.publish_state(src.slots[0], 4)
+            await _until(lambda: pubs[0].stats.snapshots >= 3, "the resync's snapshot")
+            src.step(trades=0)
+            await _until(lambda: pubs[0].stats.snapshots >= 4, "the resync's snapshots")
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS.append(mtask2)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the restarted mirror's books")
+        await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        reader = SegmentReader(namespace, EXCHANGE)
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+            lost_stat = dst.view.stats(dst.entry("BTC/USDT").slot)["trades_lost_upstream"]
+        ids = _trade_ids(mirror_ns)
+        reader.close()
+        await _stop(pubs, tasks, mirror2, mtask2)
+        return mirror2, ids, lost_stat, missing
+
+    mirror2, ids, lost_stat, missing = asyncio.run(scenario())
+    src.close()
+    assert mirror2.stats.trade_gaps == 1
+    if kv_has_the_trades:
+        assert ids == list(range(src.trade_index))
+        assert mirror2.stats.repairs >= 1 and lost_stat == 0
+    else:
+        assert ids == [i for i in range(src.trade_index) if i not in missing]
+        assert lost_stat == len(missing) == mirror2.stats.trades_unrepaired
+        assert mirror2.stats.gaps == 1  # the book message lost too (its successor said what it followed)

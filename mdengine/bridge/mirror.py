@@ -1,8 +1,8 @@
 """`mdengine bridge mirror`: rebuild the books and trades from the bus into local shared memory.
 
 The segments have the engine's layout and are written with the engine's `SegmentWriter`, so an unchanged
-`Client(namespace)` reads them. Each symbol keeps the version the engine gave it (the mirror's book version
-equals the source's, until the mirror itself marks a book stale), its update id, state and freshness.
+`Client(namespace)` reads them. Each symbol keeps the version the engine gave it (a state the mirror sets itself,
+stale after a silence or a restart, keeps the version of the book it marks), its update id, state and freshness.
 
 Sequencing: a book message carries its version and the version its publisher sent before (`pv`). The mirror
 applies a version once, from whichever publisher delivers it first (JetStream already drops a repeated
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import struct
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from . import wire
 from .transport import Transport
 
 log = logging.getLogger("mdengine.bridge.mirror")
+_TRADE = struct.Struct(L.TRADE_STRUCT)
 REPLAY_MARGIN_NS = 1_000_000_000  # replay from this long before the oldest snapshot (publisher clock vs bus's)
 
 
@@ -36,6 +38,8 @@ class _Mirrored:
     state: int = L.BookState.EMPTY
     next_trade: int = -1  # the source ring index of the next trade expected (-1: not known yet)
     silenced: bool = False  # marked stale by the mirror (the bus went quiet), not by the source
+    gap_upto: int = 0  # the newest missed version already counted (a status and the next message both tell)
+    resume: tuple | None = None  # the last trade an earlier mirror wrote to this slot, until the replay passes it
 
 
 @dataclass
@@ -88,7 +92,27 @@ class BridgeMirror:
             slot = w.add_symbol(sym[0], sym[1], sym[2], kind=sym[3], tick_size=sym[4], lot_size=sym[5],
                                 contract_value=sym[6])
             m = self._books[(exchange, sym[2])] = _Mirrored(slot)
+            if not w.created:
+                self._resume(w, m)
         return w, m
+
+    @staticmethod
+    def _resume(w: SegmentWriter, m: _Mirrored) -> None:
+        """A slot an earlier mirror wrote (restart): carry on from what it holds. Its version is the source's
+        plus the stale republish this writer's take-over made; its last trade tells where the replay resumes."""
+        prev = w.last_book(m.slot)
+        if prev is not None:  # the take-over republished it stale, one version up: that state keeps the old number
+            meta = memoryview(w.meta).cast("q")
+            meta[m.slot * META_WORDS + META_VERSION] -= 1
+            m.version, m.state, m.silenced = meta[m.slot * META_WORDS + META_VERSION], L.BookState.STALE, True
+            meta.release()
+        base = w.view.slot_base(m.slot)
+        g = w.view.geometry
+        tail = w.q[(base + g.ring + L.RING_TAIL_OFFSET) >> 3]
+        if tail > 0:
+            rec = _TRADE.unpack_from(w.buf, base + g.records + ((tail - 1) & (g.trade_capacity - 1)) *
+                                     L.TRADE_RECORD_LENGTH)
+            m.resume = rec[:7]
 
     @staticmethod
     def _align_version(w: SegmentWriter, slot: int, version: int) -> None:
@@ -123,7 +147,7 @@ class BridgeMirror:
         if body["v"] <= m.version:
             self.stats.duplicates += 1
             return
-        if m.version and body["pv"] > m.version:  # a message between the two never arrived
+        if m.version and body["pv"] > max(m.version, m.gap_upto):  # a message between the two never arrived
             self._count_gap(w, m.slot, "gaps")
         self._apply_book(body)
 
@@ -132,8 +156,34 @@ class BridgeMirror:
         w.count("gaps")
         w.stat(slot, "gaps")
 
+    @staticmethod
+    def _past_resume(m: _Mirrored, rows: list) -> list:
+        """The rows after the trade an earlier mirror wrote last. Receive times never go down in a ring, so what
+        was received before it, and what shares its receive time up to it, is already in the ring."""
+        r = m.resume
+        out = []
+        matched = False
+        for row in rows:
+            if m.resume is None:
+                out.append(row)
+            elif tuple(row[:7]) == r:
+                matched = True
+            elif row[1] < r[1] or (row[1] == r[1] and not matched):
+                continue
+            else:
+                m.resume = None
+                out.append(row)
+        if matched:
+            m.resume = None
+        if m.resume is None and rows:
+            m.next_trade = rows[-1][7] + 1
+        return out
+
     def _append(self, w: SegmentWriter, m: _Mirrored, rows: list) -> None:
-        fresh = [r for r in rows if r[7] >= m.next_trade] if m.next_trade >= 0 else rows
+        if m.resume is not None:
+            fresh = self._past_resume(m, rows)
+        else:
+            fresh = [r for r in rows if r[7] >= m.next_trade] if m.next_trade >= 0 else rows
         self.stats.duplicates += len(rows) - len(fresh)
         if fresh:
             w.append_trades(m.slot, [tuple(r[:7]) for r in fresh])
@@ -144,7 +194,7 @@ class BridgeMirror:
     async def _on_trades(self, body: dict) -> None:
         w, m = self._mirrored(body["x"], body["sym"])
         first = body["i"]
-        if m.next_trade >= 0 and first > m.next_trade:  # trades [next_trade, first) never arrived
+        if m.resume is None and m.next_trade >= 0 and first > m.next_trade:  # [next_trade, first) never arrived
             self._count_gap(w, m.slot, "trade_gaps")
             await self._repair_trades(body["x"], body["sym"], first)
         self._append(w, m, body["t"])
@@ -165,7 +215,7 @@ class BridgeMirror:
     async def _apply_snapshot(self, body: dict) -> bool:
         """Apply a KV snapshot if it is newer than what the mirror holds; True if it was."""
         w, m = self._mirrored(body["x"], body["sym"])
-        if m.next_trade < 0:
+        if m.next_trade < 0 and m.resume is None:
             m.next_trade = body.get("ti", -1)
         if body["v"] <= m.version:
             return False
@@ -189,7 +239,8 @@ class BridgeMirror:
             m = self._books.get((exchange, sym))
             if m is None:
                 continue
-            if version > m.version:  # the publisher sent a version the mirror never got, and nothing since
+            if version > max(m.version, m.gap_upto):  # the publisher sent a version the mirror never got
+                m.gap_upto = version
                 self._count_gap(w, m.slot, "gaps")
                 await self._repair_book(exchange, sym)
             elif version == m.version and m.silenced and body["ok"] and state != m.state:
@@ -207,6 +258,11 @@ class BridgeMirror:
                     m.silenced = True
 
     def _set_state(self, w: SegmentWriter, m: _Mirrored, state: int) -> None:
+        """A state of the mirror's own (stale after a silence, back): the same source version, another state, so
+        the next source version still lands on its own number."""
+        meta = memoryview(w.meta).cast("q")
+        meta[m.slot * META_WORDS + META_VERSION] -= 1
+        meta.release()
         w.publish_state(m.slot, state)
         m.state = state
         w.wake_readers()

@@ -180,8 +180,18 @@ class BridgePublisher:
         self._discover()
         end = time.monotonic() + seconds if seconds else None
         next_status = next_snapshot = next_discover = 0.0
+        failed_seen = 0
         while not self._stop.is_set() and (end is None or time.monotonic() < end):
             now = time.monotonic()
+            if self.transport.failed != failed_seen and getattr(self.transport, "connected", True):
+                # something was lost on the way (a cut, a full buffer): the snapshots go first, so a receiver
+                # that sees the gap finds the missed trades (and the current book) there
+                failed_seen = self.transport.failed
+                next_snapshot = 0.0
+                for syms in self._syms.values():
+                    for s in syms.values():
+                        if s.sent_version:
+                            await self._snapshot(s)
             if now >= next_discover:
                 self._discover()
                 next_discover = now + 1.0
