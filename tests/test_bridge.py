@@ -17,6 +17,7 @@ from mdengine.bridge.mirror import BridgeMirror  # noqa: E402
 from mdengine.bridge.publisher import BridgePublisher  # noqa: E402
 from mdengine.bridge.server import NatsServer, find_binary  # noqa: E402
 from mdengine.bridge.transport import NatsTransport  # noqa: E402
+from mdengine.store import layout as L  # noqa: E402
 from mdengine.store import shm  # noqa: E402
 from mdengine.store.reader import SegmentReader  # noqa: E402
 from mdengine.store.writer import SegmentWriter  # noqa: E402
@@ -324,3 +325,74 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         assert ids == [i for i in range(src.trade_index) if i not in missing]
         assert lost_stat == len(missing) == mirror2.stats.trades_unrepaired
         assert mirror2.stats.gaps == 1  # the book message lost too (its successor said what it followed)
+
+
+def test_state_and_staleness_come_through(nats_server, namespace, mirror_ns):
+    """A resyncing book upstream is resyncing in the mirror; a stopped feed upstream makes the mirror stale."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        src.step()
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        assert client.top(EXCHANGE, "BTC/USDT").state == "live"
+        src.w.publish_state(src.slots[0], L.BookState.RESYNCING)
+        src.w.wake_readers()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "resyncing", "resyncing in the mirror")
+        top = client.top(EXCHANGE, "BTC/USDT")
+        assert top.stale and client.top(EXCHANGE, "ETH/USDT:USDT").state == "live"
+        src.step()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "live", "live again")
+        src.w.close(clean=True)  # the feed stops: its segment says so, and the mirror's books follow
+        await _until(lambda: client.top(EXCHANGE, "ETH/USDT:USDT").stale, "stale after the feed stopped")
+        states = {client.top(EXCHANGE, u).state for _, _, u in SYMBOLS}
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return states
+
+    states = asyncio.run(scenario())
+    assert states == {"stale"}
+
+
+def test_cut_nats_goes_stale_and_recovers(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, silence_s=0.5)
+        pubs[0].transport.ack_timeout_s = 0.5  # shorter than the cut
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        assert not client.top(EXCHANGE, "BTC/USDT").stale
+        nats_server.stop(kill=True)
+        cut = time.monotonic()
+        while time.monotonic() - cut < 1.5:  # the engine carries on meanwhile
+            src.step()
+            await asyncio.sleep(0.05)
+        stale = client.top(EXCHANGE, "BTC/USDT")
+        assert stale.stale and stale.state == "stale", stale
+        nats_server.start()
+        end = time.monotonic() + WAIT_S
+        while not (_caught_up(namespace, mirror_ns) and not client.top(EXCHANGE, "BTC/USDT").stale):
+            assert time.monotonic() < end, "the mirror did not recover after NATS came back"
+            src.step()
+            await asyncio.sleep(0.05)
+        with SegmentReader(namespace, EXCHANGE) as reader, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+        fresh = client.top(EXCHANGE, "ETH/USDT:USDT")
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return pubs[0], mirror, fresh
+
+    pub, mirror, fresh = asyncio.run(scenario())
+    src.close()
+    assert not fresh.stale and fresh.state == "live"
+    assert mirror.stats.silences >= 1
+    # what the publisher could not get acknowledged while NATS was away is counted, and the snapshots are
+    # refreshed once it is back (so a mirror that finds a gap repairs it from them)
+    assert pub.failed > 0
+    assert pub.stats.snapshots > 2

@@ -53,6 +53,7 @@ class NatsTransport:
         self.replicas = replicas
         self.name = name
         self.failed = 0
+        self.ack_timeout_s = 5.0
         self.connected = False
         self.nc = None
         self.js = None
@@ -108,6 +109,8 @@ class NatsTransport:
             return
         self._pending.add(fut)
         fut.add_done_callback(self._done)
+        # an acknowledgement that never comes (the server died holding the message) fails the publish too
+        asyncio.get_running_loop().call_later(self.ack_timeout_s, fut.cancel)
 
     async def put_snapshot(self, key: str, payload: bytes) -> None:
         try:
