@@ -64,6 +64,7 @@ class Source:
         self.u = 0
         self.trade_index = 0
         self.namespace = namespace
+        _SOURCES[:] = [self]  # a live feed heartbeats while the test waits (one source per test)
 
     def step(self, trades: int = 2) -> None:
         self.u += 1
@@ -85,15 +86,20 @@ class Source:
         self.w.heartbeat(now)
 
     def close(self) -> None:
+        if self in _SOURCES:
+            _SOURCES.remove(self)
         self.w.close()
 
 
 _TASKS: list[asyncio.Task] = []
+_SOURCES: list[Source] = []
 
 
 async def _until(cond, what: str, timeout: float = WAIT_S) -> None:
     end = time.monotonic() + timeout
     while not cond():
+        for src in _SOURCES:
+            src.tick()
         for t in _TASKS:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 raise t.exception()
@@ -344,6 +350,7 @@ def test_state_and_staleness_come_through(nats_server, namespace, mirror_ns):
         assert top.stale and client.top(EXCHANGE, "ETH/USDT:USDT").state == "live"
         src.step()
         await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "live", "live again")
+        _SOURCES.remove(src)
         src.w.close(clean=True)  # the feed stops: its segment says so, and the mirror's books follow
         await _until(lambda: client.top(EXCHANGE, "ETH/USDT:USDT").stale, "stale after the feed stopped")
         states = {client.top(EXCHANGE, u).state for _, _, u in SYMBOLS}
@@ -396,3 +403,4 @@ def test_cut_nats_goes_stale_and_recovers(nats_server, namespace, mirror_ns):
     # refreshed once it is back (so a mirror that finds a gap repairs it from them)
     assert pub.failed > 0
     assert pub.stats.snapshots > 2
+

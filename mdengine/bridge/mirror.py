@@ -58,8 +58,9 @@ class MirrorStats:
 
 class BridgeMirror:
     def __init__(self, transport: Transport, namespace: str, *, source_namespace: str | None = None,
-                 silence_s: float = 1.5) -> None:
+                 silence_s: float = 1.5, repair_wait_s: float = 3.0) -> None:
         self.transport = transport
+        self.repair_wait_s = repair_wait_s
         self.namespace = namespace
         self.source = source_namespace or getattr(transport, "namespace", namespace)
         self.silence_s = silence_s
@@ -200,10 +201,19 @@ class BridgeMirror:
         self._append(w, m, body["t"])
 
     async def _repair_trades(self, exchange: str, sym: list, upto: int) -> None:
+        """Fill trades [next_trade, upto) from the KV snapshot. A publisher refreshes it once it learns a
+        publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s. Messages
+        wait meanwhile (they are handled one at a time), so readers get the trades late but in order."""
         w, m = self._mirrored(exchange, sym)
         want = m.next_trade
-        raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym[2]))
-        rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
+        end = time.monotonic() + self.repair_wait_s
+        while True:
+            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym[2]))
+            rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
+            if len(rows) == upto - want or time.monotonic() >= end:
+                break
+            self._heard[exchange] = time.monotonic()  # waiting on the bus is not a silence of the bus
+            await asyncio.sleep(0.1)
         if rows and rows[0][7] == want:
             self.stats.repairs += 1
         self.stats.trades_unrepaired += (upto - want) - len(rows)
