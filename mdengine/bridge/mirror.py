@@ -197,18 +197,17 @@ class BridgeMirror:
         first = body["i"]
         if m.resume is None and m.next_trade >= 0 and first > m.next_trade:  # [next_trade, first) never arrived
             self._count_gap(w, m.slot, "trade_gaps")
-            await self._repair_trades(body["x"], body["sym"], first)
+            await self._repair_trades(body["x"], body["sym"][2], w, m, first)
         self._append(w, m, body["t"])
 
-    async def _repair_trades(self, exchange: str, sym: list, upto: int) -> None:
+    async def _repair_trades(self, exchange: str, sym: str, w: SegmentWriter, m: _Mirrored, upto: int) -> None:
         """Fill trades [next_trade, upto) from the KV snapshot. A publisher refreshes it once it learns a
         publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s. Messages
         wait meanwhile (they are handled one at a time), so readers get the trades late but in order."""
-        w, m = self._mirrored(exchange, sym)
         want = m.next_trade
         end = time.monotonic() + self.repair_wait_s
         while True:
-            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym[2]))
+            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym))
             rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
             if len(rows) == upto - want or time.monotonic() >= end:
                 break
@@ -245,10 +244,13 @@ class BridgeMirror:
             return
         w.set_freshness(body["sa"] / 1e9, body["hi"] / 1e9)
         now = time.time_ns()
-        for sym, (version, state, confirmed_age) in body["syms"].items():
+        for sym, (version, state, confirmed_age, *rest) in body["syms"].items():
             m = self._books.get((exchange, sym))
             if m is None:
                 continue
+            if rest and m.resume is None and 0 <= m.next_trade < rest[0]:  # the last trades sent never arrived
+                self._count_gap(w, m.slot, "trade_gaps")
+                await self._repair_trades(exchange, sym, w, m, rest[0])
             if version > max(m.version, m.gap_upto):  # the publisher sent a version the mirror never got
                 m.gap_upto = version
                 self._count_gap(w, m.slot, "gaps")

@@ -21,7 +21,7 @@ from . import wire
 from .transport import Transport
 
 log = logging.getLogger("mdengine.bridge.publish")
-RECENT_TRADES = 256  # trades kept in each KV snapshot, so a receiver can fill a trade gap
+RECENT_TRADES = 512  # trades kept in each KV snapshot, so a receiver can fill a trade gap
 _CONFIRMED = L.STAT_OFFSETS["confirmed_ns"]
 
 
@@ -149,7 +149,7 @@ class BridgePublisher:
             if not s.sent_version:
                 continue
             confirmed = q[(v.slot_base(slot) + _CONFIRMED) >> 3]
-            syms[s.sym[2]] = [s.sent_version, s.sent_state, now - confirmed if confirmed else -1]
+            syms[s.sym[2]] = [s.sent_version, s.sent_state, now - confirmed if confirmed else -1, s.trades.cursor]
         body = {"x": exchange, "ok": healthy, "ws": v.writer_state, "sa": v.stale_after_ns,
                 "hi": v.heartbeat_interval_ns, "syms": syms, "sent": now}
         await self.transport.publish(wire.status_subject(self.namespace, exchange), wire.encode(body),

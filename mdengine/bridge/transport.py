@@ -53,7 +53,7 @@ class NatsTransport:
         self.replicas = replicas
         self.name = name
         self.failed = 0
-        self.ack_timeout_s = 2.0
+        self.ack_timeout_s = 5.0
         self.connected = False
         self.nc = None
         self.js = None
