@@ -102,3 +102,13 @@ def test_a_sim_engine_mirrored_through_nats_reads_the_same(start_engine, namespa
             shm.unlink(name)
     assert pub_summary["books"] > 0 and pub_summary["failed"] == 0
     assert mirror_summary["books"] > 0 and mirror_summary["gaps"] == 0 and mirror_summary["malformed"] == 0
+
+
+def test_no_nats_server_is_a_clear_error_not_a_hang(bridge_procs):
+    from mdengine.bridge.server import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    p = bridge_procs("mirror", "--nats", url, "--namespace", "m" + uuid.uuid4().hex[:8], "--connect-timeout", "1")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert f"cannot reach NATS at {url}" in err.decode()

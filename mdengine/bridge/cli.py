@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import signal
+import sys
 from dataclasses import asdict
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     mir.add_argument("--replicas", type=int, default=1, help="JetStream replicas, if the mirror creates the stream")
     for p in (pub, mir):
         p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
+        p.add_argument("--connect-timeout", type=float, default=10.0,
+                       help="seconds the first connection may take (later, it reconnects for ever)")
         p.add_argument("--log-level", default="INFO")
     return ap
 
@@ -52,6 +55,7 @@ async def _run(args: argparse.Namespace) -> dict:
         source = args.source or args.namespace
         transport = NatsTransport(servers, source, replicas=args.replicas, name="mdengine-bridge-mirror")
         node = BridgeMirror(transport, args.namespace, source_namespace=source, silence_s=args.silence)
+    transport.connect_timeout_s = args.connect_timeout
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)
@@ -64,8 +68,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(format=LOG_FORMAT, level=args.log_level)
     try:
         summary = asyncio.run(_run(args))
-    except OSError as e:
-        print(f"mdengine bridge {args.role}: cannot reach NATS at {args.nats}: {e}")
+    except OSError as e:  # ConnectionError included
+        print(f"mdengine bridge {args.role}: cannot reach NATS at {args.nats}: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary), flush=True)  # what it sent or applied, and what it could not publish
     return 0

@@ -54,6 +54,7 @@ class NatsTransport:
         self.name = name
         self.failed = 0
         self.ack_timeout_s = 5.0
+        self.connect_timeout_s = 10.0
         self.connected = False
         self.nc = None
         self.js = None
@@ -75,9 +76,16 @@ class NatsTransport:
         async def error(e: Exception) -> None:
             log.debug("bridge: NATS error %s", e)
 
-        self.nc = await nats.connect(self.servers, name=self.name, max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.2, connect_timeout=2,
-                                     disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error)
+        # once connected it reconnects for ever; the first connection gets connect_timeout_s (nats-py would retry it
+        # for ever too, and a wrong URL must be an error, not a hang)
+        try:
+            self.nc = await asyncio.wait_for(
+                nats.connect(self.servers, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                             connect_timeout=2, disconnected_cb=disconnected, reconnected_cb=reconnected,
+                             error_cb=error), self.connect_timeout_s)
+        except TimeoutError:
+            raise ConnectionError(f"no NATS server answered at {','.join(self.servers)} within "
+                                  f"{self.connect_timeout_s:g} s") from None
         self.connected = True
         self.js = self.nc.jetstream()
         stream = wire.stream_name(self.namespace)
