@@ -29,6 +29,7 @@ DISPATCHED = {
     "replay": ("mdengine.recording.replay", "replay_main", "replay a recording"),
     "export": ("mdengine.recording.replay", "export_main", "export a recording"),
     "feed": ("mdengine.feed.__main__", "main", "run one feed process by hand (debugging)"),
+    "bridge": ("mdengine.bridge.cli", "main", "publish books and trades to NATS JetStream, or mirror them from it"),
 }
 EXIT_CONFIG = 2
 

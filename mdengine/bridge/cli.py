@@ -1,0 +1,75 @@
+"""`mdengine bridge publish|mirror`: the two ends of the bus (see the README, "Running on several hosts")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import asdict
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mdengine bridge", description="Books and trades over NATS JetStream.")
+    sub = ap.add_subparsers(dest="role", metavar="ROLE", required=True)
+    pub = sub.add_parser("publish", help="read a namespace's shared memory and publish it")
+    pub.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
+    pub.add_argument("--namespace", required=True, help="the engine's namespace to read (and the subjects' <ns>)")
+    pub.add_argument("--exchanges", help="comma-separated exchanges (default: every segment of the namespace)")
+    pub.add_argument("--symbols", help="comma-separated unified or native symbols (default: all)")
+    pub.add_argument("--snapshot-interval", type=float, default=5.0, help="seconds between KV snapshots")
+    pub.add_argument("--replicas", type=int, default=1, help="JetStream replicas of the stream and bucket")
+    mir = sub.add_parser("mirror", help="rebuild the published books and trades into local shared memory")
+    mir.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
+    mir.add_argument("--namespace", required=True, help="the local namespace to write (Client(namespace) reads it)")
+    mir.add_argument("--source", help="the publishers' namespace (default: the same as --namespace)")
+    mir.add_argument("--silence", type=float, default=1.5, help="seconds without messages before books go stale")
+    mir.add_argument("--replicas", type=int, default=1, help="JetStream replicas, if the mirror creates the stream")
+    for p in (pub, mir):
+        p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
+        p.add_argument("--connect-timeout", type=float, default=10.0,
+                       help="seconds the first connection may take (later, it reconnects for ever)")
+        p.add_argument("--log-level", default="INFO")
+    return ap
+
+
+async def _run(args: argparse.Namespace) -> dict:
+    from .transport import NatsTransport
+
+    servers = [u.strip() for u in args.nats.split(",") if u.strip()]
+    if args.role == "publish":
+        from .publisher import BridgePublisher
+
+        transport = NatsTransport(servers, args.namespace, replicas=args.replicas, name="mdengine-bridge-publish")
+        node = BridgePublisher(transport, args.namespace,
+                               exchanges=args.exchanges.split(",") if args.exchanges else None,
+                               symbols=args.symbols.split(",") if args.symbols else None,
+                               snapshot_s=args.snapshot_interval)
+    else:
+        from .mirror import BridgeMirror
+
+        source = args.source or args.namespace
+        transport = NatsTransport(servers, source, replicas=args.replicas, name="mdengine-bridge-mirror")
+        node = BridgeMirror(transport, args.namespace, source_namespace=source, silence_s=args.silence)
+    transport.connect_timeout_s = args.connect_timeout
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, node.stop)
+    await node.run(args.seconds)
+    return {"role": args.role, **asdict(node.stats), "failed": transport.failed}
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format=LOG_FORMAT, level=args.log_level)
+    try:
+        summary = asyncio.run(_run(args))
+    except OSError as e:  # ConnectionError included
+        print(f"mdengine bridge {args.role}: cannot reach NATS at {args.nats}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary), flush=True)  # what it sent or applied, and what it could not publish
+    return 0

@@ -1,0 +1,178 @@
+"""The bus behind the bridge: one small interface, and its NATS JetStream implementation.
+
+A Kafka transport would implement the same five calls: publish (fire and forget, failures counted), a
+snapshot store keyed by symbol (here a JetStream KV bucket; a compacted topic there), and a subscription that
+delivers from now on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from . import wire
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+log = logging.getLogger("mdengine.bridge")
+
+
+class Transport(Protocol):
+    failed: int  # publishes (messages and snapshots) that could not be made
+
+    async def connect(self) -> None: ...
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        """Send without waiting for the bus's acknowledgement; a failure (now or later) adds to `failed`."""
+
+    async def put_snapshot(self, key: str, payload: bytes) -> None: ...
+
+    async def snapshots(self) -> dict[str, bytes]:
+        """Every stored snapshot, by key."""
+
+    async def get_snapshot(self, key: str) -> bytes | None: ...
+
+    async def subscribe(self, subject: str, handler: Handler, since_ns: int | None = None) -> None:
+        """Deliver every message published on `subject` (wildcards allowed), in order: those the bus still
+        holds from wall time `since_ns` on, else from now on."""
+
+    async def close(self) -> None: ...
+
+
+class NatsTransport:
+    """JetStream: a stream `MD_<ns>` over `md.<ns>.>` (duplicates dropped by `Nats-Msg-Id` within
+    `duplicate_window_s`), and a KV bucket `md_<ns>` holding one snapshot per symbol."""
+
+    def __init__(self, servers: list[str], namespace: str, *, max_age_s: float = 300.0,
+                 duplicate_window_s: float = 30.0, replicas: int = 1, name: str = "mdengine-bridge") -> None:
+        self.servers = servers
+        self.namespace = namespace
+        self.max_age_s = max_age_s
+        self.duplicate_window_s = duplicate_window_s
+        self.replicas = replicas
+        self.name = name
+        self.failed = 0
+        self.ack_timeout_s = 5.0
+        self.connect_timeout_s = 10.0
+        self.connected = False
+        self.nc = None
+        self.js = None
+        self.kv = None
+        self._pending: set[asyncio.Future] = set()
+
+    async def connect(self) -> None:
+        import nats
+        from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+
+        async def disconnected() -> None:
+            self.connected = False
+            log.warning("bridge: disconnected from NATS %s", ",".join(self.servers))
+
+        async def reconnected() -> None:
+            self.connected = True
+            log.info("bridge: reconnected to NATS")
+
+        async def error(e: Exception) -> None:
+            log.debug("bridge: NATS error %s", e)
+
+        # once connected it reconnects for ever; the first connection gets connect_timeout_s (nats-py would retry it
+        # for ever too, and a wrong URL must be an error, not a hang)
+        try:
+            self.nc = await asyncio.wait_for(
+                nats.connect(self.servers, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                             connect_timeout=2, disconnected_cb=disconnected, reconnected_cb=reconnected,
+                             error_cb=error), self.connect_timeout_s)
+        except TimeoutError:
+            raise ConnectionError(f"no NATS server answered at {','.join(self.servers)} within "
+                                  f"{self.connect_timeout_s:g} s") from None
+        self.connected = True
+        self.js = self.nc.jetstream()
+        stream = wire.stream_name(self.namespace)
+        cfg = StreamConfig(name=stream, subjects=[f"{wire.subject_root(self.namespace)}.>"],
+                           max_age=self.max_age_s, duplicate_window=self.duplicate_window_s,
+                           storage=StorageType.FILE, num_replicas=self.replicas)
+        try:
+            await self.js.add_stream(cfg)  # the same config again is accepted
+        except Exception as e:  # noqa: BLE001 - made by another node with other settings: use it as it is
+            log.info("bridge: stream %s exists (%s); using it", stream, e)
+            await self.js.stream_info(stream)
+        bucket = wire.bucket_name(self.namespace)
+        try:
+            self.kv = await self.js.key_value(bucket)
+        except Exception:  # noqa: BLE001
+            self.kv = await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=1,
+                                                                    replicas=self.replicas))
+
+    def _done(self, fut: asyncio.Future) -> None:
+        self._pending.discard(fut)
+        if fut.cancelled() or fut.exception() is not None:
+            self.failed += 1
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        try:
+            fut = await self.js.publish_async(subject, payload, wait_stall=0.05, headers={"Nats-Msg-Id": msg_id})
+        except Exception:  # noqa: BLE001 - disconnected, stalled: counted, the next message carries on
+            self.failed += 1
+            return
+        self._pending.add(fut)
+        fut.add_done_callback(self._done)
+        # an acknowledgement that never comes (the server died holding the message) fails the publish too
+        asyncio.get_running_loop().call_later(self.ack_timeout_s, fut.cancel)
+
+    async def put_snapshot(self, key: str, payload: bytes) -> None:
+        try:
+            await self.kv.put(key, payload)
+        except Exception:  # noqa: BLE001
+            self.failed += 1
+
+    async def snapshots(self) -> dict[str, bytes]:
+        from nats.js.errors import NoKeysError
+
+        try:
+            keys = await self.kv.keys()
+        except NoKeysError:
+            return {}
+        out = {}
+        for key in keys:
+            raw = await self.get_snapshot(key)
+            if raw is not None:
+                out[key] = raw
+        return out
+
+    async def get_snapshot(self, key: str) -> bytes | None:
+        from nats.js.errors import KeyNotFoundError
+
+        try:
+            entry = await self.kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
+
+    async def subscribe(self, subject: str, handler: Handler, since_ns: int | None = None) -> None:
+        import datetime
+
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        async def on_msg(msg) -> None:
+            await handler(msg.subject, msg.data)
+
+        config = None
+        policy = DeliverPolicy.NEW
+        if since_ns is not None:
+            policy = DeliverPolicy.BY_START_TIME
+            start = datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.UTC)
+            config = ConsumerConfig(opt_start_time=start.isoformat().replace("+00:00", "Z"))
+        # An ordered consumer recreates itself after a gap, a reconnect or a lost server, from where it was.
+        await self.js.subscribe(subject, cb=on_msg, stream=wire.stream_name(self.namespace), ordered_consumer=True,
+                                deliver_policy=policy, config=config, idle_heartbeat=1.0, flow_control=True)
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 2.0)
+            except Exception:  # noqa: BLE001 - closing after a cut: nothing left to drain
+                pass
+            if not self.nc.is_closed:
+                await self.nc.close()
+            self.nc = None

