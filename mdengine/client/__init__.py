@@ -3,6 +3,7 @@
 - `shm`: the Client and its shared-memory reads (Book, TradeStream, wait, following a restarted engine);
 - `fallback`: the REST fallback (where requests go, books and trades served from REST);
 - `control`: subscribe/unsubscribe through the namespace's supervisor;
+- `tops`: whole-market reads (every top in one numpy array) and wait() on a set of books;
 - `results`: what reads return (Top, Depth, Trades, BookBuffer, statistics);
 - `fmz`: an FMZ-style facade for strategies ported from the old driver.
 
@@ -12,6 +13,7 @@ See docs/client.md.
 from ..errors import EngineNotFound, StaleBookError, SubscribeError, UnknownSymbol
 from .results import BookBuffer, ClientStatistics, Depth, Top, Trades, TradeStreamStatistics
 from .shm import Book, Client, TradeStream
+from .tops import TOPS_DTYPE, BookSet
 
-__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "StaleBookError",
-           "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
+__all__ = ["TOPS_DTYPE", "Book", "BookBuffer", "BookSet", "Client", "ClientStatistics", "Depth", "EngineNotFound",
+           "StaleBookError", "SubscribeError", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
