@@ -1,0 +1,42 @@
+"""Binance's REST limits: request weight per IP and minute, and what each public endpoint weighs.
+
+Spot (rest-api.md): REQUEST_WEIGHT 6000 per minute; depth weighs 5 (limit 1-100), 25 (101-500), 50 (501-1000),
+250 (1001-5000), default limit 100; exchangeInfo 20; trades 25. USDⓈ-M (Order-Book page): 2400 per minute; depth
+weighs 2 (limit 5-50), 5 (100), 10 (500), 20 (1000), default limit 500; exchangeInfo 1; trades 5.
+Repeated 429s get the IP banned (418, 2 minutes up to 3 days), with Retry-After on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# budget key -> (weight allowed, per this many seconds)
+BUDGETS: dict[str, tuple[float, float]] = {"binance-spot": (6000.0, 60.0), "binance-usdm": (2400.0, 60.0)}
+
+
+def _limit(params: Mapping[str, str], default: int) -> int:
+    try:
+        return int(params.get("limit", default))
+    except ValueError:
+        return default
+
+
+def spot_depth_weight(limit: int) -> float:
+    return 5.0 if limit <= 100 else 25.0 if limit <= 500 else 50.0 if limit <= 1000 else 250.0
+
+
+def usdm_depth_weight(limit: int) -> float:
+    return 2.0 if limit <= 50 else 5.0 if limit <= 100 else 10.0 if limit <= 500 else 20.0
+
+
+def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:
+    """(budget key, weight) of a GET of `path` with query `params`; None if the path is not Binance's."""
+    if path.startswith("/api/v3/"):
+        name = path[len("/api/v3/"):]
+        weight = {"depth": spot_depth_weight(_limit(params, 100)), "exchangeInfo": 20.0, "trades": 25.0}.get(name, 2.0)
+        return "binance-spot", weight
+    if path.startswith("/fapi/v1/"):
+        name = path[len("/fapi/v1/"):]
+        weight = {"depth": usdm_depth_weight(_limit(params, 500)), "exchangeInfo": 1.0, "trades": 5.0}.get(name, 1.0)
+        return "binance-usdm", weight
+    return None
