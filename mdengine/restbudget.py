@@ -9,7 +9,7 @@ exchange's limits and weights live in its package (`exchanges/<name>/limits.py`:
 The bucket holds at most BURST_SHARE of the safe allowance (SAFETY x the exchange's limit) and refills the rest
 over the window, so no window of the exchange's length ever grants more than the safe allowance: a start-up or
 resync storm is paced inside the budget rather than answered with 429s. When a 429 or 418 comes anyway, its
-Retry-After (DEFAULT_BAN_S without one) blocks the bucket for everyone, and the bucket restarts empty.
+Retry-After (without one: a window, or BAN_418_S for a ban) blocks the bucket for everyone, and it restarts empty.
 
 Every change to a bucket is made under an exclusive flock on its file: the kernel drops the lock of a process
 that dies, so a killed holder never wedges the others. `usage()` is what `mdengine status` shows.
@@ -34,7 +34,7 @@ from .store.shm import SHM_DIR
 
 SAFETY = 0.9  # of the exchange's limit: room for what this box does not count (another tool on the same IP)
 BURST_SHARE = 0.25  # of the safe allowance that may go at once; the rest is spread over the window
-DEFAULT_BAN_S = 60.0  # a 429 / 418 without a usable Retry-After blocks the budget this long
+BAN_418_S = 120.0  # a 418 (IP ban) without a usable Retry-After blocks the budget this long; a 429 one window
 MAX_BAN_S = 3 * 24 * 3600.0  # Binance bans for up to 3 days
 NAME_PREFIX = "mdb-"
 SCOPE_ENV = "MDENGINE_REST_BUDGET_SCOPE"  # tests and side-by-side setups give their processes a scope of their own
@@ -199,7 +199,10 @@ class RestBudget:
 
     def penalise(self, status: int, retry_after_s: float | None) -> None:
         """A 429 / 418 answer: block the bucket for everyone for its Retry-After, and empty it."""
-        ban = DEFAULT_BAN_S if retry_after_s is None else min(max(retry_after_s, 0.0), MAX_BAN_S)
+        if retry_after_s is None:  # one window (a Binance ban lasts 2 minutes at least)
+            ban = max(self.window_ns / 1e9, BAN_418_S if status == 418 else 0.0)
+        else:
+            ban = min(max(retry_after_s, 0.0), MAX_BAN_S)
         mm = self._mm
         with self._locked(self._fd):
             now = time.time_ns()

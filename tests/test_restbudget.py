@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-import uuid
 
 import pytest
 
@@ -12,13 +11,8 @@ from mdengine import restbudget as rb
 
 
 @pytest.fixture
-def scope(monkeypatch):
-    sc = "t" + uuid.uuid4().hex[:10]
-    monkeypatch.setenv(rb.SCOPE_ENV, sc)
-    yield sc
-    for b in rb.existing(sc):
-        b.unlink()
-        b.close()
+def scope(_private_rest_budgets):
+    return _private_rest_budgets
 
 
 def test_each_exchange_weighs_its_endpoints_as_documented():
@@ -82,8 +76,8 @@ def test_a_429_blocks_every_process_for_its_retry_after(scope):
     assert other.usage()["penalties"] == 1 and other.usage()["last_penalty_status"] == 429
     with pytest.raises(rb.BudgetExhausted, match="binance-usdm"):
         other.acquire(1.0, timeout=0.2)
-    a.penalise(418, None)  # no Retry-After: the default ban
-    assert other.reserve(1.0) > rb.DEFAULT_BAN_S - 5
+    a.penalise(418, None)  # no Retry-After: Binance's shortest ban
+    assert other.reserve(1.0) > rb.BAN_418_S - 5
 
 
 def test_acquire_paces_a_storm_to_the_refill_rate(scope):

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import websocket
 from websocket import ABNF
 
+from .. import restbudget
 from ..core.events import BookChanged, CloseConnection, Event, FetchRest, OpenConnection, Send, TradesReceived
 from ..exchanges.base import Adapter
 from . import sched
@@ -210,10 +211,17 @@ class FeedLoop:
         `on_retry(status, error)` hears of each failed attempt that is retried (the instrument lists fall back on
         their cached copy at the first)."""
         backoff = Backoff(self.opts.rest_backoff_initial_s, self.opts.rest_backoff_max_s)
+        budget = self._budget_for(req.url)  # the box's shared REST budget this GET draws on, and its weight
 
         def start() -> None:
-            if not self._stopping:
-                self._rest.get(req.url, done)
+            if self._stopping:
+                return
+            if budget is not None:  # paced inside the shared budget: wait for its tokens, or its 429/418 block
+                wait = budget[0].reserve(budget[1])
+                if wait > 0:
+                    self.call_later(min(wait, self.opts.rest_retry_after_max_s), start)
+                    return
+            self._rest.get(req.url, done)
 
         def done(status: int, body: bytes, retry_after: float | None) -> None:
             now_ns = time.time_ns()
@@ -222,6 +230,8 @@ class FeedLoop:
                 retry_in = backoff.next()
                 if retry_after is not None:
                     retry_in = max(retry_in, min(retry_after, self.opts.rest_retry_after_max_s))
+            if status in (418, 429) and budget is not None:  # everyone on the box honours it, not only this GET
+                budget[0].penalise(status, retry_after)
             err = None if status == 200 else body[:200].decode("utf-8", "replace")
             self.sink.rest_done(req.url, status, err, retry_in)
             if retry_in is not None:
@@ -241,6 +251,15 @@ class FeedLoop:
                 self.dispatch(events)
 
         start()
+
+    def _budget_for(self, url: str) -> tuple[restbudget.RestBudget, float] | None:
+        """The shared REST budget of `url` (mdengine.restbudget), or None: an unknown URL, or a budget file that
+        cannot be opened (logged; the feed then relies on its own back-off, as a fault outside it must not stop it)."""
+        try:
+            return restbudget.for_url(url)
+        except (OSError, ValueError) as e:
+            self.log.warning("REST budget unavailable for %s (%s); this GET is not paced", url, e)
+            return None
 
     def connections(self) -> dict[str, str]:
         """conn name -> state (idle, connecting, open, closed)."""

@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from mdengine.sim.faults import FaultBook
 from mdengine.sim.formats.base import Out, Session, Venue, now_ms
+from mdengine.sim.ratelimit import RestLimiter
 from mdengine.sim.replay import Recording
 
 log = logging.getLogger("mdengine.sim")
@@ -36,7 +37,7 @@ def dumps(obj: Any) -> str:
 
 
 def _json_response(status: int, body: str, extra: list[tuple[str, str]] | None = None) -> Response:
-    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
+    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 429: "Too Many Requests"}
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body.encode())))])
     for k, v in extra or []:
         headers[k] = v
@@ -66,6 +67,9 @@ class MarketServer:
         self.paused = False
         self.rate_hz = venue.cfg.rate_hz if venue else 0.0
         self._http_seen: Counter[tuple[str, str]] = Counter()
+        cfg = venue.cfg if venue else None
+        self.rest_limiter = RestLimiter(cfg.rest_limit_scale, cfg.rest_ban_after, cfg.rest_ban_s, cfg.rest_window_s) \
+            if cfg is not None and cfg.rest_limit_scale > 0 else None
         self._server: Any = None
         self._tasks: list[asyncio.Task] = []
 
@@ -106,6 +110,11 @@ class MarketServer:
             self.stats["faults_delivered"] += 1
             ra = str(limited.params.get("retry_after", 1))
             return _json_response(429, dumps(self.venue.too_many()), [("Retry-After", ra)])
+        if self.rest_limiter is not None:
+            refused = self.rest_limiter.check(request.path, time.monotonic())
+            if refused is not None:
+                self.stats[f"rest_{refused[0]}"] += 1
+                return _json_response(refused[0], dumps(self.venue.too_many()), [("Retry-After", str(refused[1]))])
         failed = self.faults.take("http_error", path=parts.path)
         if failed is not None:  # any status, any body: a 404, a 503, or a 200 that is not JSON
             self.stats["faults_delivered"] += 1

@@ -1,0 +1,82 @@
+"""REST limits end to end: the simulator answers an exchange's limit as the exchange does (429, then a 418 ban),
+and processes sharing the box's REST budget (mdengine.restbudget) stay inside it."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+from mdengine import rest, restbudget
+from mdengine.sim import Simulator
+from mdengine.sim.testing import http_get
+
+
+def test_the_simulator_answers_429_with_retry_after_then_bans_with_418():
+    # binance-usdm at 1 %: 24 weight per window; a depth of limit 1000 weighs 20
+    with Simulator(exchanges=["binance-usdm"], rate_hz=0, rest_limit_scale=0.01, rest_ban_after=2,
+                   rest_ban_s=30) as sim:
+        url = sim.rest_url("binance-usdm") + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+        assert http_get(url)[0] == 200
+        status, headers, body = http_get(url)
+        assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60, (status, headers)
+        assert body["code"] == -1003
+        status, headers, _ = http_get(url)
+        assert status == 418 and int(headers["Retry-After"]) == 30
+        assert http_get(sim.rest_url("binance-usdm") + "/fapi/v1/exchangeInfo")[0] == 418  # the whole IP
+        stats = sim.stats("binance-usdm")
+        assert stats["rest_429"] == 1 and stats["rest_418"] == 2
+
+
+def _fetch_many(base: str, n: int, scope: str, out) -> None:
+    os.environ[restbudget.SCOPE_ENV] = scope
+    sym = rest.resolve("bitget", "BTC/USDT")
+    ok = refused = 0
+    for _ in range(n):
+        try:
+            rest.fetch_depth(base, sym, 5, timeout=30)
+            ok += 1
+        except rest.RestError as e:
+            refused += 1
+            print("refused:", e, flush=True)
+    out.put((ok, refused))
+
+
+def test_processes_sharing_the_budget_stay_inside_the_limit(_private_rest_budgets):
+    """Three processes fetch 8 bitget spot snapshots each through the client's REST path, against a simulator
+    that allows 10 per second and bans after 429s. Sharing the budget they get every one, with no 429 at all;
+    the negative control (the same 24 GETs without the budget) is refused."""
+    scope = _private_rest_budgets
+    with Simulator(exchanges=["bitget"], rate_hz=0, rest_limit_scale=0.5, rest_ban_after=3, rest_ban_s=5) as sim:
+        base = sim.rest_url("bitget")
+        budget = restbudget.RestBudget("bitget-spot", limit=10.0, window_s=1.0)  # what the simulator enforces
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        procs = [ctx.Process(target=_fetch_many, args=(base, 8, scope, out)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        results = [out.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(30)
+        stats = sim.stats("bitget")
+        assert results == [(8, 0)] * 3, (results, stats)
+        assert stats.get("rest_429", 0) == 0 and stats.get("rest_418", 0) == 0, stats
+        assert budget.usage()["requests"] == 24 and budget.usage()["waits"] > 0
+        assert sim.servers["bitget"].rest_limiter.peak_ratio() <= 1.0
+        # negative control: the same GETs, unpaced
+        url = base + "/api/v2/spot/market/orderbook?symbol=BTCUSDT&limit=5"
+        codes = [http_get(url)[0] for _ in range(24)]
+        assert 429 in codes or 418 in codes, codes
+
+
+def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets):
+    with Simulator(exchanges=["bitget"], rate_hz=0) as sim:
+        sim.inject("bitget", "http_429", retry_after=3)
+        sym = rest.resolve("bitget", "BTC/USDT")
+        try:
+            rest.fetch_depth(sim.rest_url("bitget"), sym, 5, timeout=5)
+            raise AssertionError("the injected 429 did not come")
+        except rest.RestError as e:
+            assert e.status == 429
+        budget = restbudget.RestBudget("bitget-spot")
+        assert 2.0 < budget.reserve(1.0) <= 3.0  # every process on the box now waits out the Retry-After
+        assert budget.usage()["penalties"] == 1
