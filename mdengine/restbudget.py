@@ -95,7 +95,7 @@ class RestBudget:
     """
 
     def __init__(self, key: str, *, limit: float | None = None, window_s: float | None = None,
-                 scope_name: str | None = None) -> None:
+                 scope_name: str | None = None, create: bool = True) -> None:
         if limit is None or window_s is None:
             if key not in budgets():
                 raise ValueError(f"unknown REST budget {key!r}; known: {', '.join(sorted(budgets()))}")
@@ -108,7 +108,7 @@ class RestBudget:
         self.key = key
         self.name = f"{NAME_PREFIX}{sc}-{key}"
         self.path = os.path.join(SHM_DIR, self.name)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0), 0o600)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
@@ -279,10 +279,21 @@ def existing(scope_name: str | None = None) -> list[RestBudget]:
         key = n[len(prefix):]
         if key in known:
             try:
-                out.append(RestBudget(key, scope_name=scope_name or scope()))
-            except OSError:
+                out.append(RestBudget(key, scope_name=scope_name or scope(), create=False))
+            except OSError:  # removed meanwhile, or not ours
                 continue
     return out
 
 
-__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_url", "scope"]
+def usage_all(scope_name: str | None = None) -> list[dict[str, object]]:
+    """`usage()` of every budget some process on this box created (what `mdengine status` shows)."""
+    out = []
+    for budget in existing(scope_name):
+        try:
+            out.append(budget.usage())
+        finally:
+            budget.close()
+    return out
+
+
+__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_url", "scope", "usage_all"]

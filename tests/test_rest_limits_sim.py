@@ -9,6 +9,7 @@ import os
 from mdengine import rest, restbudget
 from mdengine.sim import Simulator
 from mdengine.sim.testing import http_get
+from mdengine.status import StatusSampler, render_text
 
 
 def test_the_simulator_answers_429_with_retry_after_then_bans_with_418():
@@ -68,7 +69,7 @@ def test_processes_sharing_the_budget_stay_inside_the_limit(_private_rest_budget
         assert 429 in codes or 418 in codes, codes
 
 
-def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets):
+def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets, namespace):
     with Simulator(exchanges=["bitget"], rate_hz=0) as sim:
         sim.inject("bitget", "http_429", retry_after=3)
         sym = rest.resolve("bitget", "BTC/USDT")
@@ -80,3 +81,8 @@ def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets):
         budget = restbudget.RestBudget("bitget-spot")
         assert 2.0 < budget.reserve(1.0) <= 3.0  # every process on the box now waits out the Retry-After
         assert budget.usage()["penalties"] == 1
+        # and `mdengine status` shows it
+        status = StatusSampler(namespace).sample()
+        [shown] = [b for b in status["rest_budgets"] if b["key"] == "bitget-spot"]
+        assert shown["penalties"] == 1 and shown["last_penalty_status"] == 429 and shown["blocked_s"] > 1
+        assert "REST budget bitget-spot:" in render_text(status) and "1 x 429/418" in render_text(status)
