@@ -6,10 +6,11 @@ every client's REST fallback on a machine share that IP, so they share one token
 shared-memory segment of its own (``/dev/shm/mdb-<scope>-<key>``; not part of the exchange segment layout). Each
 exchange's limits and weights live in its package (`exchanges/<name>/limits.py`: BUDGETS and cost()).
 
-The bucket holds at most BURST_SHARE of the safe allowance (SAFETY x the exchange's limit) and refills the rest
-over the window, so no window of the exchange's length ever grants more than the safe allowance: a start-up or
-resync storm is paced inside the budget rather than answered with 429s. When a 429 or 418 comes anyway, its
-Retry-After (without one: a window, or BAN_418_S for a ban) blocks the bucket for everyone, and it restarts empty.
+The bucket holds at most BURST_SHARE of the safe allowance (SAFETY x the exchange's limit), or the heaviest single
+request if that is more, and refills the rest over the window, so no window of the exchange's length ever grants
+more than the safe allowance: a start-up or resync storm is paced inside the budget rather than answered with 429s.
+When a 429 or 418 comes anyway, its Retry-After (without one: a window, or BAN_418_S for a ban) blocks the bucket
+for everyone, and it restarts empty.
 
 Every change to a bucket is made under an exclusive flock on its file: the kernel drops the lock of a process
 that dies, so a killed holder never wedges the others. `usage()` is what `mdengine status` shows.
@@ -77,6 +78,15 @@ def budgets() -> dict[str, tuple[float, float]]:
     return out
 
 
+def max_weight(key: str) -> float:
+    """The heaviest single request of budget `key` (its exchange's MAX_WEIGHT; 1 where it names none)."""
+    for name in EXCHANGES:
+        limits = _limits(name)
+        if key in limits.BUDGETS:
+            return getattr(limits, "MAX_WEIGHT", {}).get(key, 1.0)
+    return 1.0
+
+
 def cost(url: str) -> tuple[str, float] | None:
     """(budget key, weight) of a GET of `url`, asked of each exchange's limits by path; None if none knows it."""
     parts = urlsplit(url)
@@ -127,7 +137,8 @@ class RestBudget:
 
     def _initialise(self, limit: float, window_s: float) -> None:
         allowance = SAFETY * limit
-        capacity = BURST_SHARE * allowance
+        # the bucket must hold the heaviest request whole, or that request would overdraw a window
+        capacity = min(allowance, max(BURST_SHARE * allowance, max_weight(self.key)))
         window_ns = int(window_s * 1e9)
         rate = (allowance - capacity) / window_ns
         self._mm[:SIZE] = bytes(SIZE)
@@ -151,8 +162,8 @@ class RestBudget:
     # ------------------------------------------------------------------ the bucket
     def reserve(self, weight: float, now_ns: int | None = None) -> float:
         """Take `weight` now if the bucket holds it (returns 0.0), else take nothing and return the seconds to wait
-        (the refill time, or what is left of a 429/418 block). A weight above the bucket's capacity is taken as the
-        whole capacity (it could never be granted otherwise)."""
+        (the refill time, or what is left of a 429/418 block). A weight above the bucket's capacity (a budget whose
+        limit is below its exchange's MAX_WEIGHT) waits for a full bucket and then takes it all."""
         mm = self._mm
         with self._locked(self._fd):
             now = time.time_ns() if now_ns is None else now_ns

@@ -86,3 +86,40 @@ def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets, 
         [shown] = [b for b in status["rest_budgets"] if b["key"] == "bitget-spot"]
         assert shown["penalties"] == 1 and shown["last_penalty_status"] == 429 and shown["blocked_s"] > 1
         assert "REST budget bitget-spot:" in render_text(status) and "1 x 429/418" in render_text(status)
+
+
+def test_a_feed_start_up_storm_is_paced_inside_the_limit(_private_rest_budgets, namespace):
+    """A real feed process starts 60 USDⓈ-M books (60 depth snapshots of weight 20, plus the instrument list)
+    against a simulator that enforces a tenth of Binance's limit over 2-second windows (240 weight), bans after 3
+    429s, and shares that limit with the box's budget. Every book goes live without a single 429."""
+    from test_feed_sim import FeedProc, wait
+
+    from mdengine.config import ExchangeConfig
+    from mdengine.exchanges.binance import BinanceAdapter
+    from mdengine.store import SegmentReader
+
+    symbols = [f"Z{k:04d}/USDT:USDT" for k in range(60)]
+    with Simulator(exchanges=["binance-spot", "binance-usdm"], rate_hz=1, extra_instruments=60,
+                   rest_limit_scale=0.1, rest_window_s=2.0, rest_ban_after=3, rest_ban_s=60) as sim:
+        restbudget.RestBudget("binance-usdm", limit=2400 * 0.1, window_s=2.0)  # what the simulator enforces
+        cfg = ExchangeConfig("binance", symbols=symbols, endpoints=BinanceAdapter.sim_endpoints(sim.endpoints()),
+                             book_depth=20, book_capacity=20, max_symbols=128)
+        feed = FeedProc(namespace, cfg)
+        try:
+            reader = SegmentReader(namespace, "binance")
+            try:
+                def live() -> int:
+                    return sum(reader.book(e.unified, e.market).header().state_name == "live"
+                               for e in reader.symbols())
+
+                wait(lambda: live() == 60, 120, "60 books live")
+            finally:
+                reader.close()
+        finally:
+            feed.close()
+        stats = sim.stats("binance-usdm")
+        assert stats.get("rest_429", 0) == 0 and stats.get("rest_418", 0) == 0, stats
+        assert stats["rest_requests"] >= 61, stats
+        assert 0.5 < sim.servers["binance-usdm"].rest_limiter.peak_ratio() <= 1.0  # it was a storm, kept inside
+        u = restbudget.RestBudget("binance-usdm").usage()
+        assert u["requests"] >= 61 and u["peak_ratio"] <= restbudget.SAFETY

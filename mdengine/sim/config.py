@@ -30,3 +30,4 @@ class SimConfig:
     rest_window_s: float = 0.0  # > 0: every REST limit's window, in seconds (0: the exchange's own)
     rest_ban_after: int = 3  # 429s within one window before the 418 ban
     rest_ban_s: float = 120.0
+    extra_instruments: int = 0  # per kind of each market, synthetic instruments added (listings.whole_market)

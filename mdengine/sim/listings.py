@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mdengine.sim.market import Instrument as I  # noqa: N817
 
 _PX = {"BTC": 65000.0, "ETH": 3200.0, "SOL": 150.0}
@@ -56,3 +58,10 @@ def select(market: str, symbols: list[str] | None) -> list[I]:
         return list(insts)
     want = set(symbols)
     return [i for i in insts if i.native in want or i.unified in want or i.unified.split(":")[0] in want]
+
+
+def whole_market(market: str, n: int) -> list[I]:
+    """`n` synthetic instruments per kind of `market` (bases Z0000, Z0001, ...), cloned from its BTC instruments
+    (same ticks, lots, prices and wire format): a whole market's size, for scale tests."""
+    return [replace(t, native=t.native.replace("BTC", f"Z{k:04d}"), unified=t.unified.replace("BTC", f"Z{k:04d}"))
+            for t in DEFAULTS[market] if t.base == "BTC" for k in range(n)]

@@ -15,7 +15,7 @@ from mdengine.sim.formats.binance import BinanceSpot, BinanceUsdm
 from mdengine.sim.formats.bitget import BitgetVenue
 from mdengine.sim.formats.bybit import BybitVenue
 from mdengine.sim.formats.okx import OkxVenue
-from mdengine.sim.listings import MARKETS, select
+from mdengine.sim.listings import MARKETS, select, whole_market
 from mdengine.sim.replay import Recording
 from mdengine.sim.server import MarketServer
 
@@ -51,7 +51,8 @@ class Simulator:
             if rec:
                 self.servers[name] = MarketServer(name, None, host, p, recording=rec, speed=speed)
                 continue
-            venue = _VENUES[name](select(name, symbols), seed, self.cfg)
+            listed = select(name, symbols) + whole_market(name, self.cfg.extra_instruments)
+            venue = _VENUES[name](listed, seed, self.cfg)
             ping = (None, None)
             if name == "binance-spot":
                 ping = (self.cfg.binance_spot_ping_interval, self.cfg.binance_spot_ping_timeout)
