@@ -123,3 +123,4 @@ def test_a_feed_start_up_storm_is_paced_inside_the_limit(_private_rest_budgets, 
         assert 0.5 < sim.servers["binance-usdm"].rest_limiter.peak_ratio() <= 1.0  # it was a storm, kept inside
         u = restbudget.RestBudget("binance-usdm").usage()
         assert u["requests"] >= 61 and u["peak_ratio"] <= restbudget.SAFETY
+        assert u["granted_weight"] < 60 * 20  # past the first snapshots, the storm asked for lighter ones

@@ -94,3 +94,14 @@ def test_a_bad_scope_is_refused(monkeypatch):
     monkeypatch.setenv(rb.SCOPE_ENV, "../etc")
     with pytest.raises(ValueError, match="scope"):
         rb.scope()
+
+
+def test_a_binance_snapshot_storm_asks_for_lighter_snapshots_that_still_fill_the_book():
+    from mdengine.exchanges.binance import limits as bl
+
+    assert bl.snapshot_limit("usdm", 1000, 20, pending=1) == 1000  # no storm: as configured
+    assert bl.snapshot_limit("usdm", 1000, 20, pending=bl.STORM_PENDING + 1) == 100  # weight 5, not 20
+    assert bl.snapshot_limit("usdm", 1000, 300, pending=500) == 500  # still holds the published depth
+    assert bl.snapshot_limit("spot", 1000, 50, pending=500) == 100  # weight 5, not 50
+    assert bl.snapshot_limit("spot", 100, 50, pending=500) == 100  # nothing lighter to take
+    assert bl.snapshot_limit("usdm", 50, 20, pending=500) == 50  # configured lighter already: kept

@@ -39,6 +39,7 @@ from ...symbols import Instrument, InstrumentIndex
 from .._sequencing import Chain, ChainKind
 from ..base import SCRATCH_CONN, Adapter, AdapterError
 from . import instruments as _instruments
+from . import limits as _limits
 from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 from .endpoints import SPOT, USDM
 from .instruments import MARKETS
@@ -360,7 +361,8 @@ class _Conn:
 
 class BinanceAdapter(Adapter):
     """Binance spot ("spot") and USDⓈ-M ("usdm"). Options: trade_stream ("trade" or "aggTrade", spot only),
-    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels),
+    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels; lighter in a
+    start-up or resync storm, see limits.snapshot_limit),
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
@@ -537,7 +539,8 @@ class BinanceAdapter(Adapter):
         sym.request_id = rid
         self._requests[rid] = sym
         base = self.endpoints[market + "_rest"].rstrip("/") + ("/api/v3/depth" if market == SPOT else "/fapi/v1/depth")
-        url = f"{base}?symbol={sym.inst.native}&limit={self.snapshot_limit}"
+        limit = _limits.snapshot_limit(market, self.snapshot_limit, self.book_depth, len(self._requests))
+        url = f"{base}?symbol={sym.inst.native}&limit={limit}"
         return FetchRest(rid, url, sym.key)
 
     # ------------------------------------------------------------------ connection events

@@ -42,3 +42,23 @@ def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:
         weight = {"depth": usdm_depth_weight(_limit(params, 500)), "exchangeInfo": 1.0, "trades": 5.0}.get(name, 1.0)
         return "binance-usdm", weight
     return None
+
+
+USDM_DEPTHS = (5, 10, 20, 50, 100, 500, 1000)  # the only limits fapi/v1/depth takes
+STORM_PENDING = 20  # more snapshots than this outstanding at once: a start-up or resync storm
+STORM_MIN_LEVELS = 100  # a storm's snapshots still hold this many levels (or the published depth, if more)
+
+
+def snapshot_limit(market: str, configured: int, book_depth: int, pending: int) -> int:
+    """The depth (`limit`) of the next snapshot: `configured`, except in a storm (more than STORM_PENDING snapshots
+    outstanding), where it is the cheapest valid limit holding max(STORM_MIN_LEVELS, book_depth) levels, if that is
+    lighter: a 1,000-level USDⓈ-M snapshot weighs 20 and a 100-level one 5 (spot: 50 and 5), so a storm of
+    hundreds fits the budget several times sooner, and the books it publishes are as deep."""
+    if pending <= STORM_PENDING:
+        return configured
+    want = max(STORM_MIN_LEVELS, book_depth)
+    if market == "usdm":
+        cheap = next((d for d in USDM_DEPTHS if d >= want), USDM_DEPTHS[-1])
+        return cheap if usdm_depth_weight(cheap) < usdm_depth_weight(configured) else configured
+    cheap = min(want, 5000)
+    return cheap if spot_depth_weight(cheap) < spot_depth_weight(configured) else configured
