@@ -146,20 +146,52 @@ class FeedSession:
         self._waiting.discard(request_id)
         if not self._waiting and not self.loaded.is_set():
             self.log.info("%d instruments loaded", len(self.index))
-            for symbol in self.cfg.symbols:
-                self.subscribe(symbol)
+            self._subscribe_configured()
             self.loop.dispatch(self.adapter.start())
             self.loaded.set()
 
-    def _subscribe_missing(self) -> None:
-        """The configured symbols that a list now names and that are not subscribed (they failed to resolve)."""
+    def _configured(self) -> list[tuple[str, str | None]]:
+        """cfg.symbols as (symbol, market), wildcards expanded over the instrument lists: "*" is every instrument
+        they name (the configured markets' trading instruments), "<market>:*" (e.g. "usdm:*") every one of a market."""
+        out: list[tuple[str, str | None]] = []
         for symbol in self.cfg.symbols:
+            if symbol == "*" or symbol.endswith(":*"):
+                market = None if symbol == "*" else symbol[:-2].lower()
+                out += [(i.native, i.market) for i in self.index if market is None or i.market.lower() == market]
+            else:
+                out.append((symbol, None))
+        return out
+
+    def _subscribe_configured(self) -> None:
+        """Subscribe the configured symbols; a wildcard that names more than the segment holds takes what fits and
+        says once how many did not (max_symbols sizes the segment)."""
+        wanted = self._configured()
+        room = self.cfg.max_symbols - len(self.publisher.slots)
+        fresh = [(sym, m) for sym, m in wanted if not self._subscribed(sym, m)]
+        if len(fresh) > room and any(x == "*" or x.endswith(":*") for x in self.cfg.symbols):
+            self._refuse(f"{len(fresh)} instruments are configured but the segment has room for {room} more "
+                         f"(max_symbols {self.cfg.max_symbols}): {len(fresh) - room} are not subscribed; raise "
+                         "max_symbols")
+            fresh = fresh[:max(room, 0)]
+        for symbol, market in fresh:
+            self.subscribe(symbol, market)
+
+    def _subscribed(self, symbol: str, market: str | None) -> bool:
+        try:
+            return self.index.resolve(symbol, market).key in self.publisher.slots
+        except UnknownSymbol:
+            return False
+
+    def _subscribe_missing(self) -> None:
+        """The configured symbols that a list now names and that are not subscribed (they failed to resolve, or a
+        wildcard's list now names more)."""
+        for symbol, market in self._configured():
             try:
-                inst = self.index.resolve(symbol)
+                inst = self.index.resolve(symbol, market)
             except UnknownSymbol:
                 continue
-            if inst.key not in self.publisher.slots:
-                self.subscribe(symbol)
+            if inst.key not in self.publisher.slots and len(self.publisher.slots) < self.cfg.max_symbols:
+                self.subscribe(symbol, market)
 
     def _native(self, symbol: str, market: str | None) -> Instrument | None:
         """While a list failed, an instrument for `symbol` as a native id (see Adapter.native_instrument)."""

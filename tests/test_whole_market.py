@@ -1,0 +1,42 @@
+"""Whole markets in the config: wildcards subscribe every instrument the lists name (a real feed process on the
+simulator serving extra instruments)."""
+
+from __future__ import annotations
+
+from test_feed_sim import FeedProc, wait
+
+from mdengine.client import Client
+from mdengine.config import ExchangeConfig
+from mdengine.exchanges.binance import BinanceAdapter
+from mdengine.sim import Simulator
+
+
+def _cfg(sim: Simulator, symbols: list[str], max_symbols: int) -> ExchangeConfig:
+    return ExchangeConfig("binance", symbols=symbols, endpoints=BinanceAdapter.sim_endpoints(sim.endpoints()),
+                          book_depth=5, book_capacity=5, trade_capacity=16, max_symbols=max_symbols)
+
+
+def test_a_market_wildcard_subscribes_every_instrument_of_that_market(namespace):
+    with Simulator(exchanges=["binance-spot", "binance-usdm"], rate_hz=1, extra_instruments=30) as sim:
+        feed = FeedProc(namespace, _cfg(sim, ["usdm:*"], 64))
+        try:
+            with Client(namespace) as c:
+                wait(lambda: len(c.tops("binance")) == 33 and c.tops("binance")["live"].all(), 90,
+                     "33 usdm books live")
+                t = c.tops("binance")
+                assert set(t["market"]) == {"usdm"}
+                assert {f"Z{k:04d}/USDT:USDT" for k in range(30)} | {"BTC/USDT:USDT", "ETH/USDT:USDT",
+                                                                    "SOL/USDT:USDT"} == set(t["symbol"])
+        finally:
+            feed.close()
+
+
+def test_a_wildcard_larger_than_the_segment_takes_what_fits_and_says_so(namespace):
+    with Simulator(exchanges=["binance-spot", "binance-usdm"], rate_hz=1, extra_instruments=10) as sim:
+        feed = FeedProc(namespace, _cfg(sim, ["*"], 16))  # 2 x 13 instruments
+        try:
+            wait(lambda: len(feed.reader.symbols()) == 16, 60, "16 symbols subscribed")
+            wait(lambda: "max_symbols 16" in feed.last_error(), 30, "the capacity error")
+            assert "10 are not subscribed" in feed.last_error()
+        finally:
+            feed.close()
