@@ -40,3 +40,31 @@ def test_a_wildcard_larger_than_the_segment_takes_what_fits_and_says_so(namespac
             assert "10 are not subscribed" in feed.last_error()
         finally:
             feed.close()
+
+
+def test_the_supervisor_checks_dev_shm_for_every_segment_before_anything_starts(namespace):
+    import errno
+    import os
+
+    import pytest
+
+    from mdengine.config import EngineConfig
+    from mdengine.store import layout as L
+    from mdengine.store import list_names, shm
+    from mdengine.supervisor import Supervisor
+
+    free = os.statvfs(shm.SHM_DIR).f_bavail * os.statvfs(shm.SHM_DIR).f_frsize
+    # two segments that each fit /dev/shm but not together (or neither does, on a small one)
+    trade = 1 << 16
+    n = min(L.MAX_SYMBOLS, max(1, int(free * 0.6 // L.SlotGeometry(50, trade).size)))
+    one = L.segment_size(n, 50, trade)
+    if 2 * one <= free:
+        pytest.skip(f"/dev/shm ({free} B free) holds two {one} B segments")
+    exchanges = [ExchangeConfig(name, symbols=["BTC/USDT"], max_symbols=n, trade_capacity=trade)
+                 for name in ("binance", "okx")]
+    sup = Supervisor(EngineConfig(namespace=namespace, exchanges=exchanges))
+    with pytest.raises(OSError, match="enlarge /dev/shm") as err:
+        sup.start()
+    assert err.value.errno == errno.ENOSPC
+    assert f"mde-{namespace}-binance" in str(err.value) and f"mde-{namespace}-okx" in str(err.value)
+    assert list_names(namespace) == []
