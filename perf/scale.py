@@ -9,10 +9,16 @@ Scenario (declared up front, printed with the results):
                   same for one market (500 rows) and for the per-symbol loop the whole-market read replaces
                   (`book.top()` x 1,000).
 
-Not yet measured here (issue 26): a whole-market engine on the simulator (startup_s, symbols_live,
-rest_weight_peak_ratio, feed_cpu_pct); those keys are absent from the JSON until they are.
+  whole-market engine: the simulator serving `--per-kind` synthetic instruments per kind of every market
+                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; ticking at `--sim-rate` per symbol: a stand-in, not
+                  the recordings' rates) with each exchange's documented REST limits enforced (429, then 418), and one
+                  feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
+                  Measured: seconds until every book is live, the peak REST weight of one window over its limit
+                  (the simulator's count), each feed's CPU over `--cpu-window` seconds once live, its RSS and
+                  segment bytes per symbol.
 
-Usage: python perf/scale.py [--quick] [--rate N] [--symbols N]. The last line is one JSON object.
+Usage: python perf/scale.py [--quick] [--rate N] [--symbols N] [--per-kind N] [--no-engine]. The last line is one
+JSON object (symbols_live, startup_s, rest_weight_peak_ratio, tops_1000_p50_us, feed_cpu_pct, ...).
 """
 
 from __future__ import annotations
@@ -90,11 +96,83 @@ def _stats(us: np.ndarray) -> dict:
             "reads": len(us)}
 
 
+def engine(per_kind: int, sim_rate: float, cpu_window: float, timeout: float) -> dict:
+    """Start a whole-market engine on the simulator; see the module's scenario."""
+    import psutil
+
+    from mdengine.config import ExchangeConfig
+    from mdengine.exchanges import EXCHANGES, get_adapter
+    from mdengine.feed import run_feed
+    from mdengine.sim import Simulator
+    from mdengine.store import layout as L
+
+    ns = "p" + uuid.uuid4().hex[:8]
+    os.environ.setdefault("MDENGINE_REST_BUDGET_SCOPE", ns)  # this run's budgets, not the box's real ones
+    ctx = mp.get_context("spawn")
+    procs: dict[str, mp.Process] = {}
+    with Simulator(rate_hz=sim_rate, extra_instruments=per_kind, rest_limit_scale=1.0) as sim:
+        t0 = time.monotonic()
+        for name in EXCHANGES:
+            cfg = ExchangeConfig(name, symbols=["*"], endpoints=get_adapter(name).sim_endpoints(sim.endpoints()),
+                                 book_depth=5, book_capacity=5, trade_capacity=16,
+                                 max_symbols=min(L.MAX_SYMBOLS, 3 * (per_kind + 10)))
+            procs[name] = ctx.Process(target=run_feed, args=(ns, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
+            procs[name].start()
+        live: dict[str, int] = {}
+        startup_s = None
+        try:
+            with _client_when_ready(ns, timeout) as c:
+                while time.monotonic() - t0 < timeout:
+                    tops = {ex: c.tops(ex) for ex in c.exchanges}
+                    live = {ex: int(t["live"].sum()) for ex, t in tops.items()}
+                    if len(tops) == len(EXCHANGES) and all(len(t) and t["live"].all() for t in tops.values()):
+                        startup_s = time.monotonic() - t0
+                        break
+                    time.sleep(0.2)
+                counts = {ex: len(c.tops(ex)) for ex in c.exchanges}
+                ps = {ex: psutil.Process(p.pid) for ex, p in procs.items() if p.is_alive()}
+                for p in ps.values():
+                    p.cpu_percent(None)
+                time.sleep(cpu_window)
+                cpu = {ex: round(p.cpu_percent(None), 1) for ex, p in ps.items()}
+                rss = {ex: p.memory_info().rss for ex, p in ps.items()}
+                seg = {ex: c._segments[ex].reader.view.segment_size for ex in c.exchanges}  # noqa: SLF001
+        finally:
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                p.join(30)
+            peak = max(s.rest_limiter.peak_ratio() for s in sim.servers.values() if s.rest_limiter is not None)
+            refused = {m: {k: v for k, v in sim.stats(m).items() if k in ("rest_429", "rest_418")} for m in sim.servers}
+            for name in shm.list_names(ns):
+                shm.unlink(name)
+    return {"symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
+            "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
+            "rest_refused": refused, "feed_cpu_pct": cpu,
+            "rss_bytes_per_symbol": {ex: rss[ex] // max(counts.get(ex, 1), 1) for ex in rss},
+            "segment_bytes_per_symbol": {ex: seg[ex] // max(counts.get(ex, 1), 1) for ex in seg}}
+
+
+def _client_when_ready(ns: str, timeout: float) -> Client:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return Client(ns)
+        except Exception:  # noqa: BLE001 - no segment yet
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="~10 s in all")
     ap.add_argument("--rate", type=float, default=100_000.0, help="writer book updates/s in total (0: max)")
     ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
+    ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: model steps per second per symbol")
+    ap.add_argument("--cpu-window", type=float, help="engine stage: seconds of feed CPU measured once live")
+    ap.add_argument("--no-engine", action="store_true", help="only the store-level tops() stage")
     args = ap.parse_args()
     seconds = 3.0 if args.quick else 10.0
     call = min(timeit.repeat("f()", "def f(): pass", number=100_000, repeat=5)) / 100_000 * 1e9
@@ -116,7 +194,7 @@ def main() -> int:
             books = [c.book(EXCHANGE, f"S{i}/USDT") for i in range(args.symbols)]
             loop_us, _ = _time(lambda: [b.top() for b in books], seconds / 2)
             rows = len(c.tops(EXCHANGE))
-        result = {"symbols": rows, "writer_rate": args.rate or "max",
+        result = {"tops_rows": rows, "writer_rate": args.rate or "max",
                   "tops_all": _stats(all_us), "tops_one_market": _stats(one_us), "top_loop": _stats(loop_us),
                   "torn_rows": torn + torn_one, "tops_1000_p50_us": round(float(np.percentile(all_us, 50)), 1)}
         print(f"tops() of {rows} books: p50 {result['tops_all']['p50_us']} µs, p99 {result['tops_all']['p99_us']} "
@@ -128,6 +206,16 @@ def main() -> int:
         proc.join(30)
         for name in shm.list_names(ns):
             shm.unlink(name)
+    if not args.no_engine:
+        per_kind = args.per_kind or (60 if args.quick else 300)
+        print(f"engine: {per_kind} extra instruments per kind of every market, {args.sim_rate:g} steps/s each, "
+              "documented REST limits enforced by the simulator; feeds subscribe symbols = [\"*\"]")
+        eng = engine(per_kind, args.sim_rate, args.cpu_window or (5.0 if args.quick else 20.0),
+                     300.0 if args.quick else 900.0)
+        print(f"engine: {eng['symbols_live']} books live ({eng['symbols_by_exchange']}) in {eng['startup_s']} s; "
+              f"REST peak {eng['rest_weight_peak_ratio']:.0%} of a window's limit, refused {eng['rest_refused']}; "
+              f"feed CPU {eng['feed_cpu_pct']} %; segment bytes/symbol {eng['segment_bytes_per_symbol']}")
+        result.update(eng)
     print(json.dumps(result))
     return 0
 
