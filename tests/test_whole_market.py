@@ -68,3 +68,33 @@ def test_the_supervisor_checks_dev_shm_for_every_segment_before_anything_starts(
     assert err.value.errno == errno.ENOSPC
     assert f"mde-{namespace}-binance" in str(err.value) and f"mde-{namespace}-okx" in str(err.value)
     assert list_names(namespace) == []
+
+
+def test_a_wildcard_follows_instruments_listed_and_delisted_at_run_time(namespace):
+    from dataclasses import replace
+
+    from mdengine.sim.listings import whole_market
+
+    with Simulator(exchanges=["binance-spot", "binance-usdm"], rate_hz=1, extra_instruments=5) as sim:
+        cfg = _cfg(sim, ["usdm:*", "Z0002/USDT:USDT"], 32)
+        cfg.instrument_refresh_s = 0.5
+        feed = FeedProc(namespace, cfg)
+        try:
+            with Client(namespace) as c:
+                wait(lambda: len(c.tops("binance")) == 8 and c.tops("binance")["live"].all(), 60, "8 books live")
+                template = whole_market("binance-usdm", 1)[0]
+                sim.list_instrument("binance-usdm", replace(template, native="Z0999USDT", unified="Z0999/USDT:USDT"))
+                sim.delist("binance-usdm", "Z0001USDT")
+                sim.delist("binance-usdm", "Z0002USDT")  # also configured by name: it stays
+
+                def followed() -> bool:
+                    t = c.tops("binance")
+                    names = set(t["symbol"])
+                    return ("Z0999/USDT:USDT" in names and "Z0001/USDT:USDT" not in names
+                            and t["live"][t["symbol"] == "Z0999/USDT:USDT"].all())
+
+                wait(followed, 60, "the new instrument live and the delisted one gone")
+                assert "Z0002/USDT:USDT" in set(c.tops("binance")["symbol"])
+                assert len(c.tops("binance")) == 8
+        finally:
+            feed.close()

@@ -40,6 +40,7 @@ class Simulator:
         if okx_checksum not in ("zero", "crc32"):
             raise ValueError("okx_checksum must be 'zero' or 'crc32'")
         self.cfg = SimConfig(rate_hz=rate_hz, okx_checksum=okx_checksum, **config)
+        self.seed = seed
         self.host = host
         self.servers: dict[str, MarketServer] = {}
         rec = Recording.load(replay) if replay else None
@@ -147,6 +148,14 @@ class Simulator:
             return venue.seq_of(model), bids, asks
 
         return self._call(read)
+
+    def list_instrument(self, market: str, inst: Any) -> None:
+        """List a new instrument (a mdengine.sim.market.Instrument) on `market` at run time."""
+        self._call(self.servers[market].venue.list_instrument, inst, self.seed)
+
+    def delist(self, market: str, native: str) -> None:
+        """Delist `native` from `market`'s instrument lists at run time (its streams keep going)."""
+        self._call(self.servers[market].venue.delist, native)
 
     def connections(self, market: str) -> list[int]:
         return self._call(lambda: sorted(self.servers[market].conns))
