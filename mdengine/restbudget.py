@@ -277,6 +277,18 @@ def for_url(url: str) -> tuple[RestBudget, float] | None:
     return budget, weight
 
 
+def for_connect(exchange: str) -> RestBudget | None:
+    """The shared budget of `exchange`'s WebSocket connection attempts per IP ("<exchange>-connect"), if it has one."""
+    key = f"{exchange}-connect"
+    if key not in budgets():
+        return None
+    sc = scope()
+    budget = _OPEN.get((sc, key))
+    if budget is None:
+        budget = _OPEN[(sc, key)] = RestBudget(key, scope_name=sc)
+    return budget
+
+
 def existing(scope_name: str | None = None) -> list[RestBudget]:
     """The budgets of a scope that some process created on this box (for status)."""
     prefix = f"{NAME_PREFIX}{scope_name or scope()}-"
@@ -307,4 +319,5 @@ def usage_all(scope_name: str | None = None) -> list[dict[str, object]]:
     return out
 
 
-__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_url", "scope", "usage_all"]
+__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_connect", "for_url", "scope",
+           "usage_all"]

@@ -98,3 +98,25 @@ def test_a_wildcard_follows_instruments_listed_and_delisted_at_run_time(namespac
                 assert len(c.tops("binance")) == 8
         finally:
             feed.close()
+
+
+def test_connection_attempts_share_the_exchanges_per_ip_budget(namespace):
+    """OKX allows 3 WebSocket connection requests per second per IP: a whole-market OKX feed (15 symbols per
+    connection) opens its connections inside the box's shared connect budget."""
+    from mdengine import restbudget
+    from mdengine.exchanges.okx import OkxAdapter
+
+    with Simulator(exchanges=["okx"], rate_hz=1, extra_instruments=20) as sim:
+        cfg = ExchangeConfig("okx", symbols=["*"], endpoints=OkxAdapter.sim_endpoints(sim.endpoints()),
+                             book_depth=5, book_capacity=5, trade_capacity=16, max_symbols=128)
+        feed = FeedProc(namespace, cfg)
+        try:
+            with Client(namespace) as c:
+                wait(lambda: len(c.tops("okx")) > 60 and c.tops("okx")["live"].all(), 90, "every OKX book live")
+        finally:
+            feed.close()
+        opened = sim.stats("okx")["connections"]
+        u = restbudget.RestBudget("okx-connect").usage()
+        assert opened >= 5, opened
+        assert u["requests"] >= opened, (u, opened)
+        assert u["peak_window_used"] <= restbudget.SAFETY * 3, u  # never more than 2.7 attempts in one second

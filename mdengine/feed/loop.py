@@ -153,6 +153,11 @@ class FeedLoop:
         self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
+        try:  # connection attempts share a per-IP budget too (mdengine.restbudget, "<exchange>-connect")
+            self._connect_budget = restbudget.for_connect(adapter.exchange)
+        except (OSError, ValueError) as e:
+            self.log.warning("connection budget unavailable (%s); connecting unpaced", e)
+            self._connect_budget = None
         self._requests: dict[type, Callable[[Any], None]] = {
             Send: self._on_send, OpenConnection: self._on_open_request, CloseConnection: self._on_close_request,
             FetchRest: lambda ev: self.fetch(ev, self.adapter.on_rest),
@@ -251,6 +256,17 @@ class FeedLoop:
                 self.dispatch(events)
 
         start()
+
+    def _connect_wait(self) -> float:
+        """Seconds until this exchange's shared connection budget allows an attempt (0: now, and it is taken)."""
+        if self._connect_budget is None:
+            return 0.0
+        try:
+            return self._connect_budget.reserve(1.0)
+        except OSError as e:
+            self.log.warning("connection budget unavailable (%s); connecting unpaced", e)
+            self._connect_budget = None
+            return 0.0
 
     def _budget_for(self, url: str) -> tuple[restbudget.RestBudget, float] | None:
         """The shared REST budget of `url` (mdengine.restbudget), or None: an unknown URL, or a budget file that
@@ -531,6 +547,11 @@ class FeedLoop:
             self._connect(c)
 
     def _connect(self, c: WsConn) -> None:
+        wait = self._connect_wait()
+        if wait > 0:  # the box's shared budget of connection attempts to this exchange: the tick connects later
+            c.state = IDLE
+            c.retry_at = time.monotonic() + wait
+            return
         self.log.info("conn=%s connecting to %s", c.name, c.url)
         c.connect_async(self.opts.connect_timeout_s, self._post, self._on_connected)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 # budget key -> (weight allowed, per this many seconds)
-BUDGETS: dict[str, tuple[float, float]] = {"binance-spot": (6000.0, 60.0), "binance-usdm": (2400.0, 60.0)}
+BUDGETS: dict[str, tuple[float, float]] = {"binance-spot": (6000.0, 60.0), "binance-usdm": (2400.0, 60.0),
+                                           "binance-connect": (300.0, 300.0)}  # WebSocket connections per IP
 # the heaviest single request cost() can return per budget (a bucket must hold it whole); 1 where absent
 MAX_WEIGHT: dict[str, float] = {"binance-spot": 250.0, "binance-usdm": 20.0}
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-BUDGETS: dict[str, tuple[float, float]] = {"bitget-spot": (20.0, 1.0), "bitget-mix": (20.0, 1.0)}
+BUDGETS: dict[str, tuple[float, float]] = {"bitget-spot": (20.0, 1.0), "bitget-mix": (20.0, 1.0),
+                                           "bitget-connect": (300.0, 300.0)}  # WebSocket connections per IP
 
 
 def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:

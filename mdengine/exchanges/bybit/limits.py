@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-BUDGETS: dict[str, tuple[float, float]] = {"bybit": (600.0, 5.0)}
+BUDGETS: dict[str, tuple[float, float]] = {"bybit": (600.0, 5.0),
+                                           "bybit-connect": (500.0, 300.0)}  # WebSocket connections per IP
 
 
 def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:

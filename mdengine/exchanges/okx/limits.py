@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 BUDGETS: dict[str, tuple[float, float]] = {"okx-books": (40.0, 2.0), "okx-trades": (100.0, 2.0),
-                                           "okx-instruments": (20.0, 2.0), "okx-other": (20.0, 2.0)}
+                                           "okx-instruments": (20.0, 2.0), "okx-other": (20.0, 2.0),
+                                           "okx-connect": (3.0, 1.0)}  # WebSocket connection requests per IP
 _ENDPOINTS = {"/api/v5/market/books": "okx-books", "/api/v5/market/trades": "okx-trades",
               "/api/v5/public/instruments": "okx-instruments"}
 
