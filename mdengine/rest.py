@@ -142,6 +142,8 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
             budget[0].acquire(budget[1], timeout)
         except restbudget.BudgetExhausted as e:
             raise RestError(str(e), 429, url) from None
+        except OSError:  # the budget's file failed: unpaced, as without one
+            budget = None
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) urls we build
@@ -149,7 +151,10 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
     except urllib.error.HTTPError as e:
         body = e.read() if e.fp is not None else b""
         if e.code in (418, 429) and budget is not None:  # every process on the box honours its Retry-After
-            budget[0].penalise(e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None))
+            try:
+                budget[0].penalise(e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None))
+            except OSError:
+                pass  # the budget's file failed: the caller still gets the 429/418 as a RestError
         e.close()
         text = _short(body)
         if exchange:

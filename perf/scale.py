@@ -107,7 +107,7 @@ def engine(per_kind: int, sim_rate: float, cpu_window: float, timeout: float) ->
     from mdengine.store import layout as L
 
     ns = "p" + uuid.uuid4().hex[:8]
-    os.environ.setdefault("MDENGINE_REST_BUDGET_SCOPE", ns)  # this run's budgets, not the box's real ones
+    os.environ["MDENGINE_REST_BUDGET_SCOPE"] = ns  # this run's budgets, not the box's real ones
     ctx = mp.get_context("spawn")
     procs: dict[str, mp.Process] = {}
     with Simulator(rate_hz=sim_rate, extra_instruments=per_kind, rest_limit_scale=1.0) as sim:
@@ -146,6 +146,11 @@ def engine(per_kind: int, sim_rate: float, cpu_window: float, timeout: float) ->
             refused = {m: {k: v for k, v in sim.stats(m).items() if k in ("rest_429", "rest_418")} for m in sim.servers}
             for name in shm.list_names(ns):
                 shm.unlink(name)
+            from mdengine import restbudget
+
+            for budget in restbudget.existing(ns):  # this run's budgets (its own scope)
+                budget.unlink()
+                budget.close()
     return {"symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
             "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
             "rest_refused": refused, "feed_cpu_pct": cpu,

@@ -124,3 +124,29 @@ def test_a_feed_start_up_storm_is_paced_inside_the_limit(_private_rest_budgets, 
         u = restbudget.RestBudget("binance-usdm").usage()
         assert u["requests"] >= 61 and u["peak_ratio"] <= restbudget.SAFETY
         assert u["granted_weight"] < 60 * 20  # past the first snapshots, the storm asked for lighter ones
+
+
+def test_a_broken_budget_file_never_stops_the_books(_private_rest_budgets, namespace):
+    """Something else took the budget's name in /dev/shm (here a directory): the feed logs it, fetches unpaced
+    and its books go live; the client's REST fallback works unpaced too."""
+    from test_feed_sim import FeedProc
+
+    from mdengine.config import ExchangeConfig
+    from mdengine.exchanges.binance import BinanceAdapter
+    from mdengine.store.shm import SHM_DIR
+
+    squatter = os.path.join(SHM_DIR, f"{restbudget.NAME_PREFIX}{_private_rest_budgets}-binance-usdm")
+    os.mkdir(squatter)
+    try:
+        with Simulator(exchanges=["binance-spot", "binance-usdm"], rate_hz=5) as sim:
+            cfg = ExchangeConfig("binance", symbols=["BTC/USDT:USDT"], book_depth=5, book_capacity=5,
+                                 endpoints=BinanceAdapter.sim_endpoints(sim.endpoints()))
+            feed = FeedProc(namespace, cfg)
+            try:
+                feed.wait_live("BTC/USDT:USDT", timeout=60)
+            finally:
+                feed.close()
+            book = rest.fetch_depth(sim.rest_url("binance-usdm"), rest.resolve("binance", "BTC/USDT:USDT"), 5)
+            assert len(book.bids) == 5
+    finally:
+        os.rmdir(squatter)

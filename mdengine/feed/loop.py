@@ -222,7 +222,11 @@ class FeedLoop:
             if self._stopping:
                 return
             if budget is not None:  # paced inside the shared budget: wait for its tokens, or its 429/418 block
-                wait = budget[0].reserve(budget[1])
+                try:
+                    wait = budget[0].reserve(budget[1])
+                except OSError as e:  # the budget's file failed: this GET goes unpaced, the feed carries on
+                    self.log.warning("REST budget %s failed (%s); this GET is not paced", budget[0].key, e)
+                    wait = 0.0
                 if wait > 0:
                     self.call_later(min(wait, self.opts.rest_retry_after_max_s), start)
                     return
@@ -236,7 +240,11 @@ class FeedLoop:
                 if retry_after is not None:
                     retry_in = max(retry_in, min(retry_after, self.opts.rest_retry_after_max_s))
             if status in (418, 429) and budget is not None:  # everyone on the box honours it, not only this GET
-                budget[0].penalise(status, retry_after)
+                try:
+                    budget[0].penalise(status, retry_after)
+                except OSError as e:
+                    self.log.warning("REST budget %s failed (%s); its %d is honoured by this GET only",
+                                     budget[0].key, e, status)
             err = None if status == 200 else body[:200].decode("utf-8", "replace")
             self.sink.rest_done(req.url, status, err, retry_in)
             if retry_in is not None:
