@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 
 from mdengine import rest, restbudget
 from mdengine.sim import Simulator
@@ -150,3 +151,26 @@ def test_a_broken_budget_file_never_stops_the_books(_private_rest_budgets, names
             assert len(book.bids) == 5
     finally:
         os.rmdir(squatter)
+
+
+def test_the_simulator_ticks_each_instrument_at_its_recorded_rate():
+    from mdengine.sim.listings import recorded_rate
+    from mdengine.sim.testing import WsClient
+
+    with Simulator(exchanges=["binance-spot"], recorded_rates=True, extra_instruments=3) as sim:
+        venue = sim.servers["binance-spot"].venue
+        keys = list(venue.models)
+        rates = [recorded_rate("binance-spot", i) for i in range(len(keys))]
+        assert rates[:4] == [5.0, 0.5, 0.33, 0.067]
+        with WsClient(sim.url("binance-spot") + "/stream?streams=" + "/".join(
+                f"{k.lower()}@depth@100ms" for k in keys)) as ws:
+            frames, end = [], time.monotonic() + 4.0
+            while time.monotonic() < end:
+                try:
+                    frames.append(ws.recv(max(0.01, end - time.monotonic())))
+                except TimeoutError:
+                    break
+        counts = {k: sum(1 for f in frames if isinstance(f, dict) and f.get("stream", "").startswith(k.lower() + "@"))
+                  for k in keys}
+        fastest, slowest = keys[0], keys[3]
+        assert counts[fastest] >= 10 and counts[slowest] <= 2, counts  # ~5/s against ~0.07/s

@@ -65,3 +65,16 @@ def whole_market(market: str, n: int) -> list[I]:
     (same ticks, lots, prices and wire format): a whole market's size, for scale tests."""
     return [replace(t, native=t.native.replace("BTC", f"Z{k:04d}"), unified=t.unified.replace("BTC", f"Z{k:04d}"))
             for t in DEFAULTS[market] if t.base == "BTC" for k in range(n)]
+
+
+# Book frames per second per symbol in the real recordings (tests/data): Binance spot 2021-10-12, 30 s, @depth@100ms
+# (NKNUSDT 5.0, LRCBTC 0.50, BLZETH 0.33, RUNEEUR 0.067) and OKX 2022-05-13, 10.8 s, books (BTC-USDT 9.0,
+# BTC-USD-220527 9.1, UNI-USD-SWAP 8.6). Binance markets take Binance's; OKX, Bybit and Bitget take OKX's (no
+# recording of theirs).
+RECORDED_RATES: dict[str, tuple[float, ...]] = {"binance": (5.0, 0.5, 0.33, 0.067), "okx": (9.0, 9.1, 8.6)}
+
+
+def recorded_rate(market: str, index: int) -> float:
+    """The recorded book rate the `index`-th instrument of `market` ticks at (SimConfig.recorded_rates)."""
+    rates = RECORDED_RATES["binance" if market.startswith("binance") else "okx"]
+    return rates[index % len(rates)]

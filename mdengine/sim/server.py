@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from mdengine.sim.faults import FaultBook
 from mdengine.sim.formats.base import Out, Session, Venue, now_ms
+from mdengine.sim.listings import recorded_rate
 from mdengine.sim.ratelimit import RestLimiter
 from mdengine.sim.replay import Recording
 
@@ -198,6 +199,9 @@ class MarketServer:
     async def _ticker(self) -> None:
         assert self.venue is not None
         venue = self.venue
+        if venue.cfg.recorded_rates:
+            await self._ticker_recorded()
+            return
         while True:
             if not self.paused:
                 ts = now_ms()
@@ -208,6 +212,27 @@ class MarketServer:
                             self.send(conn, conn.session.step(key, model, st))
                 self.stats["steps"] += 1
             await asyncio.sleep(1.0 / self.rate_hz if self.rate_hz > 0 else 0)
+
+    async def _ticker_recorded(self, tick_s: float = 0.02) -> None:
+        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing."""
+        venue = self.venue
+        due: dict[str, float] = {}
+        last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            dt, last = now - last, now
+            if not self.paused:
+                ts = now_ms()
+                for i, (key, model) in enumerate(list(venue.models.items())):
+                    due[key] = due.get(key, 0.0) + recorded_rate(self.name, i) * dt
+                    while due[key] >= 1.0:
+                        due[key] -= 1.0
+                        st = model.step(ts)
+                        for conn in list(self.conns.values()):
+                            if conn.session is not None and key in conn.session.keys:
+                                self.send(conn, conn.session.step(key, model, st))
+                        self.stats["steps"] += 1
+            await asyncio.sleep(tick_s)
 
     async def _housekeeping(self) -> None:
         while True:
