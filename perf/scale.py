@@ -10,8 +10,9 @@ Scenario (declared up front, printed with the results):
                   (`book.top()` x 1,000).
 
   whole-market engine: the simulator serving `--per-kind` synthetic instruments per kind of every market
-                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; ticking at `--sim-rate` per symbol: a stand-in, not
-                  the recordings' rates) with each exchange's documented REST limits enforced (429, then 418), and one
+                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; each ticking at a book rate from the real recordings,
+                  sim.listings.RECORDED_RATES, or at `--sim-rate`) with each exchange's documented REST limits
+                  enforced (429, then 418), and one
                   feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
                   Measured: seconds until every book is live, the peak REST weight of one window over its limit
                   (the simulator's count), each feed's CPU over `--cpu-window` seconds once live, its RSS and
@@ -96,7 +97,7 @@ def _stats(us: np.ndarray) -> dict:
             "reads": len(us)}
 
 
-def engine(per_kind: int, sim_rate: float, cpu_window: float, timeout: float) -> dict:
+def engine(per_kind: int, sim_rate: float | None, cpu_window: float, timeout: float) -> dict:
     """Start a whole-market engine on the simulator; see the module's scenario."""
     import psutil
 
@@ -110,7 +111,8 @@ def engine(per_kind: int, sim_rate: float, cpu_window: float, timeout: float) ->
     os.environ["MDENGINE_REST_BUDGET_SCOPE"] = ns  # this run's budgets, not the box's real ones
     ctx = mp.get_context("spawn")
     procs: dict[str, mp.Process] = {}
-    with Simulator(rate_hz=sim_rate, extra_instruments=per_kind, rest_limit_scale=1.0) as sim:
+    rates = {"rate_hz": sim_rate} if sim_rate else {"recorded_rates": True}
+    with Simulator(extra_instruments=per_kind, rest_limit_scale=1.0, **rates) as sim:
         t0 = time.monotonic()
         for name in EXCHANGES:
             cfg = ExchangeConfig(name, symbols=["*"], endpoints=get_adapter(name).sim_endpoints(sim.endpoints()),
@@ -175,7 +177,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100_000.0, help="writer book updates/s in total (0: max)")
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
-    ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: model steps per second per symbol")
+    ap.add_argument("--sim-rate", type=float, help="engine stage: one rate for every symbol (steps/s) instead of the "
+                    "recordings' per-symbol rates")
     ap.add_argument("--cpu-window", type=float, help="engine stage: seconds of feed CPU measured once live")
     ap.add_argument("--no-engine", action="store_true", help="only the store-level tops() stage")
     args = ap.parse_args()
@@ -213,7 +216,8 @@ def main() -> int:
             shm.unlink(name)
     if not args.no_engine:
         per_kind = args.per_kind or (60 if args.quick else 300)
-        print(f"engine: {per_kind} extra instruments per kind of every market, {args.sim_rate:g} steps/s each, "
+        rate = f"{args.sim_rate:g} steps/s each" if args.sim_rate else "per-symbol rates from the recordings"
+        print(f"engine: {per_kind} extra instruments per kind of every market, {rate}, "
               "documented REST limits enforced by the simulator; feeds subscribe symbols = [\"*\"]")
         eng = engine(per_kind, args.sim_rate, args.cpu_window or (5.0 if args.quick else 20.0),
                      300.0 if args.quick else 900.0)
