@@ -10,8 +10,8 @@ Scenario (declared up front, printed with the results):
                   (`book.top()` x 1,000).
 
   whole-market engine: the simulator serving `--per-kind` synthetic instruments per kind of every market
-                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; each ticking at a book rate from the real recordings,
-                  sim.listings.RECORDED_RATES, or at `--sim-rate`) with each exchange's documented REST limits
+                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; each ticking at `--sim-rate`, or with
+                  `--recorded-rates` at a book rate from the recordings) with each exchange's documented REST limits
                   enforced (429, then 418), and one
                   feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
                   Measured: seconds until every book is live, the peak REST weight of one window over its limit
@@ -177,8 +177,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100_000.0, help="writer book updates/s in total (0: max)")
     ap.add_argument("--symbols", type=int, default=1000)
     ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
-    ap.add_argument("--sim-rate", type=float, help="engine stage: one rate for every symbol (steps/s) instead of the "
-                    "recordings' per-symbol rates")
+    ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: steps/s of every symbol")
+    ap.add_argument("--recorded-rates", action="store_true", help="engine stage: each symbol at a rate from the "
+                    "recordings instead (Bybit inverse books stay resyncing so: see issue 26's report)")
     ap.add_argument("--cpu-window", type=float, help="engine stage: seconds of feed CPU measured once live")
     ap.add_argument("--no-engine", action="store_true", help="only the store-level tops() stage")
     args = ap.parse_args()
@@ -216,11 +217,11 @@ def main() -> int:
             shm.unlink(name)
     if not args.no_engine:
         per_kind = args.per_kind or (60 if args.quick else 300)
-        rate = f"{args.sim_rate:g} steps/s each" if args.sim_rate else "per-symbol rates from the recordings"
+        rate = "per-symbol rates from the recordings" if args.recorded_rates else f"{args.sim_rate:g} steps/s each"
         print(f"engine: {per_kind} extra instruments per kind of every market, {rate}, "
               "documented REST limits enforced by the simulator; feeds subscribe symbols = [\"*\"]")
-        eng = engine(per_kind, args.sim_rate, args.cpu_window or (5.0 if args.quick else 20.0),
-                     300.0 if args.quick else 900.0)
+        eng = engine(per_kind, None if args.recorded_rates else args.sim_rate,
+                     args.cpu_window or (5.0 if args.quick else 20.0), 300.0 if args.quick else 900.0)
         print(f"engine: {eng['symbols_live']} books live ({eng['symbols_by_exchange']}) in {eng['startup_s']} s; "
               f"REST peak {eng['rest_weight_peak_ratio']:.0%} of a window's limit, refused {eng['rest_refused']}; "
               f"feed CPU {eng['feed_cpu_pct']} %; segment bytes/symbol {eng['segment_bytes_per_symbol']}")
