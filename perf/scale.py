@@ -179,7 +179,7 @@ def main() -> int:
     ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
     ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: steps/s of every symbol")
     ap.add_argument("--recorded-rates", action="store_true", help="engine stage: each symbol at a rate from the "
-                    "recordings instead (Bybit inverse books stay resyncing so: see issue 26's report)")
+                    "recordings instead (Bybit inverse books then stay resyncing: a pre-existing gap at ~9 steps/s)")
     ap.add_argument("--cpu-window", type=float, help="engine stage: seconds of feed CPU measured once live")
     ap.add_argument("--no-engine", action="store_true", help="only the store-level tops() stage")
     args = ap.parse_args()
