@@ -15,7 +15,7 @@ from mdengine.status import StatusSampler, render_text
 
 def test_the_simulator_answers_429_with_retry_after_then_bans_with_418():
     # binance-usdm at 1 %: 24 weight per window; a depth of limit 1000 weighs 20
-    with Simulator(exchanges=["binance-usdm"], rate_hz=0, rest_limit_scale=0.01, rest_ban_after=2,
+    with Simulator(exchanges=["binance-usdm"], rate_hz=1, rest_limit_scale=0.01, rest_ban_after=2,
                    rest_ban_s=30) as sim:
         url = sim.rest_url("binance-usdm") + "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
         assert http_get(url)[0] == 200
@@ -48,7 +48,7 @@ def test_processes_sharing_the_budget_stay_inside_the_limit(_private_rest_budget
     that allows 10 per second and bans after 429s. Sharing the budget they get every one, with no 429 at all;
     the negative control (the same 24 GETs without the budget) is refused."""
     scope = _private_rest_budgets
-    with Simulator(exchanges=["bitget"], rate_hz=0, rest_limit_scale=0.5, rest_ban_after=3, rest_ban_s=5) as sim:
+    with Simulator(exchanges=["bitget"], rate_hz=1, rest_limit_scale=0.5, rest_ban_after=3, rest_ban_s=5) as sim:
         base = sim.rest_url("bitget")
         budget = restbudget.RestBudget("bitget-spot", limit=10.0, window_s=1.0)  # what the simulator enforces
         ctx = mp.get_context("spawn")
@@ -71,7 +71,7 @@ def test_processes_sharing_the_budget_stay_inside_the_limit(_private_rest_budget
 
 
 def test_a_429_seen_by_one_process_holds_back_the_others(_private_rest_budgets, namespace):
-    with Simulator(exchanges=["bitget"], rate_hz=0) as sim:
+    with Simulator(exchanges=["bitget"], rate_hz=1) as sim:
         sim.inject("bitget", "http_429", retry_after=3)
         sym = rest.resolve("bitget", "BTC/USDT")
         try:
