@@ -19,6 +19,7 @@ from types import ModuleType
 
 import numpy as np
 
+from . import restbudget
 from .exchanges import EXCHANGES, trade_id
 from .exchanges import exchange as _exchange
 from .exchanges._rest import RestBook, RestError, RestSymbol
@@ -135,12 +136,25 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
     Raises RestError with the HTTP status and, when the error body is an `exchange` envelope, the
     exchange's own code and message (e.g. Binance ``Invalid symbol. (code -1121)``).
     """
+    budget = _budget(url)
+    if budget is not None:  # the box's shared REST budget: wait for its tokens (or its 429/418 block), in `timeout`
+        try:
+            budget[0].acquire(budget[1], timeout)
+        except restbudget.BudgetExhausted as e:
+            raise RestError(str(e), 429, url) from None
+        except OSError:  # the budget's file failed: unpaced, as without one
+            budget = None
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) urls we build
             return resp.read()
     except urllib.error.HTTPError as e:
         body = e.read() if e.fp is not None else b""
+        if e.code in (418, 429) and budget is not None:  # every process on the box honours its Retry-After
+            try:
+                budget[0].penalise(e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None))
+            except OSError:
+                pass  # the budget's file failed: the caller still gets the 429/418 as a RestError
         e.close()
         text = _short(body)
         if exchange:
@@ -153,6 +167,20 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
         raise RestError(f"HTTP {e.code} from {url}: {text}", e.code, url) from None
     except (urllib.error.URLError, OSError) as e:
         raise RestError(f"GET {url} failed: {getattr(e, 'reason', e)}", 0, url) from e
+
+
+def _budget(url: str) -> tuple[restbudget.RestBudget, float] | None:
+    try:
+        return restbudget.for_url(url)
+    except (OSError, ValueError):  # no budget file (a read-only /dev/shm, a bad scope): unpaced, as before
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:  # an HTTP date: the budget's default block applies
+        return None
 
 
 def fetch_depth(base: str, sym: RestSymbol, depth: int, timeout: float = 2.0) -> RestBook:

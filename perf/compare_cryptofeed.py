@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -198,6 +198,33 @@ def build_workloads(recordings: Path, sim_steps: int) -> list[Workload]:
         ws += [simulated("binance", sim_steps), simulated("okx", sim_steps),
                simulated("okx", sim_steps, okx_checksum="zero")]
     return ws
+
+
+def caveat_workloads(base: list[Workload]) -> list[Workload]:
+    """The OKX workloads whose frames carry CRC32 checksums, with cryptofeed at its defaults (checksum_validation
+    off; mdengine still validates every checksum): the ratio against cryptofeed's default settings."""
+    return [replace(w, name=w.name + "/cf-default", checksums=False) for w in base if w.checksums]
+
+
+def steady_ratio(runs: dict[str, list[dict]], w: Workload) -> float | None:
+    """The frames/s ratio on steady frames only: each repetition on each side without its len(w.http) + 1 slowest
+    frames, the ones that carry the REST snapshots (cryptofeed fetches and applies each inside the first frame of
+    its symbol; mdengine takes the answers inside its first frame and applies each when its symbol's diffs bridge
+    it). The same count is dropped on both sides. Median over rounds."""
+    n, k = len(w.frames), len(w.http) + 1
+    if k == 1:
+        return None
+
+    def fps(lat: list[int]) -> float:
+        t = c = 0
+        for i in range(0, len(lat), n):
+            rep = sorted(lat[i:i + n])[:-k]
+            t, c = t + sum(rep), c + len(rep)
+        return c / t
+
+    ratios = [fps(md["lat_ns"]) / fps(cf["lat_ns"]) for md, cf in zip(runs["mdengine"], runs["cryptofeed"],
+                                                                     strict=True)]
+    return round(statistics.median(ratios), 2)
 
 
 # ----------------------------------------------------------------------------- statistics (pure)
@@ -531,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-steps", type=int, default=None, help="model steps per symbol in simulated workloads")
     ap.add_argument("--depth", type=int, default=BOOK_DEPTH, help="levels mdengine publishes per book change")
     ap.add_argument("--breakdown", action="store_true", help="also time mdengine's stages")
+    ap.add_argument("--caveats", action="store_true", help="also measure the OKX workloads with cryptofeed's default "
+                    "settings (checksum validation off) and the steady-frame ratio of snapshot-carrying workloads")
     ap.add_argument("--recordings", type=Path, default=RECORDINGS)
     ap.add_argument("--latency-json", type=Path, default=None, help="write per-frame latency samples here")
     ap.add_argument("--plot", type=Path, default=None, help="PNG of latency distributions (needs matplotlib)")
@@ -548,7 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     target = args.run_seconds or (0.4 if args.quick else 1.0)
     sim_steps = args.sim_steps if args.sim_steps is not None else (500 if args.quick else 2000)
     started = datetime.now(UTC)
-    workloads = build_workloads(args.recordings, sim_steps)
+    base = build_workloads(args.recordings, sim_steps)
+    extra = caveat_workloads(base) if args.caveats else []
+    workloads = base + extra
 
     with tempfile.TemporaryDirectory(prefix="mde-cmp-") as tmp:
         spec = os.path.join(tmp, "workloads.json")
@@ -570,7 +601,13 @@ def main(argv: list[str] | None = None) -> int:
             stages = {w.name: breakdown(md, w, reps[w.name], rounds) for w in workloads} if args.breakdown else {}
             peer_info = cf.info
 
-    res = summarize(runs, workloads)
+    res = summarize(runs, base)  # the headline: the caveat workloads are reported beside it, not in it
+    caveats: dict[str, Any] = {}
+    if args.caveats:
+        caveats = {"cf_default_ratio": {w.name: summarize(runs, [w])["overall"]["ratio"] for w in extra},
+                   "checksum_on_ratio": {w.name: res["workloads"][w.name]["ratio"] for w in base if w.checksums},
+                   "steady_frame_ratio": {w.name: steady_ratio(runs[w.name], w) for w in base if w.http},
+                   "snapshot_heavy_ratio": {w.name: res["workloads"][w.name]["ratio"] for w in base if w.http}}
     latency = {w.name: {side: percentiles([x for r in runs[w.name][side] for x in r["lat_ns"]])
                         for side in ("mdengine", "cryptofeed")} for w in workloads}
     from mdengine import __version__ as md_version
@@ -590,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{rounds} alternating rounds, run ≈ {target:g} s each, medians; command: {cmd}")
     print(f"{'workload':<20}{'frames/run':>11}{'mdengine f/s':>14}{'cryptofeed f/s':>16}{'ratio':>8}"
           f"{'md p50/p99 µs':>18}{'cf p50/p99 µs':>18}")
-    for w in workloads:
+    for w in base:
         f, lat = res["workloads"][w.name], latency[w.name]
         print(f"{w.name:<20}{f['frames_per_run']:>11}{f['mdengine_fps']:>14,}{f['cryptofeed_fps']:>16,}"
               f"{f['ratio']:>7.2f}x{lat['mdengine']['p50']:>9.1f}/{lat['mdengine']['p99']:<8.1f}"
@@ -599,6 +636,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ex + ' (all)':<20}{'':>11}{f['mdengine_fps']:>14,}{f['cryptofeed_fps']:>16,}{f['ratio']:>7.2f}x")
     print(f"overall: mdengine {res['overall']['mdengine_fps']:,} f/s, cryptofeed {res['overall']['cryptofeed_fps']:,} "
           f"f/s -> ratio {res['ratio_vs_cryptofeed']:.2f}x (geometric mean of workloads {res['ratio_geomean']:.2f}x)")
+    if caveats:
+        for w in extra:
+            base_name = w.name.split("/")[0]
+            print(f"caveat: {base_name} with cryptofeed's defaults (no checksum validation): "
+                  f"{caveats['cf_default_ratio'][w.name]:.2f}x (checksum validation on: "
+                  f"{caveats['checksum_on_ratio'][base_name]:.2f}x)")
+        for name, r in caveats["steady_frame_ratio"].items():
+            print(f"caveat: {name} on steady frames (without the frames carrying REST snapshots): {r:.2f}x "
+                  f"(all frames: {caveats['snapshot_heavy_ratio'][name]:.2f}x)")
     print(f"mdengine events per repetition: {counts}")
     for name, st in stages.items():
         print(f"mdengine stages, µs/frame, {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in st.items()))
@@ -620,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
               "ratio_vs_cryptofeed": res["ratio_vs_cryptofeed"], "ratio_geomean": res["ratio_geomean"],
               "mdengine_fps": res["overall"]["mdengine_fps"], "cryptofeed_fps": res["overall"]["cryptofeed_fps"],
               "exchanges": res["exchanges"], "workloads": res["workloads"], "latency_us": latency,
-              "mdengine_stages_us_per_frame": stages,
+              "mdengine_stages_us_per_frame": stages, "caveats": caveats,
               "rounds": rounds, "reps": reps, "versions": versions, "settings": settings, "machine": machine()}
     print(json.dumps(result, separators=(",", ":")))
     return 0

@@ -26,6 +26,20 @@ def _private_cache_dir(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _private_rest_budgets(monkeypatch):
+    """The shared REST budgets (mdengine.restbudget) are box-wide: each test's processes (children inherit the
+    environment) get a scope of their own, so one test's 429s never pace another's feeds; removed afterwards."""
+    from mdengine import restbudget
+
+    scope = "t" + uuid.uuid4().hex[:10]
+    monkeypatch.setenv(restbudget.SCOPE_ENV, scope)
+    yield scope
+    for budget in restbudget.existing(scope):
+        budget.unlink()
+        budget.close()
+
+
 @pytest.fixture
 def namespace():
     """A fresh namespace per test; every segment left in it is unlinked afterwards."""

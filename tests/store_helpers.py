@@ -400,7 +400,55 @@ def role_perp_writer(a: dict) -> None:
     emit({"published": u - 1})
 
 
+
+def top_flat(u: int) -> list[float]:
+    """Level 0 of the top-only book `u`: each field encodes u, so a row mixing two states shows."""
+    return [float(u), u + 0.25, u + 0.5, u + 0.75]
+
+
+def role_tops_writer(a: dict) -> None:
+    """Create a segment of `symbols` books, publish each once (update id u, top_flat(u)), then either publish them
+    round-robin at full speed until SIGTERM / `seconds` pass, or (`on_command`) publish the slot named by each
+    line read from stdin and answer its new update id."""
+    from mdengine.store import SegmentWriter
+
+    n_sym = a["symbols"]
+    w = SegmentWriter(a["ns"], EXCHANGE, create=True, max_symbols=n_sym, book_capacity=1, trade_capacity=2)
+    slots = [w.add_symbol(MARKET if i % 2 else "usdm", f"S{i}USDT", f"S{i}/USDT") for i in range(n_sym)]
+    u = 0
+    for slot in slots:
+        u += 1
+        w.publish_levels(slot, top_flat(u), 1, 1, update_id=u, recv_ts_ns=time.time_ns())
+    w.set_freshness(3600.0, 1.0)
+    w.set_running()
+    w.heartbeat()
+    w.wake_readers()
+    emit({"ready": True, "u": u})
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    if a.get("on_command"):
+        for line in sys.stdin:
+            u += 1
+            w.publish_levels(slots[int(line)], top_flat(u), 1, 1, update_id=u, recv_ts_ns=time.time_ns())
+            w.heartbeat()
+            w.wake_readers()
+            emit({"published": int(line), "u": u})
+        w.close()
+        return
+    end, publish, n = time.monotonic() + a.get("seconds", 1e9), w.publish_levels, 0
+    while not stop and time.monotonic() < end:
+        for slot in slots:
+            u += 1
+            publish(slot, top_flat(u), 1, 1, update_id=u, recv_ts_ns=time.time_ns())
+        n += len(slots)
+        w.heartbeat()
+    w.close()
+    emit({"published": n, "last_u": u})
+
+
+
 ROLES = {"directory-rewriter": role_directory_rewriter, "perp-writer": role_perp_writer,
+         "tops-writer": role_tops_writer,
          "book-writer": role_book_writer, "book-reader": role_book_reader, "ring-writer": role_ring_writer,
          "ring-reader": role_ring_reader, "attach-and-exit": role_attach_and_exit}
 

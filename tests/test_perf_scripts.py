@@ -270,3 +270,19 @@ def test_cold_gap_prints_every_point_and_one_json_object_last():
     assert len([k for k in result if k.startswith("gap_")]) == 14
     assert all(result[f"warm_{w}ms_p50_us"] > 0 for w in ("2", "1", "0.5"))
     assert result["cold_ratio_10ms"] > 0 and result["warm_1ms_ratio"] > 0
+
+
+def test_caveat_workloads_are_the_checksum_ones_with_cryptofeed_defaults(okx_rec, binance_rec):
+    extra = cmp.caveat_workloads([binance_rec, okx_rec])
+    assert [w.name for w in extra] == [okx_rec.name + "/cf-default"]
+    assert extra[0].frames == okx_rec.frames and not extra[0].checksums and okx_rec.checksums
+
+
+def test_steady_ratio_drops_the_snapshot_frames_of_each_repetition_on_both_sides():
+    w = cmp.Workload("w", "binance", [], frames=["f"] * 6, http={"A": "{}", "B": "{}"})
+    # two repetitions; steady frames take 1 µs in mdengine and 4 µs in cryptofeed; 3 frames of each carry snapshots
+    md = [50_000, 1000, 50_000, 1000, 1000, 50_000] * 2
+    cf = [90_000, 4000, 4000, 90_000, 4000, 90_000] * 2
+    runs = {"mdengine": [{"lat_ns": md}], "cryptofeed": [{"lat_ns": cf}]}
+    assert cmp.steady_ratio(runs, w) == 4.0
+    assert cmp.steady_ratio(runs, cmp.Workload("x", "okx", [], frames=["f"] * 6)) is None  # no snapshots

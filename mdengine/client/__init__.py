@@ -3,6 +3,7 @@
 - `shm`: the Client and its shared-memory reads (Book, TradeStream, wait, following a restarted engine);
 - `fallback`: the REST fallback (where requests go, books and trades served from REST);
 - `control`: subscribe/unsubscribe through the namespace's supervisor;
+- `tops`: whole-market reads (every top in one numpy array) and wait() on a set of books;
 - `results`: what reads return (Top, Depth, Trades, BookBuffer, statistics);
 - `fmz`: an FMZ-style facade for strategies ported from the old driver.
 
@@ -12,7 +13,8 @@ See docs/client.md.
 from ..errors import EngineNotFound, NoPerpData, StaleBookError, SubscribeError, UnknownSymbol
 from .results import BookBuffer, ClientStatistics, Depth, Liquidations, PerpStats, Top, Trades, TradeStreamStatistics
 from .shm import Book, Client, LiquidationStream, Perp, TradeStream
+from .tops import TOPS_DTYPE, BookSet
 
-__all__ = ["Book", "BookBuffer", "Client", "ClientStatistics", "Depth", "EngineNotFound", "LiquidationStream",
-           "Liquidations", "NoPerpData", "Perp", "PerpStats", "StaleBookError", "SubscribeError", "Top", "TradeStream",
-           "TradeStreamStatistics", "Trades", "UnknownSymbol"]
+__all__ = ["TOPS_DTYPE", "Book", "BookBuffer", "BookSet", "Client", "ClientStatistics", "Depth", "EngineNotFound",
+           "LiquidationStream", "Liquidations", "NoPerpData", "Perp", "PerpStats", "StaleBookError", "SubscribeError",
+           "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]

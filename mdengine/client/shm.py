@@ -54,6 +54,7 @@ from .results import (
     TradeStreamStatistics,
     check_depth,
 )
+from .tops import BookSet
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 3.0  # for a writer that publishes no heartbeat interval (layout before 1.3)
 log = logging.getLogger(__name__)
@@ -704,6 +705,7 @@ class Client:
         self._streams: dict[tuple[str, str, str | None], TradeStream] = {}
         self._perps: dict[tuple[str, str, str | None], Perp] = {}
         self._liquidations: dict[tuple[str, str, str | None], LiquidationStream] = {}
+        self._book_sets: dict[tuple[str, str | None], BookSet] = {}
         self._stale_reads = self._trades_lost = self._rescans = 0
         self._follows = 0
         self._next_follow = 0
@@ -862,6 +864,25 @@ class Client:
                                 f"(has: {', '.join(sorted(self._segments)) or 'none'})")
         seg.reader.entry(h.requested, h.market)  # raises UnknownSymbol listing what the segment has
         raise h._no_data()
+
+    def book_set(self, exchange: str, market: str | None = None, symbols: Iterable[str] | None = None) -> BookSet:
+        """Books of `exchange` read and waited on as one: every active one, one market's, or `symbols` (unified
+        or native ids). `wait([book_set])` wakes when any of them changes (see mdengine.client.tops)."""
+        bs = BookSet(self, exchange, market, symbols)
+        if not bs._try_bind():
+            raise UnknownSymbol(f"no segment for exchange {exchange!r} in namespace {self.namespace!r} "
+                                f"(has: {', '.join(sorted(self._segments)) or 'none'})")
+        return bs
+
+    def tops(self, exchange: str, market: str | None = None) -> np.ndarray:
+        """Every top of `exchange` (or of one market) at once: a numpy structured array, one row per symbol
+        (symbol, market, bid, ask, bid_qty, ask_qty, age, state, live, update_id, ...), each row read under its
+        own latch. Rows that are stale are flagged (live False), not served from REST."""
+        key = (exchange, market)
+        bs = self._book_sets.get(key)
+        if bs is None:
+            bs = self._book_sets[key] = self.book_set(exchange, market)
+        return bs.tops()
 
     # ------------------------------------------------------------------ one-call reads
     def top(self, exchange: str, symbol: str, market: str | None = None) -> Top:
@@ -1044,9 +1065,12 @@ class Client:
     def close(self) -> None:
         """Detach from every segment; handles must not be used afterwards."""
         for h in list(self._handles):
+            if isinstance(h, BookSet):
+                h.close()  # its views of the mapping must go before the segment is unmapped
             h.reader = None
             h._seg = None
         self._books.clear()
+        self._book_sets.clear()
         self._streams.clear()
         self._perps.clear()
         self._liquidations.clear()
@@ -1062,4 +1086,4 @@ class Client:
         self.close()
 
 
-__all__ = ["Book", "Client", "LiquidationStream", "Perp", "TradeStream"]
+__all__ = ["Book", "BookSet", "Client", "LiquidationStream", "Perp", "TradeStream"]

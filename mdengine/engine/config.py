@@ -68,6 +68,7 @@ class ExchangeConfig:
     warm_interval_ms: float = 1.0  # while idle, keep the frame path warm by replaying the last frame (0: off)
     # the last good instrument lists (None: $XDG_CACHE_HOME/mdengine/instruments or ~/.cache/mdengine/instruments)
     instrument_cache_dir: str | None = None
+    instrument_refresh_s: float = 3600.0  # the lists are fetched again this often: wildcards follow (de)listings
     max_message_bytes: int | None = None  # largest WebSocket message accepted (None: the adapter's, 4 MiB)
     options: dict = field(default_factory=dict)  # adapter-specific knobs
 

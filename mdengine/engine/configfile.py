@@ -154,6 +154,7 @@ _EXCHANGE_KEYS: dict[str, Callable[[str, Any], Any]] = {
     "book_capacity": lambda p, v: _int(p, v, 1, L.MAX_BOOK_CAPACITY),
     "trade_capacity": _trade_capacity,
     "stale_after_s": _pos_float,
+    "instrument_refresh_s": _pos_float,
     "heartbeat_interval_s": _pos_float,
     "silence_timeout_s": _pos_float,
     "record_dir": _str,

@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from .. import restbudget
 from ..store import SegmentReader, list_names
 from ..store import layout as L
 from ..store.shm import NAME_PREFIX, SHM_DIR, SegmentNotFound
@@ -91,7 +92,7 @@ class StatusSampler:
             feeds.append(self._feed(exchange, reader, sup, now, wall))
         return {"namespace": self.namespace, "time_ns": wall,
                 "supervisor": None if supervisor is None else {k: v for k, v in supervisor.items() if k != "feeds"},
-                "feeds": feeds}
+                "feeds": feeds, "rest_budgets": _rest_budgets()}
 
     def _feed(self, exchange: str, reader: SegmentReader, sup: dict | None, now: float, wall: int) -> dict:
         v = reader.view
@@ -275,7 +276,7 @@ def render_text(status: dict) -> str:
     lines = [head]
     if not status["feeds"]:
         lines.append("no feeds (no segments in /dev/shm for this namespace)")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _budget_lines(status)) + "\n"
     feed_rows = [FEED_COLUMNS]
     for f in status["feeds"]:
         c = f.get("counters", {})
@@ -307,4 +308,23 @@ def render_text(status: dict) -> str:
         lines.append("")
         lines += [f"last error {ex}: {text}" for ex, text in errors]
         lines += [f"recorder {ex}: {n} write errors (books are still published; see the log)" for ex, n in recording]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _budget_lines(status)) + "\n"
+
+
+def _budget_lines(status: dict) -> list[str]:
+    """One line per shared REST budget in use on this box (they are per IP, not per namespace)."""
+    budgets = [b for b in status.get("rest_budgets", []) if b["requests"] or b["penalties"]]
+    if not budgets:
+        return []
+    return [""] + [f"REST budget {b['key']}: {b['window_used']:g}/{b['limit']:g} per {b['window_s']:g} s "
+                   f"(peak {b['peak_ratio']:.0%}), {b['requests']} requests, {b['waits']} waits"
+                   + (f", {b['penalties']} x 429/418" if b["penalties"] else "")
+                   + (f", blocked {b['blocked_s']:.0f} s more" if b["blocked_s"] else "") for b in budgets]
+
+
+def _rest_budgets() -> list[dict]:
+    """The box's shared REST budgets (mdengine.restbudget); [] if they cannot be read (status must not fail)."""
+    try:
+        return restbudget.usage_all()
+    except (OSError, ValueError):
+        return []

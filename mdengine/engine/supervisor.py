@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from ..store import SegmentReader, create_segment, process_start_ns, shm
+from ..store import layout as L
 from ..store.segment import LayoutError
 from ..store.writer import mark_dead
 from .config import EngineConfig, ExchangeConfig
@@ -167,6 +168,9 @@ class Supervisor:
 
     def start(self) -> Supervisor:
         """Take the lock if not yet taken, then register the configured feeds (spawned by the first `tick`)."""
+        shm.check_room({shm.segment_name(self.namespace, ex.name): L.segment_size(ex.max_symbols, ex.book_capacity,
+                                                                                  ex.trade_capacity)
+                        for ex in self.cfg.exchanges if ex.symbols})  # every feed's segment, before any starts
         self.acquire()
         self.started_ns = time.time_ns()
         log.info("namespace=%s supervisor started%s", self.namespace, " against the simulator" if self.sim else "")

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import websocket
 from websocket import ABNF
 
+from .. import restbudget
 from ..core.events import BookChanged, CloseConnection, Event, FetchRest, OpenConnection, Send, TradesReceived
 from ..exchanges.base import Adapter
 from . import sched
@@ -152,6 +153,11 @@ class FeedLoop:
         self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
         self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
+        try:  # connection attempts share a per-IP budget too (mdengine.restbudget, "<exchange>-connect")
+            self._connect_budget = restbudget.for_connect(adapter.exchange)
+        except (OSError, ValueError) as e:
+            self.log.warning("connection budget unavailable (%s); connecting unpaced", e)
+            self._connect_budget = None
         self._requests: dict[type, Callable[[Any], None]] = {
             Send: self._on_send, OpenConnection: self._on_open_request, CloseConnection: self._on_close_request,
             FetchRest: lambda ev: self.fetch(ev, self.adapter.on_rest),
@@ -210,10 +216,21 @@ class FeedLoop:
         `on_retry(status, error)` hears of each failed attempt that is retried (the instrument lists fall back on
         their cached copy at the first)."""
         backoff = Backoff(self.opts.rest_backoff_initial_s, self.opts.rest_backoff_max_s)
+        budget = self._budget_for(req.url)  # the box's shared REST budget this GET draws on, and its weight
 
         def start() -> None:
-            if not self._stopping:
-                self._rest.get(req.url, done)
+            if self._stopping:
+                return
+            if budget is not None:  # paced inside the shared budget: wait for its tokens, or its 429/418 block
+                try:
+                    wait = budget[0].reserve(budget[1])
+                except OSError as e:  # the budget's file failed: this GET goes unpaced, the feed carries on
+                    self.log.warning("REST budget %s failed (%s); this GET is not paced", budget[0].key, e)
+                    wait = 0.0
+                if wait > 0:
+                    self.call_later(min(wait, self.opts.rest_retry_after_max_s), start)
+                    return
+            self._rest.get(req.url, done)
 
         def done(status: int, body: bytes, retry_after: float | None) -> None:
             now_ns = time.time_ns()
@@ -222,6 +239,12 @@ class FeedLoop:
                 retry_in = backoff.next()
                 if retry_after is not None:
                     retry_in = max(retry_in, min(retry_after, self.opts.rest_retry_after_max_s))
+            if status in (418, 429) and budget is not None:  # everyone on the box honours it, not only this GET
+                try:
+                    budget[0].penalise(status, retry_after)
+                except OSError as e:
+                    self.log.warning("REST budget %s failed (%s); its %d is honoured by this GET only",
+                                     budget[0].key, e, status)
             err = None if status == 200 else body[:200].decode("utf-8", "replace")
             self.sink.rest_done(req.url, status, err, retry_in)
             if retry_in is not None:
@@ -241,6 +264,26 @@ class FeedLoop:
                 self.dispatch(events)
 
         start()
+
+    def _connect_wait(self) -> float:
+        """Seconds until this exchange's shared connection budget allows an attempt (0: now, and it is taken)."""
+        if self._connect_budget is None:
+            return 0.0
+        try:
+            return self._connect_budget.reserve(1.0)
+        except OSError as e:
+            self.log.warning("connection budget unavailable (%s); connecting unpaced", e)
+            self._connect_budget = None
+            return 0.0
+
+    def _budget_for(self, url: str) -> tuple[restbudget.RestBudget, float] | None:
+        """The shared REST budget of `url` (mdengine.restbudget), or None: an unknown URL, or a budget file that
+        cannot be opened (logged; the feed then relies on its own back-off, as a fault outside it must not stop it)."""
+        try:
+            return restbudget.for_url(url)
+        except (OSError, ValueError) as e:
+            self.log.warning("REST budget unavailable for %s (%s); this GET is not paced", url, e)
+            return None
 
     def connections(self) -> dict[str, str]:
         """conn name -> state (idle, connecting, open, closed)."""
@@ -515,6 +558,11 @@ class FeedLoop:
             self._connect(c)
 
     def _connect(self, c: WsConn) -> None:
+        wait = self._connect_wait()
+        if wait > 0:  # the box's shared budget of connection attempts to this exchange: the tick connects later
+            c.state = IDLE
+            c.retry_at = time.monotonic() + wait
+            return
         self.log.info("conn=%s connecting to %s", c.name, c.url)
         c.connect_async(self.opts.connect_timeout_s, self._post, self._on_connected)
 

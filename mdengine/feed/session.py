@@ -49,6 +49,7 @@ class FeedSession:
         self._urls: dict[str, str] = {}  # request id -> its first page's URL (the list's name in the cache)
         self.instrument_failures = 0  # failed instrument GETs (each attempt)
         self._retry = Backoff(1.0, 60.0)
+        self._listed: dict[str, set[tuple[str, str]]] = {}  # market -> keys its latest fresh list names
         # new subscriptions a control caller waits on: key -> (done, [refusal text or None])
         self._verdicts: dict[SymbolKey, tuple[threading.Event, list[str | None]]] = {}
         self._verdicts_lock = threading.Lock()
@@ -62,6 +63,15 @@ class FeedSession:
             self._waiting.add(req.request_id)
             self._urls[req.request_id] = req.url
             self._fetch(req)
+        self.loop.call_later(self.cfg.instrument_refresh_s, self._refresh)
+
+    def _refresh(self) -> None:
+        """Fetch every list again (each on its own once in flight); a wildcard then follows (de)listings."""
+        self.loop.call_later(self.cfg.instrument_refresh_s, self._refresh)
+        for req in type(self.adapter).instrument_requests(self.adapter.endpoints, self.cfg.markets):
+            if req.request_id not in self._pending:
+                self._urls.setdefault(req.request_id, req.url)
+                self._fetch(req)
 
     def _fetch(self, req: FetchRest) -> None:
         self._pending[req.request_id] = req
@@ -134,6 +144,10 @@ class FeedSession:
             self.cache.save(self._urls.get(request_id, request_id), insts)
         except OSError as e:  # the disk is the cache's problem, never the feed's
             self.log.warning("instrument cache %s not written: %s", self.cache.path, e)
+        for market in {i.market for i in insts}:  # what each market lists now (wildcards expand over it)
+            self._listed[market] = {i.key for i in insts if i.market == market}
+        if self.loaded.is_set() and insts and self._wildcards():
+            self._follow_listing(insts)
         if request_id in self._stale:
             self._stale.discard(request_id)
             self.log.info("instrument list %s: %d instruments loaded after %s", self._urls.get(request_id), len(insts),
@@ -146,20 +160,70 @@ class FeedSession:
         self._waiting.discard(request_id)
         if not self._waiting and not self.loaded.is_set():
             self.log.info("%d instruments loaded", len(self.index))
-            for symbol in self.cfg.symbols:
-                self.subscribe(symbol)
+            self._subscribe_configured()
             self.loop.dispatch(self.adapter.start())
             self.loaded.set()
 
-    def _subscribe_missing(self) -> None:
-        """The configured symbols that a list now names and that are not subscribed (they failed to resolve)."""
+    def _configured(self) -> list[tuple[str, str | None]]:
+        """cfg.symbols as (symbol, market), wildcards expanded over the instrument lists: "*" is every instrument
+        they name (the configured markets' trading instruments), "<market>:*" (e.g. "usdm:*") every one of a market."""
+        out: list[tuple[str, str | None]] = []
         for symbol in self.cfg.symbols:
+            if symbol == "*" or symbol.endswith(":*"):
+                market = None if symbol == "*" else symbol[:-2].lower()
+                out += [(i.native, i.market) for i in self.index if (market is None or i.market.lower() == market)
+                        and (i.market not in self._listed or i.key in self._listed[i.market])]
+            else:
+                out.append((symbol, None))
+        return out
+
+    def _wildcards(self) -> bool:
+        return any(x == "*" or x.endswith(":*") for x in self.cfg.symbols)
+
+    def _follow_listing(self, insts: list[Instrument]) -> None:
+        """A fresh list of a running feed with wildcards: subscribe what it lists anew, unsubscribe what a wildcard
+        subscribed and its market's list no longer names (delisted). Symbols configured by name stay."""
+        listed = {i.key for i in insts}
+        markets = {i.market for i in insts}
+        named = {(m, s) for s, m in self._configured() if m is None}
+        for key, slot in list(self.publisher.slots.items()):
+            inst = slot.inst
+            if inst.market in markets and key not in listed and not any(
+                    s in (inst.unified, inst.native) for _, s in named):
+                self.log.info("symbol=%s no longer listed: unsubscribing", inst.unified)
+                self.unsubscribe(inst.native, inst.market)
+        self._subscribe_missing()
+
+    def _subscribe_configured(self) -> None:
+        """Subscribe the configured symbols; a wildcard that names more than the segment holds takes what fits and
+        says once how many did not (max_symbols sizes the segment)."""
+        wanted = self._configured()
+        room = self.cfg.max_symbols - len(self.publisher.slots)
+        fresh = [(sym, m) for sym, m in wanted if not self._subscribed(sym, m)]
+        if len(fresh) > room and any(x == "*" or x.endswith(":*") for x in self.cfg.symbols):
+            self._refuse(f"{len(fresh)} instruments are configured but the segment has room for {room} more "
+                         f"(max_symbols {self.cfg.max_symbols}): {len(fresh) - room} are not subscribed; raise "
+                         "max_symbols")
+            fresh = fresh[:max(room, 0)]
+        for symbol, market in fresh:
+            self.subscribe(symbol, market)
+
+    def _subscribed(self, symbol: str, market: str | None) -> bool:
+        try:
+            return self.index.resolve(symbol, market).key in self.publisher.slots
+        except UnknownSymbol:
+            return False
+
+    def _subscribe_missing(self) -> None:
+        """The configured symbols that a list now names and that are not subscribed (they failed to resolve, or a
+        wildcard's list now names more)."""
+        for symbol, market in self._configured():
             try:
-                inst = self.index.resolve(symbol)
+                inst = self.index.resolve(symbol, market)
             except UnknownSymbol:
                 continue
-            if inst.key not in self.publisher.slots:
-                self.subscribe(symbol)
+            if inst.key not in self.publisher.slots and len(self.publisher.slots) < self.cfg.max_symbols:
+                self.subscribe(symbol, market)
 
     def _native(self, symbol: str, market: str | None) -> Instrument | None:
         """While a list failed, an instrument for `symbol` as a native id (see Adapter.native_instrument)."""

@@ -25,3 +25,10 @@ class SimConfig:
     bybit_spot_max_args: int = 10
     bitget_idle_timeout: float = 120.0  # no "ping" received
     bitget_msg_rate: int = 10
+    # REST limits per IP (mdengine.sim.ratelimit): 0 = none; else the documented limits times this (429, then 418)
+    rest_limit_scale: float = 0.0
+    rest_window_s: float = 0.0  # > 0: every REST limit's window, in seconds (0: the exchange's own)
+    rest_ban_after: int = 3  # 429s within one window before the 418 ban
+    rest_ban_s: float = 120.0
+    extra_instruments: int = 0  # per kind of each market, synthetic instruments added (listings.whole_market)
+    recorded_rates: bool = False  # each instrument ticks at a rate from the real recordings (listings.recorded_rate)

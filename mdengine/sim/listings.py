@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mdengine.sim.market import Instrument as I  # noqa: N817
 
 _PX = {"BTC": 65000.0, "ETH": 3200.0, "SOL": 150.0}
@@ -56,3 +58,23 @@ def select(market: str, symbols: list[str] | None) -> list[I]:
         return list(insts)
     want = set(symbols)
     return [i for i in insts if i.native in want or i.unified in want or i.unified.split(":")[0] in want]
+
+
+def whole_market(market: str, n: int) -> list[I]:
+    """`n` synthetic instruments per kind of `market` (bases Z0000, Z0001, ...), cloned from its BTC instruments
+    (same ticks, lots, prices and wire format): a whole market's size, for scale tests."""
+    return [replace(t, native=t.native.replace("BTC", f"Z{k:04d}"), unified=t.unified.replace("BTC", f"Z{k:04d}"))
+            for t in DEFAULTS[market] if t.base == "BTC" for k in range(n)]
+
+
+# Book frames per second per symbol in the real recordings (tests/data): Binance spot 2021-10-12, 30 s, @depth@100ms
+# (NKNUSDT 5.0, LRCBTC 0.50, BLZETH 0.33, RUNEEUR 0.067) and OKX 2022-05-13, 10.8 s, books (BTC-USDT 9.0,
+# BTC-USD-220527 9.1, UNI-USD-SWAP 8.6). Binance markets take Binance's; OKX, Bybit and Bitget take OKX's (no
+# recording of theirs).
+RECORDED_RATES: dict[str, tuple[float, ...]] = {"binance": (5.0, 0.5, 0.33, 0.067), "okx": (9.0, 9.1, 8.6)}
+
+
+def recorded_rate(market: str, index: int) -> float:
+    """The recorded book rate the `index`-th instrument of `market` ticks at (SimConfig.recorded_rates)."""
+    rates = RECORDED_RATES["binance" if market.startswith("binance") else "okx"]
+    return rates[index % len(rates)]

@@ -23,6 +23,8 @@ from websockets.http11 import Request, Response
 
 from mdengine.sim.faults import FaultBook
 from mdengine.sim.formats.base import Out, Session, Venue, now_ms
+from mdengine.sim.listings import recorded_rate
+from mdengine.sim.ratelimit import RestLimiter
 from mdengine.sim.replay import Recording
 
 log = logging.getLogger("mdengine.sim")
@@ -36,7 +38,7 @@ def dumps(obj: Any) -> str:
 
 
 def _json_response(status: int, body: str, extra: list[tuple[str, str]] | None = None) -> Response:
-    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
+    reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 429: "Too Many Requests"}
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body.encode())))])
     for k, v in extra or []:
         headers[k] = v
@@ -66,6 +68,9 @@ class MarketServer:
         self.paused = False
         self.rate_hz = venue.cfg.rate_hz if venue else 0.0
         self._http_seen: Counter[tuple[str, str]] = Counter()
+        cfg = venue.cfg if venue else None
+        self.rest_limiter = RestLimiter(cfg.rest_limit_scale, cfg.rest_ban_after, cfg.rest_ban_s, cfg.rest_window_s) \
+            if cfg is not None and cfg.rest_limit_scale > 0 else None
         self._server: Any = None
         self._tasks: list[asyncio.Task] = []
 
@@ -106,6 +111,11 @@ class MarketServer:
             self.stats["faults_delivered"] += 1
             ra = str(limited.params.get("retry_after", 1))
             return _json_response(429, dumps(self.venue.too_many()), [("Retry-After", ra)])
+        if self.rest_limiter is not None:
+            refused = self.rest_limiter.check(request.path, time.monotonic())
+            if refused is not None:
+                self.stats[f"rest_{refused[0]}"] += 1
+                return _json_response(refused[0], dumps(self.venue.too_many()), [("Retry-After", str(refused[1]))])
         failed = self.faults.take("http_error", path=parts.path)
         if failed is not None:  # any status, any body: a 404, a 503, or a 200 that is not JSON
             self.stats["faults_delivered"] += 1
@@ -189,6 +199,9 @@ class MarketServer:
     async def _ticker(self) -> None:
         assert self.venue is not None
         venue = self.venue
+        if venue.cfg.recorded_rates:
+            await self._ticker_recorded()
+            return
         while True:
             if not self.paused:
                 ts = now_ms()
@@ -199,6 +212,27 @@ class MarketServer:
                             self.send(conn, conn.session.step(key, model, st))
                 self.stats["steps"] += 1
             await asyncio.sleep(1.0 / self.rate_hz if self.rate_hz > 0 else 0)
+
+    async def _ticker_recorded(self, tick_s: float = 0.02) -> None:
+        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing."""
+        venue = self.venue
+        due: dict[str, float] = {}
+        last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            dt, last = now - last, now
+            if not self.paused:
+                ts = now_ms()
+                for i, (key, model) in enumerate(list(venue.models.items())):
+                    due[key] = due.get(key, 0.0) + recorded_rate(self.name, i) * dt
+                    while due[key] >= 1.0:
+                        due[key] -= 1.0
+                        st = model.step(ts)
+                        for conn in list(self.conns.values()):
+                            if conn.session is not None and key in conn.session.keys:
+                                self.send(conn, conn.session.step(key, model, st))
+                        self.stats["steps"] += 1
+            await asyncio.sleep(tick_s)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -15,7 +15,7 @@ from mdengine.sim.formats.binance import BinanceSpot, BinanceUsdm
 from mdengine.sim.formats.bitget import BitgetVenue
 from mdengine.sim.formats.bybit import BybitVenue
 from mdengine.sim.formats.okx import OkxVenue
-from mdengine.sim.listings import MARKETS, select
+from mdengine.sim.listings import MARKETS, select, whole_market
 from mdengine.sim.replay import Recording
 from mdengine.sim.server import MarketServer
 
@@ -40,6 +40,7 @@ class Simulator:
         if okx_checksum not in ("zero", "crc32"):
             raise ValueError("okx_checksum must be 'zero' or 'crc32'")
         self.cfg = SimConfig(rate_hz=rate_hz, okx_checksum=okx_checksum, **config)
+        self.seed = seed
         self.host = host
         self.servers: dict[str, MarketServer] = {}
         rec = Recording.load(replay) if replay else None
@@ -51,7 +52,8 @@ class Simulator:
             if rec:
                 self.servers[name] = MarketServer(name, None, host, p, recording=rec, speed=speed)
                 continue
-            venue = _VENUES[name](select(name, symbols), seed, self.cfg)
+            listed = select(name, symbols) + whole_market(name, self.cfg.extra_instruments)
+            venue = _VENUES[name](listed, seed, self.cfg)
             ping = (None, None)
             if name == "binance-spot":
                 ping = (self.cfg.binance_spot_ping_interval, self.cfg.binance_spot_ping_timeout)
@@ -146,6 +148,14 @@ class Simulator:
             return venue.seq_of(model), bids, asks
 
         return self._call(read)
+
+    def list_instrument(self, market: str, inst: Any) -> None:
+        """List a new instrument (a mdengine.sim.market.Instrument) on `market` at run time."""
+        self._call(self.servers[market].venue.list_instrument, inst, self.seed)
+
+    def delist(self, market: str, native: str) -> None:
+        """Delist `native` from `market`'s instrument lists at run time (its streams keep going)."""
+        self._call(self.servers[market].venue.delist, native)
 
     def connections(self, market: str) -> list[int]:
         return self._call(lambda: sorted(self.servers[market].conns))

@@ -69,6 +69,22 @@ def create(name: str, size: int) -> shared_memory.SharedMemory:
     return shm
 
 
+def check_room(sizes: dict[str, int]) -> None:
+    """Before anything starts: raise OSError(ENOSPC) naming every segment and its size if /dev/shm has not room for
+    all of them together (names that exist already count as room: they are reused)."""
+    need = {n: s for n, s in sizes.items() if not os.path.exists(os.path.join(SHM_DIR, n))}
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return  # no /dev/shm to ask: create() still reserves each segment with its own clear error
+    free = st.f_bavail * st.f_frsize
+    if sum(need.values()) > free:
+        listed = ", ".join(f"{n} {s / 2**20:.1f} MiB" for n, s in need.items())
+        raise OSError(errno.ENOSPC, f"{SHM_DIR} has {free / 2**20:.1f} MiB free but the segments need "
+                                    f"{sum(need.values()) / 2**20:.1f} MiB ({listed}); enlarge {SHM_DIR} (docker "
+                                    "--shm-size) or lower max_symbols / trade_capacity / book_capacity")
+
+
 def attach_writable(name: str) -> shared_memory.SharedMemory:
     try:
         return _untracked(name, False, 0)

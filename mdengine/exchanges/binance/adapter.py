@@ -42,6 +42,7 @@ from ...symbols import Instrument, InstrumentIndex
 from .._sequencing import Chain, ChainKind
 from ..base import SCRATCH_CONN, Adapter, AdapterError
 from . import instruments as _instruments
+from . import limits as _limits
 from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 from .endpoints import SPOT, USDM
 from .instruments import MARKETS
@@ -367,8 +368,9 @@ class _Conn:
 class BinanceAdapter(Adapter):
     """Binance spot ("spot") and USDⓈ-M ("usdm"). USDⓈ-M symbols also get `<s>@markPrice@1s` (mark, index, funding
     rate, next funding time) and `<s>@forceOrder` (liquidations) on the /market route unless perp=False; open
-    interest (REST only on Binance) is not polled yet. Options: trade_stream ("trade" or "aggTrade", spot only),
-    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels),
+    interest is polled over REST (open_interest_interval_s). Options: trade_stream ("trade" or "aggTrade", spot only),
+    max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels; lighter in a
+    start-up or resync storm, see limits.snapshot_limit),
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
@@ -559,7 +561,8 @@ class BinanceAdapter(Adapter):
         sym.request_id = rid
         self._requests[rid] = sym
         base = self.endpoints[market + "_rest"].rstrip("/") + ("/api/v3/depth" if market == SPOT else "/fapi/v1/depth")
-        url = f"{base}?symbol={sym.inst.native}&limit={self.snapshot_limit}"
+        limit = _limits.snapshot_limit(market, self.snapshot_limit, self.book_depth, len(self._requests))
+        url = f"{base}?symbol={sym.inst.native}&limit={limit}"
         return FetchRest(rid, url, sym.key)
 
     # ------------------------------------------------------------------ connection events

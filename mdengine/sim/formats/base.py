@@ -84,6 +84,17 @@ class Venue:
 
     id_gaps = False
 
+    def list_instrument(self, inst: Instrument, seed: int) -> None:
+        """List `inst` now: its instrument lists name it and its model starts ticking."""
+        k = self.key(inst)
+        self.instruments[k] = inst
+        self.models.setdefault(k, BookModel(inst, seed, self.cfg.levels, self.id_gaps))
+
+    def delist(self, native: str) -> None:
+        """Stop listing `native` (every category's): the instrument lists no longer name it."""
+        for k in [k for k, i in self.instruments.items() if i.native == native]:
+            del self.instruments[k]
+
     @staticmethod
     def key(inst: Instrument) -> str:
         return inst.native

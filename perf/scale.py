@@ -1,0 +1,234 @@
+"""Whole-market scale: reading every top of a 1,000-symbol segment at once (`Client.tops`).
+
+Scenario (declared up front, printed with the results):
+  writer process: creates a segment of 1,000 top-only books (two markets) and republishes them round-robin,
+                  paced at `--rate` book updates per second in total (0: as fast as it can), every field of a
+                  row encoding its update id.
+  reader (this process): `Client.tops(exchange)` in a loop, `time.perf_counter_ns()` before and after each
+                  call, nothing subtracted; every row of every read is checked (torn rows are counted). The
+                  same for one market (500 rows) and for the per-symbol loop the whole-market read replaces
+                  (`book.top()` x 1,000).
+
+  whole-market engine: the simulator serving `--per-kind` synthetic instruments per kind of every market
+                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; each ticking at `--sim-rate`, or with
+                  `--recorded-rates` at a book rate from the recordings) with each exchange's documented REST limits
+                  enforced (429, then 418), and one
+                  feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
+                  Measured: seconds until every book is live, the peak REST weight of one window over its limit
+                  (the simulator's count), each feed's CPU over `--cpu-window` seconds once live, its RSS and
+                  segment bytes per symbol.
+
+Usage: python perf/scale.py [--quick] [--rate N] [--symbols N] [--per-kind N] [--no-engine]. The last line is one
+JSON object (symbols_live, startup_s, rest_weight_peak_ratio, tops_1000_p50_us, feed_cpu_pct, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import timeit
+import uuid
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from mdengine.client import Client  # noqa: E402
+from mdengine.store import SegmentWriter, shm  # noqa: E402
+
+EXCHANGE = "scale"
+
+
+def _flat(u: int) -> list[float]:
+    return [float(u), u + 0.25, u + 0.5, u + 0.75]
+
+
+def writer(ns: str, n_symbols: int, rate: float, ready, stop) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    w = SegmentWriter(ns, EXCHANGE, create=True, max_symbols=n_symbols, book_capacity=1, trade_capacity=2)
+    slots = [w.add_symbol("usdm" if i % 2 else "spot", f"S{i}USDT", f"S{i}/USDT") for i in range(n_symbols)]
+    w.set_freshness(3600.0, 1.0)
+    w.set_running()
+    u = 0
+    for slot in slots:
+        u += 1
+        w.publish_levels(slot, _flat(u), 1, 1, update_id=u, recv_ts_ns=time.time_ns())
+    ready.set()
+    t0, n, publish = time.monotonic(), 0, w.publish_levels
+    while not stop.is_set():
+        for slot in slots:
+            u += 1
+            publish(slot, _flat(u), 1, 1, update_id=u, recv_ts_ns=time.time_ns())
+            n += 1
+            if rate and n > (time.monotonic() - t0) * rate:
+                time.sleep(0.001)
+        w.heartbeat()
+        w.wake_readers()
+    w.close()
+
+
+def _torn(t: np.ndarray) -> int:
+    u = t["update_id"].astype(np.float64)
+    return int(((t["bid"] != u) | (t["bid_qty"] != u + 0.25) | (t["ask"] != u + 0.5)
+                | (t["ask_qty"] != u + 0.75)).sum())
+
+
+def _time(fn, seconds: float, check=None) -> tuple[np.ndarray, int]:
+    clock, samples, torn = time.perf_counter_ns, [], 0
+    end = time.monotonic() + seconds
+    for _ in range(50):
+        fn()
+    while time.monotonic() < end:
+        t0 = clock()
+        r = fn()
+        samples.append(clock() - t0)
+        if check is not None:
+            torn += check(r)
+    return np.array(samples) / 1e3, torn
+
+
+def _stats(us: np.ndarray) -> dict:
+    return {"p50_us": round(float(np.percentile(us, 50)), 1), "p99_us": round(float(np.percentile(us, 99)), 1),
+            "reads": len(us)}
+
+
+def engine(per_kind: int, sim_rate: float | None, cpu_window: float, timeout: float) -> dict:
+    """Start a whole-market engine on the simulator; see the module's scenario."""
+    import psutil
+
+    from mdengine.engine.config import ExchangeConfig
+    from mdengine.exchanges import EXCHANGES, get_adapter
+    from mdengine.feed import run_feed
+    from mdengine.sim import Simulator
+    from mdengine.store import layout as L
+
+    ns = "p" + uuid.uuid4().hex[:8]
+    os.environ["MDENGINE_REST_BUDGET_SCOPE"] = ns  # this run's budgets, not the box's real ones
+    ctx = mp.get_context("spawn")
+    procs: dict[str, mp.Process] = {}
+    rates = {"rate_hz": sim_rate} if sim_rate else {"recorded_rates": True}
+    with Simulator(extra_instruments=per_kind, rest_limit_scale=1.0, **rates) as sim:
+        t0 = time.monotonic()
+        for name in EXCHANGES:
+            cfg = ExchangeConfig(name, symbols=["*"], endpoints=get_adapter(name).sim_endpoints(sim.endpoints()),
+                                 book_depth=5, book_capacity=5, trade_capacity=16,
+                                 max_symbols=min(L.MAX_SYMBOLS, 3 * (per_kind + 10)))
+            procs[name] = ctx.Process(target=run_feed, args=(ns, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
+            procs[name].start()
+        live: dict[str, int] = {}
+        startup_s = None
+        try:
+            with _client_when_ready(ns, timeout) as c:
+                while time.monotonic() - t0 < timeout:
+                    tops = {ex: c.tops(ex) for ex in c.exchanges}
+                    live = {ex: int(t["live"].sum()) for ex, t in tops.items()}
+                    if len(tops) == len(EXCHANGES) and all(len(t) and t["live"].all() for t in tops.values()):
+                        startup_s = time.monotonic() - t0
+                        break
+                    time.sleep(0.2)
+                counts = {ex: len(c.tops(ex)) for ex in c.exchanges}
+                ps = {ex: psutil.Process(p.pid) for ex, p in procs.items() if p.is_alive()}
+                for p in ps.values():
+                    p.cpu_percent(None)
+                time.sleep(cpu_window)
+                cpu = {ex: round(p.cpu_percent(None), 1) for ex, p in ps.items()}
+                rss = {ex: p.memory_info().rss for ex, p in ps.items()}
+                seg = {ex: c._segments[ex].reader.view.segment_size for ex in c.exchanges}  # noqa: SLF001
+        finally:
+            for p in procs.values():
+                p.terminate()
+            for p in procs.values():
+                p.join(30)
+            peak = max(s.rest_limiter.peak_ratio() for s in sim.servers.values() if s.rest_limiter is not None)
+            refused = {m: {k: v for k, v in sim.stats(m).items() if k in ("rest_429", "rest_418")} for m in sim.servers}
+            for name in shm.list_names(ns):
+                shm.unlink(name)
+            from mdengine import restbudget
+
+            for budget in restbudget.existing(ns):  # this run's budgets (its own scope)
+                budget.unlink()
+                budget.close()
+    return {"symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
+            "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
+            "rest_refused": refused, "feed_cpu_pct": cpu,
+            "rss_bytes_per_symbol": {ex: rss[ex] // max(counts.get(ex, 1), 1) for ex in rss},
+            "segment_bytes_per_symbol": {ex: seg[ex] // max(counts.get(ex, 1), 1) for ex in seg}}
+
+
+def _client_when_ready(ns: str, timeout: float) -> Client:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return Client(ns)
+        except Exception:  # noqa: BLE001 - no segment yet
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="~10 s in all")
+    ap.add_argument("--rate", type=float, default=100_000.0, help="writer book updates/s in total (0: max)")
+    ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
+    ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: steps/s of every symbol")
+    ap.add_argument("--recorded-rates", action="store_true", help="engine stage: each symbol at a rate from the "
+                    "recordings instead (Bybit inverse books then stay resyncing: a pre-existing gap at ~9 steps/s)")
+    ap.add_argument("--cpu-window", type=float, help="engine stage: seconds of feed CPU measured once live")
+    ap.add_argument("--no-engine", action="store_true", help="only the store-level tops() stage")
+    args = ap.parse_args()
+    seconds = 3.0 if args.quick else 10.0
+    call = min(timeit.repeat("f()", "def f(): pass", number=100_000, repeat=5)) / 100_000 * 1e9
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; empty Python "
+          f"call {call:.0f} ns (machine speed/contention gauge)")
+    print(f"writer: {args.symbols} top-only books, {args.rate or 'max'} updates/s; reader window {seconds:g} s each")
+    ns = "p" + uuid.uuid4().hex[:8]
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=writer, args=(ns, args.symbols, args.rate, ready, stop), daemon=True)
+    proc.start()
+    result: dict = {}
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("the writer process did not start")
+        with Client(ns) as c:
+            all_us, torn = _time(lambda: c.tops(EXCHANGE), seconds, _torn)
+            one_us, torn_one = _time(lambda: c.tops(EXCHANGE, "usdm"), seconds / 2, _torn)
+            books = [c.book(EXCHANGE, f"S{i}/USDT") for i in range(args.symbols)]
+            loop_us, _ = _time(lambda: [b.top() for b in books], seconds / 2)
+            rows = len(c.tops(EXCHANGE))
+        result = {"tops_rows": rows, "writer_rate": args.rate or "max",
+                  "tops_all": _stats(all_us), "tops_one_market": _stats(one_us), "top_loop": _stats(loop_us),
+                  "torn_rows": torn + torn_one, "tops_1000_p50_us": round(float(np.percentile(all_us, 50)), 1)}
+        print(f"tops() of {rows} books: p50 {result['tops_all']['p50_us']} µs, p99 {result['tops_all']['p99_us']} "
+              f"µs ({len(all_us)} reads, {torn + torn_one} torn rows)")
+        print(f"tops() of one market ({rows // 2}): p50 {result['tops_one_market']['p50_us']} µs")
+        print(f"book.top() x {rows} in a Python loop: p50 {result['top_loop']['p50_us']} µs")
+    finally:
+        stop.set()
+        proc.join(30)
+        for name in shm.list_names(ns):
+            shm.unlink(name)
+    if not args.no_engine:
+        per_kind = args.per_kind or (60 if args.quick else 300)
+        rate = "per-symbol rates from the recordings" if args.recorded_rates else f"{args.sim_rate:g} steps/s each"
+        print(f"engine: {per_kind} extra instruments per kind of every market, {rate}, "
+              "documented REST limits enforced by the simulator; feeds subscribe symbols = [\"*\"]")
+        eng = engine(per_kind, None if args.recorded_rates else args.sim_rate,
+                     args.cpu_window or (5.0 if args.quick else 20.0), 300.0 if args.quick else 900.0)
+        print(f"engine: {eng['symbols_live']} books live ({eng['symbols_by_exchange']}) in {eng['startup_s']} s; "
+              f"REST peak {eng['rest_weight_peak_ratio']:.0%} of a window's limit, refused {eng['rest_refused']}; "
+              f"feed CPU {eng['feed_cpu_pct']} %; segment bytes/symbol {eng['segment_bytes_per_symbol']}")
+        result.update(eng)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
