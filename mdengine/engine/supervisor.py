@@ -114,7 +114,8 @@ class Feed:
     next_start_at: float = 0.0
     failures: int = 0  # consecutive, for the backoff
     restarts: int = 0  # total
-    restart_times: deque = dataclasses.field(default_factory=deque)
+    restart_times: deque = dataclasses.field(default_factory=deque)  # when each failure that restarted was seen
+    backoffs: list = dataclasses.field(default_factory=list)  # the wait before each of those restarts, s
     last_exit: str | None = None
     rss_bytes: int | None = None
     cpu_percent: float | None = None
@@ -400,6 +401,7 @@ class Supervisor:
             return
         delay = min(self.policy.backoff_initial_s * 2 ** (feed.failures - 1), self.policy.backoff_max_s)
         feed.restart_times.append(now)
+        feed.backoffs.append(delay)
         feed.restarts += 1
         feed.state = "backoff"
         feed.next_start_at = now + delay
