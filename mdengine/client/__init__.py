@@ -15,6 +15,6 @@ from .results import BookBuffer, ClientStatistics, Depth, Liquidations, PerpStat
 from .shm import Book, Client, LiquidationStream, Perp, TradeStream
 from .tops import TOPS_DTYPE, BookSet
 
-__all__ = ["TOPS_DTYPE", "Book", "BookBuffer", "BookSet", "Client", "ClientStatistics", "Depth", "EngineNotFound",
-           "LiquidationStream", "Liquidations", "NoPerpData", "Perp", "PerpStats", "StaleBookError", "SubscribeError",
-           "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
+__all__ = ["Book", "BookBuffer", "BookSet", "Client", "ClientStatistics", "Depth", "EngineNotFound",
+           "LiquidationStream", "Liquidations", "NoPerpData", "Perp", "PerpStats", "StaleBookError",
+           "SubscribeError", "TOPS_DTYPE", "Top", "TradeStream", "TradeStreamStatistics", "Trades", "UnknownSymbol"]
