@@ -56,6 +56,23 @@ def recorded_instruments(adapter_cls: Any, records: Iterable[Any], request_id_of
     return list(out.values())
 
 
+def arg_symbols(records: Iterable[Any], route, is_book_channel, trade_channel: str,
+                market_of_arg) -> set[tuple[str, str]]:
+    """(market, instId) of every symbol an OKX-style recording names: in its subscribe `args` (market from
+    `market_of_arg(arg)`) and in the book and `trade_channel` frames `route` places."""
+    out: set[tuple[str, str]] = set()
+    for r in records:
+        if r.kind == "send":
+            for node in walk(json_of(r.data)):
+                if isinstance(node, dict) and isinstance(node.get("instId"), str):
+                    out.add((market_of_arg(node), node["instId"]))
+        elif r.kind == "recv":
+            hit = route(r.data)
+            if hit is not None and (is_book_channel(hit[2]) or hit[2] == trade_channel):
+                out.add(hit[:2])
+    return out
+
+
 def routed_book_channels(records: Iterable[Any], route, is_book_channel) -> set[str]:
     """The book channels among the received frames that `route` (a frame -> (market, native, channel)) places."""
     out = set()

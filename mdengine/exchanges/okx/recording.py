@@ -13,7 +13,7 @@ import orjson
 
 from ...core.types import MarketKind
 from ...symbols import Instrument
-from .._recording import json_of, recorded_instruments, routed_book_channels, synthesise, walk
+from .._recording import arg_symbols, json_of, recorded_instruments, routed_book_channels, synthesise
 from .adapter import OkxAdapter
 
 ADAPTER = OkxAdapter
@@ -56,17 +56,7 @@ def route(data: Any, url: str = "") -> tuple[str, str, str] | None:
 
 
 def discover_symbols(records: list) -> set[tuple[str, str]]:
-    out: set[tuple[str, str]] = set()
-    for r in records:
-        if r.kind == "send":
-            for node in walk(json_of(r.data)):
-                if isinstance(node, dict) and isinstance(node.get("instId"), str):
-                    out.add((market_of(node["instId"]), node["instId"]))
-        elif r.kind == "recv":
-            hit = route(r.data)
-            if hit is not None and (is_book_channel(hit[2]) or hit[2] == "trades"):
-                out.add(hit[:2])
-    return out
+    return arg_symbols(records, route, is_book_channel, "trades", lambda arg: market_of(arg["instId"]))
 
 
 def book_channels(records: list) -> set[str]:
