@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import time
 import numpy as np
 import orjson
 import pytest
+from test_replay import stop_replay
 
 from mdengine.engine.config import ExchangeConfig
 from mdengine.exchanges import get_adapter, recording_rules
@@ -178,14 +178,7 @@ def _replay(path: str, ns: str, exchange: str, want: dict[tuple[str, str], tuple
         finally:
             reader.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        for name in shm.list_names(ns):
-            shm.unlink(name)
+        _, err = stop_replay(proc, ns)
     assert proc.returncode == 0, err
     return got
 

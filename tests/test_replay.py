@@ -88,6 +88,20 @@ def _reference(path: str) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]
     return out
 
 
+
+def stop_replay(proc: subprocess.Popen, ns: str) -> tuple[str, str]:
+    """Stop an `mdengine replay` process as Ctrl-C would (killed if it hangs), unlink what it left in `ns`, and
+    return its output."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    for name in shm.list_names(ns):
+        shm.unlink(name)
+    return out, err
+
 def test_recording_of_a_live_feed_has_every_kind_and_the_instrument_lists(recorded):
     r = RecordingReader(recorded)
     recs = list(r)
@@ -121,14 +135,7 @@ def test_replay_publishes_the_recorded_books_at_the_same_update_ids(recorded, tm
         finally:
             reader.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        for name in shm.list_names(ns):
-            shm.unlink(name)
+        out, err = stop_replay(proc, ns)
     assert proc.returncode == 0, err
     assert all((s, last[s]) in seen for s in SYMBOLS), "the replay never reached the recording's last update"
     assert len(ref) >= 40 and len(seen) >= 10  # sampled while replaying at the recorded pace
