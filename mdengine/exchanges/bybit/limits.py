@@ -1,5 +1,10 @@
-"""Bybit's REST limits: one IP limit over every HTTP request, 600 requests per 5 seconds (exceeding it blocks
-the IP for 10 minutes, "403 access too frequent"). Every request weighs 1.
+"""Bybit's REST limits: one IP limit over every HTTP request, 600 requests per 5 seconds; exceeding it gets the IP
+"403, access too frequent" and blocked for 10 minutes. Every request weighs 1.
+
+bybit-exchange/docs `docs/v5/rate-limit/rate-limit.mdx` (BY-DOC, HEAD 072c197d, 2026-07-24), "HTTP IP limit" and
+"Websocket IP limit" (at most 500 connections per 5 minutes per IP). Bybit's `X-Bapi-Limit`,
+`X-Bapi-Limit-Status` and `X-Bapi-Limit-Reset-Timestamp` headers are its per-UID, per-endpoint API limit (the same
+page, "API Rate Limit"), not the IP's use: public requests carry no UID, so the budget takes nothing from them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """OKX's REST limits: public market data is limited per IP and endpoint, in requests per 2 seconds.
 
-GET /api/v5/market/books: 40 requests per 2 s; /api/v5/market/trades: 100 per 2 s; /api/v5/public/instruments:
-20 per 2 s. Every request weighs 1; each endpoint has its own budget. A 429 carries code 50011.
+okx.com/docs-v5 (OKX-DOC in shared/notes/exchanges.md §3.6; checked 2026-12-07):
+- GET /api/v5/market/books: 40 per 2 s, per IP ("order-book-trading-market-data-get-order-book")
+- GET /api/v5/market/trades: 100 per 2 s, per IP ("...-get-trades")
+- GET /api/v5/public/instruments: 20 per 2 s, per IP and instType; one budget here for every instType, which is
+  stricter than OKX and costs nothing (one request per market per refresh)
+Any other public path gets 20 per 2 s, the market-data default. Every request weighs 1. A 429 carries code 50011.
+OKX sends no header with the IP's use. WebSocket: 3 connection requests per second per IP.
 """
 
 from __future__ import annotations
