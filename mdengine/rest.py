@@ -147,9 +147,14 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) urls we build
-            return resp.read()
+            body = resp.read()
+            if budget is not None:
+                _observe(url, resp.headers)
+            return body
     except urllib.error.HTTPError as e:
         body = e.read() if e.fp is not None else b""
+        if budget is not None and e.headers is not None:
+            _observe(url, e.headers)
         if e.code in (418, 429) and budget is not None:  # every process on the box honours its Retry-After
             try:
                 budget[0].penalise(e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None))
@@ -174,6 +179,14 @@ def _budget(url: str) -> tuple[restbudget.RestBudget, float] | None:
         return restbudget.for_url(url)
     except (OSError, ValueError):  # no budget file (a read-only /dev/shm, a bad scope): unpaced, as before
         return None
+
+
+def _observe(url: str, headers) -> None:
+    """The IP's use as the exchange reports it, for the shared budget (other programs on the IP spend it too)."""
+    try:
+        restbudget.observe(url, headers)
+    except (OSError, ValueError):  # the budget's file failed: the answer stands
+        pass
 
 
 def _retry_after(value: str | None) -> float | None:

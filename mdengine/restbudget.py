@@ -12,6 +12,12 @@ more than the safe allowance: a start-up or resync storm is paced inside the bud
 When a 429 or 418 comes anyway, its Retry-After (without one: a window, or BAN_418_S for a ban) blocks the bucket
 for everyone, and it restarts empty.
 
+Other programs on the IP spend the same limit. Where an exchange reports the IP's use in its answers (Binance's
+X-MBX-USED-WEIGHT-1M; the exchange's `limits.server_usage` reads it), `observe()` hands the figure to the bucket:
+what the server counted beyond this box's own grants in its window is other programs' use, expected to go on at
+its pace until the window ends; when that leaves less of the safe allowance than the bucket holds, the bucket keeps
+only what is left, and when nothing is left it holds everyone until the server's window ends.
+
 Every change to a bucket is made under an exclusive flock on its file: the kernel drops the lock of a process
 that dies, so a killed holder never wedges the others. `usage()` is what `mdengine status` shows.
 """
@@ -25,6 +31,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
@@ -48,6 +55,8 @@ _BUCKET = struct.Struct("<dq")  # tokens, updated_ns                            
 _BLOCK = struct.Struct("<qqq")  # blocked_until_ns, last_status, penalties                             @128
 _TOTALS = struct.Struct("<dqqq")  # granted weight, grants, waits, waited_ns                           @192
 _WINDOW = struct.Struct("<qdd")  # window_start_ns, window_used, peak_window_used                      @256
+_SERVER = struct.Struct("<dqqq")  # server_used, server_seen_ns, hold_until_ns, adoptions               @320
+_OWN = struct.Struct("<qd")  # start of the aligned window (a multiple of its length), weight granted in it  @352
 SIZE = 512
 
 
@@ -87,6 +96,14 @@ def max_weight(key: str) -> float:
     return 1.0
 
 
+def _limits_of(key: str):
+    for name in EXCHANGES:
+        limits = _limits(name)
+        if key in limits.BUDGETS:
+            return limits
+    return None
+
+
 def cost(url: str) -> tuple[str, float] | None:
     """(budget key, weight) of a GET of `url`, asked of each exchange's limits by path; None if none knows it."""
     parts = urlsplit(url)
@@ -116,6 +133,7 @@ class RestBudget:
         if not _SCOPE.match(sc):
             raise ValueError(f"bad budget scope {sc!r}: 1-24 of a-z, 0-9 and _")
         self.key = key
+        self._tlock = threading.Lock()  # flock excludes other processes, not this one's threads
         self.name = f"{NAME_PREFIX}{sc}-{key}"
         self.path = os.path.join(SHM_DIR, self.name)
         fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0), 0o600)
@@ -123,7 +141,7 @@ class RestBudget:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
                 raise PermissionError(f"{self.path} is not a budget file of this user")
-            with self._locked(fd):
+            with self._Lock(fd, self._tlock):
                 if os.fstat(fd).st_size < SIZE:
                     os.ftruncate(fd, SIZE)
                 self._mm = mmap.mmap(fd, SIZE)
@@ -146,18 +164,25 @@ class RestBudget:
         _FIXED.pack_into(self._mm, 0, _MAGIC, 1, limit, window_ns, capacity, rate)
 
     class _Lock:
-        def __init__(self, fd: int) -> None:
-            self.fd = fd
+        def __init__(self, fd: int, tlock: threading.Lock) -> None:
+            self.fd, self.tlock = fd, tlock
 
         def __enter__(self) -> None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.tlock.acquire()
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self.tlock.release()
+                raise
 
         def __exit__(self, *exc: object) -> None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                self.tlock.release()
 
-    @classmethod
-    def _locked(cls, fd: int) -> RestBudget._Lock:
-        return cls._Lock(fd)
+    def _locked(self, fd: int) -> RestBudget._Lock:
+        return self._Lock(fd, self._tlock)
 
     # ------------------------------------------------------------------ the bucket
     def reserve(self, weight: float, now_ns: int | None = None) -> float:
@@ -167,7 +192,7 @@ class RestBudget:
         mm = self._mm
         with self._locked(self._fd):
             now = time.time_ns() if now_ns is None else now_ns
-            blocked_until = struct.unpack_from("<q", mm, 128)[0]
+            blocked_until = max(struct.unpack_from("<q", mm, 128)[0], struct.unpack_from("<q", mm, 320 + 16)[0])
             if blocked_until > now:
                 return (blocked_until - now) / 1e9
             tokens, updated = _BUCKET.unpack_from(mm, 64)
@@ -184,6 +209,9 @@ class RestBudget:
                 start, used = now, 0.0
             used += weight
             _WINDOW.pack_into(mm, 256, start, used, max(peak, used))
+            own_start, own = _OWN.unpack_from(mm, 352)
+            aligned = now // self.window_ns * self.window_ns
+            _OWN.pack_into(mm, 352, aligned, (own if own_start == aligned else 0.0) + weight)
             return 0.0
 
     def note_wait(self, seconds: float) -> None:
@@ -221,6 +249,35 @@ class RestBudget:
             _BLOCK.pack_into(mm, 128, max(blocked_until, now + int(ban * 1e9)), status, penalties + 1)
             _BUCKET.pack_into(mm, 64, 0.0, now + int(ban * 1e9))
 
+    def adopt(self, server_used: float, window_end_s: float, now_ns: int | None = None) -> bool:
+        """The exchange says this IP used `server_used` in its window that ends at `window_end_s` (wall clock; the
+        window is as long as this budget's). What this box did not send there came from other programs on the IP,
+        and they are expected to go on at that pace until the window ends. If that leaves less of the safe allowance
+        than the bucket holds, keep only what is left, and if nothing is left hold everyone until the window ends.
+        True if it took anything."""
+        mm = self._mm
+        with self._locked(self._fd):
+            now = time.time_ns() if now_ns is None else now_ns
+            end_ns = int(window_end_s * 1e9)
+            if end_ns <= now:  # an answer from a window already over
+                return False
+            tokens, updated = _BUCKET.unpack_from(mm, 64)
+            tokens = min(self.capacity, tokens + max(0, now - updated) * self.rate)
+            start_ns = end_ns - self.window_ns
+            own_start, own = _OWN.unpack_from(mm, 352)
+            others = max(0.0, server_used - (own if own_start == start_ns else 0.0))
+            # their pace so far (over a quarter window at least, so one early request is not taken for a flood)
+            pace = others / max(now - start_ns, self.window_ns / 4)
+            room = SAFETY * self.limit - server_used - pace * (end_ns - now)
+            _, _, hold_until, adoptions = _SERVER.unpack_from(mm, 320)
+            took = room < tokens
+            if took:
+                _BUCKET.pack_into(mm, 64, max(room, 0.0), max(now, updated))
+            if room <= 0.0:
+                hold_until = max(hold_until, end_ns)
+            _SERVER.pack_into(mm, 320, server_used, now, hold_until, adoptions + took)
+            return took
+
     # ------------------------------------------------------------------ status
     def usage(self) -> dict[str, object]:
         mm = self._mm
@@ -230,12 +287,15 @@ class RestBudget:
             blocked_until, last_status, penalties = _BLOCK.unpack_from(mm, 128)
             granted, grants, waits, waited = _TOTALS.unpack_from(mm, 192)
             start, used, peak = _WINDOW.unpack_from(mm, 256)
+            server_used, server_seen, hold_until, adoptions = _SERVER.unpack_from(mm, 320)
         tokens = min(self.capacity, tokens + max(0, now - updated) * self.rate)
         return {"key": self.key, "limit": self.limit, "window_s": self.window_ns / 1e9, "tokens": tokens,
                 "capacity": self.capacity, "window_used": used if now - start < self.window_ns else 0.0,
                 "peak_window_used": peak, "peak_ratio": peak / self.limit, "granted_weight": granted,
                 "requests": grants, "waits": waits, "waited_s": waited / 1e9, "penalties": penalties,
-                "last_penalty_status": last_status, "blocked_s": max(0, blocked_until - now) / 1e9}
+                "last_penalty_status": last_status, "blocked_s": max(0, blocked_until - now) / 1e9,
+                "server_used": server_used, "server_seen_s": server_seen / 1e9, "adoptions": adoptions,
+                "held_s": max(0, hold_until - now) / 1e9}
 
     def describe(self) -> str:
         u = self.usage()
@@ -245,6 +305,10 @@ class RestBudget:
             text += f", {u['penalties']} x 429/418 (last {u['last_penalty_status']})"
         if u["blocked_s"]:
             text += f", blocked {u['blocked_s']:.0f} s more"
+        if u["adoptions"]:
+            text += f", server counted more {u['adoptions']} times (last {u['server_used']:g})"
+        if u["held_s"]:
+            text += f", held {u['held_s']:.1f} s more for the server's window"
         return text
 
     def close(self) -> None:
@@ -275,6 +339,28 @@ def for_url(url: str) -> tuple[RestBudget, float] | None:
     if budget is None:
         budget = _OPEN[(sc, key)] = RestBudget(key, scope_name=sc)
     return budget, weight
+
+
+def observe(url: str, headers: Mapping[str, str], now_s: float | None = None) -> bool:
+    """Hand an answer's headers to the budget of `url`, when its exchange reports the IP's use in them (the
+    exchange's `limits.server_usage`); True if the budget took less for it. Raises OSError if the budget's file
+    fails, as for_url does."""
+    found = cost(url)
+    if found is None:
+        return False
+    limits = _limits_of(found[0])
+    reader = getattr(limits, "server_usage", None)
+    if reader is None:
+        return False
+    opened = for_url(url)
+    if opened is None:
+        return False
+    budget = opened[0]
+    now = time.time() if now_s is None else now_s
+    usage = reader(budget.key, headers, now, budget.window_ns / 1e9)
+    if usage is None:
+        return False
+    return budget.adopt(usage[0], usage[1], int(now * 1e9))
 
 
 def for_connect(exchange: str) -> RestBudget | None:
@@ -319,5 +405,5 @@ def usage_all(scope_name: str | None = None) -> list[dict[str, object]]:
     return out
 
 
-__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_connect", "for_url", "scope",
-           "usage_all"]
+__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_connect", "for_url", "observe",
+           "scope", "usage_all"]

@@ -26,7 +26,10 @@ def test_each_exchange_weighs_its_endpoints_as_documented():
     assert rb.cost("https://api.binance.com/api/v3/exchangeInfo") == ("binance-spot", 20.0)
     assert rb.cost("https://www.okx.com/api/v5/market/books?instId=BTC-USDT&sz=400") == ("okx-books", 1.0)
     assert rb.cost("https://api.bybit.com/v5/market/orderbook?category=spot") == ("bybit", 1.0)
-    assert rb.cost("https://api.bitget.com/api/v2/mix/market/merge-depth?symbol=X") == ("bitget-mix", 1.0)
+    assert rb.cost("https://api.bitget.com/api/v2/mix/market/merge-depth?symbol=X") == ("bitget-mix-books", 1.0)
+    assert rb.cost("https://api.bitget.com/api/v2/spot/market/fills?symbol=X") == ("bitget-spot-trades", 1.0)
+    assert rb.budgets()["bitget-spot-trades"] == (10.0, 1.0)  # spot fills: 10/s, the other endpoints 20/s
+    assert rb.cost("https://fapi.binance.com/fapi/v1/openInterest?symbol=BTCUSDT") == ("binance-usdm", 1.0)
     assert rb.cost("https://example.com/elsewhere") is None
     assert rb.budgets()["binance-spot"] == (6000.0, 60.0)
 
@@ -81,7 +84,7 @@ def test_a_429_blocks_every_process_for_its_retry_after(scope):
 
 
 def test_acquire_paces_a_storm_to_the_refill_rate(scope):
-    b = rb.RestBudget("bitget-spot", limit=40.0, window_s=1.0)  # safe 36/s: burst 9, refill 27/s
+    b = rb.RestBudget("bitget-spot-books", limit=40.0, window_s=1.0)  # safe 36/s: burst 9, refill 27/s
     t0 = time.monotonic()
     for _ in range(9 + 27):
         b.acquire(1.0, timeout=10)
@@ -96,12 +99,73 @@ def test_a_bad_scope_is_refused(monkeypatch):
         rb.scope()
 
 
-def test_a_binance_snapshot_storm_asks_for_lighter_snapshots_that_still_fill_the_book():
+def test_a_binance_snapshot_storm_asks_for_the_deepest_snapshots_that_fit_one_window():
     from mdengine.exchanges.binance import limits as bl
 
-    assert bl.snapshot_limit("usdm", 1000, 20, pending=1) == 1000  # no storm: as configured
-    assert bl.snapshot_limit("usdm", 1000, 20, pending=bl.STORM_PENDING + 1) == 100  # weight 5, not 20
-    assert bl.snapshot_limit("usdm", 1000, 300, pending=500) == 500  # still holds the published depth
-    assert bl.snapshot_limit("spot", 1000, 50, pending=500) == 100  # weight 5, not 50
-    assert bl.snapshot_limit("spot", 100, 50, pending=500) == 100  # nothing lighter to take
-    assert bl.snapshot_limit("usdm", 50, 20, pending=500) == 50  # configured lighter already: kept
+    # USDⓈ-M: 75 % of 2,400 = 1,800 weight per minute for the storm; depth weighs 2 (<= 50), 5, 10, 20 (1000)
+    assert bl.storm_weight("usdm") == 1800.0 and bl.storm_weight("spot") == 4500.0
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=1) == 1000  # a single resync: as configured
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=90) == 1000  # 90 x 20 = 1,800 fits
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=91) == 500  # 91 x 10 fits, 91 x 20 does not
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=360) == 100  # 360 x 5 = 1,800
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=400) == 50  # 400 x 2: the lightest that holds 20 levels
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=5000) == 50  # nothing fits: the lightest, over several minutes
+    assert bl.snapshot_limit("usdm", 1000, 300, storm=400) == 500  # never below the published depth (300 levels)
+    assert bl.snapshot_limit("usdm", 50, 20, storm=1) == 50  # configured lighter already: kept
+    assert bl.snapshot_limit("usdm", 5, 20, storm=1) == 20  # configured below the book's depth: the book wins
+    # spot: 4,500 per minute; 1-100 weighs 5, 101-500 25, 501-1000 50, 1001-5000 250
+    assert bl.snapshot_limit("spot", 1000, 50, storm=90) == 1000  # 90 x 50 = 4,500
+    assert bl.snapshot_limit("spot", 1000, 50, storm=180) == 500  # 180 x 25
+    assert bl.snapshot_limit("spot", 1000, 50, storm=1500) == 100  # the lightest step, at its deepest
+    assert bl.snapshot_limit("spot", 1000, 200, storm=1500) == 500  # 200 levels need the 25-weight step
+    assert bl.snapshot_limit("spot", 5000, 50, storm=18) == 5000  # 18 x 250 = 4,500
+    assert bl.snapshot_limit("spot", 700, 50, storm=1) == 700  # any spot limit is valid
+    # a smaller window (a test's simulator, or a box that keeps more for other tools) asks for lighter ones sooner
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=60, window_weight=180.0) == 50
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=9, window_weight=180.0) == 1000
+
+
+def test_binance_reports_the_ips_used_weight_and_the_window_it_counts():
+    from mdengine.exchanges.binance import limits as bl
+
+    assert bl.server_usage("binance-usdm", {"X-MBX-USED-WEIGHT-1M": "1234"}, 125.5, 60.0) == (1234.0, 180.0)
+    assert bl.server_usage("binance-spot", {"x-mbx-used-weight-1m": "7", "Content-Type": "a"}, 60.0, 60.0) == \
+        (7.0, 120.0)
+    assert bl.server_usage("binance-spot", {"X-MBX-USED-WEIGHT-1M": "x"}, 0.0, 60.0) is None
+    assert bl.server_usage("binance-spot", {"X-MBX-USED-WEIGHT-1M": "-3"}, 0.0, 60.0) is None
+    assert bl.server_usage("binance-spot", {}, 0.0, 60.0) is None
+    assert bl.server_usage("binance-connect", {"X-MBX-USED-WEIGHT-1M": "3"}, 0.0, 60.0) is None
+
+
+def test_the_bucket_adopts_the_servers_count_when_it_is_higher(scope):
+    """safe 900 per 60 s: burst 225, refill 675 a window. Times are set half-way through the next minute."""
+    b = rb.RestBudget("binance-usdm", limit=1000.0, window_s=60.0)
+    start = (time.time_ns() // 60_000_000_000 + 1) * 60_000_000_000
+    now, end = start + 30_000_000_000, (start + 60_000_000_000) / 1e9
+    assert b.reserve(100.0, now) == 0.0  # this box's own weight in the window: 100
+    assert b.adopt(100.0, end, now) is False  # the server counted only ours: nothing to take
+    # 350 more from other programs in 30 s: expected to spend 350 more by the window's end, which leaves
+    # 900 - 450 - 350 = 100 of the 125 the bucket holds
+    assert b.adopt(450.0, end, now) is True
+    assert b.reserve(100.0, now) == 0.0
+    assert 0.0 < b.reserve(1.0, now) < 1.0  # a refill wait, no more
+    # they go faster: 500 of theirs so far, 500 more to come; 900 - 700 - 500 < 0: everyone waits out the window
+    assert b.adopt(700.0, end, now) is True
+    assert b.reserve(1.0, now) == 30.0
+    u = b.usage()
+    assert u["server_used"] == 700.0 and u["adoptions"] == 2 and u["held_s"] > 30
+    assert "server counted more" in b.describe()
+    assert b.adopt(5000.0, end - 60.0, now) is False  # a report from a window already over: ignored
+    # early in a window one request of another program is not taken for a flood (its pace is over 15 s at least)
+    other = rb.RestBudget("binance-spot", limit=1000.0, window_s=60.0)
+    assert other.adopt(5.0, end, start + 1_000_000_000) is False
+
+
+def test_observe_reads_the_exchanges_header_for_the_budget_of_the_url(scope):
+    url = "https://fapi.binance.com/fapi/v1/depth?symbol=BTCUSDT&limit=100"
+    b = rb.RestBudget("binance-usdm")
+    assert rb.observe(url, {"X-MBX-USED-WEIGHT-1M": "2300"}) is True  # 2,300 of 2,400: past the safe 2,160
+    assert b.reserve(1.0) > 0.0 and b.usage()["server_used"] == 2300.0
+    assert rb.observe("https://api.bybit.com/v5/market/orderbook?category=spot",
+                      {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10"}) is False  # per UID, not the IP's use
+    assert rb.observe("https://example.com/x", {"X-MBX-USED-WEIGHT-1M": "9999"}) is False

@@ -319,7 +319,10 @@ def _budget_lines(status: dict) -> list[str]:
     return [""] + [f"REST budget {b['key']}: {b['window_used']:g}/{b['limit']:g} per {b['window_s']:g} s "
                    f"(peak {b['peak_ratio']:.0%}), {b['requests']} requests, {b['waits']} waits"
                    + (f", {b['penalties']} x 429/418" if b["penalties"] else "")
-                   + (f", blocked {b['blocked_s']:.0f} s more" if b["blocked_s"] else "") for b in budgets]
+                   + (f", blocked {b['blocked_s']:.0f} s more" if b["blocked_s"] else "")
+                   + (f", the exchange counted more {b['adoptions']} times (last {b['server_used']:g})"
+                      if b.get("adoptions") else "")
+                   + (f", held {b['held_s']:.1f} s for its window" if b.get("held_s") else "") for b in budgets]
 
 
 def _rest_budgets() -> list[dict]:

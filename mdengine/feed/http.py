@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 USER_AGENT = "mdengine-feed/0.1"
 Done = Callable[[int, bytes, float | None], None]  # (status (0 = transport error), body, Retry-After seconds)
+Headers = Callable[[str, Mapping[str, str]], None]  # (url, the answer's headers)
 
 
 def retryable(status: int) -> bool:
@@ -29,8 +30,9 @@ def _retry_after(value: str | None) -> float | None:
 
 class RestClient:
     def __init__(self, post: Callable[[Callable[[], None]], None], *, workers: int = 4,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, on_headers: Headers | None = None) -> None:
         self._post = post
+        self._on_headers = on_headers  # runs on the loop thread too, before `done`
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mdengine-rest")
         self._closed = False
@@ -42,20 +44,27 @@ class RestClient:
 
     def _fetch(self, url: str, done: Done) -> None:
         req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+        headers: Mapping[str, str] | None = None
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                status, body, ra = r.status, r.read(), None
+                status, body, ra, headers = r.status, r.read(), None, r.headers
         except urllib.error.HTTPError as e:
             try:
                 body = e.read()
             except OSError:
                 body = b""
             status, ra = e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None)
+            headers = e.headers
             e.close()
         except Exception as e:  # any transport failure becomes status 0 with its text
             status, body, ra = 0, f"{type(e).__name__}: {e}".encode(), None
-        if not self._closed:
-            self._post(lambda: done(status, body, ra))
+        if self._closed:
+            return
+        on_headers = self._on_headers
+        if on_headers is not None and headers is not None:
+            answer = dict(headers.items())
+            self._post(lambda: on_headers(url, answer))
+        self._post(lambda: done(status, body, ra))
 
     def close(self) -> None:
         self._closed = True

@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
@@ -152,7 +152,8 @@ class FeedLoop:
         self._confirmed: dict[str, float] = {}  # conn -> the last_recv it last confirmed to the sink
         self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
-        self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s)
+        self._rest = RestClient(self._post, workers=self.opts.rest_workers, timeout_s=self.opts.rest_timeout_s,
+                                on_headers=self._observe_usage)
         try:  # connection attempts share a per-IP budget too (mdengine.restbudget, "<exchange>-connect")
             self._connect_budget = restbudget.for_connect(adapter.exchange)
         except (OSError, ValueError) as e:
@@ -275,6 +276,14 @@ class FeedLoop:
             self.log.warning("connection budget unavailable (%s); connecting unpaced", e)
             self._connect_budget = None
             return 0.0
+
+    def _observe_usage(self, url: str, headers: Mapping[str, str]) -> None:
+        """An answer's report of the IP's use (where its exchange gives one) for the shared budget: weight that other
+        programs on the IP spent is counted too."""
+        try:
+            restbudget.observe(url, headers)
+        except (OSError, ValueError) as e:  # the budget's file failed: the answer stands
+            self.log.warning("REST budget unavailable for %s (%s); the server's count is not taken", url, e)
 
     def _budget_for(self, url: str) -> tuple[restbudget.RestBudget, float] | None:
         """The shared REST budget of `url` (mdengine.restbudget), or None: an unknown URL, or a budget file that

@@ -69,8 +69,9 @@ class MarketServer:
         self.rate_hz = venue.cfg.rate_hz if venue else 0.0
         self._http_seen: Counter[tuple[str, str]] = Counter()
         cfg = venue.cfg if venue else None
+        # always counting (every answer may report the IP's use); refusing only with rest_limit_scale > 0
         self.rest_limiter = RestLimiter(cfg.rest_limit_scale, cfg.rest_ban_after, cfg.rest_ban_s, cfg.rest_window_s) \
-            if cfg is not None and cfg.rest_limit_scale > 0 else None
+            if cfg is not None else None
         self._server: Any = None
         self._tasks: list[asyncio.Task] = []
 
@@ -111,11 +112,16 @@ class MarketServer:
             self.stats["faults_delivered"] += 1
             ra = str(limited.params.get("retry_after", 1))
             return _json_response(429, dumps(self.venue.too_many()), [("Retry-After", ra)])
+        usage: list[tuple[str, str]] = []
         if self.rest_limiter is not None:
-            refused = self.rest_limiter.check(request.path, time.monotonic())
+            now = time.time()
+            refused = self.rest_limiter.check(request.path, now)
+            counted = self.rest_limiter.usage(request.path, now)
+            usage = self.venue.usage_headers(*counted) if counted is not None else []
             if refused is not None:
                 self.stats[f"rest_{refused[0]}"] += 1
-                return _json_response(refused[0], dumps(self.venue.too_many()), [("Retry-After", str(refused[1]))])
+                return _json_response(refused[0], dumps(self.venue.too_many()),
+                                      [("Retry-After", str(refused[1])), *usage])
         failed = self.faults.take("http_error", path=parts.path)
         if failed is not None:  # any status, any body: a 404, a 503, or a 200 that is not JSON
             self.stats["faults_delivered"] += 1
@@ -125,7 +131,7 @@ class MarketServer:
         if res is None:
             return _json_response(404, '{"error":"unknown path"}')
         try:
-            return _json_response(res[0], dumps(res[1]))
+            return _json_response(res[0], dumps(res[1]), usage)
         except ValueError:  # pragma: no cover - defensive
             return _json_response(400, '{"error":"bad request"}')
 

@@ -370,7 +370,8 @@ class BinanceAdapter(Adapter):
     rate, next funding time) and `<s>@forceOrder` (liquidations) on the /market route unless perp=False; open
     interest is polled over REST (open_interest_interval_s). Options: trade_stream ("trade" or "aggTrade", spot only),
     max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels; lighter in a
-    start-up or resync storm, see limits.snapshot_limit),
+    start-up or resync storm, see limits.snapshot_limit), storm_weight (the weight per budget window a storm's
+    snapshots may take; default limits.storm_weight, 75 % of the market's limit),
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"
@@ -378,7 +379,7 @@ class BinanceAdapter(Adapter):
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
-                 max_streams: int | None = None, snapshot_limit: int = 1000,
+                 max_streams: int | None = None, snapshot_limit: int = 1000, storm_weight: float | None = None,
                  rotate_after_s: float = ROTATE_AFTER_S, perp: bool = True,
                  open_interest_interval_s: float = 30.0) -> None:
         super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades,
@@ -402,6 +403,10 @@ class BinanceAdapter(Adapter):
         self.max_streams = max_streams
         self.rotate_after_s = float(rotate_after_s)
         self.snapshot_limit = snapshot_limit
+        if storm_weight is not None and (isinstance(storm_weight, bool) or not isinstance(storm_weight, int | float)
+                                         or not storm_weight > 0):
+            raise ValueError(f"binance storm_weight must be a weight > 0, not {storm_weight!r}")
+        self.storm_weight = None if storm_weight is None else float(storm_weight)
         self.partial_levels = 5 if book_depth <= 5 else 10 if book_depth <= 10 else 20
         self.syms: dict[SymbolKey, SymbolSync] = {}
         self._conns: dict[str, _Conn] = {}
@@ -561,7 +566,9 @@ class BinanceAdapter(Adapter):
         sym.request_id = rid
         self._requests[rid] = sym
         base = self.endpoints[market + "_rest"].rstrip("/") + ("/api/v3/depth" if market == SPOT else "/fapi/v1/depth")
-        limit = _limits.snapshot_limit(market, self.snapshot_limit, self.book_depth, len(self._requests))
+        # every book of this market still waiting for its snapshot is part of the storm, asked for or not yet
+        storm = sum(1 for s in self.syms.values() if s.state is not LIVE and s.inst.market == market)
+        limit = _limits.snapshot_limit(market, self.snapshot_limit, self.book_depth, max(storm, 1), self.storm_weight)
         url = f"{base}?symbol={sym.inst.native}&limit={limit}"
         return FetchRest(rid, url, sym.key)
 

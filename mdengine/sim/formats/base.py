@@ -121,6 +121,10 @@ class Venue:
         """None = unknown path (404)."""
         raise NotImplementedError
 
+    def usage_headers(self, key: str, used: float) -> list[tuple[str, str]]:
+        """Headers reporting the IP's use of REST budget `key` (`used` in its current window); none by default."""
+        return []
+
     def too_many(self) -> Any:
         raise NotImplementedError
 

@@ -258,6 +258,10 @@ class BinanceVenue(Venue):
         combined = isinstance(session, BinanceSession) and session.combined
         return [Out({"stream": "!serverShutdown", "data": ev} if combined else ev)]
 
+    def usage_headers(self, key: str, used: float) -> list[tuple[str, str]]:
+        """Every answer reports the weight the IP used in the current minute (BN-SPOT rest-api.md "IP Limits")."""
+        return [("X-MBX-USED-WEIGHT-1M", str(int(used)))]
+
     def too_many(self) -> Any:
         return {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
 
