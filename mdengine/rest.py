@@ -155,7 +155,7 @@ def fetch(url: str, timeout: float = 2.0, exchange: str = "") -> bytes:
         body = e.read() if e.fp is not None else b""
         if budget is not None and e.headers is not None:
             _observe(url, e.headers)
-        if e.code in (418, 429) and budget is not None:  # every process on the box honours its Retry-After
+        if budget is not None and restbudget.is_limit_answer(budget[0].key, e.code):  # everyone honours it
             try:
                 budget[0].penalise(e.code, _retry_after(e.headers.get("Retry-After") if e.headers else None))
             except OSError:

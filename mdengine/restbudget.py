@@ -237,8 +237,12 @@ class RestBudget:
             time.sleep(min(wait, 1.0))
 
     def penalise(self, status: int, retry_after_s: float | None) -> None:
-        """A 429 / 418 answer: block the bucket for everyone for its Retry-After, and empty it."""
-        if retry_after_s is None:  # one window (a Binance ban lasts 2 minutes at least)
+        """A 429 / 418 answer (or the exchange's own ban status, see is_limit_answer): block the bucket for everyone
+        for its Retry-After, and empty it."""
+        own = getattr(_limits_of(self.key), "BAN_STATUS", {}).get(status)
+        if retry_after_s is None and own is not None:  # the exchange's documented block
+            ban = own
+        elif retry_after_s is None:  # one window (a Binance ban lasts 2 minutes at least)
             ban = max(self.window_ns / 1e9, BAN_418_S if status == 418 else 0.0)
         else:
             ban = min(max(retry_after_s, 0.0), MAX_BAN_S)
@@ -341,6 +345,12 @@ def for_url(url: str) -> tuple[RestBudget, float] | None:
     return budget, weight
 
 
+def is_limit_answer(key: str, status: int) -> bool:
+    """Does HTTP `status` on budget `key` say the IP is over its limit (429, a 418 ban, or the exchange's own, e.g.
+    Bybit's 403)? Everyone on the box then honours it (RestBudget.penalise)."""
+    return status in (418, 429) or status in getattr(_limits_of(key), "BAN_STATUS", {})
+
+
 def observe(url: str, headers: Mapping[str, str], now_s: float | None = None) -> bool:
     """Hand an answer's headers to the budget of `url`, when its exchange reports the IP's use in them (the
     exchange's `limits.server_usage`); True if the budget took less for it. Raises OSError if the budget's file
@@ -405,5 +415,5 @@ def usage_all(scope_name: str | None = None) -> list[dict[str, object]]:
     return out
 
 
-__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_connect", "for_url", "observe",
-           "scope", "usage_all"]
+__all__ = ["BudgetExhausted", "RestBudget", "budgets", "cost", "existing", "for_connect", "for_url", "is_limit_answer",
+           "observe", "scope", "usage_all"]

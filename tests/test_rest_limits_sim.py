@@ -230,3 +230,25 @@ def test_weight_spent_around_mdengine_slows_the_budget_instead_of_drawing_429s(_
         assert u["requests"] == 40 and u["adoptions"] > 0, u  # the outsider's weight was counted
         assert u["waits"] > 0
         assert sim.servers["binance-usdm"].rest_limiter.peak_ratio() <= 1.0
+
+
+def test_a_bybit_403_holds_back_every_rest_get_on_the_box(_private_rest_budgets):
+    """Bybit's answer to an IP over its limit is "403, access too frequent" and a 10-minute block: the next GET
+    through the budget does not go out (the client's fallback gets a 429-like RestError at once)."""
+    with Simulator(exchanges=["bybit"], rate_hz=1) as sim:
+        sim.inject("bybit", "http_error", status=403, body="access too frequent")
+        sym = rest.resolve("bybit", "BTC/USDT")
+        try:
+            rest.fetch_depth(sim.rest_url("bybit"), sym, 5, timeout=5)
+            raise AssertionError("the injected 403 did not come")
+        except rest.RestError as e:
+            assert e.status == 403
+        sent = sim.stats("bybit")["rest_requests"]
+        t0 = time.monotonic()
+        try:
+            rest.fetch_depth(sim.rest_url("bybit"), sym, 5, timeout=2)
+            raise AssertionError("a GET went out during the block")
+        except rest.RestError as e:
+            assert e.status == 429 and "bybit" in str(e)
+        assert time.monotonic() - t0 < 1.0 and sim.stats("bybit")["rest_requests"] == sent
+        assert restbudget.RestBudget("bybit").usage()["blocked_s"] > 590

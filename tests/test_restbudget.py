@@ -169,3 +169,15 @@ def test_observe_reads_the_exchanges_header_for_the_budget_of_the_url(scope):
     assert rb.observe("https://api.bybit.com/v5/market/orderbook?category=spot",
                       {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10"}) is False  # per UID, not the IP's use
     assert rb.observe("https://example.com/x", {"X-MBX-USED-WEIGHT-1M": "9999"}) is False
+
+
+def test_bybits_403_blocks_the_ip_for_ten_minutes_and_only_on_bybit(scope):
+    """Bybit answers an IP over 600 requests per 5 s with "403, access too frequent" and blocks it 10 minutes
+    (BY-DOC rate-limit.mdx); a 403 elsewhere is no limit answer."""
+    assert rb.is_limit_answer("bybit", 403) and rb.is_limit_answer("bybit", 429)
+    assert not rb.is_limit_answer("binance-spot", 403) and rb.is_limit_answer("binance-spot", 418)
+    b = rb.RestBudget("bybit")
+    b.penalise(403, None)
+    assert 595.0 < b.reserve(1.0) <= 600.0
+    b.unlink()
+    b.close()

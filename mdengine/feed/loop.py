@@ -240,7 +240,8 @@ class FeedLoop:
                 retry_in = backoff.next()
                 if retry_after is not None:
                     retry_in = max(retry_in, min(retry_after, self.opts.rest_retry_after_max_s))
-            if status in (418, 429) and budget is not None:  # everyone on the box honours it, not only this GET
+            # everyone on the box honours a limit answer (429, 418, Bybit's 403), not only this GET
+            if budget is not None and restbudget.is_limit_answer(budget[0].key, status):
                 try:
                     budget[0].penalise(status, retry_after)
                 except OSError as e:

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 
 BUDGETS: dict[str, tuple[float, float]] = {"bybit": (600.0, 5.0),
                                            "bybit-connect": (500.0, 300.0)}  # WebSocket connections per IP
+# answers that mean the IP is over its limit, beside 429 and 418, and how long they block it (seconds) when they
+# carry no Retry-After: "403, access too frequent" and a 10-minute block (the same page, "HTTP IP limit")
+BAN_STATUS: dict[int, float] = {403: 600.0}
 
 
 def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:
