@@ -269,11 +269,16 @@ class BinanceVenue(Venue):
         ep = path[len(base) :]
         if ep == "exchangeInfo":
             return 200, self.exchange_info(q.get("symbol"))
-        if ep == "openInterest" and self.futures:  # BN-UM "Open Interest", from the perp model
+        if ep in ("openInterest", "premiumIndex") and self.futures:  # BN-UM "Open Interest", "Mark Price"
             model = self.models.get(q.get("symbol", ""))
             if model is None:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}
             perp = self.perps.of(model, now_ms())
+            if ep == "premiumIndex":  # the markPrice stream's values (mark_price), under the REST names
+                m = self.mark_price(model, perp, now_ms())
+                return 200, {"symbol": m["s"], "markPrice": m["p"], "indexPrice": m["i"],
+                             "estimatedSettlePrice": m["P"], "lastFundingRate": m["r"], "interestRate": "0.00010000",
+                             "nextFundingTime": m["T"], "time": m["E"]}
             return 200, {"openInterest": model.inst.qty(perp.open_interest_lots), "symbol": model.inst.native,
                          "time": now_ms()}
         if ep not in ("depth", "trades"):

@@ -30,6 +30,10 @@ def _orders(lots: int) -> str:
     return str(1 + lots % 5)  # stable per level, so snapshot and updates agree
 
 
+# REST path -> the perp channel whose data it answers
+_PERP_REST = {"/api/v5/public/mark-price": "mark-price", "/api/v5/market/index-tickers": "index-tickers",
+              "/api/v5/public/funding-rate": "funding-rate", "/api/v5/public/open-interest": "open-interest"}
+
 class OkxSession(Session):
     def __init__(self, venue: OkxVenue, path: str, query: dict[str, str]) -> None:
         super().__init__(venue, path, query)
@@ -311,6 +315,15 @@ class OkxVenue(Venue):
             if q.get("instId"):
                 data = [d for d in data if d["instId"] == q["instId"]]
             return 200, {"code": "0", "msg": "", "data": data}
+        perp = _PERP_REST.get(path)
+        if perp is not None:  # the perp channels' data, from the same model (OKX-DOC public data: same fields)
+            ident = q.get("instId", "")
+            model = self.models.get(ident) if perp != "index-tickers" else next(
+                (self.models[k] for k in self.index_users(ident)), None)
+            if model is None or model.inst.kind == "spot":
+                return 200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
+            return 200, {"code": "0", "msg": "", "data": [self.perp_data(perp, ident, model,
+                                                                          self.perps.of(model, model_now(model)))]}
         if path not in ("/api/v5/market/books", "/api/v5/market/trades"):
             return None
         model = self.models.get(q.get("instId", ""))
