@@ -57,6 +57,7 @@ _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
 #: lower one is the documented maintenance reset, applied and counted, not routine
 CHAIN = Chain(ChainKind.PREV_ID, same_id_ok=True)
 _PERP_MARKETS = ("SWAP", "FUTURES")
+_CHANNEL_ID_RE = re.compile(r"channel:([\w-]+),\s*instId:([\w-]+)")  # in an error's msg
 _PERP_CHANNELS = frozenset({"mark-price", "index-tickers", "funding-rate", "open-interest", "liquidation-orders"})
 _ORDER_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 
@@ -169,6 +170,22 @@ class OkxAdapter(WsBookAdapter):
             if key in self._perp_seen:
                 self._perp_seen.discard(key)
                 out.append(PerpInvalid(key, f"connection {conn} closed: {reason}"))
+        return out
+
+    def _perp_refused(self, channel: str, ident: str, text: str) -> list[Event]:
+        """`channel` of `ident` was refused: its symbols' perp records take nothing more (a record merging the
+        other channels would look live with this channel's fields frozen) and stay stale, with the reason."""
+        out: list[Event] = []
+        for sym in list(self._perp_alias.get((channel, ident), ())):
+            for key, syms in list(self._perp_alias.items()):
+                if sym in syms:
+                    rest = [x for x in syms if x is not sym]
+                    if rest:
+                        self._perp_alias[key] = rest
+                    else:
+                        del self._perp_alias[key]
+            self._perp_seen.discard(sym.key)
+            out.append(PerpInvalid(sym.key, f"perp channel {channel} refused: {text}"))
         return out
 
     def _on_perp(self, conn: str, channel: str, arg: dict, rows: list, recv_ns: int) -> list[Event]:
@@ -317,7 +334,9 @@ class OkxAdapter(WsBookAdapter):
             if req is not None and req[0] == "unsubscribe":
                 return [Notice(conn, text)]
             if req is not None and req[2] and all(a.get("channel") in _PERP_CHANNELS for a in req[2]):
-                return [SubscribeFailed(None, conn, f"{text} (perp channels; the books are not affected)")]
+                out: list[Event] = [SubscribeFailed(None, conn, f"{text} (perp channels; the books are not affected)")]
+                m = _CHANNEL_ID_RE.search(str(msg.get("msg", "")))
+                return out + (self._perp_refused(m.group(1), m.group(2), text) if m else [])
             m = _INST_ID_RE.search(str(msg.get("msg", "")))
             return self._refused(self._alias.get(m.group(1)) if m else None, conn, text)
         if ev == "notice":  # 64008: service upgrade, the server closes in ~60 s

@@ -113,7 +113,7 @@ class BinanceSession(Session):
             return Reply([Out({"code": 2, "msg": "Invalid request: too many streams", "id": rid})])  # synthetic
         for p in params:
             m = _STREAM.match(p)
-            if m and self.refuse(m.group(1).upper()):
+            if m and self.refuse(m.group(1).upper(), p):
                 return Reply([Out({"code": 2, "msg": f"Invalid request: cannot subscribe to {p}", "id": rid})])
         for p in params:
             self._add(p)

@@ -60,7 +60,7 @@ class BitgetSession(Session):
             arg = {"instType": it, "channel": ch, "instId": inst}
             futures = key in self.gv.models and self.gv.models[key].inst.kind != "spot"
             if (ch not in _BOOKS and ch != "trade" and not (ch == "ticker" and futures)) or key not in self.gv.models \
-                    or (op == "subscribe" and self.refuse(key)):
+                    or (op == "subscribe" and self.refuse(key, ch)):
                 out.append(Out({"event": "error", "arg": arg, "code": 30001,
                                 "msg": f"instType:{it},channel:{ch},instId:{inst} doesn't exist"}))
                 continue

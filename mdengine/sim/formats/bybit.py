@@ -68,7 +68,7 @@ class BybitSession(Session):
         parsed = []
         for a in args:
             t = self._parse(a)
-            if t is None or (op == "subscribe" and self.refuse(t[0])):
+            if t is None or (op == "subscribe" and self.refuse(t[0], str(a))):
                 return Reply([self._ack(op, rid, False, f"Invalid symbol :[{a}]")])  # text (unverified)
             parsed.append((a, t))
         out = [self._ack(op, rid)]

@@ -76,7 +76,7 @@ class OkxSession(Session):
                 out.append(self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist. "
                                      "Please use the correct URL, channel and parameters referring to API document."))
                 continue
-            if op == "subscribe" and self.refuse(inst):
+            if op == "subscribe" and self.refuse(inst, ch):
                 out.append(self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist."))
                 continue
             ack = {"id": rid} if rid is not None else {}
@@ -113,7 +113,7 @@ class OkxSession(Session):
             ok = bool(self.ov.index_users(ident))
         else:
             m = self.ov.models.get(ident)
-            ok = m is not None and m.inst.kind != "spot" and not (op == "subscribe" and self.refuse(ident))
+            ok = m is not None and m.inst.kind != "spot" and not (op == "subscribe" and self.refuse(ident, ch))
         if not ok:
             return [self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{ident} doesn't exist. "
                               "Please use the correct URL, channel and parameters referring to API document.")]
