@@ -432,6 +432,10 @@ def test_a_refused_perp_channel_is_reported_and_leaves_the_books_alone():
     rid = json.loads(perp.payload)["id"]
     err = {"id": rid, "event": "error", "code": "60018", "msg": "Wrong URL or channel:funding-rate,instId:"
            "BTC-USDT-SWAP doesn't exist.", "connId": "a4d3ae55"}
-    (ev,) = a.on_frame(CONN, json.dumps(err), 6)
+    ev, invalid = a.on_frame(CONN, json.dumps(err), 6)
     assert isinstance(ev, SubscribeFailed) and ev.key is None and "perp channels" in ev.message
     assert ("SWAP", "BTC-USDT-SWAP") in a.syms
+    # the record stays stale: the channels OKX did accept must not make it look live with funding frozen
+    assert isinstance(invalid, PerpInvalid) and invalid.key == ("SWAP", "BTC-USDT-SWAP") and "funding-rate" in \
+        invalid.detail
+    assert a.on_frame(CONN, _push("mark-price", {"instId": "BTC-USDT-SWAP"}, [MARK]), 7) == []
