@@ -13,10 +13,11 @@ WebSocket snapshot is OKX's only sync point (no REST snapshot carries a seqId).
 Sizes on derivatives are contracts; Instrument.contract_value carries `ctVal`.
 Perpetual data (SWAP and FUTURES unless perp=False; OKX-DOC public-data WebSocket pages of 2026-07): `mark-price`
 (markPx), `index-tickers` on the index (the instId without its last part: BTC-USDT for BTC-USDT-SWAP; idxPx),
-`funding-rate` (SWAP only: fundingRate for the settlement at fundingTime; nextFundingRate, "" since OKX dropped
-`next_period`, is absent), `open-interest` (oi, in contracts) and `liquidation-orders` (by instType, so every
-instrument's: those of other symbols are dropped; side is the liquidation order's side, bkPx its price, sz contracts).
-They go in requests of their own, so a refusal names them and never touches the books.
+`funding-rate` (SWAP only: fundingRate for the settlement at fundingTime; nextFundingRate when OKX forecasts it,
+"" with method current_period, then absent), `open-interest` (oi, in contracts) and `liquidation-orders` (by
+instType, so every instrument's: those of other symbols are dropped; side is the liquidation order's side, bkPx its
+price, sz contracts). They go in requests of their own, so a refusal names them and never touches the books; the
+refused channel's symbols take no more perp pushes and their records stay stale.
 """
 
 from __future__ import annotations

@@ -233,8 +233,9 @@ class OkxVenue(Venue):
                     "nextFundingTime": str(perp.next_funding + perp.period), "premium": "0.0001",
                     "settFundingRate": f"{perp.funding_rate:.16f}", "settState": "settled", "ts": str(ts)}
         oi = perp.open_interest_lots
-        return {"instId": ident, "instType": "SWAP", "oi": str(oi), "oiCcy": f"{oi * float(model.inst.ct_val or 1):g}",
-                "ts": str(ts)}
+        ccy = oi * float(model.inst.ct_val or 1)
+        return {"instId": ident, "instType": "SWAP", "oi": str(oi), "oiCcy": f"{ccy:g}",
+                "oiUsd": f"{ccy * perp.mark():.2f}", "ts": str(ts)}
 
     def liquidation(self, model: BookModel, perp: PerpModel, new: list) -> dict[str, Any]:
         index = model.inst.native.rsplit("-", 1)[0]
