@@ -188,3 +188,18 @@ def test_a_stopped_feeds_perp_record_is_served_from_rest_marked_as_such(writer_h
     with Client(namespace, endpoints=sim.endpoints()) as c:  # neither: the last record, flagged
         p = c.perp("binance", "BTC/USDT:USDT")
         assert (p.mark_price, p.source, p.stale) == (100.5, "shm", True)
+
+
+def test_fmz_GetFundings_has_fmzs_funding_fields_and_uses_the_rest_fallback(namespace, engine, sim):  # noqa: N802
+    """FMZ's Funding structure: Info, Symbol, Interval (ms), Time (ms of the coming settlement), Rate. The facade's
+    client falls back to REST, so an unsubscribed perpetual is read there."""
+    from mdengine.client.fmz import Exchange
+    from mdengine.sim.formats.perp import FUNDING_PERIOD_MS
+
+    with Client(namespace, max_age=3.0, rest_fallback=True, endpoints=sim.endpoints()) as c:
+        ex = Exchange("okx", "BTC_USDT.swap", client=c)
+        (f,) = ex.GetFundings()
+        assert set(f) == {"Info", "Symbol", "Interval", "Time", "Rate"}
+        assert f["Symbol"] == "BTC_USDT.swap" and f["Interval"] is None  # no stream carries the period: absent
+        assert f["Time"] % FUNDING_PERIOD_MS == 0 and abs(f["Rate"]) < 0.01
+        assert f["Info"]["Source"] == "rest" and f["Info"]["MarkPrice"] > 0 and not f["Info"]["Stale"]
