@@ -5,7 +5,7 @@ Spot chains diffs U == prev u + 1; USDⓈ-M chains pu == prev u with non-contigu
 markPrice and forceOrder to /market; a stream on the wrong route, or for an unknown symbol, is acked and gets no
 data. markPrice frames come every 1 s (@1s) or 3 s from the shared perp model (formats/perp.py); forceOrder
 pushes the model's liquidations (at most one per second per symbol, as Binance's snapshot stream); REST
-``/fapi/v1/openInterest`` answers the model's open interest.
+``/fapi/v1/openInterest`` answers the model's open interest and ``/fapi/v1/premiumIndex`` its markPrice values.
 """
 
 from __future__ import annotations
