@@ -11,7 +11,7 @@ import pytest
 from test_client import Feed, Host
 
 from mdengine import rest
-from mdengine.client import Client
+from mdengine.client import Client, NoPerpData
 from mdengine.core.types import MarketKind
 from mdengine.rest import RestError
 
@@ -167,6 +167,8 @@ def test_a_failed_rest_perp_read_names_the_exchanges_error(namespace, engine, si
     with Client(namespace, rest_fallback=True, endpoints=sim.endpoints()) as c:
         with pytest.raises(RestError, match="Invalid symbol"):
             c.perp("binance", "NOPE/USDT:USDT")
+        with pytest.raises(NoPerpData):  # spot, not subscribed: nothing asked of REST
+            c.perp("okx", "BTC/USDT")
         assert c.statistics().rest_failures >= 1
 
 

@@ -35,7 +35,7 @@ import numpy as np
 from .. import rest
 from .. import store as _store
 from ..engine.config import resolve_namespace
-from ..errors import EngineNotFound, StaleBookError, UnknownSymbol
+from ..errors import EngineNotFound, NoPerpData, StaleBookError, UnknownSymbol
 from ..store import futex
 from ..store import layout as L
 from ..store.reader import BookReader, LiquidationReader, PerpReader, SegmentReader, TradeReader
@@ -619,6 +619,8 @@ class Perp(_Handle):
         cached = self._rest
         if cached is not None and now - cached[0] < REST_CACHE_S * 1e9:
             return fallback.perp_from(cached[1], (now - cached[0]) / 1e9)
+        if self.reader is None and self.rest_symbol().kind == L.MarketKind.SPOT:
+            raise NoPerpData(f"{self.exchange}: {self.requested!r} is spot: it has no perp data")
         try:
             record = self.client._fallback.perp(self.rest_symbol)
         except (rest.RestError, ValueError) as e:
