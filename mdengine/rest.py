@@ -1,6 +1,7 @@
-"""REST fallback: depth and recent trades of any exchange, by pure builders and parsers, and one small urllib fetch.
+"""REST fallback: depth, recent trades and perp records of any exchange, by pure builders and parsers, and one
+small urllib fetch.
 
-Used by the Client when a book is stale or its symbol is not subscribed yet. Everything here except
+Used by the Client when a book (or perp record) is stale or its symbol is not subscribed yet. Everything here except
 `fetch` is pure (URL in, bytes in, values out), so the parsers are tested on exact exchange bodies. This module
 names no exchange: each exchange's URLs, envelopes and parsers live in its package (`mdengine.exchanges.<name>.rest`),
 which these functions ask through `mdengine.exchanges.exchange`.
@@ -22,7 +23,7 @@ import numpy as np
 from . import restbudget
 from .exchanges import EXCHANGES, trade_id
 from .exchanges import exchange as _exchange
-from .exchanges._rest import RestBook, RestError, RestSymbol
+from .exchanges._rest import RestBook, RestError, RestPerp, RestSymbol
 from .exchanges._rest import short as _short
 from .store.layout import TRADE_DTYPE, MarketKind
 
@@ -101,6 +102,11 @@ def trades_url(base: str, sym: RestSymbol, limit: int = 100) -> str:
     return _rest_of(sym.exchange).trades_url(base, sym, limit)
 
 
+def perp_urls(base: str, sym: RestSymbol) -> list[str]:
+    """GET urls whose answers together make a perp record (one to four, by exchange); ValueError for spot."""
+    return _rest_of(sym.exchange).perp_urls(base, sym)
+
+
 # ----------------------------------------------------------------------------- parsers
 def _load(exchange: str, body: bytes | str) -> object:
     try:
@@ -127,6 +133,19 @@ def parse_trades(exchange: str, body: bytes | str, recv_ts_ns: int = 0) -> np.nd
         return np.array(rows, dtype=TRADE_DTYPE)
     except OverflowError as e:  # a time or id beyond int64
         raise RestError(f"{exchange}: out-of-range value in REST trades: {e}") from e
+
+
+def parse_perp(exchange: str, bodies: list[bytes | str]) -> RestPerp:
+    """A perp record from the answers to `perp_urls`, in their order. Raises RestError (with the exchange's message)
+    on error bodies, and for a value outside the feed's range rule (mdengine.limits.perp_fields)."""
+    rest = _rest_of(exchange)
+    docs = [_load(exchange, b) for b in bodies]
+    try:
+        return rest.parse_perp(docs)
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, RestError):
+            raise
+        raise RestError(f"{exchange}: bad REST perp answer: {e!r}") from e
 
 
 # ----------------------------------------------------------------------------- I/O
@@ -205,5 +224,11 @@ def fetch_trades(base: str, sym: RestSymbol, limit: int = 100, timeout: float = 
     return parse_trades(sym.exchange, fetch(trades_url(base, sym, limit), timeout, sym.exchange), recv_ts_ns)
 
 
-__all__ = ["DEFAULT_REST", "RestBook", "RestError", "RestSymbol", "depth_url", "fetch", "fetch_depth", "fetch_trades",
-           "parse_depth", "parse_trades", "resolve", "rest_endpoints", "trade_id", "trades_url"]
+def fetch_perp(base: str, sym: RestSymbol, timeout: float = 2.0) -> RestPerp:
+    """A perp record of `sym` over REST: its requests one after another, each through the shared REST budget."""
+    return parse_perp(sym.exchange, [fetch(url, timeout, sym.exchange) for url in perp_urls(base, sym)])
+
+
+__all__ = ["DEFAULT_REST", "RestBook", "RestError", "RestPerp", "RestSymbol", "depth_url", "fetch", "fetch_depth",
+           "fetch_perp", "fetch_trades", "parse_depth", "parse_perp", "parse_trades", "perp_urls", "resolve",
+           "rest_endpoints", "trade_id", "trades_url"]

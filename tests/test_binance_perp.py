@@ -118,13 +118,14 @@ def test_the_publisher_merges_perp_stats_and_appends_liquidations(namespace):
 
 def test_open_interest_is_polled_by_rest_in_turns_within_the_weight_budget():
     a = _adapter(open_interest_interval_s=10.0)
+    a.on_frame(MARKET, _frame("btcusdt@markPrice@1s", MARK_PRICE), 1)  # the mark stream is live
     (req,) = a.poll(100.0)
     assert isinstance(req, FetchRest) and req.url.endswith("/fapi/v1/openInterest?symbol=BTCUSDT")
     assert a.poll(100.5) == []  # the answer is outstanding, and the next is not due
     body = b'{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011}'  # BN-UM's example
     (ev,) = a.on_rest(req.request_id, 200, body, 5)
     assert isinstance(ev, PerpStatsUpdate) and ev.fields == {"open_interest": 10659.509}
-    assert ev.exch_ts_ns == 1589437530011 * 1_000_000
+    assert (ev.exch_ts_ns, ev.recv_ts_ns) == (0, 0)  # the record's times (and age) stay the mark stream's
     assert a.poll(105.0) == []
     (req,) = a.poll(110.0)  # one symbol: every 10 s
     (ev,) = a.on_rest(req.request_id, 429, b"too many", 6)
@@ -137,8 +138,40 @@ def test_open_interest_is_polled_by_rest_in_turns_within_the_weight_budget():
     assert _adapter(perp=False).poll(100.0) == [] and _adapter(open_interest_interval_s=0).poll(100.0) == []
 
 
+def test_open_interest_waits_for_a_live_mark_stream_so_a_lost_or_refused_one_stays_stale():
+    a = _adapter()
+    (req,) = a.poll(1.0)
+    body = b'{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011}'
+    assert a.on_rest(req.request_id, 200, body, 5) == []  # no markPrice yet: nothing would say the record is live
+    a.on_frame(MARKET, _frame("btcusdt@markPrice@1s", MARK_PRICE), 6)
+    (req,) = a.poll(100.0)
+    assert len(a.on_rest(req.request_id, 200, body, 7)) == 1
+    a.on_close(MARKET, "reset")  # PerpInvalid; open interest alone must not make the record look live again
+    (req,) = a.poll(200.0)
+    assert a.on_rest(req.request_id, 200, body, 8) == []
+
+
+def test_a_refused_perp_stream_leaves_the_books_and_trades_subscribed():
+    from mdengine.events import Send, SubscribeFailed
+
+    a = BinanceAdapter(InstrumentIndex([SPOT, PERP]))
+    a.subscribe(PERP)
+    sends = [e for e in a.on_open(MARKET) if isinstance(e, Send)]
+    (req,) = [json.loads(s.payload) for s in sends]
+    assert set(req["params"]) == {"btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@forceOrder"}
+    refusal = json.dumps({"code": 2, "msg": "Invalid request: cannot subscribe", "id": req["id"]})
+    retry = [json.loads(e.payload) for e in a.on_frame(MARKET, refusal, 1) if isinstance(e, Send)]
+    assert [set(r["params"]) for r in retry] == [{"btcusdt@aggTrade"}, {"btcusdt@markPrice@1s", "btcusdt@forceOrder"}]
+    events = a.on_frame(MARKET, json.dumps({"code": 2, "msg": "Invalid request", "id": retry[1]["id"]}), 2)
+    assert [type(e) for e in events] == [SubscribeFailed, PerpInvalid]
+    assert events[0].key is None and "books kept" in events[0].message  # not the symbol's books: only its perp part
+    assert PERP.key in a.syms
+    assert a.on_frame(MARKET, _frame("btcusdt@markPrice@1s", MARK_PRICE), 3) == []  # no longer subscribed
+
+
 def test_a_bad_open_interest_answer_is_a_protocol_error():
     a = _adapter()
+    a.on_frame(MARKET, _frame("btcusdt@markPrice@1s", MARK_PRICE), 1)
     (req,) = a.poll(1.0)
     (ev,) = a.on_rest(req.request_id, 200, b'{"openInterest": "-3", "symbol": "BTCUSDT", "time": 1}', 1)
     assert isinstance(ev, ProtocolError) and ev.key == PERP.key

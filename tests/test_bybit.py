@@ -325,3 +325,19 @@ def test_all_liquidation_side_is_the_position_so_the_order_is_the_other_side():
     bad_ticker = {**TICKER_SNAPSHOT, "data": {**TICKER_SNAPSHOT["data"], "markPrice": "-3"}}
     (ev,) = a.on_frame("linear-0", json.dumps(bad_ticker), 9)
     assert isinstance(ev, ProtocolError)
+
+
+def test_a_refused_tickers_topic_keeps_the_books_and_the_other_perp_topics():
+    idx = _index()
+    a = BybitAdapter(idx)
+    a.subscribe(idx.resolve("BTC/USDT:USDT"))
+    a.subscribe(next(i for i in idx if i.native == "BTCUSDT-26JUN26"))
+    (req,) = [json.loads(e.payload) for e in a.on_open("linear-0")]
+    assert {"tickers.BTCUSDT", "tickers.BTCUSDT-26JUN26"} <= set(req["args"])
+    refusal = {"success": False, "ret_msg": "Invalid symbol :[tickers.BTCUSDT]", "conn_id": "x",
+               "req_id": req["req_id"], "op": "subscribe"}
+    events = a.on_frame("linear-0", json.dumps(refusal), 1)
+    assert _kinds(events) == ["SubscribeFailed", "Send"]
+    assert events[0].key is None and "books kept" in events[0].message  # the symbol's books are not refused
+    assert ("linear", "BTCUSDT") in a.syms
+    assert set(json.loads(events[1].payload)["args"]) == set(req["args"]) - {"tickers.BTCUSDT"}

@@ -369,7 +369,8 @@ FUNDING = {"formulaType": "noRate", "fundingRate": "0.0001875391284828", "fundin
            "current_period", "maxFundingRate": "0.00375", "minFundingRate": "-0.00375", "nextFundingRate": "",
            "nextFundingTime": "1700755200000", "premium": "0.0001233824646391", "settFundingRate":
            "0.0001699799259033", "settState": "settled", "ts": "1700724675402"}
-OPEN_INTEREST = {"instId": "BTC-USDT-SWAP", "instType": "SWAP", "oi": "5000", "oiCcy": "50", "ts": "1597026383085"}
+OPEN_INTEREST = {"instId": "BTC-USDT-SWAP", "instType": "SWAP", "oi": "5000", "oiCcy": "50", "oiUsd": "4990000",
+                 "ts": "1597026383085"}
 LIQUIDATION = {"details": [{"bkLoss": "0", "bkPx": "42000.5", "ccy": "", "posSide": "short", "side": "buy",
                             "sz": "13", "ts": "1692266434010"}],
                "instFamily": "BTC-USDT", "instId": "BTC-USDT-SWAP", "instType": "SWAP", "uly": "BTC-USDT"}
@@ -407,6 +408,9 @@ def test_perp_pushes_merge_into_perp_stats():
     assert i.key == key and i.fields == {"index_price": 42300.1}  # not the spot BTC-USDT book's
     (f,) = a.on_frame(CONN, _push("funding-rate", {"instId": "BTC-USDT-SWAP"}, [FUNDING]), 3)
     assert f.fields == {"funding_rate": 0.0001875391284828, "next_funding_ns": 1700726400000 * 1_000_000}
+    forecast = {**FUNDING, "method": "next_period", "nextFundingRate": "0.00021"}  # documented, "" today
+    (f,) = a.on_frame(CONN, _push("funding-rate", {"instId": "BTC-USDT-SWAP"}, [forecast]), 3)
+    assert f.fields["next_funding_rate"] == 0.00021
     (o,) = a.on_frame(CONN, _push("open-interest", {"instId": "BTC-USDT-SWAP"}, [OPEN_INTEREST]), 4)
     assert o.fields == {"open_interest": 5000.0}
     assert [type(e) for e in a.on_close(CONN, "reset")].count(PerpInvalid) == 1
@@ -432,6 +436,10 @@ def test_a_refused_perp_channel_is_reported_and_leaves_the_books_alone():
     rid = json.loads(perp.payload)["id"]
     err = {"id": rid, "event": "error", "code": "60018", "msg": "Wrong URL or channel:funding-rate,instId:"
            "BTC-USDT-SWAP doesn't exist.", "connId": "a4d3ae55"}
-    (ev,) = a.on_frame(CONN, json.dumps(err), 6)
+    ev, invalid = a.on_frame(CONN, json.dumps(err), 6)
     assert isinstance(ev, SubscribeFailed) and ev.key is None and "perp channels" in ev.message
     assert ("SWAP", "BTC-USDT-SWAP") in a.syms
+    # the record stays stale: the channels OKX did accept must not make it look live with funding frozen
+    assert isinstance(invalid, PerpInvalid) and invalid.key == ("SWAP", "BTC-USDT-SWAP") and "funding-rate" in \
+        invalid.detail
+    assert a.on_frame(CONN, _push("mark-price", {"instId": "BTC-USDT-SWAP"}, [MARK]), 7) == []

@@ -46,7 +46,7 @@ def perp_feeds():
                 endpoints=BitgetAdapter.sim_endpoints(sim.endpoints()), book_depth=20, book_capacity=20)))
             for f in feeds:
                 f.wait_live(PERP)
-            yield ns, sim
+            yield ns, sim, dict(zip(["binance", "bybit", "okx", "bitget"], feeds, strict=True))
         finally:
             for f in feeds:
                 f.close()
@@ -57,7 +57,7 @@ def perp_feeds():
 
 @pytest.mark.parametrize("exchange", EXCHANGES)
 def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchange):
-    ns, sim = perp_feeds
+    ns, sim, feeds = perp_feeds
     with Client(ns) as c:
         p = wait(lambda: (x := c.perp(exchange, PERP)) and not x.stale and not math.isnan(x.open_interest) and x, 20,
                  "live perp stats with open interest")
@@ -81,7 +81,7 @@ def test_a_feed_against_the_simulator_serves_live_perp_stats(perp_feeds, exchang
 
 @pytest.mark.parametrize("exchange", HAS_LIQUIDATIONS)
 def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange):
-    ns, sim = perp_feeds
+    ns, sim, feeds = perp_feeds
     with Client(ns) as c:
         stream = c.liquidation_stream(exchange, PERP)
         assert c.wait(20, [stream]) == [stream]
@@ -93,13 +93,70 @@ def test_liquidation_bursts_reach_the_client_and_wake_wait(perp_feeds, exchange)
         assert abs(r["price"] / ((top.bid + top.ask) / 2) - 1) < 0.01
 
 
-def test_a_silent_connection_makes_the_perp_record_stale_then_live_again(perp_feeds):
-    """The perp record follows the books' freshness rule: silence on its connection is stale within stale_after_s
-    (3 s), with the reason; the feed replaces the connection and the record is live again."""
-    ns, sim = perp_feeds
+MARKET = {"binance": "binance-usdm", "bybit": "bybit", "okx": "okx", "bitget": "bitget"}  # the simulator's
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_silent_connection_makes_the_perp_record_stale_served_by_rest_then_live_again(perp_feeds, exchange):
+    """The perp record follows the books' freshness rules: during silence on its connection it ages (nothing, not
+    even Binance's polled open interest, refreshes it) and is stale within stale_after_s (3 s), with the reason;
+    meanwhile a client with max_age and rest_fallback reads it from the simulator's REST; then it is live again."""
+    ns, sim, feeds = perp_feeds
+    with Client(ns) as c, Client(ns, max_age=3.0, rest_fallback=True, endpoints=sim.endpoints()) as rc:
+        wait(lambda: not c.perp(exchange, PERP).stale, 20, "live perp stats")
+        assert rc.perp(exchange, PERP).source == "shm"
+        sim.inject(MARKET[exchange], "silent", seconds=10.0)  # the sockets stay open; no frame comes back on them
+        try:
+            wait(lambda: c.perp(exchange, PERP).age_s > 3.5, 15, "the perp record ageing")
+            if exchange != "binance":  # Binance: the simulator's silence lets WebSocket pongs through, and the feed
+                # takes them as the connection's confirmation (a known simulator issue, not this record's rule)
+                p = wait(lambda: (x := c.perp(exchange, PERP)).stale and x, 15, "stale perp stats")
+                assert "nothing received" in p.reason, p
+            served = rc.perp(exchange, PERP)
+            if c.perp(exchange, PERP).age_s > 3.0:  # (not replaced yet: the usual case)
+                assert served.source == "rest" and not served.stale and served.mark_price > 0, served
+            wait(lambda: (x := c.perp(exchange, PERP)).age_s < 2.0 and not x.stale, 40,
+                 "perp stats live again (a new connection, or the silence over)")
+        finally:
+            sim.clear_faults(MARKET[exchange])
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_malformed_perp_frame_is_counted_and_dropped_and_the_book_is_untouched(perp_feeds, exchange):
+    ns, sim, feeds = perp_feeds
+    feed = feeds[exchange]
     with Client(ns) as c:
-        wait(lambda: not c.perp("okx", PERP).stale, 20, "live perp stats")
-        sim.inject("okx", "silent", seconds=30.0)  # the sockets stay open; nothing comes back on them
-        p = wait(lambda: (x := c.perp("okx", PERP)).stale and x, 15, "stale perp stats")
-        assert "nothing received" in p.reason, p
-        wait(lambda: not c.perp("okx", PERP).stale, 40, "perp stats live again on a new connection")
+        wait(lambda: not c.perp(exchange, PERP).stale, 20, "live perp stats")
+        malformed, resyncs = feed.counter("malformed"), feed.counter("resyncs")
+        sim.inject(MARKET[exchange], "bad_perp", count=3)  # the next 3 perp frames carry "not-a-number" for a value
+        wait(lambda: feed.counter("malformed") == malformed + 3, 20, "malformed + 3")  # each one counted
+        assert "not-a-number" in feed.last_error(), feed.last_error()
+        assert feed.counter("resyncs") == resyncs and feed.state(PERP) == "live"  # the book is untouched
+        assert not c.top(exchange, PERP).stale
+        after = time.time_ns()
+        p = wait(lambda: (x := c.perp(exchange, PERP)).exch_ts_ns > after - 1_000_000_000 and not x.stale and x, 20,
+                 "the next good perp frame")
+        assert p.mark_price > 0 and not math.isnan(p.funding_rate)
+
+
+# A channel (topic, stream) that names only the perp subscriptions: OKX's perp channels are the only ones with a "-"
+PERP_CHANNEL = {"binance": "markPrice", "bybit": "tickers", "okx": "-", "bitget": "ticker"}
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_refused_perp_subscription_is_reported_and_the_book_stays(perp_feeds, exchange):
+    """Last in this module: the refused perp subscription is not retried, so the record stays stale."""
+    ns, sim, feeds = perp_feeds
+    feed = feeds[exchange]
+    before = feed.counter("subscribe_errors")
+    sim.inject(MARKET[exchange], "refuse_subscription", channel=PERP_CHANNEL[exchange], count=5)
+    sim.inject(MARKET[exchange], "drop")  # the feed reconnects and subscribes again: the perp part is refused
+    wait(lambda: feed.counter("subscribe_errors") > before, 20, "a subscribe error")
+    assert "refused" in feed.last_error() or "doesn't exist" in feed.last_error(), feed.last_error()
+    feed.wait_live(PERP)  # the book was not dropped with it
+    sim.clear_faults(MARKET[exchange])
+    with Client(ns) as c:
+        assert not c.top(exchange, PERP).stale
+        time.sleep(2.0)  # perp frames would have come by now
+        p = c.perp(exchange, PERP)
+        assert p.stale and p.state != "live", p

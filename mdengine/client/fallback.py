@@ -1,4 +1,4 @@
-"""The client's REST fallback: where its REST requests go, and a book or trades served from REST.
+"""The client's REST fallback: where its REST requests go, and a book, trades or perp record served from REST.
 
 Used when a read is stale or older than `max_age`, or the symbol is not subscribed yet, and the Client was made
 with ``rest_fallback=True``. The requests themselves (URLs, parsing) are `mdengine.rest`'s.
@@ -17,7 +17,7 @@ from .. import rest
 from ..store import layout as L
 from ..store.segment import SymbolEntry
 from .control import ControlClient
-from .results import BookBuffer, Depth, Top
+from .results import BookBuffer, Depth, PerpStats, Top
 
 _HEADER = struct.Struct(L.BOOK_HEADER_STRUCT)
 # The market names a caller may pass, by the kind of instrument they hold (to name a symbol not in the directory).
@@ -78,6 +78,17 @@ class RestFallback:
         self.reads += 1
         return book
 
+    def perp(self, symbol: Callable[[], rest.RestSymbol]) -> rest.RestPerp:
+        """The perp record of `symbol()` over REST; RestError or ValueError (counted as failures) if there is none."""
+        try:
+            sym = symbol()
+            record = rest.fetch_perp(self.base(sym), sym, self.timeout)
+        except (rest.RestError, ValueError):
+            self.failures += 1
+            raise
+        self.reads += 1
+        return record
+
     def trades(self, sym: rest.RestSymbol, limit: int) -> np.ndarray:
         """The exchange's last `limit` trades of `sym` (layout.TRADE_DTYPE records, oldest first)."""
         try:
@@ -115,3 +126,11 @@ def fill_from(buffer: BookBuffer, book: rest.RestBook, age: float) -> BookBuffer
     buffer.n_bids, buffer.n_asks = nb, na
     buffer.source, buffer.age_s, buffer.state, buffer.stale, buffer.reason = "rest", age, "rest", False, ""
     return buffer
+
+
+def perp_from(record: rest.RestPerp, age: float) -> PerpStats:
+    """A PerpStats of a REST perp record; a field the answers did not carry is NaN (next funding time 0)."""
+    f, nan = record.fields, math.nan
+    return PerpStats(f.get("mark_price", nan), f.get("index_price", nan), f.get("funding_rate", nan),
+                     f.get("next_funding_rate", nan), int(f.get("next_funding_ns", 0)), f.get("open_interest", nan),
+                     record.exch_ts_ns, age, False, "rest", "", "rest")

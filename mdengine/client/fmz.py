@@ -102,17 +102,19 @@ class Exchange:
                 "Source": top.source}
 
     def GetFundings(self, symbol: str | None = None) -> list[dict]:  # noqa: N802
-        """The perpetual's funding, shaped as FMZ's Funding records: ``[{"Symbol", "Rate", "Time", "Interval",
-        "Info"}]``; Rate is the current period's rate, Time the next settlement in ms (None if the exchange does not
-        publish it), Interval None (the engine does not carry it), Info the rest of the perp record (mark, index,
-        next rate, open interest, age, stale). From shared memory only: the symbol must be subscribed (UnknownSymbol
-        otherwise, NoPerpData for a spot symbol); a stale record raises StaleBookError past `max_age`."""
+        """The perpetual's funding as FMZ's ``Funding`` structure (FMZ syntax guide: Info, Symbol, Interval, Time,
+        Rate), in a list as FMZ's GetFundings returns: Rate is the rate of the coming settlement, Time that settlement
+        in ms (None if the exchange does not publish it), Interval None (the settlement period in ms: no exchange
+        stream carries it, so it is absent, not guessed), Info the rest of the perp record (mark, index, next rate,
+        open interest, age, stale, and Source: "shm", or "rest" when it was read over REST). From shared memory;
+        with the facade's client (rest_fallback on) a stale, too old or unsubscribed record comes from REST;
+        NoPerpData for a spot symbol."""
         sym = self._symbol(symbol)
         p = self.client.perp(self.name, sym)
         return [{"Symbol": symbol or self.currency, "Rate": p.funding_rate,
                  "Time": p.next_funding_ns // 1_000_000 if p.next_funding_ns else None, "Interval": None,
                  "Info": {"MarkPrice": p.mark_price, "IndexPrice": p.index_price, "NextRate": p.next_funding_rate,
-                          "OpenInterest": p.open_interest, "AgeS": p.age_s, "Stale": p.stale}}]
+                          "OpenInterest": p.open_interest, "AgeS": p.age_s, "Stale": p.stale, "Source": p.source}}]
 
     # ------------------------------------------------------------------ plumbing
     def _symbol(self, symbol: str | None) -> str:

@@ -32,7 +32,8 @@ class Top(NamedTuple):
 class PerpStats(NamedTuple):
     """A perpetual's mark, index, funding and open interest (layout 1.4's perp record) and how trustworthy it is.
 
-    A field the exchange does not publish is NaN (next_funding_ns: 0), never a made-up value."""
+    A field the exchange does not publish is NaN (next_funding_ns: 0), never a made-up value. Served by the REST
+    fallback (source "rest"): state "rest", age_s the age of the REST answer, stale False."""
 
     mark_price: float
     index_price: float
@@ -45,6 +46,7 @@ class PerpStats(NamedTuple):
     stale: bool  # the books' rules (docs/client.md "Freshness"); "empty" before the first publish
     state: str = "live"
     reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
+    source: str = "shm"  # "shm", or "rest" when served by the REST fallback (rest_fallback=True)
 
 
 class Liquidations(NamedTuple):

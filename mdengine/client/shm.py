@@ -35,7 +35,7 @@ import numpy as np
 from .. import rest
 from .. import store as _store
 from ..engine.config import resolve_namespace
-from ..errors import EngineNotFound, StaleBookError, UnknownSymbol
+from ..errors import EngineNotFound, NoPerpData, StaleBookError, UnknownSymbol
 from ..store import futex
 from ..store import layout as L
 from ..store.reader import BookReader, LiquidationReader, PerpReader, SegmentReader, TradeReader
@@ -547,14 +547,17 @@ class TradeStream(_Handle):
 
 class Perp(_Handle):
     """One perpetual's perp record (mark, index, funding, open interest; layout 1.4). Get it from `Client.perp_handle`
-    (or call `Client.perp`) and keep it. Reads follow the books' freshness rules; there is no REST fallback yet, so
-    a stale read raises StaleBookError when the client has `max_age`, else comes back flagged."""
+    (or call `Client.perp`) and keep it. Reads follow the books' freshness rules: a stale read (or one older than
+    `max_age`, or of a symbol not subscribed) is served from the exchange's REST API when the client has
+    `rest_fallback` (source "rest"), else raises StaleBookError when the client has `max_age`, else comes back
+    flagged."""
 
     def __init__(self, client: Client, exchange: str, symbol: str, market: str | None) -> None:
         super().__init__(client, exchange, symbol, market)
         self.reader: PerpReader | None = None
         self._seq_i = 0
         self._mark = 0
+        self._rest: tuple[int, rest.RestPerp] | None = None  # (fetched monotonic ns, record)
 
     def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
         reader = PerpReader(seg.reader, entry)  # NoPerpData for a spot symbol: before anything changes
@@ -574,6 +577,8 @@ class Perp(_Handle):
     def read(self) -> PerpStats:
         """The latest perp record, with age and staleness (see PerpStats)."""
         if self.reader is None and not self._try_bind():
+            if self.client.rest_fallback:
+                return self._rest_read(math.inf, "empty", "not subscribed")
             raise self._no_data()
         r = self.reader.read()
         now = _time_ns()
@@ -585,7 +590,7 @@ class Perp(_Handle):
             (now > self._fresh_until and self._silent(now, recv))
         if stale or age > self.client._max_age:
             return self._on_stale(r, age, state, stale, now, recv)
-        return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", ""))
+        return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", "", "shm"))
 
     def _on_stale(self, r: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> PerpStats:
         c = self.client
@@ -599,11 +604,32 @@ class Perp(_Handle):
         else:
             reason = self._stale_reason(state, recv, now).replace("book state", "perp state")
         name = _state_name(state)
+        if c.rest_fallback:
+            return self._rest_read(age, name, reason)
         if c.max_age is not None:
             raise StaleBookError(self.exchange, self.symbol, age, name, reason)
         if state == L.BookState.EMPTY:  # never published: every field absent, not the zero-filled memory
             return PerpStats(_NAN, _NAN, _NAN, _NAN, 0, _NAN, 0, age, stale, name, reason)
         return PerpStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, stale, name, reason)
+
+    def _rest_read(self, age: float, state: str, reason: str) -> PerpStats:
+        """The record over REST (an answer is reused for REST_CACHE_S); if that fails, StaleBookError with both
+        causes for a subscribed symbol, the REST error itself for one that is not."""
+        now = time.monotonic_ns()
+        cached = self._rest
+        if cached is not None and now - cached[0] < REST_CACHE_S * 1e9:
+            return fallback.perp_from(cached[1], (now - cached[0]) / 1e9)
+        if self.reader is None and self.rest_symbol().kind == L.MarketKind.SPOT:
+            raise NoPerpData(f"{self.exchange}: {self.requested!r} is spot: it has no perp data")
+        try:
+            record = self.client._fallback.perp(self.rest_symbol)
+        except (rest.RestError, ValueError) as e:
+            if self.reader is None:
+                raise
+            raise StaleBookError(self.exchange, self.symbol, age, state, f"{reason}; REST fallback failed: {e}") \
+                from e
+        self._rest = (time.monotonic_ns(), record)
+        return fallback.perp_from(record, 0.0)
 
     def _changed(self) -> bool:
         if self._seg is None:
@@ -838,13 +864,13 @@ class Client:
         return s
 
     def perp_handle(self, exchange: str, symbol: str, market: str | None = None) -> Perp:
-        """The handle of one perpetual's perp record. Raises UnknownSymbol if the symbol is not subscribed, NoPerpData
-        if it is spot (or its feed predates layout 1.4)."""
+        """The handle of one perpetual's perp record. Raises UnknownSymbol if the symbol is not subscribed (unless
+        `rest_fallback`: its reads then come from REST), NoPerpData if it is spot (or its feed predates layout 1.4)."""
         key = (exchange, symbol, market)
         h = self._perps.get(key)
         if h is None:
             h = Perp(self, exchange, symbol, market)
-            self._bind_or_raise(h, rest=False)
+            self._bind_or_raise(h)
             self._perps[key] = h
         return h
 

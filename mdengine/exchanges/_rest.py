@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.types import Side
 from ..errors import MdengineError
-from ..limits import sane, trade_numbers
+from ..limits import perp_fields, sane, trade_numbers
 from ._wire import trade_id
 
 MAX_ERROR_TEXT = 300  # characters of an exchange's answer quoted in an error
@@ -45,6 +45,31 @@ class RestBook:
     asks: np.ndarray
     update_id: int  # 0 where the exchange gives none (OKX, Bitget)
     exch_ts_ns: int  # 0 where the exchange gives none (Binance spot)
+
+
+@dataclass(frozen=True)
+class RestPerp:
+    """A perp record read over REST: `fields` as `mdengine.limits.perp_fields` gives them (only what the answers
+    carried; absent fields are left out, never zero) and the exchange's time of the answer (0 where it gives none)."""
+
+    fields: dict
+    exch_ts_ns: int
+
+
+def perp_record(exchange: str, exch_ts_ms: object, **values: object) -> RestPerp:
+    """A RestPerp of `values` (perp_fields' names; next_funding_ms in ms) under the feed's own range rule: a value
+    out of range or not a number is a RestError, never stored."""
+    try:
+        return RestPerp(perp_fields(**values), as_int(exch_ts_ms) * 1_000_000)
+    except (TypeError, ValueError) as e:
+        raise RestError(f"{exchange}: bad perp value in REST answer: {e}") from e
+
+
+def first_row(exchange: str, data: object, what: str) -> dict:
+    """The first object of a REST `data` list (OKX, Bitget and Bybit answer a one-symbol query with a list)."""
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise RestError(f"{exchange}: REST {what} has no data: {short(data)}")
+    return data[0]
 
 
 def short(value: object) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from mdengine.sim.formats.base import Out, Venue
 
 # Armed per connection (those open when injected), consumed by that connection's next matching frame.
-FRAME_FAULTS = ("skip_sequence", "duplicate", "reorder", "corrupt_checksum", "crossed_book")
+FRAME_FAULTS = ("skip_sequence", "duplicate", "reorder", "corrupt_checksum", "crossed_book", "bad_perp")
 # Done at once on the open connections.
 CONN_FAULTS = ("drop", "disconnect", "silent", "malformed_json", "server_shutdown", "idle_keepalive")
 # Market-wide: next subscription / REST request, or the model itself.
@@ -56,11 +56,14 @@ class FaultBook:
         return any(f.name == "silent" and conn in f.remaining for f in self.active)
 
     # ---- market faults ----
-    def take(self, name: str, key: str | None = None, path: str | None = None) -> Fault | None:
+    def take(self, name: str, key: str | None = None, path: str | None = None,
+             channel: str | None = None) -> Fault | None:
         for f in self.active:
             if f.name != name or (key is not None and f.keys is not None and key not in f.keys):
                 continue
             if path is not None and f.params.get("path", "") not in path:
+                continue
+            if f.params.get("channel") and f.params["channel"] not in (channel or ""):  # e.g. only the perp channel
                 continue
             f.count -= 1
             if f.count <= 0:
@@ -115,6 +118,14 @@ class FaultBook:
                 return None
             self._held[(id(f), conn, out.key)] = out
             return []
+        if f.name == "bad_perp":  # a perp frame whose value is not a number: the feed must drop it, books untouched
+            if out.kind != "perp":
+                return None
+            obj = copy.deepcopy(out.obj)
+            if not corrupt_perp(obj):
+                return None
+            self._used(f, conn, out.key)
+            return [Out(obj, out.key, out.kind)]
         if out.kind not in ("diff", "snapshot"):
             return None
         obj = copy.deepcopy(out.obj)
@@ -129,3 +140,21 @@ class FaultBook:
             lists[0].insert(0, self.venue.level(model, model.best()[1] + 1, 1))
         self._used(f, conn, out.key)
         return [Out(obj, out.key, out.kind)]
+
+
+# the value fields of the venues' perp frames (mark, index, funding, open interest, liquidation price)
+_PERP_VALUES = ("markPx", "idxPx", "fundingRate", "oi", "bkPx", "markPrice", "indexPrice", "openInterest",
+                "holdingAmount", "p")
+
+
+def corrupt_perp(obj: Any) -> bool:
+    """Make the first perp value found in `obj` (depth first) not a number; False if it has none."""
+    if isinstance(obj, dict):
+        for k in _PERP_VALUES:
+            if k in obj and isinstance(obj[k], str | int | float):
+                obj[k] = "not-a-number"
+                return True
+        return any(corrupt_perp(v) for v in obj.values() if isinstance(v, dict | list))
+    if isinstance(obj, list):
+        return any(corrupt_perp(v) for v in obj)
+    return False

@@ -144,7 +144,7 @@ class MarketServer:
         assert self.venue is not None
         session = self.venue.session(parts.path, dict(parse_qsl(parts.query)))
         conn = Conn(next(_conn_ids), ws, session)
-        session.refuse = lambda key: self._refuse(key)
+        session.refuse = lambda key, channel="": self._refuse(key, channel)
         self.conns[conn.id] = conn
         self.stats["connections"] += 1
         writer = asyncio.create_task(self._writer(conn))
@@ -166,8 +166,8 @@ class MarketServer:
             self.conns.pop(conn.id, None)
             writer.cancel()
 
-    def _refuse(self, key: str) -> bool:
-        f = self.faults.take("refuse_subscription", key=key)
+    def _refuse(self, key: str, channel: str = "") -> bool:
+        f = self.faults.take("refuse_subscription", key=key, channel=channel)
         if f is not None:
             self.stats["faults_delivered"] += 1
             return True

@@ -418,6 +418,8 @@ class BinanceAdapter(Adapter):
         self._next_id = 0
         self._requests: dict[str, SymbolSync] = {}  # snapshot request id -> symbol
         self._last_liquidation: dict[SymbolKey, tuple] = {}  # the latest forceOrder passed on, per symbol
+        # symbols whose markPrice stream delivered since its connection opened: open interest merges into these only
+        self._mark_live: set[SymbolKey] = set()
 
     # ------------------------------------------------------------------ instruments (instruments.py)
     @classmethod
@@ -596,6 +598,7 @@ class BinanceAdapter(Adapter):
                     self._requests.pop(sym.request_id, None)
                 out += sym.on_close(reason)
             elif kind == _MARK:
+                self._mark_live.discard(sym.key)
                 out.append(PerpInvalid(sym.key, f"{conn} closed: {reason}"))
         return out
 
@@ -637,7 +640,9 @@ class BinanceAdapter(Adapter):
                     if kind == _TRADE:
                         return self._on_trade(sym, d, recv_ns)
                     if kind == _MARK:
-                        return _on_mark_price(sym.key, d, recv_ns)
+                        events = _on_mark_price(key, d, recv_ns)
+                        self._mark_live.add(key)
+                        return events
                     if kind == _LIQUIDATION:
                         return self._on_force_order(sym.key, d, recv_ns)
                     if sym.futures:
@@ -741,6 +746,21 @@ class BinanceAdapter(Adapter):
                 out += self._request(c, "SUBSCRIBE", [s for s in streams if s in c.streams
                                                       and c.streams[s][0].key == k])
             return out
+        perp = [s for s in streams if s in c.streams and c.streams[s][1] in (_MARK, _LIQUIDATION)]
+        if perp and len(perp) < len(streams):  # perp streams refused with trades: ask for each part on its own
+            rest = [s for s in streams if s in c.streams and s not in perp]
+            return [Notice(conn, f"SUBSCRIBE {streams} refused ({message}); retrying the perp streams apart"),
+                    *self._request(c, "SUBSCRIBE", rest), *self._request(c, "SUBSCRIBE", perp)]
+        if perp:  # only the perp streams are refused: the books and trades stay; the perp record stays absent
+            for s in perp:
+                c.streams.pop(s, None)
+                c.unseen.discard(s)
+            out = [SubscribeFailed(None, conn, f"perp streams {', '.join(perp)} refused ({message}); books kept")]
+            for k in keys:
+                self._streams_of[k] = [(n, s) for n, s in self._streams_of.get(k, []) if s not in perp]
+                self._mark_live.discard(k)
+                out.append(PerpInvalid(k, f"perp streams refused: {message}"))
+            return out
         out = []
         for k in keys:
             out.append(SubscribeFailed(k, conn, message))
@@ -770,8 +790,8 @@ class BinanceAdapter(Adapter):
 
     def _on_open_interest(self, key: SymbolKey, status: int, body: bytes, recv_ns: int) -> list[Event]:
         """{"openInterest": "10659.509", "symbol": "BTCUSDT", "time": 1589437530011} (BN-UM "Open Interest")."""
-        if key not in self.syms:
-            return []  # unsubscribed meanwhile
+        if key not in self.syms or key not in self._mark_live:
+            return []  # unsubscribed meanwhile, or its markPrice stream is not live: the record stays stale
         if status != 200:
             text = body[:200].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:200]
             return [Notice("rest", f"open interest of {key[1]}: HTTP {status}: {text}")]
@@ -780,7 +800,8 @@ class BinanceAdapter(Adapter):
             if d["symbol"] != key[1]:
                 raise ValueError(f"answer for {d['symbol']!r}")
             fields = perp_fields(open_interest=d["openInterest"])
-            return [PerpStatsUpdate(key, fields, int(d["time"]) * _MS, recv_ns)]
+            # no times of its own: the record's age stays the markPrice stream's, so its silence still shows
+            return [PerpStatsUpdate(key, fields, 0, 0)]
         except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
             return [ProtocolError("rest", f"bad open interest answer: {type(e).__name__}: {e}: {_excerpt(body)}",
                                   key=key)]

@@ -1,11 +1,11 @@
-"""Binance REST: depth and recent-trade URLs, and their parsers (pure: URL in, JSON out, values out)."""
+"""Binance REST: depth, recent-trade and perp URLs, and their parsers (pure: URL in, JSON out, values out)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
 from ...core.types import MarketKind, Side
-from .._rest import RestBook, RestError, RestSymbol, book, short, trade_row
+from .._rest import RestBook, RestError, RestPerp, RestSymbol, book, perp_record, short, trade_row
 
 _USDM_DEPTHS = (5, 10, 20, 50, 100, 500, 1000)  # the only limits fapi/v1/depth takes
 
@@ -42,3 +42,23 @@ def trade_rows(data: object, recv_ts_ns: int) -> list[tuple]:
         raise RestError(f"binance: unexpected REST trades {short(data)}")
     return [trade_row(t["time"], recv_ts_ns, t["price"], t["qty"], t["id"],
                       Side.SELL if t["isBuyerMaker"] else Side.BUY) for t in data]
+
+
+def perp_urls(base: str, sym: RestSymbol) -> list[str]:
+    """GET urls of a USDⓈ-M perp record: BN-UM "Mark Price" (premiumIndex: mark, index, funding rate, next funding
+    time) and "Open Interest"; each weighs 1 with a symbol."""
+    if sym.kind == MarketKind.SPOT:
+        raise ValueError(f"binance: spot {sym.native!r} has no perp data")
+    q = urlencode({"symbol": sym.native})
+    return [f"{base}/fapi/v1/premiumIndex?{q}", f"{base}/fapi/v1/openInterest?{q}"]
+
+
+def parse_perp(docs: list[object]) -> RestPerp:
+    """The answers of `perp_urls`, in order. lastFundingRate is the rate of the coming settlement (as ``r`` on the
+    stream); a delivery contract's "" and 0 are absent. Binance announces no next rate."""
+    mark, oi = (payload(d) for d in docs)
+    if not isinstance(mark, dict) or not isinstance(oi, dict):
+        raise RestError(f"binance: unexpected REST perp answer {short(docs)}")
+    return perp_record("binance", mark.get("time"), mark_price=mark.get("markPrice"),
+                       index_price=mark.get("indexPrice"), funding_rate=mark.get("lastFundingRate"),
+                       next_funding_ms=mark.get("nextFundingTime"), open_interest=oi.get("openInterest"))

@@ -1,11 +1,23 @@
-"""Bitget v2 REST: depth and recent-trade URLs, and their parsers (pure: URL in, JSON out, values out)."""
+"""Bitget v2 REST: depth, recent-trade and perp URLs, and their parsers (pure: URL in, JSON out, values out)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
 from ...core.types import MarketKind
-from .._rest import RestBook, RestError, RestSymbol, book, envelope, short, taker_side, trade_row
+from .._rest import (
+    RestBook,
+    RestError,
+    RestPerp,
+    RestSymbol,
+    book,
+    envelope,
+    first_row,
+    perp_record,
+    short,
+    taker_side,
+    trade_row,
+)
 from .naming import product_type
 
 _MIX_DEPTHS = ("1", "5", "15", "50")  # merge-depth's limits below "max"
@@ -49,3 +61,21 @@ def trade_rows(data: object, recv_ts_ns: int) -> list[tuple]:
         raise RestError(f"bitget: unexpected REST trades {short(data)}")
     return [trade_row(t["ts"], recv_ts_ns, t["price"], t["size"], t["tradeId"], taker_side(t["side"]))
             for t in reversed(data)]
+
+
+def perp_urls(base: str, sym: RestSymbol) -> list[str]:
+    """GET urls of a futures contract's perp record: the v2 mix ticker (mark, index, funding rate, holdingAmount)
+    and, as that ticker has no next funding time, "Get Next Funding Time"."""
+    if sym.kind == MarketKind.SPOT:
+        raise ValueError(f"bitget: spot {sym.native!r} has no perp data")
+    q = urlencode({"symbol": sym.native, "productType": product_type(sym.kind, sym.settle)})
+    return [f"{base}/api/v2/mix/market/ticker?{q}", f"{base}/api/v2/mix/market/funding-time?{q}"]
+
+
+def parse_perp(docs: list[object]) -> RestPerp:
+    """The answers of `perp_urls`, in order. holdingAmount is the open interest in base coin, as on the stream;
+    Bitget announces no next rate."""
+    ticker, funding = (first_row("bitget", payload(d), "perp") for d in docs)
+    return perp_record("bitget", ticker.get("ts"), mark_price=ticker.get("markPrice"),
+                       index_price=ticker.get("indexPrice"), funding_rate=ticker.get("fundingRate"),
+                       next_funding_ms=funding.get("nextFundingTime"), open_interest=ticker.get("holdingAmount"))

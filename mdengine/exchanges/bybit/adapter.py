@@ -31,6 +31,7 @@ from ...core.events import (
     PerpStatsUpdate,
     ProtocolError,
     Send,
+    SubscribeFailed,
     SymbolKey,
     TradesReceived,
 )
@@ -233,10 +234,14 @@ class BybitAdapter(WsBookAdapter):
             named = topics
         out: list[Event] = []
         if named:  # refuse the named topics' symbols; Bybit rejected the whole request, so resend the rest
-            bad = {self._alias.get(f"{cat}|{t}") for t in named}
-            rest = [t for t in topics if self._alias.get(f"{cat}|{t}") not in bad]
+            perp = [t for t in named if f"{cat}|{t}" in self._perp_alias]  # a perp topic alone: the books stay
+            bad = {self._alias.get(f"{cat}|{t}") for t in named if t not in perp}
+            rest = [t for t in topics if t not in perp
+                    and (self._alias.get(f"{cat}|{t}") or self._perp_alias.get(f"{cat}|{t}")) not in bad]
             for s in bad:
                 out += self._refused(s, conn, text)
+            if perp:
+                out.append(SubscribeFailed(None, conn, f"{text} (perp topics {', '.join(perp)}; books kept)"))
             if rest:
                 out.append(self._request(rconn, "subscribe", rest))
         else:  # nothing names the culprit: retry one topic per request to find it

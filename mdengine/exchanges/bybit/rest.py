@@ -1,11 +1,22 @@
-"""Bybit v5 REST: depth and recent-trade URLs, and their parsers (pure: URL in, JSON out, values out)."""
+"""Bybit v5 REST: depth, recent-trade and perp URLs, and their parsers (pure: URL in, JSON out, values out)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
 from ...core.types import MarketKind
-from .._rest import RestBook, RestError, RestSymbol, book, envelope, short, taker_side, trade_row
+from .._rest import (
+    RestBook,
+    RestError,
+    RestPerp,
+    RestSymbol,
+    book,
+    envelope,
+    perp_record,
+    short,
+    taker_side,
+    trade_row,
+)
 from .naming import CATEGORY
 
 
@@ -42,3 +53,24 @@ def trade_rows(data: object, recv_ts_ns: int) -> list[tuple]:
         raise RestError(f"bybit: unexpected REST trades {short(trades)}")
     return [trade_row(t["time"], recv_ts_ns, t["price"], t["size"], t["execId"], taker_side(t["side"]))
             for t in reversed(trades)]
+
+
+def perp_urls(base: str, sym: RestSymbol) -> list[str]:
+    """GET url of a linear or inverse contract's ticker (BY-DOC market/tickers), which carries its perp record."""
+    if sym.kind == MarketKind.SPOT:
+        raise ValueError(f"bybit: spot {sym.native!r} has no perp data")
+    return [f"{base}/v5/market/tickers?{urlencode({'category': CATEGORY[sym.kind], 'symbol': sym.native})}"]
+
+
+def parse_perp(docs: list[object]) -> RestPerp:
+    """The whole answer of `perp_urls` (its envelope's ``time`` is the only time it gives): markPrice, indexPrice,
+    fundingRate, nextFundingTime, openInterest. Bybit announces no next rate; a dated future's "" rate is absent."""
+    (doc,) = docs
+    rows = payload(doc)
+    rows = rows.get("list") if isinstance(rows, dict) else None
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
+        raise RestError(f"bybit: REST ticker has no data: {short(doc)}")
+    t = rows[0]
+    return perp_record("bybit", envelope("bybit", doc).get("time"), mark_price=t.get("markPrice"),
+                       index_price=t.get("indexPrice"), funding_rate=t.get("fundingRate"),
+                       next_funding_ms=t.get("nextFundingTime"), open_interest=t.get("openInterest"))

@@ -13,10 +13,11 @@ WebSocket snapshot is OKX's only sync point (no REST snapshot carries a seqId).
 Sizes on derivatives are contracts; Instrument.contract_value carries `ctVal`.
 Perpetual data (SWAP and FUTURES unless perp=False; OKX-DOC public-data WebSocket pages of 2026-07): `mark-price`
 (markPx), `index-tickers` on the index (the instId without its last part: BTC-USDT for BTC-USDT-SWAP; idxPx),
-`funding-rate` (SWAP only: fundingRate for the settlement at fundingTime; nextFundingRate, "" since OKX dropped
-`next_period`, is absent), `open-interest` (oi, in contracts) and `liquidation-orders` (by instType, so every
-instrument's: those of other symbols are dropped; side is the liquidation order's side, bkPx its price, sz contracts).
-They go in requests of their own, so a refusal names them and never touches the books.
+`funding-rate` (SWAP only: fundingRate for the settlement at fundingTime; nextFundingRate when OKX forecasts it,
+"" with method current_period, then absent), `open-interest` (oi, in contracts) and `liquidation-orders` (by
+instType, so every instrument's: those of other symbols are dropped; side is the liquidation order's side, bkPx its
+price, sz contracts). They go in requests of their own, so a refusal names them and never touches the books; the
+refused channel's symbols take no more perp pushes and their records stay stale.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ _MAX_ARGS = 100  # per request; OKX's limit is 64 KB of request text
 #: lower one is the documented maintenance reset, applied and counted, not routine
 CHAIN = Chain(ChainKind.PREV_ID, same_id_ok=True)
 _PERP_MARKETS = ("SWAP", "FUTURES")
+_CHANNEL_ID_RE = re.compile(r"channel:([\w-]+),\s*instId:([\w-]+)")  # in an error's msg
 _PERP_CHANNELS = frozenset({"mark-price", "index-tickers", "funding-rate", "open-interest", "liquidation-orders"})
 _ORDER_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 
@@ -169,6 +171,22 @@ class OkxAdapter(WsBookAdapter):
             if key in self._perp_seen:
                 self._perp_seen.discard(key)
                 out.append(PerpInvalid(key, f"connection {conn} closed: {reason}"))
+        return out
+
+    def _perp_refused(self, channel: str, ident: str, text: str) -> list[Event]:
+        """`channel` of `ident` was refused: its symbols' perp records take nothing more (a record merging the
+        other channels would look live with this channel's fields frozen) and stay stale, with the reason."""
+        out: list[Event] = []
+        for sym in list(self._perp_alias.get((channel, ident), ())):
+            for key, syms in list(self._perp_alias.items()):
+                if sym in syms:
+                    rest = [x for x in syms if x is not sym]
+                    if rest:
+                        self._perp_alias[key] = rest
+                    else:
+                        del self._perp_alias[key]
+            self._perp_seen.discard(sym.key)
+            out.append(PerpInvalid(sym.key, f"perp channel {channel} refused: {text}"))
         return out
 
     def _on_perp(self, conn: str, channel: str, arg: dict, rows: list, recv_ns: int) -> list[Event]:
@@ -317,7 +335,9 @@ class OkxAdapter(WsBookAdapter):
             if req is not None and req[0] == "unsubscribe":
                 return [Notice(conn, text)]
             if req is not None and req[2] and all(a.get("channel") in _PERP_CHANNELS for a in req[2]):
-                return [SubscribeFailed(None, conn, f"{text} (perp channels; the books are not affected)")]
+                out: list[Event] = [SubscribeFailed(None, conn, f"{text} (perp channels; the books are not affected)")]
+                m = _CHANNEL_ID_RE.search(str(msg.get("msg", "")))
+                return out + (self._perp_refused(m.group(1), m.group(2), text) if m else [])
             m = _INST_ID_RE.search(str(msg.get("msg", "")))
             return self._refused(self._alias.get(m.group(1)) if m else None, conn, text)
         if ev == "notice":  # 64008: service upgrade, the server closes in ~60 s

@@ -1,10 +1,23 @@
-"""OKX REST: depth and recent-trade URLs, and their parsers (pure: URL in, JSON out, values out)."""
+"""OKX REST: depth, recent-trade and perp URLs, and their parsers (pure: URL in, JSON out, values out)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from .._rest import RestBook, RestError, RestSymbol, book, envelope, short, taker_side, trade_row
+from ...core.types import MarketKind
+from .._rest import (
+    RestBook,
+    RestError,
+    RestPerp,
+    RestSymbol,
+    book,
+    envelope,
+    first_row,
+    perp_record,
+    short,
+    taker_side,
+    trade_row,
+)
 
 
 def depth_url(base: str, sym: RestSymbol, depth: int) -> str:
@@ -38,3 +51,24 @@ def trade_rows(data: object, recv_ts_ns: int) -> list[tuple]:
         raise RestError(f"okx: unexpected REST trades {short(data)}")
     return [trade_row(t["ts"], recv_ts_ns, t["px"], t["sz"], t["tradeId"], taker_side(t["side"]))
             for t in reversed(data)]
+
+
+def perp_urls(base: str, sym: RestSymbol) -> list[str]:
+    """GET urls of a SWAP's perp record (OKX-DOC public data): mark price, index ticker (of the index, BTC-USDT for
+    BTC-USDT-SWAP), funding rate and open interest."""
+    if sym.kind == MarketKind.SPOT:
+        raise ValueError(f"okx: spot {sym.native!r} has no perp data")
+    inst = urlencode({"instType": "SWAP", "instId": sym.native})
+    index = urlencode({"instId": sym.native.rsplit("-", 1)[0]})
+    return [f"{base}/api/v5/public/mark-price?{inst}", f"{base}/api/v5/market/index-tickers?{index}",
+            f"{base}/api/v5/public/funding-rate?{urlencode({'instId': sym.native})}",
+            f"{base}/api/v5/public/open-interest?{inst}"]
+
+
+def parse_perp(docs: list[object]) -> RestPerp:
+    """The answers of `perp_urls`, in order: markPx, idxPx, fundingRate for the settlement at fundingTime,
+    nextFundingRate ("" unless OKX forecasts it: then absent), oi (contracts). The time is the mark's ``ts``."""
+    mark, index, funding, oi = (first_row("okx", payload(d), "perp") for d in docs)
+    return perp_record("okx", mark.get("ts"), mark_price=mark.get("markPx"), index_price=index.get("idxPx"),
+                       funding_rate=funding.get("fundingRate"), next_funding_rate=funding.get("nextFundingRate"),
+                       next_funding_ms=funding.get("fundingTime"), open_interest=oi.get("oi"))

@@ -48,7 +48,8 @@ class Session:
         self.path = path
         self.query = query
         self.keys: set[str] = set()  # model keys with at least one subscription
-        self.refuse: Callable[[str], bool] = lambda key: False  # fault hook, set by the server
+        # fault hook, set by the server: refuse this subscription of `key` on `channel` (its channel, topic or stream)?
+        self.refuse: Callable[[str, str], bool] = lambda key, channel="": False
         self.opened = time.monotonic()
         self.last_in = self.opened  # last client message
         self.last_ping = self.opened

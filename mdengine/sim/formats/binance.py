@@ -5,7 +5,7 @@ Spot chains diffs U == prev u + 1; USDⓈ-M chains pu == prev u with non-contigu
 markPrice and forceOrder to /market; a stream on the wrong route, or for an unknown symbol, is acked and gets no
 data. markPrice frames come every 1 s (@1s) or 3 s from the shared perp model (formats/perp.py); forceOrder
 pushes the model's liquidations (at most one per second per symbol, as Binance's snapshot stream); REST
-``/fapi/v1/openInterest`` answers the model's open interest.
+``/fapi/v1/openInterest`` answers the model's open interest and ``/fapi/v1/premiumIndex`` its markPrice values.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class BinanceSession(Session):
             return Reply([Out({"code": 2, "msg": "Invalid request: too many streams", "id": rid})])  # synthetic
         for p in params:
             m = _STREAM.match(p)
-            if m and self.refuse(m.group(1).upper()):
+            if m and self.refuse(m.group(1).upper(), p):
                 return Reply([Out({"code": 2, "msg": f"Invalid request: cannot subscribe to {p}", "id": rid})])
         for p in params:
             self._add(p)
@@ -273,11 +273,16 @@ class BinanceVenue(Venue):
         ep = path[len(base) :]
         if ep == "exchangeInfo":
             return 200, self.exchange_info(q.get("symbol"))
-        if ep == "openInterest" and self.futures:  # BN-UM "Open Interest", from the perp model
+        if ep in ("openInterest", "premiumIndex") and self.futures:  # BN-UM "Open Interest", "Mark Price"
             model = self.models.get(q.get("symbol", ""))
             if model is None:
                 return 400, {"code": -1121, "msg": "Invalid symbol."}
             perp = self.perps.of(model, now_ms())
+            if ep == "premiumIndex":  # the markPrice stream's values (mark_price), under the REST names
+                m = self.mark_price(model, perp, now_ms())
+                return 200, {"symbol": m["s"], "markPrice": m["p"], "indexPrice": m["i"],
+                             "estimatedSettlePrice": m["P"], "lastFundingRate": m["r"], "interestRate": "0.00010000",
+                             "nextFundingTime": m["T"], "time": m["E"]}
             return 200, {"openInterest": model.inst.qty(perp.open_interest_lots), "symbol": model.inst.native,
                          "time": now_ms()}
         if ep not in ("depth", "trades"):

@@ -60,7 +60,7 @@ class BitgetSession(Session):
             arg = {"instType": it, "channel": ch, "instId": inst}
             futures = key in self.gv.models and self.gv.models[key].inst.kind != "spot"
             if (ch not in _BOOKS and ch != "trade" and not (ch == "ticker" and futures)) or key not in self.gv.models \
-                    or (op == "subscribe" and self.refuse(key)):
+                    or (op == "subscribe" and self.refuse(key, ch)):
                 out.append(Out({"event": "error", "arg": arg, "code": 30001,
                                 "msg": f"instType:{it},channel:{ch},instId:{inst} doesn't exist"}))
                 continue
@@ -194,6 +194,8 @@ class BitgetVenue(Venue):
             pt = q.get("productType", "").upper()
             return self._ok([self._contract(i) for i in self.instruments.values() if _INST_TYPE[i.kind] == pt
                              and q.get("symbol", i.native) == i.native])
+        if path in ("/api/v2/mix/market/ticker", "/api/v2/mix/market/funding-time"):
+            return self._perp_rest(path, q)
         spot = path.startswith("/api/v2/spot/market/")
         if path not in ("/api/v2/spot/market/orderbook", "/api/v2/spot/market/fills", "/api/v2/mix/market/merge-depth",
                         "/api/v2/mix/market/fills"):
@@ -215,6 +217,18 @@ class BitgetVenue(Venue):
         num = [[[float(p), float(s)] for p, s in side] for side in (asks, bids)]
         return self._ok({"asks": num[0], "bids": num[1], "precision": "scale0", "scale": model.inst.tick,
                           "isMaxPrecision": "NO", "ts": str(now_ms())})
+
+    def _perp_rest(self, path: str, q: dict[str, str]) -> tuple[int, Any]:
+        """"Get Ticker" and "Get Next Funding Time": the ticker channel's values, from the same model."""
+        model = self.models.get(f"{q.get('productType', '').upper()}/{q.get('symbol', '')}")
+        if model is None:
+            return 400, {"code": "40034", "msg": "Parameter does not exist", "requestTime": now_ms(), "data": None}
+        perp = self.perps.of(model, model_now(model))
+        t = self.ticker(model, perp, model_now(model))
+        if path.endswith("funding-time"):
+            return self._ok([{"symbol": t["symbol"], "nextFundingTime": t["nextFundingTime"], "ratePeriod": "8"}])
+        row = {k: v for k, v in t.items() if k not in ("instId", "nextFundingTime", "symbolType", "deliveryPrice")}
+        return self._ok([{**row, "ts": str(row["ts"]), "usdtVolume": "0", "deliveryStatus": ""}])
 
     def _spot(self, i: Instrument) -> dict[str, Any]:
         return {"symbol": i.native, "baseCoin": i.base, "quoteCoin": i.quote, "minTradeAmount": "0",

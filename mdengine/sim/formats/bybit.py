@@ -70,7 +70,7 @@ class BybitSession(Session):
         parsed = []
         for a in args:
             t = self._parse(a)
-            if t is None or (op == "subscribe" and self.refuse(t[0])):
+            if t is None or (op == "subscribe" and self.refuse(t[0], str(a))):
                 return Reply([self._ack(op, rid, False, f"Invalid symbol :[{a}]")])  # text (unverified)
             parsed.append((a, t))
         out = [self._ack(op, rid)]
@@ -242,7 +242,8 @@ class BybitVenue(Venue):
 
     def rest(self, path: str, q: dict[str, str]) -> tuple[int, Any] | None:
         cat = q.get("category", "")
-        if path not in ("/v5/market/orderbook", "/v5/market/instruments-info", "/v5/market/recent-trade"):
+        if path not in ("/v5/market/orderbook", "/v5/market/instruments-info", "/v5/market/recent-trade",
+                        "/v5/market/tickers"):
             return None
         if cat not in ("spot", "linear", "inverse"):
             return self._wrap({}, 10001, "params error: Category is invalid")
@@ -251,6 +252,13 @@ class BybitVenue(Venue):
         model = self.models.get(f"{cat}/{q.get('symbol', '')}")
         if model is None:
             return self._wrap({}, 10001, "params error: Symbol Is Invalid")  # text (unverified)
+        if path == "/v5/market/tickers":  # the tickers topic's perp fields, from the same model
+            if cat == "spot":
+                return self._wrap({"category": cat, "list": []})  # only derivatives are simulated with perp fields
+            (b, bq), (a, aq) = model.top(1)[0][0], model.top(1)[1][0]
+            row = {"symbol": model.inst.native, "lastPrice": b, "bid1Price": b, "bid1Size": bq, "ask1Price": a,
+                   "ask1Size": aq, **self.ticker_fields(model, self.perps.of(model, model_now(model)))}
+            return self._wrap({"category": cat, "list": [row]})
         if path == "/v5/market/orderbook":
             bids, asks = model.top(int(q.get("limit", 1 if cat == "spot" else 25)))
             ts = now_ms()

@@ -30,6 +30,10 @@ def _orders(lots: int) -> str:
     return str(1 + lots % 5)  # stable per level, so snapshot and updates agree
 
 
+# REST path -> the perp channel whose data it answers
+_PERP_REST = {"/api/v5/public/mark-price": "mark-price", "/api/v5/market/index-tickers": "index-tickers",
+              "/api/v5/public/funding-rate": "funding-rate", "/api/v5/public/open-interest": "open-interest"}
+
 class OkxSession(Session):
     def __init__(self, venue: OkxVenue, path: str, query: dict[str, str]) -> None:
         super().__init__(venue, path, query)
@@ -72,7 +76,7 @@ class OkxSession(Session):
                 out.append(self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist. "
                                      "Please use the correct URL, channel and parameters referring to API document."))
                 continue
-            if op == "subscribe" and self.refuse(inst):
+            if op == "subscribe" and self.refuse(inst, ch):
                 out.append(self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist."))
                 continue
             ack = {"id": rid} if rid is not None else {}
@@ -109,7 +113,7 @@ class OkxSession(Session):
             ok = bool(self.ov.index_users(ident))
         else:
             m = self.ov.models.get(ident)
-            ok = m is not None and m.inst.kind != "spot" and not (op == "subscribe" and self.refuse(ident))
+            ok = m is not None and m.inst.kind != "spot" and not (op == "subscribe" and self.refuse(ident, ch))
         if not ok:
             return [self._err(rid, "60018", f"Wrong URL or channel:{ch},instId:{ident} doesn't exist. "
                               "Please use the correct URL, channel and parameters referring to API document.")]
@@ -229,8 +233,9 @@ class OkxVenue(Venue):
                     "nextFundingTime": str(perp.next_funding + perp.period), "premium": "0.0001",
                     "settFundingRate": f"{perp.funding_rate:.16f}", "settState": "settled", "ts": str(ts)}
         oi = perp.open_interest_lots
-        return {"instId": ident, "instType": "SWAP", "oi": str(oi), "oiCcy": f"{oi * float(model.inst.ct_val or 1):g}",
-                "ts": str(ts)}
+        ccy = oi * float(model.inst.ct_val or 1)
+        return {"instId": ident, "instType": "SWAP", "oi": str(oi), "oiCcy": f"{ccy:g}",
+                "oiUsd": f"{ccy * perp.mark():.2f}", "ts": str(ts)}
 
     def liquidation(self, model: BookModel, perp: PerpModel, new: list) -> dict[str, Any]:
         index = model.inst.native.rsplit("-", 1)[0]
@@ -311,6 +316,15 @@ class OkxVenue(Venue):
             if q.get("instId"):
                 data = [d for d in data if d["instId"] == q["instId"]]
             return 200, {"code": "0", "msg": "", "data": data}
+        perp = _PERP_REST.get(path)
+        if perp is not None:  # the perp channels' data, from the same model (OKX-DOC public data: same fields)
+            ident = q.get("instId", "")
+            model = self.models.get(ident) if perp != "index-tickers" else next(
+                (self.models[k] for k in self.index_users(ident)), None)
+            if model is None or model.inst.kind == "spot":
+                return 200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
+            return 200, {"code": "0", "msg": "", "data": [self.perp_data(perp, ident, model,
+                                                                          self.perps.of(model, model_now(model)))]}
         if path not in ("/api/v5/market/books", "/api/v5/market/trades"):
             return None
         model = self.models.get(q.get("instId", ""))
