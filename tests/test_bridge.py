@@ -1,5 +1,5 @@
 """The NATS JetStream bridge against real nats-server processes: engine segment -> publish -> NATS -> mirror ->
-Client(mirror namespace), compared with the source at equal versions."""
+Client(mirror namespace), compared with the source at equal exchange update ids."""
 
 from __future__ import annotations
 
@@ -109,11 +109,10 @@ async def _until(cond, what: str, timeout: float = WAIT_S) -> None:
 
 
 def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[int, int]:
-    """The two books at equal versions, level by level; returns (version, mirrored version)."""
+    """The two books at equal update ids, level by level; returns (version, mirrored version)."""
     a = src.book(unified).snapshot()
     b = dst.book(unified).snapshot()
-    assert b.header.version == a.header.version, (a.header, b.header)
-    assert b.header.update_id == a.header.update_id
+    assert b.header.update_id == a.header.update_id, (a.header, b.header)
     assert b.header.state == a.header.state
     assert b.header.recv_ts_ns == a.header.recv_ts_ns
     np.testing.assert_array_equal(a.bids, b.bids)
@@ -121,24 +120,25 @@ def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[in
     return a.header.version, b.header.version
 
 
-def _mirror_version(ns: str, unified: str) -> int:
+def _mirror_u(ns: str, unified: str) -> int:
+    """The update id of the mirrored book (the mirror keeps its own versions)."""
     try:
         with SegmentReader(ns, EXCHANGE) as r:
-            return r.book(unified).header().version
+            return r.book(unified).header().update_id
     except Exception:  # noqa: BLE001 - not created yet
         return -1
 
 
 def _caught_up(source_ns: str, ns: str) -> bool:
-    """Every mirrored book at its source's version."""
+    """Every mirrored book at its source's update id."""
     with SegmentReader(source_ns, EXCHANGE) as src:
-        return all(_mirror_version(ns, u) == src.book(u).header().version for _, _, u in SYMBOLS)
+        return all(_mirror_u(ns, u) == src.book(u).header().update_id for _, _, u in SYMBOLS)
 
 
 async def _start(server: NatsServer, source_ns: str, mirror_ns: str, *, publishers: int = 1,
                  snapshot_s: float = 5.0, silence_s: float = 1.5):
     pubs = [BridgePublisher(NatsTransport([server.url], source_ns), source_ns, snapshot_s=snapshot_s,
-                            status_s=0.05) for _ in range(publishers)]
+                            status_s=0.05, source_id=f"p{i}") for i in range(publishers)]
     mirror = BridgeMirror(NatsTransport([server.url], source_ns), mirror_ns, silence_s=silence_s)
     tasks = [asyncio.create_task(p.run()) for p in pubs]
     mtask = asyncio.create_task(mirror.run())
@@ -162,8 +162,8 @@ def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, na
         reader = SegmentReader(namespace, EXCHANGE)
         for _ in range(60):
             src.step()
-            await _until(lambda: _mirror_version(mirror_ns, "ETH/USDT:USDT") == src.u + 0 and
-                         _mirror_version(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
+            await _until(lambda: _mirror_u(mirror_ns, "ETH/USDT:USDT") == src.u and
+                         _mirror_u(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
             with SegmentReader(mirror_ns, EXCHANGE) as dst:
                 for _, _, unified in SYMBOLS:
                     _same_book(reader, dst, unified)
@@ -173,7 +173,7 @@ def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, na
         top = client.top(EXCHANGE, "BTC/USDT")
         assert not top.stale, top.reason
         assert top.state == "live" and top.update_id == src.u
-        assert client.book(EXCHANGE, "BTC/USDT").header().version == reader.book("BTC/USDT").header().version
+        assert client.book(EXCHANGE, "BTC/USDT").header().update_id == reader.book("BTC/USDT").header().update_id
         with SegmentReader(mirror_ns, EXCHANGE) as dst:
             recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
         assert lost == 0
@@ -207,7 +207,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         for _ in range(30):
             src.step()
             await asyncio.sleep(0.005)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
         await _until(lambda: pubs[0].stats.books >= 2 and pubs[1].stats.books >= 2, "both publishers running")
         # the primary dies without a goodbye: its connection is dropped, its task cancelled
         tasks[0].cancel()
@@ -216,7 +216,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         for _ in range(30):
             src.step()
             await asyncio.sleep(0.005)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
         took = time.monotonic() - killed
         with SegmentReader(mirror_ns, EXCHANGE) as dst:
             for _, _, unified in SYMBOLS:
@@ -224,7 +224,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index, "every trade")
         ids = _trade_ids(mirror_ns)
         reader.close()
-        stored = [body["v"] for _, subject, body in await _stream_messages(nats_server, namespace)
+        stored = [body["u"] for _, subject, body in await _stream_messages(nats_server, namespace)
                   if subject.endswith("BTC=2FUSDT.book")]
         await _stop(pubs[1:], tasks[1:], mirror, mtask)
         return pubs, mirror, ids, took, stored
@@ -283,7 +283,7 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         for _ in range(5):
             src.step()
             await asyncio.sleep(0.02)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the first versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the first versions")
         await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
         mirror.stop()
         await asyncio.wait_for(mtask, WAIT_S)
@@ -294,7 +294,7 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         lost_version = src.u - 2
         msgs = await _stream_messages(nats_server, namespace)
         doomed = [seq for seq, subject, body in msgs
-                  if subject.endswith("BTC=2FUSDT.book") and body["v"] == lost_version]
+                  if subject.endswith("BTC=2FUSDT.book") and body["u"] == lost_version]
         batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
         seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # one sent while the mirror was away
         doomed.append(seq)
