@@ -64,7 +64,7 @@ class Source:
         self.u = 0
         self.trade_index = 0
         self.namespace = namespace
-        _SOURCES[:] = [self]  # a live feed heartbeats while the test waits (one source per test)
+        _SOURCES.append(self)  # a live feed heartbeats while the test waits
 
     def step(self, trades: int = 2) -> None:
         self.u += 1
@@ -237,6 +237,68 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
     assert mirror.stats.books + mirror.stats.duplicates >= len(stored)
     assert mirror.stats.gaps == mirror.stats.trade_gaps == 0
     assert took < 10.0  # 30 steps on a busy machine; the standby had sent each version already
+
+
+def test_two_engines_batching_trades_differently_each_trade_once(nats_server, namespace, mirror_ns):
+    """Two independent engines (two namespaces) see the same exchange: books at the same update ids, the same
+    trades, but written in different batches (so JetStream keeps both engines' batches). Each publisher sends onto
+    one bus namespace under its own source id; the mirror writes each trade once and each book at its update id,
+    and carries on from the standby when the primary's publisher dies."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    standby_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(standby_ns)
+    pending: list[int] = []
+
+    def step() -> None:
+        a.step(trades=2)  # A writes each trade batch as it comes; B holds them and writes three at a time
+        b.u, b.trade_index = a.u - 1, a.trade_index
+        b.step(trades=0)
+        pending.extend(range(a.trade_index - 2, a.trade_index))
+        if len(pending) >= 3:
+            b.w.append_trades(b.slots[0], [trade(i) for i in pending])
+            pending.clear()
+            b.w.wake_readers()
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (standby_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        for _ in range(30):
+            step()
+            await asyncio.sleep(0.01)
+        await _until(lambda: pubs[0].stats.trades >= a.trade_index and pubs[1].stats.trades >= 30, "both sending")
+        tasks[0].cancel()  # the primary's publisher dies without a goodbye
+        await pubs[0].transport.nc.close()
+        for _ in range(30):
+            step()
+            await asyncio.sleep(0.01)
+        if pending:
+            b.w.append_trades(b.slots[0], [trade(i) for i in pending])
+            pending.clear()
+        await _until(lambda: _caught_up(standby_ns, mirror_ns), "the standby's books")
+        await _until(lambda: len(_trade_ids(mirror_ns)) >= a.trade_index, "every trade")
+        with SegmentReader(standby_ns, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(src, dst, unified)
+        ids = _trade_ids(mirror_ns)
+        await _stop(pubs[1:], tasks[1:], mirror, mtask)
+        return mirror, ids
+
+    try:
+        mirror, ids = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(standby_ns):
+            shm.unlink(name)
+    assert ids == list(range(a.trade_index))  # each trade once, in order, none missing
+    assert mirror.stats.duplicates > 0  # the standby's differently cut batches reached the mirror and were dropped
+    assert set(mirror.stats.sources) <= {"A", "B"} and mirror.stats.sources.get("B", 0) > 0
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
 
 
 async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
