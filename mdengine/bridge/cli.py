@@ -64,7 +64,8 @@ async def _run(args: argparse.Namespace) -> dict:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)
     await node.run(args.seconds)
-    return {"role": args.role, **asdict(node.stats), "failed": transport.failed}
+    return {"role": args.role, **asdict(node.stats), "failed": transport.failed, "retried": transport.retried,
+            "why_failed": dict(transport.why_failed)}
 
 
 def main(argv: list[str]) -> int:
