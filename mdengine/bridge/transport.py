@@ -20,7 +20,7 @@ from . import wire
 Handler = Callable[[str, bytes], Awaitable[None]]
 log = logging.getLogger("mdengine.bridge")
 RETRY_S = 20.0  # how long messages the stream refused for want of a leader are sent again with none taken
-# (a JetStream cluster takes seconds to elect a new leader after losing one; up to 13 s seen here under load)
+# (a JetStream cluster takes seconds to elect a new leader after losing one; 5 s lost messages here under load)
 RETRY_QUEUE = 100_000  # messages held for sending again at most; beyond, they count as failed
 
 
