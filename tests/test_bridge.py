@@ -66,12 +66,12 @@ class Source:
         self.namespace = namespace
         _SOURCES.append(self)  # a live feed heartbeats while the test waits
 
-    def step(self, trades: int = 2) -> None:
+    def step(self, trades: int = 2, exch_ts_ns: int = 0) -> None:
         self.u += 1
         now = time.time_ns()
         for slot in self.slots:
             flat, nb, na = versioned_flat(self.u + 10 * slot, DEPTH)
-            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now)
+            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now, exch_ts_ns=exch_ts_ns)
             self.w.confirm(slot, now)
         batch = [trade(self.trade_index + j) for j in range(trades)]
         self.trade_index += trades
@@ -299,6 +299,69 @@ def test_two_engines_batching_trades_differently_each_trade_once(nats_server, na
     assert mirror.stats.duplicates > 0  # the standby's differently cut batches reached the mirror and were dropped
     assert set(mirror.stats.sources) <= {"A", "B"} and mirror.stats.sources.get("B", 0) > 0
     assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
+
+
+def test_an_exchange_id_restart_is_followed_and_a_lagging_source_does_not_shadow_it(nats_server, namespace,
+                                                                                    mirror_ns):
+    """The exchange restarts its update ids (Bybit: u = 1 after a service restart). Engine A sees it first; engine B
+    still sends books of the old sequence (larger ids, older books) for a while, then sees the restart too. The
+    mirror follows A and never shows B's old books after the restart; a small step back is not a restart."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (b_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        seen: list[int] = []
+
+        async def to(src: Source, u: int, epoch: int = 1, ts: int = 0) -> None:
+            """A book at u of the exchange's sequence `epoch` (its timestamp tells them apart, as an exchange's)."""
+            src.u = u - 1
+            src.step(trades=0, exch_ts_ns=epoch * 10**12 + u * 1000 + ts)
+            await _until(lambda: pubs[0 if src is a else 1].stats.books and
+                         SegmentReader(src.namespace, EXCHANGE).book("BTC/USDT").header().update_id == u, "a step")
+            await asyncio.sleep(0.05)
+            seen.append(_mirror_u(mirror_ns, "BTC/USDT"))
+
+        for u in range(1, 21):
+            await to(a, u)
+            await to(b, u)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 20, "the old sequence")
+        await to(a, 18, ts=500)  # a step back (a book of another time), not a restart: an older book, dropped
+        assert _mirror_u(mirror_ns, "BTC/USDT") == 20 and mirror.stats.resets == 0
+        await to(a, 21)
+        await to(a, 1, epoch=2)  # the exchange restarted its ids; A sees it first
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1, "the restart in the mirror")
+        restarted = len(seen)
+        for u in (22, 23, 24):  # B lags on the old sequence: larger ids, older books
+            await to(b, u)
+        await to(a, 2, epoch=2)
+        for u in (2, 3):  # B sees the restart too
+            await to(b, u, epoch=2)
+        await to(a, 3, epoch=2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 3, "both on the new sequence")
+        with SegmentReader(b_ns, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")  # B's u = 3 came first (JetStream dropped A's, the same message)
+            state = dst.book("BTC/USDT").header().state
+        await _stop(pubs, tasks, mirror, mtask)
+        return mirror, seen[restarted:], state
+
+    try:
+        mirror, after, state = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert max(after) <= 3, after  # never an old-sequence book after the restart
+    assert mirror.stats.resets == len(SYMBOLS) and state == L.BookState.LIVE  # once per symbol
+    assert mirror.stats.malformed == 0
 
 
 async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:

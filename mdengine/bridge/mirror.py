@@ -10,8 +10,9 @@ applies is keyed on what the exchange gave, which is equal across engines:
   whichever source delivers it first (JetStream already drops a repeated `Nats-Msg-Id`). A message's `pu` (the
   live `u` its source sent before) newer than the held `u` means one was missed by every source: a gap, counted;
   the message, a whole snapshot, repairs the book. An exchange that restarts its sequence (Bybit: `u` = 1 after a
-  service restart) shows as a source whose `u` goes below its own `pu`: the mirror follows it, and ignores other
-  sources' books until their own sequence restarts too (their older books are not newer for having larger ids).
+  service restart) shows as a source whose `u` falls below half its own `pu`: the mirror follows it, and ignores
+  other sources' books until their own sequence restarts too, or the new sequence passes where they were (their
+  older books are not newer for having larger ids). A smaller step back is an older book, dropped.
 - trades by exchange trade id: a bounded set of recent ids per symbol (and anything older than the set reaches)
   is dropped; each source's batches are numbered by its own engine's ring, so a batch a source never delivered
   is found and taken from that source's KV snapshot.
@@ -47,7 +48,7 @@ class _FromSource:
     state: int = L.BookState.EMPTY
     u: int = 0  # the last live update id it sent
     next_trade: int = -1  # its engine's ring index of the next trade expected (-1: not known yet)
-    behind: bool = False  # still on an exchange sequence the mirror has seen restart: its ids are not comparable
+    behind: int = 0  # still on an exchange sequence the mirror saw restart, at this u: its ids are not comparable
 
 
 @dataclass
@@ -147,7 +148,8 @@ class BridgeMirror:
 
     def _wanted_state(self, exchange: str, m: _Mirrored, now: float) -> int:
         """Live while a healthy source has the symbol live; else resyncing if one resyncs; else stale."""
-        states = {fs.state for src, fs in m.sources.items() if not fs.behind and self._healthy(exchange, src, now)}
+        states = {fs.state for src, fs in m.sources.items() if not self._is_behind(m, fs)
+                  and self._healthy(exchange, src, now)}
         if L.BookState.LIVE in states and m.u:
             return L.BookState.LIVE
         for st in (L.BookState.RESYNCING, L.BookState.SYNCING):
@@ -201,7 +203,14 @@ class BridgeMirror:
         m.u = m.gap_upto = 0
         for src, fs in m.sources.items():
             if src != source and fs.u > u:
-                fs.behind = True
+                fs.behind = fs.u
+
+    @staticmethod
+    def _is_behind(m: _Mirrored, fs: _FromSource) -> bool:
+        """Still on the old sequence, unless the new one has passed where it was (then ids compare again)."""
+        if fs.behind and m.u > fs.behind:
+            fs.behind = 0
+        return bool(fs.behind)
 
     def _on_book(self, body: dict) -> None:
         exchange = body["x"]
@@ -210,13 +219,15 @@ class BridgeMirror:
         u, pu, live = body["u"], body["pu"], body["st"] == L.BookState.LIVE
         fs.state = body["st"]
         if live:
-            if pu and u < pu:  # this source's exchange sequence went back: a restart of the exchange's ids
+            if pu and u < pu // 2:  # this source's exchange sequence went far back: the exchange restarted its ids
                 if fs.behind:
-                    fs.behind = False
+                    fs.behind = 0
                 elif u <= m.u:
                     self._restart_sequence(m, body.get("src", ""), u)
+            elif fs.behind:
+                fs.behind = max(fs.behind, u)  # still on the old sequence, further along it
             fs.u = u
-            if fs.behind or u <= m.u:
+            if self._is_behind(m, fs) or u <= m.u:
                 self.stats.duplicates += 1
             else:
                 if m.u and pu > max(m.u, m.gap_upto):  # a live book between the two reached no one
@@ -243,12 +254,22 @@ class BridgeMirror:
             m.horizon_ns = max(m.horizon_ns, old_ts)
 
     def _append(self, w: SegmentWriter, m: _Mirrored, rows: list) -> None:
-        fresh = []
-        for r in rows:
-            if r[4] in m.ids or r[0] < m.horizon_ns:
-                continue
-            self._remember(m, r[4], r[0])
-            fresh.append(tuple(r[:7]))
+        if rows and rows[0][0] >= m.horizon_ns and m.ids.isdisjoint([r[4] for r in rows]) and \
+                len({r[4] for r in rows}) == len(rows):  # the usual case, all new: remembered at once
+            m.ids.update(r[4] for r in rows)
+            m.order.extend((r[4], r[0]) for r in rows)
+            while len(m.order) > RECENT_IDS:
+                old_id, old_ts = m.order.popleft()
+                m.ids.discard(old_id)
+                m.horizon_ns = max(m.horizon_ns, old_ts)
+            fresh = [tuple(r[:7]) for r in rows]
+        else:
+            fresh = []
+            for r in rows:
+                if r[4] in m.ids or r[0] < m.horizon_ns:
+                    continue
+                self._remember(m, r[4], r[0])
+                fresh.append(tuple(r[:7]))
         self.stats.duplicates += len(rows) - len(fresh)
         if fresh:
             w.append_trades(m.slot, fresh)
@@ -302,7 +323,7 @@ class BridgeMirror:
         # fs.next_trade stays unknown: the stream is replayed from before the snapshot, and its first batch of
         # this source tells where the source's numbering is (its trades are told apart by id, not by index)
         live = body["st"] == L.BookState.LIVE
-        if (live and body["u"] > m.u and not fs.behind) or not m.has_book:
+        if (live and body["u"] > m.u and not self._is_behind(m, fs)) or not m.has_book:
             self._apply_book(exchange, w, m, body)
             self.stats.snapshots += 1
             return True
@@ -331,12 +352,18 @@ class BridgeMirror:
                 continue
             fs = m.sources.setdefault(source, _FromSource())
             fs.state = state
+            if sent_u:  # its own books may never arrive (the stream dropped them as another's): the status tells
+                if fs.behind and sent_u < fs.behind // 2:
+                    fs.behind = 0  # it has seen the exchange restart its ids too
+                elif fs.behind:
+                    fs.behind = max(fs.behind, sent_u)
+                fs.u = sent_u
             if rest and 0 <= fs.next_trade < rest[0]:  # the last trades this source sent did not come from it
                 if len(rest) > 1 and rest[1] in m.ids:  # another source delivered them
                     fs.next_trade = rest[0]
                 else:
                     await self._repair_trades(exchange, sym, source, w, m, fs, rest[0])
-            if state == L.BookState.LIVE and not fs.behind and sent_u > max(m.u, m.gap_upto):
+            if state == L.BookState.LIVE and not self._is_behind(m, fs) and sent_u > max(m.u, m.gap_upto):
                 m.gap_upto = sent_u  # this source sent a live book the mirror never got, and none newer came
                 self._count_gap(w, m.slot, "gaps")
                 await self._repair_book(exchange, sym, source)

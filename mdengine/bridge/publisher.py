@@ -122,7 +122,7 @@ class BridgePublisher:
     async def _send_book(self, s: _Symbol, version: int, state: int) -> None:
         body = self._book_body(s)
         live = body["st"] == L.BookState.LIVE
-        msg_id = wire.book_msg_id(s.exchange, s.sym[2], body["u"]) if live else \
+        msg_id = wire.book_msg_id(s.exchange, s.sym[2], body["u"], body["et"]) if live else \
             wire.state_msg_id(s.exchange, s.sym[2], self.source_id, body["v"])
         await self.transport.publish(s.book_subject, wire.encode(body), msg_id)
         s.sent_version = body["v"]

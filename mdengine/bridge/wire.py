@@ -55,9 +55,10 @@ def kv_key(exchange: str, symbol: str, source: str) -> str:
     return f"{exchange}.{token(symbol)}.{token(source)}"
 
 
-def book_msg_id(exchange: str, symbol: str, update_id: int) -> str:
-    """A live book at exchange update id `update_id`: the same id from every engine, sent once to the stream."""
-    return f"{exchange}.{token(symbol)}.b.{update_id}"
+def book_msg_id(exchange: str, symbol: str, update_id: int, exch_ts_ns: int) -> str:
+    """A live book at exchange update id `update_id`: the same id from every engine, sent once to the stream. The
+    exchange's timestamp keeps an id apart from the same `u` before the exchange restarted its sequence."""
+    return f"{exchange}.{token(symbol)}.b.{update_id}.{exch_ts_ns}"
 
 
 def state_msg_id(exchange: str, symbol: str, source: str, version: int) -> str:
