@@ -364,6 +364,38 @@ def test_an_exchange_id_restart_is_followed_and_a_lagging_source_does_not_shadow
     assert mirror.stats.malformed == 0
 
 
+def test_a_publisher_started_after_an_exchange_id_restart_shows_it(nats_server, namespace, mirror_ns):
+    """The only publisher is restarted after the exchange restarted its ids: its first book has no `pu`, and its
+    `u` far below the mirror's is the restart, not an old book."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        for u in range(1, 41):
+            src.step(trades=0, exch_ts_ns=10**12 + u)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 40, "the old sequence")
+        pubs[0].stop()
+        await asyncio.wait_for(tasks[0], WAIT_S)
+        src.u = 0
+        src.step(trades=0, exch_ts_ns=2 * 10**12 + 1)  # u = 1: the exchange restarted its ids meanwhile
+        pub2 = BridgePublisher(NatsTransport([nats_server.url], namespace), namespace, status_s=0.05,
+                               source_id="p0")
+        task2 = asyncio.create_task(pub2.run())
+        _TASKS.append(task2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1, "the restart in the mirror")
+        with SegmentReader(namespace, EXCHANGE) as r, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(r, dst, "BTC/USDT")
+        client = Client(mirror_ns)
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "live", "live")
+        client.close()
+        await _stop([pub2], [task2], mirror, mtask)
+        return mirror
+
+    mirror = asyncio.run(scenario())
+    src.close()
+    assert mirror.stats.resets == len(SYMBOLS)
+
+
 async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
     import nats
 

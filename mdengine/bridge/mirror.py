@@ -219,7 +219,9 @@ class BridgeMirror:
         u, pu, live = body["u"], body["pu"], body["st"] == L.BookState.LIVE
         fs.state = body["st"]
         if live:
-            if pu and u < pu // 2:  # this source's exchange sequence went far back: the exchange restarted its ids
+            # this source's sequence went far back (or, for a publisher just started, far below the mirror's): the
+            # exchange restarted its ids
+            if (pu and u < pu // 2) or (not pu and u < m.u // 2):
                 if fs.behind:
                     fs.behind = 0
                 elif u <= m.u:
