@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     mir = sub.add_parser("mirror", help="rebuild the published books and trades into local shared memory")
     mir.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
     mir.add_argument("--namespace", required=True, help="the local namespace to write (Client(namespace) reads it)")
-    mir.add_argument("--source", help="the publishers' namespace (default: the same as --namespace)")
+    mir.add_argument("--source", help="the bus namespace the publishers use (--as; default: the same as --namespace)")
     mir.add_argument("--silence", type=float, default=1.5, help="seconds without messages before books go stale")
     mir.add_argument("--replicas", type=int, default=1, help="JetStream replicas, if the mirror creates the stream")
     for p in (pub, mir):

@@ -25,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import struct
 import time
 from collections import deque
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..store import layout as L
 from ..store.writer import SegmentWriter
@@ -36,7 +37,6 @@ from . import wire
 from .transport import Transport
 
 log = logging.getLogger("mdengine.bridge.mirror")
-_TRADE = struct.Struct(L.TRADE_STRUCT)
 REPLAY_MARGIN_NS = 1_000_000_000  # replay from this long before the oldest snapshot (publisher clock vs bus's)
 RECENT_IDS = 8192  # trade ids remembered per symbol to drop a second source's copies (and a replay's)
 
@@ -136,10 +136,11 @@ class BridgeMirror:
             m.has_book, m.state = True, L.BookState.STALE
         base = w.view.slot_base(m.slot)
         g = w.view.geometry
-        tail = w.q[(base + g.ring + L.RING_TAIL_OFFSET) >> 3]
-        for i in range(max(0, tail - min(g.trade_capacity, RECENT_IDS)), tail):
-            rec = _TRADE.unpack_from(w.buf, base + g.records + (i & (g.trade_capacity - 1)) * L.TRADE_RECORD_LENGTH)
-            self._remember(m, rec[4], rec[0])
+        tail = int(w.q[(base + g.ring + L.RING_TAIL_OFFSET) >> 3])
+        ring = np.frombuffer(w.buf, dtype=L.TRADE_DTYPE, count=g.trade_capacity, offset=base + g.records)
+        last = ring[np.arange(max(0, tail - min(g.trade_capacity, RECENT_IDS)), tail) & (g.trade_capacity - 1)]
+        for trade_id, exch_ts in zip(last["trade_id"].tolist(), last["exch_ts_ns"].tolist(), strict=True):
+            self._remember(m, trade_id, exch_ts)
 
     # ------------------------------------------------------------------ sources and state
     def _healthy(self, exchange: str, source: str, now: float) -> bool:
