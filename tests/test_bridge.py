@@ -396,6 +396,69 @@ def test_a_publisher_started_after_an_exchange_id_restart_shows_it(nats_server, 
     assert mirror.stats.resets == len(SYMBOLS)
 
 
+def test_one_engine_resyncing_or_dead_does_not_override_the_other_live(nats_server, namespace, mirror_ns):
+    """A symbol is live in the mirror while any healthy source has it live: engine A resyncing, then A's feed
+    stopped, leave it live from B; B resyncing too (A gone) makes it resyncing; B stopped makes it stale."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    a_moves = [True]  # A's book moves with the exchange (not while it resyncs, nor once it stopped)
+
+    def step() -> None:
+        b.step(trades=0, exch_ts_ns=b.u + 1)
+        if a_moves[0]:
+            a.u = b.u - 1
+            a.step(trades=0, exch_ts_ns=b.u)
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (b_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        step()
+        await _until(lambda: _caught_up(b_ns, mirror_ns) and _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        states = []
+
+        async def hold(what: str) -> None:  # a few statuses' worth of time, books moving
+            for _ in range(6):
+                step()
+                await asyncio.sleep(0.05)
+            await _until(lambda: _caught_up(b_ns, mirror_ns), what)
+            states.append(client.top(EXCHANGE, "BTC/USDT").state)
+
+        await hold("live from both")
+        a_moves[0] = False
+        a.w.publish_state(a.slots[0], L.BookState.RESYNCING)  # A resyncs, and stays so
+        a.w.wake_readers()
+        await hold("A resyncing")
+        _SOURCES.remove(a)
+        a.w.close(clean=True)  # A's feed stops: its publisher says so
+        await _until(lambda: pubs[0].stats.statuses > 0, "A's status")
+        await hold("A stopped")
+        b.w.publish_state(b.slots[0], L.BookState.RESYNCING)
+        b.w.wake_readers()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "resyncing", "resyncing from B")
+        states.append(client.top(EXCHANGE, "BTC/USDT").state)
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return states
+
+    try:
+        states = asyncio.run(scenario())
+    finally:
+        b.close()
+        if a in _SOURCES:
+            a.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert states == ["live", "live", "live", "resyncing"]
+
+
 async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
     import nats
 
