@@ -1,5 +1,5 @@
 """The NATS JetStream bridge against real nats-server processes: engine segment -> publish -> NATS -> mirror ->
-Client(mirror namespace), compared with the source at equal versions."""
+Client(mirror namespace), compared with the source at equal exchange update ids."""
 
 from __future__ import annotations
 
@@ -64,14 +64,14 @@ class Source:
         self.u = 0
         self.trade_index = 0
         self.namespace = namespace
-        _SOURCES[:] = [self]  # a live feed heartbeats while the test waits (one source per test)
+        _SOURCES.append(self)  # a live feed heartbeats while the test waits
 
-    def step(self, trades: int = 2) -> None:
+    def step(self, trades: int = 2, exch_ts_ns: int = 0) -> None:
         self.u += 1
         now = time.time_ns()
         for slot in self.slots:
             flat, nb, na = versioned_flat(self.u + 10 * slot, DEPTH)
-            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now)
+            self.w.publish_levels(slot, flat, nb, na, update_id=self.u, recv_ts_ns=now, exch_ts_ns=exch_ts_ns)
             self.w.confirm(slot, now)
         batch = [trade(self.trade_index + j) for j in range(trades)]
         self.trade_index += trades
@@ -109,11 +109,10 @@ async def _until(cond, what: str, timeout: float = WAIT_S) -> None:
 
 
 def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[int, int]:
-    """The two books at equal versions, level by level; returns (version, mirrored version)."""
+    """The two books at equal update ids, level by level; returns (version, mirrored version)."""
     a = src.book(unified).snapshot()
     b = dst.book(unified).snapshot()
-    assert b.header.version == a.header.version, (a.header, b.header)
-    assert b.header.update_id == a.header.update_id
+    assert b.header.update_id == a.header.update_id, (a.header, b.header)
     assert b.header.state == a.header.state
     assert b.header.recv_ts_ns == a.header.recv_ts_ns
     np.testing.assert_array_equal(a.bids, b.bids)
@@ -121,24 +120,25 @@ def _same_book(src: SegmentReader, dst: SegmentReader, unified: str) -> tuple[in
     return a.header.version, b.header.version
 
 
-def _mirror_version(ns: str, unified: str) -> int:
+def _mirror_u(ns: str, unified: str) -> int:
+    """The update id of the mirrored book (the mirror keeps its own versions)."""
     try:
         with SegmentReader(ns, EXCHANGE) as r:
-            return r.book(unified).header().version
+            return r.book(unified).header().update_id
     except Exception:  # noqa: BLE001 - not created yet
         return -1
 
 
 def _caught_up(source_ns: str, ns: str) -> bool:
-    """Every mirrored book at its source's version."""
+    """Every mirrored book at its source's update id."""
     with SegmentReader(source_ns, EXCHANGE) as src:
-        return all(_mirror_version(ns, u) == src.book(u).header().version for _, _, u in SYMBOLS)
+        return all(_mirror_u(ns, u) == src.book(u).header().update_id for _, _, u in SYMBOLS)
 
 
 async def _start(server: NatsServer, source_ns: str, mirror_ns: str, *, publishers: int = 1,
                  snapshot_s: float = 5.0, silence_s: float = 1.5):
     pubs = [BridgePublisher(NatsTransport([server.url], source_ns), source_ns, snapshot_s=snapshot_s,
-                            status_s=0.05) for _ in range(publishers)]
+                            status_s=0.05, source_id=f"p{i}") for i in range(publishers)]
     mirror = BridgeMirror(NatsTransport([server.url], source_ns), mirror_ns, silence_s=silence_s)
     tasks = [asyncio.create_task(p.run()) for p in pubs]
     mtask = asyncio.create_task(mirror.run())
@@ -162,8 +162,8 @@ def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, na
         reader = SegmentReader(namespace, EXCHANGE)
         for _ in range(60):
             src.step()
-            await _until(lambda: _mirror_version(mirror_ns, "ETH/USDT:USDT") == src.u + 0 and
-                         _mirror_version(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
+            await _until(lambda: _mirror_u(mirror_ns, "ETH/USDT:USDT") == src.u and
+                         _mirror_u(mirror_ns, "BTC/USDT") == src.u, f"version {src.u}")
             with SegmentReader(mirror_ns, EXCHANGE) as dst:
                 for _, _, unified in SYMBOLS:
                     _same_book(reader, dst, unified)
@@ -173,7 +173,7 @@ def test_books_and_trades_reach_an_unchanged_client_through_nats(nats_server, na
         top = client.top(EXCHANGE, "BTC/USDT")
         assert not top.stale, top.reason
         assert top.state == "live" and top.update_id == src.u
-        assert client.book(EXCHANGE, "BTC/USDT").header().version == reader.book("BTC/USDT").header().version
+        assert client.book(EXCHANGE, "BTC/USDT").header().update_id == reader.book("BTC/USDT").header().update_id
         with SegmentReader(mirror_ns, EXCHANGE) as dst:
             recs, lost = dst.trades("BTC/USDT", start="earliest").poll()
         assert lost == 0
@@ -207,7 +207,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         for _ in range(30):
             src.step()
             await asyncio.sleep(0.005)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "both publishers' versions")
         await _until(lambda: pubs[0].stats.books >= 2 and pubs[1].stats.books >= 2, "both publishers running")
         # the primary dies without a goodbye: its connection is dropped, its task cancelled
         tasks[0].cancel()
@@ -216,7 +216,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         for _ in range(30):
             src.step()
             await asyncio.sleep(0.005)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the standby's versions")
         took = time.monotonic() - killed
         with SegmentReader(mirror_ns, EXCHANGE) as dst:
             for _, _, unified in SYMBOLS:
@@ -224,7 +224,7 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
         await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index, "every trade")
         ids = _trade_ids(mirror_ns)
         reader.close()
-        stored = [body["v"] for _, subject, body in await _stream_messages(nats_server, namespace)
+        stored = [body["u"] for _, subject, body in await _stream_messages(nats_server, namespace)
                   if subject.endswith("BTC=2FUSDT.book")]
         await _stop(pubs[1:], tasks[1:], mirror, mtask)
         return pubs, mirror, ids, took, stored
@@ -237,6 +237,226 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
     assert mirror.stats.books + mirror.stats.duplicates >= len(stored)
     assert mirror.stats.gaps == mirror.stats.trade_gaps == 0
     assert took < 10.0  # 30 steps on a busy machine; the standby had sent each version already
+
+
+def test_two_engines_batching_trades_differently_each_trade_once(nats_server, namespace, mirror_ns):
+    """Two independent engines (two namespaces) see the same exchange: books at the same update ids, the same
+    trades, but written in different batches (so JetStream keeps both engines' batches). Each publisher sends onto
+    one bus namespace under its own source id; the mirror writes each trade once and each book at its update id,
+    and carries on from the standby when the primary's publisher dies."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    standby_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(standby_ns)
+    pending: list[int] = []
+
+    def step() -> None:
+        a.step(trades=2)  # A writes each trade batch as it comes; B holds them and writes three at a time
+        b.u, b.trade_index = a.u - 1, a.trade_index
+        b.step(trades=0)
+        pending.extend(range(a.trade_index - 2, a.trade_index))
+        if len(pending) >= 3:
+            b.w.append_trades(b.slots[0], [trade(i) for i in pending])
+            pending.clear()
+            b.w.wake_readers()
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (standby_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        for _ in range(30):
+            step()
+            await asyncio.sleep(0.01)
+        await _until(lambda: pubs[0].stats.trades >= a.trade_index and pubs[1].stats.trades >= 30, "both sending")
+        tasks[0].cancel()  # the primary's publisher dies without a goodbye
+        await pubs[0].transport.nc.close()
+        for _ in range(30):
+            step()
+            await asyncio.sleep(0.01)
+        if pending:
+            b.w.append_trades(b.slots[0], [trade(i) for i in pending])
+            pending.clear()
+        await _until(lambda: _caught_up(standby_ns, mirror_ns), "the standby's books")
+        await _until(lambda: len(_trade_ids(mirror_ns)) >= a.trade_index, "every trade")
+        with SegmentReader(standby_ns, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            for _, _, unified in SYMBOLS:
+                _same_book(src, dst, unified)
+        ids = _trade_ids(mirror_ns)
+        await _stop(pubs[1:], tasks[1:], mirror, mtask)
+        return mirror, ids
+
+    try:
+        mirror, ids = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(standby_ns):
+            shm.unlink(name)
+    assert ids == list(range(a.trade_index))  # each trade once, in order, none missing
+    assert mirror.stats.duplicates > 0  # the standby's differently cut batches reached the mirror and were dropped
+    assert set(mirror.stats.sources) <= {"A", "B"} and mirror.stats.sources.get("B", 0) > 0
+    assert mirror.stats.gaps == mirror.stats.trade_gaps == mirror.stats.malformed == 0
+
+
+def test_an_exchange_id_restart_is_followed_and_a_lagging_source_does_not_shadow_it(nats_server, namespace,
+                                                                                    mirror_ns):
+    """The exchange restarts its update ids (Bybit: u = 1 after a service restart). Engine A sees it first; engine B
+    still sends books of the old sequence (larger ids, older books) for a while, then sees the restart too. The
+    mirror follows A and never shows B's old books after the restart; a small step back is not a restart."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (b_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        seen: list[int] = []
+
+        async def to(src: Source, u: int, epoch: int = 1, ts: int = 0) -> None:
+            """A book at u of the exchange's sequence `epoch` (its timestamp tells them apart, as an exchange's)."""
+            src.u = u - 1
+            src.step(trades=0, exch_ts_ns=epoch * 10**12 + u * 1000 + ts)
+            await _until(lambda: pubs[0 if src is a else 1].stats.books and
+                         SegmentReader(src.namespace, EXCHANGE).book("BTC/USDT").header().update_id == u, "a step")
+            await asyncio.sleep(0.05)
+            seen.append(_mirror_u(mirror_ns, "BTC/USDT"))
+
+        for u in range(1, 21):
+            await to(a, u)
+            await to(b, u)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 20, "the old sequence")
+        await to(a, 18, ts=500)  # a step back (a book of another time), not a restart: an older book, dropped
+        assert _mirror_u(mirror_ns, "BTC/USDT") == 20 and mirror.stats.resets == 0
+        await to(a, 21)
+        await to(a, 1, epoch=2)  # the exchange restarted its ids; A sees it first
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1, "the restart in the mirror")
+        restarted = len(seen)
+        for u in (22, 23, 24):  # B lags on the old sequence: larger ids, older books
+            await to(b, u)
+        await to(a, 2, epoch=2)
+        for u in (2, 3):  # B sees the restart too
+            await to(b, u, epoch=2)
+        await to(a, 3, epoch=2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 3, "both on the new sequence")
+        with SegmentReader(b_ns, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")  # B's u = 3 came first (JetStream dropped A's, the same message)
+            state = dst.book("BTC/USDT").header().state
+        await _stop(pubs, tasks, mirror, mtask)
+        return mirror, seen[restarted:], state
+
+    try:
+        mirror, after, state = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert max(after) <= 3, after  # never an old-sequence book after the restart
+    assert mirror.stats.resets == len(SYMBOLS) and state == L.BookState.LIVE  # once per symbol
+    assert mirror.stats.malformed == 0
+
+
+def test_a_publisher_started_after_an_exchange_id_restart_shows_it(nats_server, namespace, mirror_ns):
+    """The only publisher is restarted after the exchange restarted its ids: its first book has no `pu`, and its
+    `u` far below the mirror's is the restart, not an old book."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns)
+        for u in range(1, 41):
+            src.step(trades=0, exch_ts_ns=10**12 + u)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 40, "the old sequence")
+        pubs[0].stop()
+        await asyncio.wait_for(tasks[0], WAIT_S)
+        src.u = 0
+        src.step(trades=0, exch_ts_ns=2 * 10**12 + 1)  # u = 1: the exchange restarted its ids meanwhile
+        pub2 = BridgePublisher(NatsTransport([nats_server.url], namespace), namespace, status_s=0.05,
+                               source_id="p0")
+        task2 = asyncio.create_task(pub2.run())
+        _TASKS.append(task2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1, "the restart in the mirror")
+        with SegmentReader(namespace, EXCHANGE) as r, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(r, dst, "BTC/USDT")
+        client = Client(mirror_ns)
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "live", "live")
+        client.close()
+        await _stop([pub2], [task2], mirror, mtask)
+        return mirror
+
+    mirror = asyncio.run(scenario())
+    src.close()
+    assert mirror.stats.resets == len(SYMBOLS)
+
+
+def test_one_engine_resyncing_or_dead_does_not_override_the_other_live(nats_server, namespace, mirror_ns):
+    """A symbol is live in the mirror while any healthy source has it live: engine A resyncing, then A's feed
+    stopped, leave it live from B; B resyncing too (A gone) makes it resyncing; B stopped makes it stale."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    a_moves = [True]  # A's book moves with the exchange (not while it resyncs, nor once it stopped)
+
+    def step() -> None:
+        b.step(trades=0, exch_ts_ns=b.u + 1)
+        if a_moves[0]:
+            a.u = b.u - 1
+            a.step(trades=0, exch_ts_ns=b.u)
+
+    async def scenario():
+        pubs = [BridgePublisher(NatsTransport([nats_server.url], bus), ns, bus_namespace=bus, source_id=sid,
+                                status_s=0.05) for ns, sid in ((namespace, "A"), (b_ns, "B"))]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        step()
+        await _until(lambda: _caught_up(b_ns, mirror_ns) and _caught_up(namespace, mirror_ns), "the first books")
+        client = Client(mirror_ns)
+        states = []
+
+        async def hold(what: str) -> None:  # a few statuses' worth of time, books moving
+            for _ in range(6):
+                step()
+                await asyncio.sleep(0.05)
+            await _until(lambda: _caught_up(b_ns, mirror_ns), what)
+            states.append(client.top(EXCHANGE, "BTC/USDT").state)
+
+        await hold("live from both")
+        a_moves[0] = False
+        a.w.publish_state(a.slots[0], L.BookState.RESYNCING)  # A resyncs, and stays so
+        a.w.wake_readers()
+        await hold("A resyncing")
+        _SOURCES.remove(a)
+        a.w.close(clean=True)  # A's feed stops: its publisher says so
+        await _until(lambda: pubs[0].stats.statuses > 0, "A's status")
+        await hold("A stopped")
+        b.w.publish_state(b.slots[0], L.BookState.RESYNCING)
+        b.w.wake_readers()
+        await _until(lambda: client.top(EXCHANGE, "BTC/USDT").state == "resyncing", "resyncing from B")
+        states.append(client.top(EXCHANGE, "BTC/USDT").state)
+        client.close()
+        await _stop(pubs, tasks, mirror, mtask)
+        return states
+
+    try:
+        states = asyncio.run(scenario())
+    finally:
+        b.close()
+        if a in _SOURCES:
+            a.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert states == ["live", "live", "live", "resyncing"]
 
 
 async def _stream_messages(server: NatsServer, source_ns: str) -> list[tuple[int, str, dict]]:
@@ -283,7 +503,7 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         for _ in range(5):
             src.step()
             await asyncio.sleep(0.02)
-        await _until(lambda: _mirror_version(mirror_ns, "BTC/USDT") == src.u, "the first versions")
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the first versions")
         await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
         mirror.stop()
         await asyncio.wait_for(mtask, WAIT_S)
@@ -294,7 +514,7 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         lost_version = src.u - 2
         msgs = await _stream_messages(nats_server, namespace)
         doomed = [seq for seq, subject, body in msgs
-                  if subject.endswith("BTC=2FUSDT.book") and body["v"] == lost_version]
+                  if subject.endswith("BTC=2FUSDT.book") and body["u"] == lost_version]
         batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
         seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # one sent while the mirror was away
         doomed.append(seq)

@@ -107,3 +107,54 @@ def test_killing_a_cluster_node_under_load_leaves_no_gap(nats_cluster, namespace
     # a book message lost in the failover is a counted gap that the next message repairs (it is a whole book);
     # a lost trade batch is repaired from the KV snapshot, so none is missing from the ring
     assert mirror.stats.trades_unrepaired == 0, (mirror.stats, pub.failed)
+
+
+def test_a_stream_without_leader_is_retried_in_order_not_counted_failed(nats_cluster, namespace, mirror_ns):  # noqa: F811
+    """Kill the node that leads the stream (not the one the publisher talks to): while the others elect a leader,
+    publishes are answered "no response from stream". The transport sends those again, in order, so nothing
+    counts as failed and the mirror gets every trade with no gap."""
+    from mdengine.bridge import wire
+
+    src = Source(namespace)
+    urls = [n.url for n in nats_cluster]
+
+    async def scenario():
+        probe = await _connected(NatsTransport(urls, namespace, replicas=3))  # makes the stream, finds its leader
+        leader = (await probe.js.stream_info(wire.stream_name(namespace))).cluster.leader
+        await probe.close()
+        others = [n.url for n in nats_cluster if n.name != leader]  # the clients talk to the other two nodes
+        pub_t = await _connected(NatsTransport(others, namespace, replicas=3))
+        mir_t = await _connected(NatsTransport(others, namespace, replicas=3))
+        leader = next(n for n in nats_cluster if n.name == leader)
+        pub = BridgePublisher(pub_t, namespace, status_s=0.05)
+        pub.transport.connect = _noop
+        mirror = BridgeMirror(mir_t, mirror_ns)
+        mirror.transport.connect = _noop
+        tasks = [asyncio.create_task(pub.run())]
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        for _ in range(20):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the first books")
+        leader.stop(kill=True)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:
+            src.step(trades=1)
+            await asyncio.sleep(0.01)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the books after the election")
+        await _until(lambda: mirror.stats.trades >= src.trade_index, f"every trade ({mirror.stats})")
+        ids = _trade_ids(mirror_ns)
+        await _stop([pub], tasks, mirror, mtask)
+        return pub, mirror, ids
+
+    async def _noop():
+        return None
+
+    pub, mirror, ids = asyncio.run(scenario())
+    src.close()
+    assert pub.transport.retried > 0  # the election happened under load, and was ridden out
+    assert pub.failed == 0, pub.transport.why_failed
+    assert ids == list(range(src.trade_index - len(ids), src.trade_index))
+    assert mirror.stats.trade_gaps == mirror.stats.trades_unrepaired == 0, mirror.stats

@@ -18,7 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="role", metavar="ROLE", required=True)
     pub = sub.add_parser("publish", help="read a namespace's shared memory and publish it")
     pub.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
-    pub.add_argument("--namespace", required=True, help="the engine's namespace to read (and the subjects' <ns>)")
+    pub.add_argument("--namespace", required=True, help="the engine's namespace to read")
+    pub.add_argument("--bus-namespace", "--as", dest="bus_namespace",
+                     help="the subjects' <ns> (default: --namespace); engines backing each other up share one")
+    pub.add_argument("--source-id", help="this publisher's name in its messages (default: hostname:namespace)")
     pub.add_argument("--exchanges", help="comma-separated exchanges (default: every segment of the namespace)")
     pub.add_argument("--symbols", help="comma-separated unified or native symbols (default: all)")
     pub.add_argument("--snapshot-interval", type=float, default=5.0, help="seconds between KV snapshots")
@@ -26,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     mir = sub.add_parser("mirror", help="rebuild the published books and trades into local shared memory")
     mir.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
     mir.add_argument("--namespace", required=True, help="the local namespace to write (Client(namespace) reads it)")
-    mir.add_argument("--source", help="the publishers' namespace (default: the same as --namespace)")
+    mir.add_argument("--source", help="the bus namespace the publishers use (--as; default: the same as --namespace)")
     mir.add_argument("--silence", type=float, default=1.5, help="seconds without messages before books go stale")
     mir.add_argument("--replicas", type=int, default=1, help="JetStream replicas, if the mirror creates the stream")
     for p in (pub, mir):
@@ -44,8 +47,9 @@ async def _run(args: argparse.Namespace) -> dict:
     if args.role == "publish":
         from .publisher import BridgePublisher
 
-        transport = NatsTransport(servers, args.namespace, replicas=args.replicas, name="mdengine-bridge-publish")
-        node = BridgePublisher(transport, args.namespace,
+        bus = args.bus_namespace or args.namespace
+        transport = NatsTransport(servers, bus, replicas=args.replicas, name="mdengine-bridge-publish")
+        node = BridgePublisher(transport, args.namespace, bus_namespace=bus, source_id=args.source_id,
                                exchanges=args.exchanges.split(",") if args.exchanges else None,
                                symbols=args.symbols.split(",") if args.symbols else None,
                                snapshot_s=args.snapshot_interval)
@@ -60,7 +64,8 @@ async def _run(args: argparse.Namespace) -> dict:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, node.stop)
     await node.run(args.seconds)
-    return {"role": args.role, **asdict(node.stats), "failed": transport.failed}
+    return {"role": args.role, **asdict(node.stats), "failed": transport.failed, "retried": transport.retried,
+            "why_failed": dict(transport.why_failed)}
 
 
 def main(argv: list[str]) -> int:

@@ -1,15 +1,23 @@
 """`mdengine bridge mirror`: rebuild the books and trades from the bus into local shared memory.
 
 The segments have the engine's layout and are written with the engine's `SegmentWriter`, so an unchanged
-`Client(namespace)` reads them. Each symbol keeps the version the engine gave it (a state the mirror sets itself,
-stale after a silence or a restart, keeps the version of the book it marks), its update id, state and freshness.
+`Client(namespace)` reads them. The mirror keeps its own monotone version per symbol; the update id, receive
+time and levels are the source's.
 
-Sequencing: a book message carries its version and the version its publisher sent before (`pv`). The mirror
-applies a version once, from whichever publisher delivers it first (JetStream already drops a repeated
-`Nats-Msg-Id`; older or equal versions are dropped here). A message whose `pv` is newer than what the mirror
-holds means one was missed: a gap, counted. Book messages are whole snapshots of the published levels, so the
-message itself repairs the book; a gap the mirror learns of from a status message (the missed message was the
-symbol's last) and every trade gap are repaired from the symbol's KV snapshot (which keeps its recent trades).
+Several sources (publishers of independent engines reading the same exchange) can feed one mirror. What it
+applies is keyed on what the exchange gave, which is equal across engines:
+- books by the exchange update id `u`: a live book is applied when its `u` is newer than the one held, from
+  whichever source delivers it first (JetStream already drops a repeated `Nats-Msg-Id`). A message's `pu` (the
+  live `u` its source sent before) newer than the held `u` means one was missed by every source: a gap, counted;
+  the message, a whole snapshot, repairs the book. An exchange that restarts its sequence (Bybit: `u` = 1 after a
+  service restart) shows as a source whose `u` falls below half its own `pu`: the mirror follows it, and ignores
+  other sources' books until their own sequence restarts too, or the new sequence passes where they were (their
+  older books are not newer for having larger ids). A smaller step back is an older book, dropped.
+- trades by exchange trade id: a bounded set of recent ids per symbol (and anything older than the set reaches)
+  is dropped; each source's batches are numbered by its own engine's ring, so a batch a source never delivered
+  is found and taken from that source's KV snapshot.
+- state: a symbol is live while any healthy source (status ok and heard within `silence_s`) has it live; else
+  resyncing if one is resyncing, else stale. The segment heartbeats while any source of the exchange is healthy.
 """
 
 from __future__ import annotations
@@ -17,43 +25,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import struct
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..store import layout as L
-from ..store.writer import META_VERSION, META_WORDS, SegmentWriter
+from ..store.writer import SegmentWriter
 from . import wire
 from .transport import Transport
 
 log = logging.getLogger("mdengine.bridge.mirror")
-_TRADE = struct.Struct(L.TRADE_STRUCT)
 REPLAY_MARGIN_NS = 1_000_000_000  # replay from this long before the oldest snapshot (publisher clock vs bus's)
+RECENT_IDS = 8192  # trade ids remembered per symbol to drop a second source's copies (and a replay's)
+
+
+@dataclass
+class _FromSource:
+    """What one source said about one symbol."""
+
+    state: int = L.BookState.EMPTY
+    u: int = 0  # the last live update id it sent
+    next_trade: int = -1  # its engine's ring index of the next trade expected (-1: not known yet)
+    behind: int = 0  # still on an exchange sequence the mirror saw restart, at this u: its ids are not comparable
 
 
 @dataclass
 class _Mirrored:
     slot: int
-    version: int = 0  # the source version the slot holds (0: none yet)
-    state: int = L.BookState.EMPTY
-    next_trade: int = -1  # the source ring index of the next trade expected (-1: not known yet)
-    silenced: bool = False  # marked stale by the mirror (the bus went quiet), not by the source
-    gap_upto: int = 0  # the newest missed version already counted (a status and the next message both tell)
-    resume: tuple | None = None  # the last trade an earlier mirror wrote to this slot, until the replay passes it
+    u: int = 0  # the exchange update id of the live book held (0: none)
+    has_book: bool = False
+    state: int = L.BookState.EMPTY  # the state published in the mirror
+    gap_upto: int = 0  # the newest missed update id already counted (a status and the next message both tell)
+    sources: dict[str, _FromSource] = field(default_factory=dict)
+    ids: set = field(default_factory=set)  # recent trade ids written
+    order: deque = field(default_factory=deque)  # (trade id, exch_ts) in the order written
+    horizon_ns: int = 0  # trades older than this left `ids`: anything older is taken as written
+
+
+@dataclass
+class _Source:
+    ok: bool = True  # its last status said the engine's feed is healthy (until one says otherwise: heard is enough)
+    heard: float = -math.inf  # monotonic time of its last message
 
 
 @dataclass
 class MirrorStats:
     books: int = 0
     trades: int = 0
-    duplicates: int = 0  # messages (or trades) already applied, from another publisher or a redelivery
-    gaps: int = 0  # book messages missed
-    trade_gaps: int = 0
+    duplicates: int = 0  # messages (or trades) already applied, from another source or a redelivery
+    gaps: int = 0  # live books every source missed
+    trade_gaps: int = 0  # trade batches a source's stream missed
     repairs: int = 0  # gaps repaired from a KV snapshot
-    trades_unrepaired: int = 0  # trades missed that the KV snapshot no longer held
+    trades_unrepaired: int = 0  # trades a source missed that its KV snapshot no longer held
     snapshots: int = 0  # KV snapshots applied
+    resets: int = 0  # exchange update id sequences seen restarting
     malformed: int = 0
-    silences: int = 0  # times the bus went quiet and the books were marked stale
+    silences: int = 0  # times every source of an exchange went quiet or unhealthy and its books went stale
+    sources: dict = field(default_factory=dict)  # books applied per source
 
 
 class BridgeMirror:
@@ -67,7 +97,8 @@ class BridgeMirror:
         self.stats = MirrorStats()
         self.writers: dict[str, SegmentWriter] = {}
         self._books: dict[tuple[str, str], _Mirrored] = {}
-        self._heard: dict[str, float] = {}  # exchange -> monotonic time of its last message
+        self._sources: dict[tuple[str, str], _Source] = {}  # (exchange, source id) -> health
+        self._healthy_before: dict[str, bool] = {}
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()  # set once the KV snapshots are applied
 
@@ -97,36 +128,52 @@ class BridgeMirror:
                 self._resume(w, m)
         return w, m
 
-    @staticmethod
-    def _resume(w: SegmentWriter, m: _Mirrored) -> None:
-        """A slot an earlier mirror wrote (restart): carry on from what it holds. Its version is the source's
-        plus the stale republish this writer's take-over made; its last trade tells where the replay resumes."""
+    def _resume(self, w: SegmentWriter, m: _Mirrored) -> None:
+        """A slot an earlier mirror wrote (restart): its book stays (stale, as the take-over republished it) until
+        a newer one comes; its last trades' ids are remembered, so the stream's replay does not write them again."""
         prev = w.last_book(m.slot)
-        if prev is not None:  # the take-over republished it stale, one version up: that state keeps the old number
-            meta = memoryview(w.meta).cast("q")
-            meta[m.slot * META_WORDS + META_VERSION] -= 1
-            m.version, m.state, m.silenced = meta[m.slot * META_WORDS + META_VERSION], L.BookState.STALE, True
-            meta.release()
+        if prev is not None:
+            m.has_book, m.state = True, L.BookState.STALE
         base = w.view.slot_base(m.slot)
         g = w.view.geometry
-        tail = w.q[(base + g.ring + L.RING_TAIL_OFFSET) >> 3]
-        if tail > 0:
-            rec = _TRADE.unpack_from(w.buf, base + g.records + ((tail - 1) & (g.trade_capacity - 1)) *
-                                     L.TRADE_RECORD_LENGTH)
-            m.resume = rec[:7]
+        tail = int(w.q[(base + g.ring + L.RING_TAIL_OFFSET) >> 3])
+        ring = np.frombuffer(w.buf, dtype=L.TRADE_DTYPE, count=g.trade_capacity, offset=base + g.records)
+        last = ring[np.arange(max(0, tail - min(g.trade_capacity, RECENT_IDS)), tail) & (g.trade_capacity - 1)]
+        for trade_id, exch_ts in zip(last["trade_id"].tolist(), last["exch_ts_ns"].tolist(), strict=True):
+            self._remember(m, trade_id, exch_ts)
 
-    @staticmethod
-    def _align_version(w: SegmentWriter, slot: int, version: int) -> None:
-        """Make the writer's next publish in `slot` carry the source's version (never going backwards)."""
-        meta = memoryview(w.meta).cast("q")
-        i = slot * META_WORDS + META_VERSION
-        if meta[i] < version - 1:
-            meta[i] = version - 1
-        meta.release()
+    # ------------------------------------------------------------------ sources and state
+    def _healthy(self, exchange: str, source: str, now: float) -> bool:
+        s = self._sources.get((exchange, source))
+        return s is not None and s.ok and now - s.heard < self.silence_s
 
-    # ------------------------------------------------------------------ applying
-    def _apply_book(self, body: dict) -> None:
-        w, m = self._mirrored(body["x"], body["sym"])
+    def _wanted_state(self, exchange: str, m: _Mirrored, now: float) -> int:
+        """Live while a healthy source has the symbol live; else resyncing if one resyncs; else stale."""
+        states = {fs.state for src, fs in m.sources.items() if not self._is_behind(m, fs)
+                  and self._healthy(exchange, src, now)}
+        if L.BookState.LIVE in states and m.u:
+            return L.BookState.LIVE
+        for st in (L.BookState.RESYNCING, L.BookState.SYNCING):
+            if st in states:
+                return st
+        return L.BookState.STALE if m.has_book else L.BookState.EMPTY
+
+    def _refresh(self, exchange: str, w: SegmentWriter, m: _Mirrored, now: float) -> None:
+        want = self._wanted_state(exchange, m, now)
+        if m.has_book and want != m.state and want != L.BookState.EMPTY:
+            w.publish_state(m.slot, want)
+            m.state = want
+            w.wake_readers()
+
+    def _from(self, m: _Mirrored, body: dict) -> _FromSource:
+        src = body.get("src", "")
+        fs = m.sources.get(src)
+        if fs is None:
+            fs = m.sources[src] = _FromSource()
+        return fs
+
+    # ------------------------------------------------------------------ books
+    def _apply_book(self, exchange: str, w: SegmentWriter, m: _Mirrored, body: dict) -> None:
         b, a = body["b"], body["a"]
         cap = w.capacity
         nb, na = min(len(b) // 2, cap), min(len(a) // 2, cap)
@@ -136,153 +183,207 @@ class BridgeMirror:
         flat[1:4 * nb:4] = b[1:2 * nb:2]
         flat[2:4 * na:4] = a[0:2 * na:2]
         flat[3:4 * na:4] = a[1:2 * na:2]
-        self._align_version(w, m.slot, body["v"])
+        if body["st"] == L.BookState.LIVE:
+            m.u = body["u"]
+        m.has_book = True
+        state = self._wanted_state(exchange, m, time.monotonic())
+        if state == L.BookState.EMPTY:
+            state = body["st"]
         w.publish_levels(m.slot, flat, nb, na, update_id=body["u"], exch_ts_ns=body["et"], recv_ts_ns=body["rt"],
-                         state=body["st"], truncated=bool(body["fl"] & L.BookFlags.TRUNCATED))
-        m.version, m.state, m.silenced = body["v"], body["st"], False
+                         state=state, truncated=bool(body["fl"] & L.BookFlags.TRUNCATED))
+        m.state = state
         w.wake_readers()
         self.stats.books += 1
+        src = body.get("src", "")
+        self.stats.sources[src] = self.stats.sources.get(src, 0) + 1
+
+    def _restart_sequence(self, m: _Mirrored, source: str, u: int) -> None:
+        """`source`'s exchange sequence restarted at `u`: follow it; sources still ahead of it are behind."""
+        self.stats.resets += 1
+        log.warning("bridge mirror: %s restarted its update ids at %d (held %d)", source, u, m.u)
+        m.u = m.gap_upto = 0
+        for src, fs in m.sources.items():
+            if src != source and fs.u > u:
+                fs.behind = fs.u
+
+    @staticmethod
+    def _is_behind(m: _Mirrored, fs: _FromSource) -> bool:
+        """Still on the old sequence, unless the new one has passed where it was (then ids compare again)."""
+        if fs.behind and m.u > fs.behind:
+            fs.behind = 0
+        return bool(fs.behind)
 
     def _on_book(self, body: dict) -> None:
-        w, m = self._mirrored(body["x"], body["sym"])
-        if body["v"] <= m.version:
-            self.stats.duplicates += 1
+        exchange = body["x"]
+        w, m = self._mirrored(exchange, body["sym"])
+        fs = self._from(m, body)
+        u, pu, live = body["u"], body["pu"], body["st"] == L.BookState.LIVE
+        fs.state = body["st"]
+        if live:
+            # this source's sequence went far back (or, for a publisher just started, far below the mirror's): the
+            # exchange restarted its ids
+            if (pu and u < pu // 2) or (not pu and u < m.u // 2):
+                if fs.behind:
+                    fs.behind = 0
+                elif u <= m.u:
+                    self._restart_sequence(m, body.get("src", ""), u)
+            elif fs.behind:
+                fs.behind = max(fs.behind, u)  # still on the old sequence, further along it
+            fs.u = u
+            if self._is_behind(m, fs) or u <= m.u:
+                self.stats.duplicates += 1
+            else:
+                if m.u and pu > max(m.u, m.gap_upto):  # a live book between the two reached no one
+                    self._count_gap(w, m.slot, "gaps")
+                self._apply_book(exchange, w, m, body)
+                return
+        elif not m.has_book:  # nothing better to show yet
+            self._apply_book(exchange, w, m, body)
             return
-        if m.version and body["pv"] > max(m.version, m.gap_upto):  # a message between the two never arrived
-            self._count_gap(w, m.slot, "gaps")
-        self._apply_book(body)
+        self._refresh(exchange, w, m, time.monotonic())
 
     def _count_gap(self, w: SegmentWriter, slot: int, kind: str) -> None:
         setattr(self.stats, kind, getattr(self.stats, kind) + 1)
         w.count("gaps")
         w.stat(slot, "gaps")
 
-    @staticmethod
-    def _past_resume(m: _Mirrored, rows: list) -> list:
-        """The rows after the trade an earlier mirror wrote last. Receive times never go down in a ring, so what
-        was received before it, and what shares its receive time up to it, is already in the ring."""
-        r = m.resume
-        out = []
-        matched = False
-        for row in rows:
-            if m.resume is None:
-                out.append(row)
-            elif tuple(row[:7]) == r:
-                matched = True
-            elif row[1] < r[1] or (row[1] == r[1] and not matched):
-                continue
-            else:
-                m.resume = None
-                out.append(row)
-        if matched:
-            m.resume = None
-        if m.resume is None and rows:
-            m.next_trade = rows[-1][7] + 1
-        return out
+    # ------------------------------------------------------------------ trades
+    def _remember(self, m: _Mirrored, trade_id: int, exch_ts: int) -> None:
+        m.ids.add(trade_id)
+        m.order.append((trade_id, exch_ts))
+        if len(m.order) > RECENT_IDS:
+            old_id, old_ts = m.order.popleft()
+            m.ids.discard(old_id)
+            m.horizon_ns = max(m.horizon_ns, old_ts)
 
     def _append(self, w: SegmentWriter, m: _Mirrored, rows: list) -> None:
-        if m.resume is not None:
-            fresh = self._past_resume(m, rows)
+        if rows and rows[0][0] >= m.horizon_ns and m.ids.isdisjoint([r[4] for r in rows]) and \
+                len({r[4] for r in rows}) == len(rows):  # the usual case, all new: remembered at once
+            m.ids.update(r[4] for r in rows)
+            m.order.extend((r[4], r[0]) for r in rows)
+            while len(m.order) > RECENT_IDS:
+                old_id, old_ts = m.order.popleft()
+                m.ids.discard(old_id)
+                m.horizon_ns = max(m.horizon_ns, old_ts)
+            fresh = [tuple(r[:7]) for r in rows]
         else:
-            fresh = [r for r in rows if r[7] >= m.next_trade] if m.next_trade >= 0 else rows
+            fresh = []
+            for r in rows:
+                if r[4] in m.ids or r[0] < m.horizon_ns:
+                    continue
+                self._remember(m, r[4], r[0])
+                fresh.append(tuple(r[:7]))
         self.stats.duplicates += len(rows) - len(fresh)
         if fresh:
-            w.append_trades(m.slot, [tuple(r[:7]) for r in fresh])
-            m.next_trade = fresh[-1][7] + 1
+            w.append_trades(m.slot, fresh)
             self.stats.trades += len(fresh)
             w.wake_readers()
 
     async def _on_trades(self, body: dict) -> None:
         w, m = self._mirrored(body["x"], body["sym"])
-        first = body["i"]
-        if m.resume is None and m.next_trade >= 0 and first > m.next_trade:  # [next_trade, first) never arrived
-            self._count_gap(w, m.slot, "trade_gaps")
-            await self._repair_trades(body["x"], body["sym"][2], w, m, first)
-        self._append(w, m, body["t"])
+        fs = self._from(m, body)
+        first, rows = body["i"], body["t"]
+        if fs.next_trade >= 0 and first > fs.next_trade:  # this source's [next_trade, first) did not come from it
+            if body.get("pt") in m.ids:  # another source delivered them (JetStream kept its identical batch)
+                fs.next_trade = first
+            else:
+                await self._repair_trades(body["x"], body["sym"][2], body.get("src", ""), w, m, fs, first)
+        self._append(w, m, rows)
+        if rows:
+            fs.next_trade = max(fs.next_trade, rows[-1][7] + 1)
 
-    async def _repair_trades(self, exchange: str, sym: str, w: SegmentWriter, m: _Mirrored, upto: int) -> None:
-        """Fill trades [next_trade, upto) from the KV snapshot. A publisher refreshes it once it learns a
-        publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s. Messages
-        wait meanwhile (they are handled one at a time), so readers get the trades late but in order."""
-        want = m.next_trade
+    async def _repair_trades(self, exchange: str, sym: str, source: str, w: SegmentWriter, m: _Mirrored,
+                             fs: _FromSource, upto: int) -> None:
+        """Fill the source's trades [next_trade, upto) from its KV snapshot. A publisher refreshes it once it
+        learns a publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s
+        (unless another healthy source has the trades). Messages wait meanwhile (they are handled one at a
+        time), so readers get the trades late but in order."""
+        want = fs.next_trade
+        self._count_gap(w, m.slot, "trade_gaps")
         end = time.monotonic() + self.repair_wait_s
         while True:
-            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym))
+            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
             rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
             if len(rows) == upto - want or time.monotonic() >= end:
                 break
-            self._heard[exchange] = time.monotonic()  # waiting on the bus is not a silence of the bus
+            self._sources[(exchange, source)].heard = time.monotonic()  # waiting on the bus is not its silence
             await asyncio.sleep(0.1)
         if rows and rows[0][7] == want:
             self.stats.repairs += 1
-        self.stats.trades_unrepaired += (upto - want) - len(rows)
-        if upto - want > len(rows):
-            w.stat(m.slot, "trades_lost_upstream", (upto - want) - len(rows))
+        missing = (upto - want) - len(rows)
+        if missing > 0:  # another source may have delivered them: counted as this source's loss
+            self.stats.trades_unrepaired += missing
+            w.stat(m.slot, "trades_lost_upstream", missing)
         self._append(w, m, rows)
-        m.next_trade = max(m.next_trade, upto)
+        fs.next_trade = max(fs.next_trade, upto)
 
+    # ------------------------------------------------------------------ snapshots and statuses
     async def _apply_snapshot(self, body: dict) -> bool:
-        """Apply a KV snapshot if it is newer than what the mirror holds; True if it was."""
-        w, m = self._mirrored(body["x"], body["sym"])
-        if m.next_trade < 0 and m.resume is None:
-            m.next_trade = body.get("ti", -1)
-        if body["v"] <= m.version:
-            return False
-        self._apply_book(body)
-        self.stats.snapshots += 1
-        return True
+        """Apply a KV snapshot if it is a live book newer than the one held (or the mirror holds none)."""
+        exchange = body["x"]
+        w, m = self._mirrored(exchange, body["sym"])
+        fs = self._from(m, body)
+        # fs.next_trade stays unknown: the stream is replayed from before the snapshot, and its first batch of
+        # this source tells where the source's numbering is (its trades are told apart by id, not by index)
+        live = body["st"] == L.BookState.LIVE
+        if (live and body["u"] > m.u and not self._is_behind(m, fs)) or not m.has_book:
+            self._apply_book(exchange, w, m, body)
+            self.stats.snapshots += 1
+            return True
+        return False
 
-    async def _repair_book(self, exchange: str, sym: str) -> None:
-        raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym))
+    async def _repair_book(self, exchange: str, sym: str, source: str) -> None:
+        raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
         if raw is not None and await self._apply_snapshot(wire.decode(raw)):
             self.stats.repairs += 1
 
     async def _on_status(self, body: dict) -> None:
-        exchange = body["x"]
+        exchange, source = body["x"], body.get("src", "")
+        health = self._sources.get((exchange, source))
+        if health is None:
+            health = self._sources[(exchange, source)] = _Source()
+        health.ok = bool(body["ok"])
         w = self.writers.get(exchange)
         if w is None:
             return
-        w.set_freshness(body["sa"] / 1e9, body["hi"] / 1e9)
-        now = time.time_ns()
-        for sym, (version, state, confirmed_age, *rest) in body["syms"].items():
+        now_ns, now = time.time_ns(), time.monotonic()
+        if body["ok"]:
+            w.set_freshness(body["sa"] / 1e9, body["hi"] / 1e9)
+        for sym, (sent_u, state, confirmed_age, *rest) in body["syms"].items():
             m = self._books.get((exchange, sym))
             if m is None:
                 continue
-            if rest and m.resume is None and 0 <= m.next_trade < rest[0]:  # the last trades sent never arrived
-                self._count_gap(w, m.slot, "trade_gaps")
-                await self._repair_trades(exchange, sym, w, m, rest[0])
-            if version > max(m.version, m.gap_upto):  # the publisher sent a version the mirror never got
-                m.gap_upto = version
+            fs = m.sources.setdefault(source, _FromSource())
+            fs.state = state
+            if sent_u:  # its own books may never arrive (the stream dropped them as another's): the status tells
+                if fs.behind and sent_u < fs.behind // 2:
+                    fs.behind = 0  # it has seen the exchange restart its ids too
+                elif fs.behind:
+                    fs.behind = max(fs.behind, sent_u)
+                fs.u = sent_u
+            if rest and 0 <= fs.next_trade < rest[0]:  # the last trades this source sent did not come from it
+                if len(rest) > 1 and rest[1] in m.ids:  # another source delivered them
+                    fs.next_trade = rest[0]
+                else:
+                    await self._repair_trades(exchange, sym, source, w, m, fs, rest[0])
+            if state == L.BookState.LIVE and not self._is_behind(m, fs) and sent_u > max(m.u, m.gap_upto):
+                m.gap_upto = sent_u  # this source sent a live book the mirror never got, and none newer came
                 self._count_gap(w, m.slot, "gaps")
-                await self._repair_book(exchange, sym)
-            elif version == m.version and m.silenced and body["ok"] and state != m.state:
-                self._set_state(w, m, state)  # back from a silence or a dead feed, with nothing new to send
-                m.silenced = False
-            if confirmed_age >= 0:
-                w.confirm(m.slot, now - confirmed_age)
-        if body["ok"]:
-            w.heartbeat(now)
+                await self._repair_book(exchange, sym, source)
+            if confirmed_age >= 0 and body["ok"]:
+                w.confirm(m.slot, now_ns - confirmed_age)
+            self._refresh(exchange, w, m, now)
+        if any(self._healthy(exchange, src, now) for (x, src) in self._sources if x == exchange):
+            w.heartbeat(now_ns)
             w.set_running()
-        else:  # the engine's feed is dead, stopped or silent: its books are not live, here either
-            for (x, _), m in self._books.items():
-                if x == exchange and m.state == L.BookState.LIVE:
-                    self._set_state(w, m, L.BookState.STALE)
-                    m.silenced = True
-
-    def _set_state(self, w: SegmentWriter, m: _Mirrored, state: int) -> None:
-        """A state of the mirror's own (stale after a silence, back): the same source version, another state, so
-        the next source version still lands on its own number."""
-        meta = memoryview(w.meta).cast("q")
-        meta[m.slot * META_WORDS + META_VERSION] -= 1
-        meta.release()
-        w.publish_state(m.slot, state)
-        m.state = state
-        w.wake_readers()
 
     async def _on_message(self, subject: str, raw: bytes) -> None:
         try:
             body = wire.decode(raw)
-            self._heard[body["x"]] = time.monotonic()
+            health = self._sources.get((body["x"], body.get("src", "")))
+            if health is None:
+                health = self._sources[(body["x"], body.get("src", ""))] = _Source()
+            health.heard = time.monotonic()
             if subject.endswith(".book"):
                 self._on_book(body)
             elif subject.endswith(".trades"):
@@ -296,20 +397,17 @@ class BridgeMirror:
                             type(e).__name__, e)
 
     def _watch(self) -> None:
-        """Books of an exchange the bus has been quiet about for silence_s are marked stale."""
+        """Books whose every source went quiet (silence_s) or unhealthy are marked stale (or resyncing)."""
         now = time.monotonic()
-        for exchange, heard in self._heard.items():
-            if now - heard < self.silence_s:
-                continue
-            w = self.writers.get(exchange)
-            marked = False
-            for (x, _), m in self._books.items():
-                if x == exchange and w is not None and not m.silenced and m.state == L.BookState.LIVE:
-                    self._set_state(w, m, L.BookState.STALE)
-                    m.silenced = marked = True
-            if marked:
+        for exchange, w in self.writers.items():
+            healthy = any(self._healthy(exchange, src, now) for (x, src) in self._sources if x == exchange)
+            if self._healthy_before.get(exchange) and not healthy:
                 self.stats.silences += 1
-                log.warning("bridge mirror: nothing from %s for %.1f s: its books are stale", exchange, now - heard)
+                log.warning("bridge mirror: no healthy source of %s left: its books are stale", exchange)
+            self._healthy_before[exchange] = healthy
+            for (x, _), m in self._books.items():
+                if x == exchange:
+                    self._refresh(exchange, w, m, now)
 
     async def run(self, seconds: float | None = None) -> None:
         """Start from the KV snapshots (late join, restart), then replay the stream from the oldest of them on:

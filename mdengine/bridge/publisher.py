@@ -5,6 +5,10 @@ moved it sends the book of every symbol whose version changed (a compact snapsho
 and the trades each ring gained. Every few hundred ms a status message per exchange carries each symbol's
 state, version and freshness; a full snapshot per symbol goes to the KV store periodically and whenever the
 book's state changes (a resync).
+
+What travels is keyed on what the exchange gave (update ids, trade ids), and every message names its source
+(`--source-id`), so two engines on two hosts, each with its own publisher on one bus namespace (`--bus-namespace`),
+back each other up: the mirror takes each update from whichever delivers it first.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ class _Symbol:
     key: str
     book_subject: str
     trades_subject: str
-    sent_version: int = 0
+    sent_version: int = 0  # the engine's version of the last book sent (what changed is told by the version)
+    sent_u: int = 0  # the exchange update id of the last live book sent (the next message's `pu`)
     sent_state: int = -1
+    last_trade_id: int | None = None  # the exchange id of the last trade sent (the next batch's `pt`)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_TRADES))
 
 
@@ -53,9 +59,11 @@ class PublishStats:
 class BridgePublisher:
     def __init__(self, transport: Transport, namespace: str, *, exchanges: list[str] | None = None,
                  symbols: list[str] | None = None, poll_s: float = 0.0005, status_s: float = 0.25,
-                 snapshot_s: float = 5.0) -> None:
+                 snapshot_s: float = 5.0, source_id: str | None = None, bus_namespace: str | None = None) -> None:
         self.transport = transport
-        self.namespace = namespace
+        self.namespace = namespace  # the local engine's, read
+        self.bus_namespace = bus_namespace or namespace  # the subjects', shared by every engine backing it up
+        self.source_id = source_id or wire.default_source_id(namespace)
         self.exchanges = exchanges
         self.symbols = set(symbols) if symbols else None
         self.poll_s = poll_s
@@ -96,8 +104,9 @@ class BridgePublisher:
                     exchange, BookReader(seg, e), TradeReader(seg, e, "latest"), BookBuffer(g.book_capacity),
                     [e.market, e.native, e.unified, e.kind, e.tick_size, e.lot_size, e.contract_value,
                      seg.view.max_symbols, g.book_capacity, g.trade_capacity],
-                    wire.kv_key(exchange, e.unified), wire.book_subject(self.namespace, exchange, e.unified),
-                    wire.trades_subject(self.namespace, exchange, e.unified))
+                    wire.kv_key(exchange, e.unified, self.source_id),
+                    wire.book_subject(self.bus_namespace, exchange, e.unified),
+                    wire.trades_subject(self.bus_namespace, exchange, e.unified))
 
     # ------------------------------------------------------------------ messages
     def _book_body(self, s: _Symbol) -> dict:
@@ -105,15 +114,20 @@ class BridgePublisher:
         h = s.buf.header()
         nb, na = s.buf.n_bids, s.buf.n_asks
         lv = s.buf.levels
-        return {"x": s.exchange, "sym": s.sym, "v": h.version, "pv": s.sent_version, "u": h.update_id,
+        return {"x": s.exchange, "sym": s.sym, "src": self.source_id, "v": h.version, "pu": s.sent_u,
+                "u": h.update_id,
                 "st": h.state, "fl": h.flags, "et": h.exch_ts_ns, "rt": h.recv_ts_ns, "pt": h.pub_ts_ns,
                 "b": lv[:nb, 0:2].ravel().tolist(), "a": lv[:na, 2:4].ravel().tolist(), "sent": time.time_ns()}
 
     async def _send_book(self, s: _Symbol, version: int, state: int) -> None:
         body = self._book_body(s)
-        await self.transport.publish(s.book_subject, wire.encode(body), wire.book_msg_id(s.exchange, s.sym[2],
-                                                                                         body["v"]))
+        live = body["st"] == L.BookState.LIVE
+        msg_id = wire.book_msg_id(s.exchange, s.sym[2], body["u"], body["et"]) if live else \
+            wire.state_msg_id(s.exchange, s.sym[2], self.source_id, body["v"])
+        await self.transport.publish(s.book_subject, wire.encode(body), msg_id)
         s.sent_version = body["v"]
+        if live:
+            s.sent_u = body["u"]
         self.stats.books += 1
         if body["st"] != s.sent_state:  # a resync (or its end), a stale or live turn: the snapshot follows
             s.sent_state = body["st"]
@@ -127,9 +141,12 @@ class BridgePublisher:
         first = int(got["index"][0])
         rows = got.tolist()  # tuples in TRADE_DTYPE's field order, the ring index last
         s.recent.extend(rows)
-        body = {"x": s.exchange, "sym": s.sym, "i": first, "t": rows, "sent": time.time_ns()}
+        # `pt`: a receiver that holds this trade got what this publisher sent before, whoever delivered it
+        body = {"x": s.exchange, "sym": s.sym, "src": self.source_id, "i": first, "pt": s.last_trade_id, "t": rows,
+                "sent": time.time_ns()}
+        s.last_trade_id = rows[-1][4]
         await self.transport.publish(s.trades_subject, wire.encode(body),
-                                     wire.trades_msg_id(s.exchange, s.sym[2], first))
+                                     wire.trades_msg_id(s.exchange, s.sym[2], rows[0][4], rows[-1][4]))
         self.stats.trades += len(rows)
         self.stats.trade_messages += 1
 
@@ -149,11 +166,12 @@ class BridgePublisher:
             if not s.sent_version:
                 continue
             confirmed = q[(v.slot_base(slot) + _CONFIRMED) >> 3]
-            syms[s.sym[2]] = [s.sent_version, s.sent_state, now - confirmed if confirmed else -1, s.trades.cursor]
-        body = {"x": exchange, "ok": healthy, "ws": v.writer_state, "sa": v.stale_after_ns,
+            syms[s.sym[2]] = [s.sent_u, s.sent_state, now - confirmed if confirmed else -1, s.trades.cursor,
+                              s.last_trade_id]
+        body = {"x": exchange, "src": self.source_id, "ok": healthy, "ws": v.writer_state, "sa": v.stale_after_ns,
                 "hi": v.heartbeat_interval_ns, "syms": syms, "sent": now}
-        await self.transport.publish(wire.status_subject(self.namespace, exchange), wire.encode(body),
-                                     f"{exchange}.s.{now}")
+        await self.transport.publish(wire.status_subject(self.bus_namespace, exchange), wire.encode(body),
+                                     wire.status_msg_id(exchange, self.source_id, now))
         self.stats.statuses += 1
 
     # ------------------------------------------------------------------ loop

@@ -8,7 +8,10 @@ delivers from now on.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -16,6 +19,9 @@ from . import wire
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 log = logging.getLogger("mdengine.bridge")
+RETRY_S = 20.0  # how long messages the stream refused for want of a leader are sent again with none taken
+# (a JetStream cluster takes seconds to elect a new leader after losing one; 5 s lost messages here under load)
+RETRY_QUEUE = 100_000  # messages held for sending again at most; beyond, they count as failed
 
 
 class Transport(Protocol):
@@ -42,7 +48,13 @@ class Transport(Protocol):
 
 class NatsTransport:
     """JetStream: a stream `MD_<ns>` over `md.<ns>.>` (duplicates dropped by `Nats-Msg-Id` within
-    `duplicate_window_s`), and a KV bucket `md_<ns>` holding one snapshot per symbol."""
+    `duplicate_window_s`), and a KV bucket `md_<ns>` holding one snapshot per symbol.
+
+    A publish answered "no response from stream" (`NoStreamResponseError`: the stream has no leader for a moment,
+    as while a cluster elects one after a node died) is sent again, in the order it was first sent, until the
+    stream takes it; new publishes wait meanwhile, so order is kept. After RETRY_S without one taken, what is held
+    counts as failed. Sending a message again is harmless: its `Nats-Msg-Id` makes the stream drop a copy it
+    already holds."""
 
     def __init__(self, servers: list[str], namespace: str, *, max_age_s: float = 300.0,
                  duplicate_window_s: float = 30.0, replicas: int = 1, name: str = "mdengine-bridge") -> None:
@@ -59,7 +71,12 @@ class NatsTransport:
         self.nc = None
         self.js = None
         self.kv = None
+        self.retried = 0  # publishes sent again after the stream had no leader
+        self.why_failed: Counter[str] = Counter()  # what made publishes fail, by exception name
         self._pending: set[asyncio.Future] = set()
+        self._seq = 0
+        self._retry: list[tuple[int, str, bytes, str]] = []  # a heap by first-send order
+        self._retrier: asyncio.Task | None = None
 
     async def connect(self) -> None:
         import nats
@@ -104,27 +121,90 @@ class NatsTransport:
             self.kv = await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=1,
                                                                     replicas=self.replicas))
 
-    def _done(self, fut: asyncio.Future) -> None:
+    def _done(self, fut: asyncio.Future, item: tuple[int, str, bytes, str]) -> None:
+        from nats.js.errors import NoStreamResponseError
+
         self._pending.discard(fut)
-        if fut.cancelled() or fut.exception() is not None:
-            self.failed += 1
+        if fut.cancelled():
+            self._fail("no acknowledgement")
+        elif isinstance(fut.exception(), NoStreamResponseError):
+            self._hold(item)
+        elif fut.exception() is not None:
+            self._fail(type(fut.exception()).__name__)
+
+    def _fail(self, why: str, n: int = 1) -> None:
+        self.failed += n
+        self.why_failed[why] += n
+
+    def _hold(self, item: tuple[int, str, bytes, str]) -> None:
+        if len(self._retry) >= RETRY_QUEUE:
+            self._fail("retry queue full")
+            return
+        heapq.heappush(self._retry, item)
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.get_running_loop().create_task(self._resend())
+
+    async def _resend(self) -> None:
+        """Send the held messages again, oldest first, each until the stream takes it; after RETRY_S with none
+        taken, the rest count as failed (the publisher refreshes its KV snapshots then, for the receivers)."""
+        from nats.js.errors import NoStreamResponseError
+
+        log.info("bridge: the stream had no leader; sending %d message(s) again", len(self._retry))
+        end = time.monotonic() + RETRY_S
+        while self._retry:
+            _, subject, payload, msg_id = heapq.heappop(self._retry)
+            while True:
+                try:
+                    await self.js.publish(subject, payload, timeout=self.ack_timeout_s,
+                                          headers={"Nats-Msg-Id": msg_id})
+                    self.retried += 1
+                    end = time.monotonic() + RETRY_S
+                    break
+                except (NoStreamResponseError, TimeoutError, ConnectionError) as e:
+                    if time.monotonic() < end:
+                        await asyncio.sleep(0.05)
+                        continue
+                    self._fail(type(e).__name__, 1 + len(self._retry))
+                    log.warning("bridge: %d message(s) not published after %.0f s of retries: %s",
+                                1 + len(self._retry), RETRY_S, e)
+                    self._retry.clear()
+                    return
+                except Exception as e:  # noqa: BLE001 - refused for another reason: counted like any failed publish
+                    self._fail(type(e).__name__)
+                    break
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
+        self._seq += 1
+        item = (self._seq, subject, payload, msg_id)
+        if self._retrier is not None and not self._retrier.done():
+            await asyncio.shield(self._retrier)  # the messages sent again go first: the stream gets them in order
         try:
             fut = await self.js.publish_async(subject, payload, wait_stall=0.05, headers={"Nats-Msg-Id": msg_id})
-        except Exception:  # noqa: BLE001 - disconnected, stalled: counted, the next message carries on
-            self.failed += 1
+        except Exception as e:  # noqa: BLE001 - disconnected, stalled: counted, the next message carries on
+            self._fail(type(e).__name__)
             return
         self._pending.add(fut)
-        fut.add_done_callback(self._done)
+        fut.add_done_callback(lambda f: self._done(f, item))
         # an acknowledgement that never comes (the server died holding the message) fails the publish too
         asyncio.get_running_loop().call_later(self.ack_timeout_s, fut.cancel)
 
     async def put_snapshot(self, key: str, payload: bytes) -> None:
-        try:
-            await self.kv.put(key, payload)
-        except Exception:  # noqa: BLE001
-            self.failed += 1
+        from nats.js.errors import NoStreamResponseError
+
+        end = time.monotonic() + RETRY_S
+        while True:
+            try:
+                await self.kv.put(key, payload)
+                return
+            except NoStreamResponseError:  # the bucket's stream is electing a leader: again, for a while
+                if time.monotonic() < end:
+                    await asyncio.sleep(0.05)
+                    continue
+                self._fail("NoStreamResponseError (KV)")
+                return
+            except Exception as e:  # noqa: BLE001
+                self._fail(type(e).__name__)
+                return
 
     async def snapshots(self) -> dict[str, bytes]:
         from nats.js.errors import NoKeysError
@@ -168,6 +248,14 @@ class NatsTransport:
                                 deliver_policy=policy, config=config, idle_heartbeat=1.0, flow_control=True)
 
     async def close(self) -> None:
+        if self._retrier is not None and not self._retrier.done():
+            try:  # what is held goes out first, as far as the retry allows
+                await asyncio.wait_for(asyncio.shield(self._retrier), RETRY_S)
+            except Exception:  # noqa: BLE001
+                self._retrier.cancel()
+        if self._retry:
+            self._fail("closed while retrying", len(self._retry))
+        self._retry.clear()
         if self.nc is not None:
             try:
                 await asyncio.wait_for(self.nc.drain(), 2.0)
