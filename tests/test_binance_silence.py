@@ -80,3 +80,25 @@ def test_a_silent_binance_connection_is_stale_within_stale_after_then_replaced(s
         # the feed replaces the connection (the fault silences only those open when it was injected)
         wait(lambda: not c.top("binance", "BTC/USDT").stale, 3 * WITHIN_S, "a live book on a new connection")
 
+
+def test_each_usdm_connection_confirms_only_the_data_it_carries(sim, feed):
+    """Silence on /market makes the perp record stale while the book (on /public) stays live; silence on /public
+    makes the book stale while the perp record stays live. Before, both followed one confirmation per symbol, so
+    the other connection's traffic kept the silent one's data "live" until the feed replaced the connection."""
+    ns, f = feed
+    with Client(ns) as c:
+        wait(lambda: not c.top("binance", PERP).stale and not c.perp("binance", PERP).stale, WITHIN_S,
+             "a live book and perp record")
+        sim.inject(USDM, "silent", path="/market", seconds=SILENCE_S)
+        _, seen = _watch(lambda: (c.top("binance", PERP), c.perp("binance", PERP)), lambda s: _silenced(s[-1][1]),
+                         WITHIN_S)
+        assert not any(top.stale for top, _ in seen), [top.reason for top, _ in seen if top.stale][:3]
+        print(f"perp: {seen[-1][1].reason}")
+        wait(lambda: not c.perp("binance", PERP).stale, 3 * WITHIN_S, "perp data live on a new /market connection")
+
+        sim.inject(USDM, "silent", path="/public", seconds=SILENCE_S)
+        _, seen = _watch(lambda: (c.top("binance", PERP), c.perp("binance", PERP)), lambda s: _silenced(s[-1][0]),
+                         WITHIN_S)
+        assert not any(perp.stale for _, perp in seen), [perp.reason for _, perp in seen if perp.stale][:3]
+        print(f"book: {seen[-1][0].reason}")
+        wait(lambda: not c.top("binance", PERP).stale, 3 * WITHIN_S, "a live book on a new /public connection")
