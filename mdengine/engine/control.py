@@ -20,7 +20,8 @@ Requests (one JSON object per line; one answer line per request, in order)::
      "timeout": 4.5}
 
 ``timeout`` (seconds, optional; `request` fills it in) bounds how long the supervisor waits for the feed,
-which may still be starting (first subscription on an exchange starts its feed).
+which may still be starting (first subscription on an exchange starts its feed); the supervisor cuts it to
+engine.toml ``[control] max_wait_s`` (default 60 s), so no caller holds a worker longer.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 
 Client side: `request(namespace, message)`; every failure is a `ControlError` whose message is a sentence.

@@ -53,6 +53,8 @@ STARTUP_GRACE_S = 30.0  # a feed that has not attached its segment after this lo
 HEALTHY_AFTER_S = 10.0  # a feed up this long has its backoff reset
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 FORWARD_TIMEOUT_S = 20.0  # default wait for a feed to answer an (un)subscribe (it may be starting)
+# A caller's "timeout" is cut to engine.toml [control] max_wait_s (default 60 s): the control server has WORKERS (8)
+# handler threads, and a caller allowed on the socket must not hold them all for as long as it likes.
 PARENT_POLL_S = 0.5
 
 FeedTarget = Callable[..., int]
@@ -453,8 +455,9 @@ class Supervisor:
             feed = self._add_feed(ex)
             self._wake.set()
         timeout = msg.get("timeout", FORWARD_TIMEOUT_S)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:  # NaN too
             timeout = FORWARD_TIMEOUT_S
+        timeout = min(timeout, self.cfg.control_max_wait_s)  # json reads Infinity as well as 1e300
         # the feed waits up to half the caller's time for a new symbol to go live or be refused by the exchange
         answer = self._ask_feed(feed, {"op": op, "symbol": symbol, "market": market, "wait_s": timeout / 2},
                                 float(timeout))
@@ -468,7 +471,11 @@ class Supervisor:
     def _ask_feed(self, feed: Feed, req: dict, timeout: float) -> dict:
         """Send `req` over the feed's Pipe and wait for the answer with its id; waits for a starting feed."""
         deadline = time.monotonic() + timeout
-        with feed.lock:
+        # requests to one feed take turns; the wait for the turn counts against the same deadline
+        if not feed.lock.acquire(timeout=timeout):
+            return {"ok": False, "error": f"the {feed.exchange} feed is busy with other requests; none answered "
+                                          f"within {timeout:.0f} s"}
+        try:
             while True:
                 remaining = deadline - time.monotonic()
                 if feed.state == "failed":
@@ -497,6 +504,8 @@ class Supervisor:
                 except (EOFError, OSError):  # the feed died under us: wait for its successor
                     time.sleep(0.05)
                     continue
+        finally:
+            feed.lock.release()
 
     def _remember(self, feed: Feed, op: str, symbol: str, answer: dict) -> None:
         """Keep the feed's config in step so a restarted feed resubscribes what was added at runtime."""
