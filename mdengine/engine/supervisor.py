@@ -153,6 +153,7 @@ class Supervisor:
         self._stopping = False
         self._tick_lock = threading.Lock()  # tick() and stop() may run on different threads
         self._server: ControlServer | None = None
+        self._exit_watches: list[threading.Thread] = []  # one per feed process started; stop() joins them
         self.started_ns = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -224,6 +225,8 @@ class Supervisor:
             if f.reader is not None:
                 f.reader.close()
                 f.reader = None
+        for t in self._exit_watches:  # each ends once its process has exited (joined above): none logs after stop()
+            t.join(2.0)
         for f in feeds:
             name = shm.segment_name(self.namespace, f.exchange)
             if self.cfg.keep_segments:
@@ -310,7 +313,9 @@ class Supervisor:
                     self._mark_dead(feed, pid)
             self._wake.set()
 
-        threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True).start()
+        thread = threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True)
+        self._exit_watches = [t for t in self._exit_watches if t.is_alive()] + [thread]
+        thread.start()
 
     def _mark_dead(self, feed: Feed, pid: int | None) -> None:
         """Owner's write (layout 1.3): the writer `pid` has exited; if the segment still names it, say DEAD."""
@@ -481,6 +486,8 @@ class Supervisor:
                 if feed.state == "failed":
                     return {"ok": False, "error": f"the {feed.exchange} feed failed ({feed.last_exit}); "
                                                   "restart the supervisor"}
+                if self._stopping:  # the feed is going away: answer now rather than at the deadline
+                    return {"ok": False, "error": "the supervisor is shutting down"}
                 if remaining <= 0:
                     return {"ok": False, "error": f"the {feed.exchange} feed did not answer within {timeout:.0f} s "
                                                   f"(state {feed.state})"}
@@ -491,10 +498,12 @@ class Supervisor:
                 rid = next(self._ids)
                 try:
                     conn.send({"id": rid, **req})
-                    while True:
+                    while not self._stopping:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not conn.poll(remaining):
+                        if remaining <= 0:
                             break
+                        if not conn.poll(min(remaining, 0.2)):  # in slices: a stop() meanwhile is noticed
+                            continue
                         answer = conn.recv()
                         if isinstance(answer, dict) and answer.get("id") == rid:
                             answer.pop("id", None)
