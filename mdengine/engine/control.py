@@ -337,6 +337,8 @@ class _Workers:
             self._jobs.put(None)
         deadline = time.monotonic() + join_s
         for thread in self._started:
+            if thread is threading.current_thread():  # a handler closing its own server
+                continue
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("control worker %s still busy after %.0f s; not waiting for it", thread.name, join_s)
