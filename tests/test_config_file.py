@@ -181,6 +181,14 @@ def test_control_allow_lists_take_names_and_ids_and_refuse_unknown_names():
         parse_config(tomllib.loads("[control]\nallow_user = []"))
 
 
+def test_control_max_wait_is_a_positive_number_of_seconds():
+    assert parse_config({}).control_max_wait_s == 60.0
+    assert parse_config(tomllib.loads("[control]\nmax_wait_s = 5")).control_max_wait_s == 5.0
+    for bad in ("0", "-1", "inf", "nan", "true"):
+        with pytest.raises(ConfigError, match="control.max_wait_s: expected a positive number of seconds"):
+            parse_config(tomllib.loads(f"[control]\nmax_wait_s = {bad}"))
+
+
 def test_max_message_bytes_is_an_exchange_key_with_sane_bounds():
     cfg = parse_config(tomllib.loads('[defaults]\nmax_message_bytes = 1048576\n[[exchanges]]\nname = "okx"'))
     assert cfg.exchanges[0].max_message_bytes == 1 << 20

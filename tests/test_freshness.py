@@ -82,6 +82,34 @@ def test_a_quiet_book_on_a_confirmed_connection_is_live_a_silent_connection_is_s
     assert states == {"BTC/USDT": "live", "ETH/USDT": "stale"} and feed["stale_after_s"] == 1.0
 
 
+def test_a_perp_record_follows_the_confirmations_of_its_own_connection(namespace, writer):
+    """Layout 1.5: a perpetual's book and perp data may ride different connections (Binance USDⓈ-M /public and
+    /market), each confirmed in its own word; a silent one stales only its own data. A writer of 1.4 (minor 4)
+    confirmed both in confirmed_ns, which the reader then falls back to."""
+    import struct
+
+    writer.set_freshness(1.0, 0.05)
+    now = time.time_ns()
+    slot = writer.add_symbol("SWAP", "BTC-USDT-SWAP", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+    writer.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=1, recv_ts_ns=now - 5 * S)
+    writer.publish_perp(slot, mark_price=100.5, recv_ts_ns=now - 5 * S)
+    writer.confirm(slot, now)  # the book's connection answered just now ...
+    writer.confirm_perp(slot, now - 2 * S)  # ... the perp data's has been silent for 2 s
+    with Client(namespace) as c:
+        assert not c.top("okx", "BTC/USDT:USDT").stale
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert p.stale and p.state == "live" and p.mark_price == 100.5
+        assert "nothing received from the exchange for 2.0 s" in p.reason
+    writer.confirm_perp(slot, time.time_ns())  # and the other way round
+    writer.q[(writer.view.slot_base(slot) + layout.STAT_OFFSETS["confirmed_ns"]) >> 3] = now - 2 * S
+    with Client(namespace) as c:
+        assert c.top("okx", "BTC/USDT:USDT").stale and not c.perp("okx", "BTC/USDT:USDT").stale
+    struct.pack_into("<I", writer.buf, layout.LAYOUT_MINOR_OFFSET, 4)  # a 1.4 writer: confirmed_ns is the perp's too
+    with Client(namespace) as c:
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert p.stale and "nothing received from the exchange for 2.0 s" in p.reason
+
+
 def test_the_owners_dead_mark_makes_books_stale_at_once_and_names_the_cause(namespace, writer):
     _book(writer, "BTC-USDT", "BTC/USDT", time.time_ns())
     with Client(namespace) as c:

@@ -118,6 +118,32 @@ def test_silent_for_seconds_then_back(sim):
         assert c.recv_until(lambda m: m == "pong", 2) == "pong"
 
 
+def test_silent_leaves_websocket_pings_unanswered_then_answers_again(sim):
+    """A silent peer answers nothing: not the exchange's ping text, and not a WebSocket ping either (the websockets
+    library would answer that one by itself), so a client probing a silent connection hears nothing."""
+    with WsClient(sim.url("binance-spot") + "/ws/btcusdt@depth") as c:
+        c.recv()
+        sim.pause()  # no data: the client's queue stays empty, so it keeps reading (and sees any pong)
+        c.drain(0.1)
+        assert c.ws.ping(b"before").wait(5)  # answered while not silent
+        sim.inject("binance-spot", "silent", seconds=1.5)
+        assert not c.ws.ping(b"during").wait(0.8)
+        assert sim.stats("binance-spot")["pings_ignored"] >= 1
+        time.sleep(1.0)  # the fault is over
+        assert c.ws.ping(b"after").wait(5)
+
+
+def test_a_connection_fault_can_pick_connections_by_path(sim):
+    with WsClient(sim.url("binance-usdm") + "/public/ws/btcusdt@depth") as public, \
+            WsClient(sim.url("binance-usdm") + "/market/ws/btcusdt@aggTrade") as market:
+        assert public.recv()["e"] == "depthUpdate"
+        sim.pause()
+        public.drain(0.1)
+        sim.inject("binance-usdm", "silent", path="/market", seconds=30.0)
+        assert not market.ws.ping(b"market").wait(0.8)
+        assert public.ws.ping(b"public").wait(5)
+
+
 def test_refuse_subscription_each_exchange(sim):
     cases = {
         "binance-spot": ("/ws", {"method": "SUBSCRIBE", "params": ["btcusdt@trade"], "id": 1},

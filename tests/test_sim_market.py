@@ -1,7 +1,10 @@
 """Pure model and renderer checks: determinism, invariants, checksum vectors from exchanges.md."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mdengine.sim.listings import DEFAULTS, select
-from mdengine.sim.market import BookModel, checksum_string, crc32_signed
+from mdengine.sim.market import BAND, MAX_MOVE, BookModel, Instrument, checksum_string, crc32_signed
 
 
 def test_BookModel_same_seed_same_book():
@@ -82,3 +85,42 @@ def test_a_depth_topic_id_is_consecutive_over_the_pushes_it_makes():
     assert m.topic_seq(50) == last
     m.reset_sequence()
     assert m.step(2000).seq(50) == 1 == m.topic_seq(50)  # after a restart every topic starts again at u = 1
+
+
+# --------------------------------------------------------------------------- prices stay positive and bounded
+TICKS = ["1", "0.1", "0.01", "0.0001", "0.00001"]
+
+
+@st.composite
+def instruments(draw):
+    tick = draw(st.sampled_from(TICKS))
+    price = draw(st.floats(1.0, 1e6)) * float(tick)  # from one tick up to a million of them
+    return Instrument("XUSDT", "X/USDT", "spot", tick, "0.001", price)
+
+
+@given(inst=instruments(), seed=st.integers(0, 2**32), steps=st.integers(1, 1500))
+@settings(max_examples=40)
+def test_BookModel_prices_stay_positive_bounded_and_uncrossed(inst, seed, steps):
+    """However coarse the tick for the price and however long the run (rate_hz=0 steps as fast as it can), every
+    level is quoted above zero, the book never crosses, and the mid stays within MAX_MOVE of its start: a feed never
+    gets a snapshot it must reject."""
+    m = BookModel(inst, seed, levels=40)
+    lo, hi = m.mid0 / MAX_MOVE, m.mid0 * MAX_MOVE
+    for i in range(steps):
+        m.step(i)
+        assert min(m.bids) >= 1 and max(m.bids) < min(m.asks), (i, m.mid0, min(m.bids))
+        assert min(lo, 1.0) <= m.mid <= hi, (i, m.mid, m.mid0)
+    bids, asks = m.top(40)
+    assert all(float(p) > 0 for p, _ in bids + asks)
+
+
+def test_BookModel_walk_reverts_to_its_start_over_a_long_run():
+    """A long run does not wander off: over 20,000 steps the mid stays within 5 BANDs of where it started (a plain
+    random walk of the same step size drifts about 0.5 * sqrt(20,000) = 70 ticks = 14 % of this 500-tick price)."""
+    inst = Instrument("XUSDT", "X/USDT", "spot", "0.0001", "1", 0.05)
+    m = BookModel(inst, 1)
+    worst = 0.0
+    for i in range(20_000):
+        m.step(i)
+        worst = max(worst, abs(m.mid / m.mid0 - 1))
+    assert worst < 5 * BAND, worst

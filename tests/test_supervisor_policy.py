@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mdengine.engine.config import EngineConfig, ExchangeConfig, RestartPolicy
-from mdengine.engine.control import SupervisorRunning, request
+from mdengine.engine.control import ControlError, SupervisorRunning, request
 from mdengine.engine.supervisor import Supervisor
 from mdengine.store import SegmentReader, list_names
 
@@ -20,15 +20,23 @@ def crash_at_start(namespace, cfg, control=None, ready=None) -> int:
     return 3
 
 
+def never_answer(namespace, cfg, control=None, ready=None) -> int:
+    """A feed that says it is ready and then answers nothing (stuck, say) until it is terminated."""
+    if ready is not None:
+        ready.set()
+    time.sleep(3600)
+    return 0
+
+
 @pytest.fixture
 def running(namespace):
     sups = []
 
-    def start(policy, exchanges=("okx",)):
+    def start(policy, exchanges=("okx",), target=crash_at_start):
         cfg = EngineConfig(namespace=namespace, restart=policy,
                            exchanges=[ExchangeConfig(name=e, symbols=["BTC/USDT"], max_symbols=2, book_capacity=5,
                                                      trade_capacity=16) for e in exchanges])
-        sup = Supervisor(cfg, feed_target=crash_at_start).start()
+        sup = Supervisor(cfg, feed_target=target).start()
         stop = threading.Event()
         thread = threading.Thread(target=sup.run, args=(stop,), daemon=True)
         thread.start()
@@ -100,3 +108,33 @@ def test_bad_control_requests_get_clear_errors(running, namespace):
         answer = request(namespace, message)
         assert answer["ok"] is False and error in answer["error"], (message, answer)
     assert request(namespace, {"op": "ping"})["ok"]
+
+
+def test_stop_answers_requests_in_flight_and_leaves_no_thread_behind(running, namespace):
+    """A subscribe waiting on a feed that never answers gets "shutting down" when the supervisor stops, rather than
+    at its deadline; and no control worker or exit-watch thread outlives stop() (one that did would log after its
+    test was over, into capture streams pytest has closed: "--- Logging error --- ... closed file")."""
+    sup = running(RestartPolicy(stall_after_s=600), target=never_answer)
+    wait_for(lambda: sup.feeds["okx"].state == "running", 30, "the feed process to start")
+    answers = []
+
+    def call() -> None:
+        try:
+            answers.append(request(namespace, {"op": "subscribe", "exchange": "okx", "symbol": "ETH/USDT",
+                                               "timeout": 30.0}, timeout=40))
+        except ControlError as e:
+            answers.append(str(e))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for(lambda: any(t.name.startswith(f"control-{namespace}-") for t in threading.enumerate()), 10,
+             "the request to reach a control worker")
+    time.sleep(0.3)  # the worker is waiting on the feed
+    start = time.monotonic()
+    sup.stop()
+    left = [t.name for t in threading.enumerate()
+            if t.name.startswith((f"control-{namespace}", "mdengine-exit-")) and t.is_alive()]
+    assert left == [], f"threads outlived Supervisor.stop(): {left}"
+    caller.join(10)
+    assert answers and answers[0] == {"ok": False, "error": "the supervisor is shutting down"}, answers
+    assert time.monotonic() - start < 10.0  # not the request's 30 s

@@ -72,6 +72,7 @@ _time_ns = time.time_ns
 _new_tuple = tuple.__new__
 _NAMES = L.BookState.NAMES
 _CONFIRMED = L.STAT_OFFSETS["confirmed_ns"]
+_PERP_CONFIRMED = L.STAT_OFFSETS["perp_confirmed_ns"]  # 1.5; a 1.4 writer confirms perp data in _CONFIRMED
 # recv_ts_ns, pub_ts_ns, state of a book header, at the layout's offsets (recv and pub are adjacent int64s;
 # tests/test_client_package.py checks it against a packed header)
 _FRESHNESS = struct.Struct(f"<{L.BOOK_RECV_TS_OFFSET}xqq{L.BOOK_STATE_OFFSET - L.BOOK_PUB_TS_OFFSET - 8}xI")
@@ -564,6 +565,8 @@ class Perp(_Handle):
         super()._attach(seg, entry)
         self.reader = reader
         self._seq_i = (seg.reader.perp_base(entry) + L.PERP_SEQ_OFFSET) >> 3
+        if seg.q[_MINOR_WORD] >> _MINOR_SHIFT & 0xFFFF_FFFF >= 5:  # freshness of the connection carrying perp data
+            self._conf_i = (seg.reader.view.slot_base(entry.slot) + _PERP_CONFIRMED) >> 3
         self._mark = seg.q[self._seq_i]
 
     def _rebind(self, seg: _Segment) -> bool:

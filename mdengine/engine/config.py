@@ -92,3 +92,5 @@ class EngineConfig:
     # who may use the control socket besides the engine's own user and root (engine.toml [control])
     control_uids: list[int] = field(default_factory=list)
     control_gids: list[int] = field(default_factory=list)
+    # the longest a control request may hold a control worker waiting for a feed: a larger "timeout" is cut to it
+    control_max_wait_s: float = 60.0

@@ -194,12 +194,15 @@ def _ids(path: str, v: Any, lookup: Callable[[str], int], what: str) -> list[int
 
 
 def _control(cfg: EngineConfig, raw: Any) -> None:
-    """[control]: who may use the control socket besides the engine's own user and root."""
+    """[control]: who may use the control socket besides the engine's own user and root, and how long one request
+    may wait for a feed."""
     import grp
     import pwd
 
     table = _table("control", raw)
-    _check_unknown("control", table, {"allow_users", "allow_groups"})
+    _check_unknown("control", table, {"allow_users", "allow_groups", "max_wait_s"})
+    if "max_wait_s" in table:
+        cfg.control_max_wait_s = _pos_float("control.max_wait_s", table["max_wait_s"])
     if "allow_users" in table:
         cfg.control_uids = _ids("control.allow_users", table["allow_users"], lambda n: pwd.getpwnam(n).pw_uid, "user")
     if "allow_groups" in table:

@@ -20,7 +20,8 @@ Requests (one JSON object per line; one answer line per request, in order)::
      "timeout": 4.5}
 
 ``timeout`` (seconds, optional; `request` fills it in) bounds how long the supervisor waits for the feed,
-which may still be starting (first subscription on an exchange starts its feed).
+which may still be starting (first subscription on an exchange starts its feed); the supervisor cuts it to
+engine.toml ``[control] max_wait_s`` (default 60 s), so no caller holds a worker longer.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 
 Client side: `request(namespace, message)`; every failure is a `ControlError` whose message is a sentence.
@@ -57,6 +58,7 @@ FORWARDED_OPS = ("subscribe", "unsubscribe")  # ops the supervisor relays to a f
 MAX_CONNECTIONS = 64  # open control connections; more are answered "busy" and closed at once
 IDLE_TIMEOUT_S = 10.0  # a connection with no request in flight and no traffic this long is closed
 WORKERS = 8  # threads that run handlers
+CLOSE_JOIN_S = 5.0  # close() waits this long for handlers in flight (their answers still go out), then gives up
 ACCEPT_BACKOFF_S = (0.05, 1.0)  # pause after a failed accept (EMFILE, ...), doubling up to the second
 SHED_IDLE_S = 1.0  # out of descriptors, connections idle this long are closed to make room
 REFUSAL_REPORT_S = 60.0  # repeated refusals of one uid are logged at most this often, with a count
@@ -292,6 +294,7 @@ class _Workers:
         self._n, self._name = n, name
         self._lock = threading.Lock()
         self._threads = 0
+        self._started: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
 
@@ -306,7 +309,9 @@ class _Workers:
                 self._idle -= 1  # reserved: a later submit must not count on the same idle thread
             self._jobs.put((job, done))
         if start:
-            threading.Thread(target=self._run, name=f"{self._name}-{self._threads}", daemon=True).start()
+            thread = threading.Thread(target=self._run, name=f"{self._name}-{self._threads}", daemon=True)
+            self._started.append(thread)
+            thread.start()
 
     def _run(self) -> None:
         while True:
@@ -322,12 +327,21 @@ class _Workers:
             with self._lock:
                 self._idle += 1
 
-    def shutdown(self) -> None:
+    def shutdown(self, join_s: float = 0.0) -> None:
+        """Refuse new jobs, let each thread finish its job and end; wait up to `join_s` for them all (a handler
+        that outlives its server would run, and log, after whoever owned the server has moved on)."""
         with self._lock:
             self._closed = True
             n = self._threads
         for _ in range(n):
             self._jobs.put(None)
+        deadline = time.monotonic() + join_s
+        for thread in self._started:
+            if thread is threading.current_thread():  # a handler closing its own server
+                continue
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.warning("control worker %s still busy after %.0f s; not waiting for it", thread.name, join_s)
 
 
 @dataclass(eq=False)
@@ -407,13 +421,15 @@ class ControlServer:
         """Stop serving and release the name (a new supervisor may bind it right after)."""
         if self._closed.is_set():
             return
+        # handlers in flight finish first, while the control thread still sends their answers; new requests are
+        # refused (their connections dropped) from here on
+        self._pool.shutdown(join_s=CLOSE_JOIN_S if self._thread.is_alive() else 0.0)
         self._closed.set()
         self._wake()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
         else:
             self._teardown()
-        self._pool.shutdown()
 
     def __enter__(self) -> ControlServer:
         return self.start()

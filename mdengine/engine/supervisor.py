@@ -53,6 +53,8 @@ STARTUP_GRACE_S = 30.0  # a feed that has not attached its segment after this lo
 HEALTHY_AFTER_S = 10.0  # a feed up this long has its backoff reset
 STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 FORWARD_TIMEOUT_S = 20.0  # default wait for a feed to answer an (un)subscribe (it may be starting)
+# A caller's "timeout" is cut to engine.toml [control] max_wait_s (default 60 s): the control server has WORKERS (8)
+# handler threads, and a caller allowed on the socket must not hold them all for as long as it likes.
 PARENT_POLL_S = 0.5
 
 FeedTarget = Callable[..., int]
@@ -151,6 +153,7 @@ class Supervisor:
         self._stopping = False
         self._tick_lock = threading.Lock()  # tick() and stop() may run on different threads
         self._server: ControlServer | None = None
+        self._exit_watches: list[threading.Thread] = []  # one per feed process started; stop() joins them
         self.started_ns = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,6 +225,8 @@ class Supervisor:
             if f.reader is not None:
                 f.reader.close()
                 f.reader = None
+        for t in self._exit_watches:  # each ends once its process has exited (joined above): none logs after stop()
+            t.join(2.0)
         for f in feeds:
             name = shm.segment_name(self.namespace, f.exchange)
             if self.cfg.keep_segments:
@@ -308,7 +313,9 @@ class Supervisor:
                     self._mark_dead(feed, pid)
             self._wake.set()
 
-        threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True).start()
+        thread = threading.Thread(target=watch, name=f"mdengine-exit-{feed.exchange}", daemon=True)
+        self._exit_watches = [t for t in self._exit_watches if t.is_alive()] + [thread]
+        thread.start()
 
     def _mark_dead(self, feed: Feed, pid: int | None) -> None:
         """Owner's write (layout 1.3): the writer `pid` has exited; if the segment still names it, say DEAD."""
@@ -453,8 +460,9 @@ class Supervisor:
             feed = self._add_feed(ex)
             self._wake.set()
         timeout = msg.get("timeout", FORWARD_TIMEOUT_S)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:  # NaN too
             timeout = FORWARD_TIMEOUT_S
+        timeout = min(timeout, self.cfg.control_max_wait_s)  # json reads Infinity as well as 1e300
         # the feed waits up to half the caller's time for a new symbol to go live or be refused by the exchange
         answer = self._ask_feed(feed, {"op": op, "symbol": symbol, "market": market, "wait_s": timeout / 2},
                                 float(timeout))
@@ -468,12 +476,18 @@ class Supervisor:
     def _ask_feed(self, feed: Feed, req: dict, timeout: float) -> dict:
         """Send `req` over the feed's Pipe and wait for the answer with its id; waits for a starting feed."""
         deadline = time.monotonic() + timeout
-        with feed.lock:
+        # requests to one feed take turns; the wait for the turn counts against the same deadline
+        if not feed.lock.acquire(timeout=timeout):
+            return {"ok": False, "error": f"the {feed.exchange} feed is busy with other requests; none answered "
+                                          f"within {timeout:.0f} s"}
+        try:
             while True:
                 remaining = deadline - time.monotonic()
                 if feed.state == "failed":
                     return {"ok": False, "error": f"the {feed.exchange} feed failed ({feed.last_exit}); "
                                                   "restart the supervisor"}
+                if self._stopping:  # the feed is going away: answer now rather than at the deadline
+                    return {"ok": False, "error": "the supervisor is shutting down"}
                 if remaining <= 0:
                     return {"ok": False, "error": f"the {feed.exchange} feed did not answer within {timeout:.0f} s "
                                                   f"(state {feed.state})"}
@@ -484,10 +498,12 @@ class Supervisor:
                 rid = next(self._ids)
                 try:
                     conn.send({"id": rid, **req})
-                    while True:
+                    while not self._stopping:
                         remaining = deadline - time.monotonic()
-                        if remaining <= 0 or not conn.poll(remaining):
+                        if remaining <= 0:
                             break
+                        if not conn.poll(min(remaining, 0.2)):  # in slices: a stop() meanwhile is noticed
+                            continue
                         answer = conn.recv()
                         if isinstance(answer, dict) and answer.get("id") == rid:
                             answer.pop("id", None)
@@ -497,6 +513,8 @@ class Supervisor:
                 except (EOFError, OSError):  # the feed died under us: wait for its successor
                     time.sleep(0.05)
                     continue
+        finally:
+            feed.lock.release()
 
     def _remember(self, feed: Feed, op: str, symbol: str, answer: dict) -> None:
         """Keep the feed's config in step so a restarted feed resubscribes what was added at runtime."""

@@ -168,6 +168,12 @@ class Adapter(ABC):
         """Symbols whose data arrives on `conn` (for logs and for marking them stale on disconnect)."""
         return []
 
+    def freshness_on(self, conn: str) -> tuple[list[SymbolKey], list[SymbolKey]]:
+        """(symbols whose books, symbols whose perp data arrive on `conn`): what that connection's silence makes
+        stale. By default both are `symbols_on(conn)`: an exchange that sends perp data on its book's connection."""
+        keys = self.symbols_on(conn)
+        return keys, keys
+
     def is_live(self, key: SymbolKey) -> bool:
         """True when the symbol's book is synced and validated."""
         return False

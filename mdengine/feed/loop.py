@@ -98,8 +98,9 @@ class Sink(Protocol):
     # def wake_readers(self) -> None: ...
     # optional: each warm-up pass's events (Adapter.warm, maybe none), for a private copy of the publish path
     # def warm(self, events: list[Event]) -> bool | None: ...  (False: the pass met a verdict or a failure)
-    # optional: these symbols' connection received something at wall time recv_ns (every tick, per connection)
-    # def confirm(self, keys: list, recv_ns: int) -> None: ...
+    # optional: a connection carrying these symbols' books (`keys`) and perp data (`perp_keys`) received something
+    # at wall time recv_ns (every tick, per connection; Adapter.freshness_on says what it carries)
+    # def confirm(self, keys: list, recv_ns: int, perp_keys: list) -> None: ...
 
 
 class FrameLane(Protocol):
@@ -148,7 +149,7 @@ class FeedLoop:
         # a frame path that raises on every frame logs once per interval (the sink's RepeatLog, flushed by it)
         repeats = getattr(sink, "repeats", None)
         self._repeats = repeats if isinstance(repeats, RepeatLog) else RepeatLog(self.log)
-        self._sink_confirm: Callable[[list, int], None] | None = getattr(sink, "confirm", None)
+        self._sink_confirm: Callable[[list, int, list], None] | None = getattr(sink, "confirm", None)
         self._confirmed: dict[str, float] = {}  # conn -> the last_recv it last confirmed to the sink
         self._probed: dict[str, float] = {}  # conn -> when it was last probed for silence (monotonic)
         self.warm_passes = 0  # warm-up passes run (loop thread; for tests and benchmarks)
@@ -471,7 +472,8 @@ class FeedLoop:
         1.5 times it. True if it was replaced."""
         if self._sink_confirm is not None and self._confirmed.get(c.name) != c.last_recv:
             self._confirmed[c.name] = c.last_recv
-            self._sink_confirm(self.adapter.symbols_on(c.name), wall_ns - int((now - c.last_recv) * 1e9))
+            books, perps = self.adapter.freshness_on(c.name)
+            self._sink_confirm(books, wall_ns - int((now - c.last_recv) * 1e9), perps)
         stale_after = self.opts.stale_after_s
         silent = now - c.last_recv
         if stale_after <= 0 or silent < stale_after / 2:

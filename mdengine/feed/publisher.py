@@ -33,6 +33,7 @@ from ..symbols import Instrument
 from .logrepeat import RepeatLog
 
 _LIVE, _SYNCING, _STALE, _RESYNCING = L.BookState.LIVE, L.BookState.SYNCING, L.BookState.STALE, L.BookState.RESYNCING
+_PERP_KINDS = L.PERP_KINDS
 _C = {name: off >> 3 for name, off in L.COUNTER_OFFSETS.items()}  # counter -> word index in the segment
 # a value the store cannot hold: an id or a time past int64, a float id
 _UNPUBLISHABLE = (OverflowError, struct.error, TypeError, ValueError)
@@ -45,7 +46,7 @@ class _Slot:
     """A subscribed symbol's slot and the word indices of its stats (resolved once, used per publish)."""
 
     __slots__ = ("slot", "inst", "levels_published", "messages", "book_updates", "trades", "gaps", "resyncs",
-                 "checksum_failures", "last_recv_ns", "confirmed_ns")
+                 "checksum_failures", "last_recv_ns", "confirmed_ns", "perp_confirmed_ns")
 
     def __init__(self, slot: int, inst: Instrument, base: int) -> None:
         self.slot = slot
@@ -316,13 +317,18 @@ class Publisher:
         self.w.heartbeat()
         self.repeats.flush()  # the counts of repeated lines whose interval is over
 
-    def confirm(self, keys: list, recv_ns: int) -> None:
-        """The connection carrying `keys` received something at recv_ns (the loop's tick): readers' freshness."""
+    def confirm(self, keys: list, recv_ns: int, perp_keys: list = ()) -> None:
+        """A connection carrying the books of `keys` and the perp data of `perp_keys` received something at recv_ns
+        (the loop's tick): readers' freshness, one word each, so one connection's silence stales only its data."""
         q, slots = self.q, self.slots
         for key in keys:
             s = slots.get(key)
             if s is not None and recv_ns > q[s.confirmed_ns]:  # never back (a symbol may change connection)
                 q[s.confirmed_ns] = recv_ns
+        for key in perp_keys:
+            s = slots.get(key)
+            if s is not None and s.inst.kind in _PERP_KINDS and recv_ns > q[s.perp_confirmed_ns]:
+                q[s.perp_confirmed_ns] = recv_ns
 
     def error(self, text: str, key: object = None) -> None:
         """A feed error: recorded whole as the segment's last error, counted, logged (once per interval for each

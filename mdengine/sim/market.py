@@ -1,5 +1,9 @@
 """Pure market model: one order book per instrument, random-walking, with sequence counters.
 
+The mid follows a mean-reverting walk around the instrument's initial price (stationary spread about BAND of it, hard
+bounds at 1/MAX_MOVE and MAX_MOVE times it), so a run of any length (``rate_hz=0`` steps as fast as it can) keeps
+every price positive and realistic; no level is ever quoted at or below zero ticks.
+
 Prices and sizes are integers (ticks, lots) inside the model, so ordering and equality are exact;
 ``Instrument.px``/``qty`` turn them into the wire strings of the venue (fixed decimals or stripped).
 Everything is driven by ``random.Random`` seeded from (seed, instrument id): same seed, same book.
@@ -15,6 +19,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 Levels = list[tuple[str, str]]
+BAND = 0.02  # the walk's stationary standard deviation, as a fraction of the initial price
+MAX_MOVE = 2.0  # the mid never leaves [initial / MAX_MOVE, initial * MAX_MOVE]
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,13 @@ class BookModel:
         self.trade_id = r.randint(10**8, 10**9)
         self.agg_id = r.randint(10**7, 10**8)
         self.tick_d = Decimal(inst.tick)
-        self.mid = inst.price / float(inst.tick)  # in ticks
+        self.mid = self.mid0 = max(1.0, inst.price / float(inst.tick))  # in ticks
         self.gap = max(1, int(inst.price * 0.0001 / float(inst.tick)))  # up to ~1 bp between levels
         self.vol = max(0.5, self.gap * 0.4)
+        # pull back toward mid0 per step: an Ornstein-Uhlenbeck step whose stationary deviation is BAND * mid0
+        # (or less: at most half the distance per step, for instruments whose tick is coarse for their price)
+        self.reversion = min(0.5, self.vol ** 2 / (2 * (BAND * self.mid0) ** 2))
+        self.mid_bounds = (max(1.0, self.mid0 / MAX_MOVE), self.mid0 * MAX_MOVE)
         self.mean_lots = self._mean_lots()
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
@@ -147,6 +157,8 @@ class BookModel:
         edge = (min(side) if sign < 0 else max(side)) if side else start - sign
         while len(side) < self.levels:
             edge += sign * self.rng.randint(1, self.gap)
+            if edge < 1:  # no price at or below zero: a book priced near its tick holds fewer bid levels
+                return
             side[edge] = ch[edge] = self._rand_lots()
 
     # ---- views for depth-limited incremental channels (Bybit 50, ...) ----
@@ -201,14 +213,15 @@ class BookModel:
                 side.pop(t, None)
             ch[t] = lots
 
-        self.mid += r.gauss(0.0, self.vol)
+        lo, hi = self.mid_bounds
+        self.mid = min(hi, max(lo, self.mid + r.gauss(0.0, self.vol) - self.reversion * (self.mid - self.mid0)))
         bid_max = math.floor(self.mid)
         for t in [t for t in self.bids if t > bid_max]:
             put(self.bids, cb, t, 0)
         for t in [t for t in self.asks if t <= bid_max]:
             put(self.asks, ca, t, 0)
         if not self.bids or max(self.bids) < bid_max - self.gap:
-            put(self.bids, cb, bid_max - r.randint(0, self.gap // 4), self._rand_lots())
+            put(self.bids, cb, max(1, bid_max - r.randint(0, self.gap // 4)), self._rand_lots())
         if not self.asks or min(self.asks) > bid_max + 1 + self.gap:
             put(self.asks, ca, bid_max + 1 + r.randint(0, self.gap // 4), self._rand_lots())
         for side, ch, desc in ((self.bids, cb, True), (self.asks, ca, False)):

@@ -11,6 +11,7 @@ import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -19,6 +20,7 @@ import orjson
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from mdengine.sim.faults import FaultBook
@@ -43,6 +45,34 @@ def _json_response(status: int, body: str, extra: list[tuple[str, str]] | None =
     for k, v in extra or []:
         headers[k] = v
     return Response(status, reasons.get(status, "Error"), headers, body.encode())
+
+
+class SimConnection(ServerConnection):
+    """A server connection that a `silent` fault silences below the simulator too: the websockets library answers
+    a WebSocket ping by itself and sends keepalive pings of its own, either of which would tell the client the
+    connection is alive. While `muted()` is true, an incoming ping goes unanswered and no keepalive ping is sent,
+    as from a peer that has died with its socket open. Everything else (close frames, data) is handled as usual."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.muted: Callable[[], bool] = lambda: False
+        self.stats: Counter[str] = Counter()  # the market server's, once it takes the connection
+        handle = self.protocol.recv_frame
+
+        def recv_frame(frame: Frame) -> None:
+            if frame.opcode is Opcode.PING and self.muted():
+                self.stats["pings_ignored"] += 1
+                return  # the sans-I/O protocol would queue the pong here
+            handle(frame)
+
+        self.protocol.recv_frame = recv_frame  # type: ignore[method-assign]
+
+    async def ping(self, data: Any = None) -> Awaitable[float]:
+        if self.muted():  # the keepalive's ping: not sent, and taken as answered (its timeout is no fault of ours)
+            answered = self.loop.create_future()
+            answered.set_result(0.0)
+            return answered
+        return await super().ping(data)
 
 
 @dataclass
@@ -78,7 +108,7 @@ class MarketServer:
     async def start(self) -> None:
         self._server = await serve(self._handler, self.host, self.port, process_request=self._process_request,
                                    ping_interval=self.ping[0], ping_timeout=self.ping[1], compression=None,
-                                   max_size=2**20)
+                                   max_size=2**20, create_connection=SimConnection)
         self.port = self._server.sockets[0].getsockname()[1]
         if self.venue is not None:
             self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._housekeeping())]
@@ -144,6 +174,8 @@ class MarketServer:
         assert self.venue is not None
         session = self.venue.session(parts.path, dict(parse_qsl(parts.query)))
         conn = Conn(next(_conn_ids), ws, session)
+        if isinstance(ws, SimConnection):
+            ws.muted, ws.stats = (lambda: self.faults.silent(conn.id)), self.stats
         session.refuse = lambda key, channel="": self._refuse(key, channel)
         self.conns[conn.id] = conn
         self.stats["connections"] += 1

@@ -178,7 +178,8 @@ class Simulator:
         """Arm or perform ``fault`` on ``market`` (see docs/simulator.md for names and params).
 
         ``conn`` targets one connection id (``connections()``), else every open connection;
-        ``symbol`` (a model key or native id) limits frame faults and subscriptions to that symbol.
+        ``symbol`` (a model key or native id) limits frame faults and subscriptions to that symbol;
+        a connection fault's ``path`` param limits it to connections whose WebSocket path contains it.
         """
         if fault not in ALL_FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {ALL_FAULTS}")
@@ -192,7 +193,9 @@ class Simulator:
         srv = self.servers[market]
         venue = self._venue(market)
         keys = set(venue.keys_for(symbol)) if symbol else None
-        conns = [c for c in srv.conns.values() if conn is None or c.id == conn]
+        # a connection fault's `path` picks the connections whose WebSocket path holds it (Binance USD-M's /market)
+        ws_path = str(params.get("path", "")) if fault in CONN_FAULTS else ""
+        conns = [c for c in srv.conns.values() if (conn is None or c.id == conn) and ws_path in c.ws.request.path]
         count = int(params.get("count", 1))
         if fault in FRAME_FAULTS or fault == "silent":
             secs = params.get("seconds")

@@ -1,6 +1,6 @@
 """The shared-memory layout of one mdengine segment: every offset and dtype, in one place.
 
-Layout version 1.4 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
+Layout version 1.5 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
 for readers in other languages; `tests/test_store_layout.py` checks the two agree. All integers are
 little-endian, all floats IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
 
@@ -70,7 +70,10 @@ LAYOUT_MAJOR = 1
 # 1.4: perpetual-futures data. A perp area after the text area (located by header words 288, 292, 296) holds,
 #      per symbol slot, a latched perp record (mark, index, funding, open interest) and a liquidation ring. Readers
 #      of 1.0-1.3 stay correct: the slots and everything they read are unchanged, the segment grew at its end.
-LAYOUT_MINOR = 4
+# 1.5: a perpetual's perp data may ride another connection than its book (Binance USDⓈ-M: /market vs /public), so it
+#      has its own freshness word, stat `perp_confirmed_ns` (was reserved2); `confirmed_ns` now follows the book's
+#      connection only. A 1.4 reader judges perp freshness by `confirmed_ns`: as before, late for a silent /market.
+LAYOUT_MINOR = 5
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:
@@ -210,8 +213,8 @@ STAT_NAMES = (
     "last_latency_ns",  # publish time minus receive time of the latest book publish
     "trades_lost_upstream",  # reserved for exchanges that number trades
     "confirmed_ns",  # (1.3) wall clock of the latest frame of any kind (data, heartbeat, pong) received on the
-    #                  connection carrying this symbol; refreshed by the writer every 50 ms tick; 0 before 1.3
-    "reserved2",
+    #                  connection carrying this symbol's book; refreshed by the writer every 50 ms tick; 0 before 1.3
+    "perp_confirmed_ns",  # (1.5) the same for the connection carrying its perp data (PERP_KINDS only, else 0)
     "reserved3",
     "reserved4",
     "reserved5",

@@ -314,8 +314,14 @@ class SegmentWriter:
         self.q[L.HEARTBEAT_INTERVAL_NS_OFFSET >> 3] = int(heartbeat_interval_s * 1e9)
 
     def confirm(self, slot: int, recv_ns: int) -> None:
-        """The connection carrying `slot` received something (of any kind) at wall time recv_ns."""
+        """The connection carrying `slot`'s book received something (of any kind) at wall time recv_ns."""
         i = (self.view.slot_base(slot) + L.STAT_OFFSETS["confirmed_ns"]) >> 3
+        if recv_ns > self.q[i]:
+            self.q[i] = recv_ns
+
+    def confirm_perp(self, slot: int, recv_ns: int) -> None:
+        """The connection carrying `slot`'s perp data received something at wall time recv_ns (1.5)."""
+        i = (self.view.slot_base(slot) + L.STAT_OFFSETS["perp_confirmed_ns"]) >> 3
         if recv_ns > self.q[i]:
             self.q[i] = recv_ns
 

@@ -938,6 +938,15 @@ class BinanceAdapter(Adapter):
         c = self._conns.get(conn)
         return list(dict.fromkeys(sym.key for sym, _ in c.streams.values())) if c is not None else []
 
+    def freshness_on(self, conn: str) -> tuple[list[SymbolKey], list[SymbolKey]]:
+        """USDⓈ-M books ride /public, perp data /market: each connection confirms only what it carries."""
+        c = self._conns.get(conn)
+        if c is None:
+            return [], []
+        books = [sym.key for sym, kind in c.streams.values() if kind in (_DEPTH, _PARTIAL)]
+        perps = [sym.key for sym, kind in c.streams.values() if kind in (_MARK, _LIQUIDATION)]
+        return books, perps
+
     def is_live(self, key: SymbolKey) -> bool:
         sym = self.syms.get(key)
         return sym is not None and sym.state is LIVE
