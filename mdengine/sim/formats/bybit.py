@@ -22,6 +22,8 @@ from mdengine.sim.market import BookModel, Instrument, Step
 _DEPTHS = (1, 50, 200, 1000)
 _TICKERS, _LIQUIDATIONS = -1, -2  # topic codes beside book depths (and 0, trades)
 _CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
+# /v5/market/orderbook `limit` per category: (default, maximum) (BY-DOC market/orderbook.mdx, 2026-07-24)
+_BOOK_LIMIT = {"spot": (1, 1000), "linear": (25, 1000), "inverse": (25, 1000)}
 
 
 def _lv(levels: list[tuple[str, str]]) -> list[list[str]]:
@@ -260,7 +262,14 @@ class BybitVenue(Venue):
                    "ask1Size": aq, **self.ticker_fields(model, self.perps.of(model, model_now(model)))}
             return self._wrap({"category": cat, "list": [row]})
         if path == "/v5/market/orderbook":
-            bids, asks = model.top(int(q.get("limit", 1 if cat == "spot" else 25)))
+            default, most = _BOOK_LIMIT[cat]
+            try:
+                limit = int(q.get("limit", default))
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= most:  # 10001 is Bybit's "Request parameter error" (BY-DOC error.mdx)
+                return self._wrap({}, 10001, "params error: limit is invalid")  # text (unverified)
+            bids, asks = model.top(limit)
             ts = now_ms()
             return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
                                "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})
