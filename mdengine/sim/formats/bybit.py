@@ -215,10 +215,13 @@ class BybitVenue(Venue):
         return {"topic": topic, "type": "snapshot", "ts": now_ms(), "data": data}
 
     def ticker_fields(self, model: BookModel, perp: PerpModel) -> dict[str, str]:
-        """The perp fields of a linear/inverse ticker (BY-DOC ticker.mdx), as text."""
+        """The perp fields of a linear/inverse ticker (BY-DOC ticker.mdx), as text. Open interest is in base coin on
+        linear, in USD contracts on inverse, whose value is in the base coin (BY-DOC tickers: BTCUSD "240113967" USD
+        is worth "2089.79" BTC at mark 114898.43)."""
         oi = model.inst.qty(perp.open_interest_lots)
+        value = float(oi) / perp.mark() if model.inst.kind == "inverse" else float(oi) * perp.mark()
         return {"markPrice": perp.price_text(perp.mark()), "indexPrice": perp.price_text(perp.index()),
-                "openInterest": oi, "openInterestValue": f"{float(oi) * perp.mark():.2f}",
+                "openInterest": oi, "openInterestValue": f"{value:.2f}",
                 "nextFundingTime": str(perp.next_funding), "fundingRate": f"{perp.funding_rate:.6f}"}
 
     def ticker(self, topic: str, typ: str, data: dict[str, Any]) -> dict[str, Any]:
