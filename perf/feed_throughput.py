@@ -113,7 +113,7 @@ class Harness:
                 u = urlsplit(ev.url)
                 if self.venues:
                     s = self.venues[u.hostname].session(u.path, dict(parse_qsl(u.query)))
-                    s.refuse = lambda key: False
+                    s.refuse = lambda key, channel="": False
                     self.sessions[ev.conn] = (u.hostname, s)
                 todo.extend(a.on_open(ev.conn))
             elif t is Send:

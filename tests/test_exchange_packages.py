@@ -103,7 +103,12 @@ def test_bybit_package():
     assert pkg.rest.trades_url("http://h", spot, 1000).endswith("category=spot&symbol=BTCUSDT&limit=60")
     inverse = RestSymbol("bybit", "bybit", "BTCUSD", INVERSE, "BTC")
     assert pkg.rest.depth_url("http://h", inverse, 500).endswith(
-        "/v5/market/orderbook?category=inverse&symbol=BTCUSD&limit=200")
+        "/v5/market/orderbook?category=inverse&symbol=BTCUSD&limit=500")
+    for kind in (SPOT, LINEAR, INVERSE):  # every category takes up to 1000 levels (BY-DOC market/orderbook.mdx)
+        sym = RestSymbol("bybit", "bybit", "BTCUSDT", kind)
+        assert pkg.rest.depth_url("http://h", sym, 1000).endswith("&limit=1000")
+        assert pkg.rest.depth_url("http://h", sym, 5000).endswith("&limit=1000")
+        assert pkg.rest.depth_url("http://h", sym, 0).endswith("&limit=1")
     with pytest.raises(RestError, match=r"bybit: error \(retCode 10006\)"):
         pkg.rest.payload({"retCode": 10006})
     book = pkg.rest.parse_depth({"b": [["2", "1"]], "a": [["3", "1"]], "u": 8, "ts": 1})

@@ -186,6 +186,25 @@ def test_unknown_symbol_from_the_simulator_carries_the_exchange_message(sim, exc
         rest.fetch_depth(bases[sym.rest_market], sym, 5)
 
 
+def test_bybit_depth_up_to_each_category_maximum_and_the_simulator_refuses_beyond():
+    """Every Bybit category serves up to 1000 levels a side (BY-DOC market/orderbook.mdx); beyond: retCode 10001."""
+    from mdengine.sim import Simulator
+    from mdengine.sim.testing import http_get
+
+    with Simulator(seed=5, exchanges=["bybit"], symbols=["BTC/USDT", "BTC/USD:BTC"], rate_hz=1.0, levels=1000) as s:
+        base = s.rest_url("bybit")
+        for symbol, category in (("BTC/USDT", "spot"), ("BTC/USDT:USDT", "linear"), ("BTC/USD:BTC", "inverse")):
+            book = rest.fetch_depth(base, resolve("bybit", symbol), 1000)
+            assert len(book.bids) == len(book.asks) == 1000, symbol
+            url = f"{base}/v5/market/orderbook?category={category}&symbol={resolve('bybit', symbol).native}"
+            assert len(http_get(url)[2]["result"]["b"]) == (1 if category == "spot" else 25)  # the defaults
+            for limit in ("0", "1001", "x"):
+                status, _, body = http_get(f"{url}&limit={limit}")
+                assert (status, body["retCode"]) == (200, 10001), (symbol, limit)
+                with pytest.raises(RestError, match=r"retCode 10001"):
+                    rest.parse_depth("bybit", rest.fetch(f"{url}&limit={limit}", exchange="bybit"))
+
+
 def test_http_429_and_unreachable_host_raise_RestError(sim):
     bases = rest.rest_endpoints(sim.endpoints())
     sym = resolve("binance", "BTC/USDT")

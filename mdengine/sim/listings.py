@@ -35,7 +35,9 @@ DEFAULTS: dict[str, list[I]] = {
         I("BTCUSDT", "BTC/USDT:USDT", "linear", "0.10", "0.001", _PX["BTC"]),
         I("ETHUSDT", "ETH/USDT:USDT", "linear", "0.01", "0.01", _PX["ETH"]),
         I("SOLUSDT", "SOL/USDT:USDT", "linear", "0.010", "0.1", _PX["SOL"]),
-        I("BTCUSD", "BTC/USD:BTC", "inverse", "0.50", "1", _PX["BTC"]),
+        # inverse sizes are whole contracts of 1 USD (BY-DOC: the inverse openInterest, kline volume and ticker
+        # bid1Size/ask1Size are in USD, e.g. BTCUSD ask1Size "9854"), qtyStep 1
+        I("BTCUSD", "BTC/USD:BTC", "inverse", "0.50", "1", _PX["BTC"], ct_val="1"),
     ],
     "bitget": [
         I("BTCUSDT", "BTC/USDT", "spot", "0.01", "0.000001", _PX["BTC"]),

@@ -33,7 +33,7 @@ class Instrument:
     tick: str
     lot: str
     price: float  # initial mid
-    ct_val: str = ""  # contract value (OKX derivatives); "" = sizes are in base currency
+    ct_val: str = ""  # contract value (OKX derivatives, Bybit inverse: quote units); "" = sizes in base currency
     px_dp: int | None = None  # decimals on the wire; None = decimals of tick
     qty_dp: int | None = None
     strip: bool = False  # OKX writes "8477" not "8477.00"

@@ -19,10 +19,15 @@ from .._rest import (
 )
 from .naming import CATEGORY
 
+# The largest `limit` /v5/market/orderbook takes, per category (BY-DOC market/orderbook.mdx, HEAD 072c197d,
+# 2026-07-24: spot [1, 1000], linear & inverse [1, 1000]; its table said 200 and 500 until 2026-05-18). Option
+# ([1, 25]) has no REST fallback here.
+DEPTH_LIMIT = {MarketKind.SPOT: 1000, MarketKind.LINEAR: 1000, MarketKind.INVERSE: 1000}
+
 
 def depth_url(base: str, sym: RestSymbol, depth: int) -> str:
-    """GET url of a depth snapshot of at least min(depth, 200) levels per side."""
-    q = {"category": CATEGORY[sym.kind], "symbol": sym.native, "limit": min(max(depth, 1), 200)}
+    """GET url of a depth snapshot of min(depth, the category's maximum) levels per side."""
+    q = {"category": CATEGORY[sym.kind], "symbol": sym.native, "limit": min(max(depth, 1), DEPTH_LIMIT[sym.kind])}
     return f"{base}/v5/market/orderbook?{urlencode(q)}"
 
 

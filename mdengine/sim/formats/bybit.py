@@ -22,6 +22,8 @@ from mdengine.sim.market import BookModel, Instrument, Step
 _DEPTHS = (1, 50, 200, 1000)
 _TICKERS, _LIQUIDATIONS = -1, -2  # topic codes beside book depths (and 0, trades)
 _CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
+# /v5/market/orderbook `limit` per category: (default, maximum) (BY-DOC market/orderbook.mdx, 2026-07-24)
+_BOOK_LIMIT = {"spot": (1, 1000), "linear": (25, 1000), "inverse": (25, 1000)}
 
 
 def _lv(levels: list[tuple[str, str]]) -> list[list[str]]:
@@ -213,10 +215,13 @@ class BybitVenue(Venue):
         return {"topic": topic, "type": "snapshot", "ts": now_ms(), "data": data}
 
     def ticker_fields(self, model: BookModel, perp: PerpModel) -> dict[str, str]:
-        """The perp fields of a linear/inverse ticker (BY-DOC ticker.mdx), as text."""
+        """The perp fields of a linear/inverse ticker (BY-DOC ticker.mdx), as text. Open interest is in base coin on
+        linear, in USD contracts on inverse, whose value is in the base coin (BY-DOC tickers: BTCUSD "240113967" USD
+        is worth "2089.79" BTC at mark 114898.43)."""
         oi = model.inst.qty(perp.open_interest_lots)
+        value = float(oi) / perp.mark() if model.inst.kind == "inverse" else float(oi) * perp.mark()
         return {"markPrice": perp.price_text(perp.mark()), "indexPrice": perp.price_text(perp.index()),
-                "openInterest": oi, "openInterestValue": f"{float(oi) * perp.mark():.2f}",
+                "openInterest": oi, "openInterestValue": f"{value:.2f}",
                 "nextFundingTime": str(perp.next_funding), "fundingRate": f"{perp.funding_rate:.6f}"}
 
     def ticker(self, topic: str, typ: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +265,14 @@ class BybitVenue(Venue):
                    "ask1Size": aq, **self.ticker_fields(model, self.perps.of(model, model_now(model)))}
             return self._wrap({"category": cat, "list": [row]})
         if path == "/v5/market/orderbook":
-            bids, asks = model.top(int(q.get("limit", 1 if cat == "spot" else 25)))
+            default, most = _BOOK_LIMIT[cat]
+            try:
+                limit = int(q.get("limit", default))
+            except ValueError:
+                limit = 0
+            if not 1 <= limit <= most:  # 10001 is Bybit's "Request parameter error" (BY-DOC error.mdx)
+                return self._wrap({}, 10001, "params error: limit is invalid")  # text (unverified)
+            bids, asks = model.top(limit)
             ts = now_ms()
             return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
                                "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})

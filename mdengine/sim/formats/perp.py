@@ -37,7 +37,10 @@ class PerpModel:
         self.period = funding_period_ms
         self.funding_rate = 0.0001
         self.next_rate = 0.0001
-        self.open_interest_lots = self.rng.randint(50_000, 200_000)
+        # open interest in typical orders (the book's mean_lots), so it suits any size unit (base coin, contracts of
+        # 0.01 BTC or of 1 USD): it starts at 500-2,000 of them and never falls below 10
+        self._order = max(1.0, model.mean_lots)
+        self.open_interest_lots = round(self.rng.uniform(500, 2000) * self._order)
         self.basis = 0.0  # mark - mid, as a fraction of mid
         self.index_basis = 0.0  # index - mark, as a fraction
         self.ts = 0  # ms of the last advance (0: never)
@@ -75,7 +78,7 @@ class PerpModel:
         self.basis = max(-0.0005, min(0.0005, self.basis + r.gauss(0, 0.00005)))
         self.index_basis = max(-0.0003, min(0.0003, self.index_basis + r.gauss(0, 0.00003)))
         self.next_rate = max(-0.003, min(0.003, self.next_rate + r.gauss(0, 0.000002)))
-        self.open_interest_lots = max(1000, self.open_interest_lots + int(r.gauss(0, 200)))
+        self.open_interest_lots = max(round(10 * self._order), self.open_interest_lots + round(r.gauss(0, self._order)))
         if self.ts >= self.next_funding:  # settlement: the announced rate applies, a new one is predicted
             self.funding_rate = self.next_rate
             self.next_funding += self.period
@@ -88,7 +91,7 @@ class PerpModel:
             self._liq_seq += 1
             lots = max(1, int(r.expovariate(1 / max(self.model.mean_lots, 1.0))))
             self.liquidations.append(Liquidation(self._liq_seq, self.ts, sell, px, lots))
-            self.open_interest_lots = max(1000, self.open_interest_lots - lots)
+            self.open_interest_lots = max(round(10 * self._order), self.open_interest_lots - lots)
 
     def price_text(self, price: float) -> str:
         """`price` on the instrument's tick grid, as the venue writes prices."""
