@@ -531,6 +531,8 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
         _TASKS.append(mtask2)
         await _until(lambda: _caught_up(namespace, mirror_ns), "the restarted mirror's books")
         await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        expected = src.trade_index - (0 if kv_has_the_trades else len(missing))
+        await _until(lambda: len(_trade_ids(mirror_ns)) == expected, "the repair (or its end)")
         reader = SegmentReader(namespace, EXCHANGE)
         with SegmentReader(mirror_ns, EXCHANGE) as dst:
             for _, _, unified in SYMBOLS:
@@ -624,3 +626,56 @@ def test_cut_nats_goes_stale_and_recovers(nats_server, namespace, mirror_ns):
     assert pub.failed > 0
     assert pub.stats.snapshots > 2
 
+
+
+def test_a_trade_repair_holds_back_only_its_own_symbol_and_source(nats_server, namespace, mirror_ns):
+    """A trade batch of BTC is lost from the stream and the KV snapshot does not hold it yet: the repair waits for
+    the snapshot (here up to 60 s), and meanwhile only BTC's later trades from that source wait behind it, in
+    order. Every book, ETH's and BTC's, keeps pace with the source. Once the snapshot holds the lost trades, the
+    repair fills them in and the held trades follow: each trade once, in order."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
+                   if subject.endswith(".trades")]
+        seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # sent while the mirror was away
+        first_missing = body["t"][0][4]
+        await _delete(nats_server, namespace, [seq])
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns, repair_wait_s=60.0)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS.append(mtask2)
+        await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        client = Client(mirror_ns)
+        for _ in range(20):  # the repair waits; the books go on
+            src.step()
+            await asyncio.sleep(0.02)
+            await _until(lambda: _caught_up(namespace, mirror_ns), f"every book at u {src.u} during the repair")
+        assert client.top(EXCHANGE, "ETH/USDT:USDT").state == "live"
+        waiting = _trade_ids(mirror_ns)
+        assert mirror2.stats.repairs == 0 and mirror2.stats.held > 0  # still waiting: the later trades held back
+        src.w.publish_state(src.slots[0], L.BookState.RESYNCING)  # the publisher's KV snapshot now has them
+        src.w.wake_readers()
+        await _until(lambda: mirror2.stats.repairs == 1, "the repair")
+        src.step()
+        await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index, "every trade")
+        ids = _trade_ids(mirror_ns)
+        client.close()
+        await _stop(pubs, tasks, mirror2, mtask2)
+        return mirror2, waiting, first_missing, ids
+
+    mirror2, waiting, first_missing, ids = asyncio.run(scenario())
+    src.close()
+    assert waiting == list(range(first_missing))  # nothing after the gap was written before it
+    assert ids == list(range(src.trade_index))
+    assert mirror2.stats.trades_unrepaired == mirror2.stats.malformed == 0

@@ -15,7 +15,9 @@ applies is keyed on what the exchange gave, which is equal across engines:
   older books are not newer for having larger ids). A smaller step back is an older book, dropped.
 - trades by exchange trade id: a bounded set of recent ids per symbol (and anything older than the set reaches)
   is dropped; each source's batches are numbered by its own engine's ring, so a batch a source never delivered
-  is found and taken from that source's KV snapshot.
+  is found and taken from that source's KV snapshot. That repair runs as its own task and holds back only that
+  source's later trades of that symbol (in order, behind it): every other symbol, the symbol's books and the
+  other sources' trades go on meanwhile (and another source delivering the missed trades ends the repair).
 - state: a symbol is live while any healthy source (status ok and heard within `silence_s`) has it live; else
   resyncing if one is resyncing, else stale. The segment heartbeats while any source of the exchange is healthy.
 """
@@ -39,6 +41,7 @@ from .transport import Transport
 log = logging.getLogger("mdengine.bridge.mirror")
 REPLAY_MARGIN_NS = 1_000_000_000  # replay from this long before the oldest snapshot (publisher clock vs bus's)
 RECENT_IDS = 8192  # trade ids remembered per symbol to drop a second source's copies (and a replay's)
+HELD_MAX = 10_000  # a source's trade messages held behind its repair of one symbol; beyond, the repair stops waiting
 
 
 @dataclass
@@ -49,6 +52,9 @@ class _FromSource:
     u: int = 0  # the last live update id it sent
     next_trade: int = -1  # its engine's ring index of the next trade expected (-1: not known yet)
     behind: int = 0  # still on an exchange sequence the mirror saw restart, at this u: its ids are not comparable
+    held: deque = field(default_factory=deque)  # its trade messages (and status checks) waiting behind a repair
+    repairing: asyncio.Task | None = None  # the task repairing its trades, then applying what `held` gathered
+    hurry: bool = False  # `held` overflowed: the repair takes what the KV snapshot has now
 
 
 @dataclass
@@ -59,6 +65,7 @@ class _Mirrored:
     state: int = L.BookState.EMPTY  # the state published in the mirror
     gap_upto: int = 0  # the newest missed update id already counted (a status and the next message both tell)
     sources: dict[str, _FromSource] = field(default_factory=dict)
+    book_repair: asyncio.Task | None = None  # a KV snapshot being fetched for the book
     ids: set = field(default_factory=set)  # recent trade ids written
     order: deque = field(default_factory=deque)  # (trade id, exch_ts) in the order written
     horizon_ns: int = 0  # trades older than this left `ids`: anything older is taken as written
@@ -77,8 +84,10 @@ class MirrorStats:
     duplicates: int = 0  # messages (or trades) already applied, from another source or a redelivery
     gaps: int = 0  # live books every source missed
     trade_gaps: int = 0  # trade batches a source's stream missed
-    repairs: int = 0  # gaps repaired from a KV snapshot
+    repairs: int = 0  # gaps repaired from a KV snapshot (or, for trades, by another source meanwhile)
     trades_unrepaired: int = 0  # trades a source missed that its KV snapshot no longer held
+    held: int = 0  # trade messages that waited behind their source's repair of the symbol
+    repairs_cut: int = 0  # repairs that stopped waiting for the KV snapshot because too much was held behind them
     snapshots: int = 0  # KV snapshots applied
     resets: int = 0  # exchange update id sequences seen restarting
     malformed: int = 0
@@ -279,34 +288,88 @@ class BridgeMirror:
             self.stats.trades += len(fresh)
             w.wake_readers()
 
-    async def _on_trades(self, body: dict) -> None:
+    def _on_trades(self, body: dict) -> None:
         w, m = self._mirrored(body["x"], body["sym"])
-        fs = self._from(m, body)
-        first, rows = body["i"], body["t"]
-        if fs.next_trade >= 0 and first > fs.next_trade:  # this source's [next_trade, first) did not come from it
-            if body.get("pt") in m.ids:  # another source delivered them (JetStream kept its identical batch)
-                fs.next_trade = first
-            else:
-                await self._repair_trades(body["x"], body["sym"][2], body.get("src", ""), w, m, fs, first)
-        self._append(w, m, rows)
-        if rows:
-            fs.next_trade = max(fs.next_trade, rows[-1][7] + 1)
+        self._take(body["x"], body["sym"][2], body.get("src", ""), w, m, self._from(m, body), ("t", body))
+
+    def _take(self, exchange: str, sym: str, source: str, w: SegmentWriter, m: _Mirrored, fs: _FromSource,
+              item: tuple) -> None:
+        """Apply a source's trade message ("t", body), or check a status's word on what it sent ("s", its ring
+        cursor, its last trade id), now; unless it waits behind that source's repair of the symbol, or reveals
+        trades of the source that never came and starts one."""
+        if fs.repairing is not None:
+            fs.held.append(item)
+            if item[0] == "t":
+                self.stats.held += 1
+            if len(fs.held) > HELD_MAX and not fs.hurry:
+                fs.hurry = True
+                self.stats.repairs_cut += 1
+                log.warning("bridge mirror: %d messages of %s %s from %s wait behind its repair: it stops waiting",
+                            len(fs.held), exchange, sym, source)
+            return
+        if self._missed(m, fs, item) is None:
+            self._apply_trades(w, m, fs, item)
+            return
+        fs.held.append(item)
+        fs.repairing = asyncio.get_running_loop().create_task(self._repair_then_apply(exchange, sym, source, w, m,
+                                                                                      fs))
+
+    @staticmethod
+    def _missed(m: _Mirrored, fs: _FromSource, item: tuple) -> int | None:
+        """The ring index up to which the source's trades since `next_trade` never came (from it or any other
+        source), else None."""
+        first, last_id = (item[1]["i"], item[1].get("pt")) if item[0] == "t" else item[1:]
+        if fs.next_trade < 0 or first <= fs.next_trade:
+            return None
+        if last_id is not None and last_id in m.ids:  # another source delivered them (JetStream kept its batch)
+            fs.next_trade = first
+            return None
+        return first
+
+    def _apply_trades(self, w: SegmentWriter, m: _Mirrored, fs: _FromSource, item: tuple) -> None:
+        if item[0] == "t":
+            rows = item[1]["t"]
+            self._append(w, m, rows)
+            if rows:
+                fs.next_trade = max(fs.next_trade, rows[-1][7] + 1)
+
+    async def _repair_then_apply(self, exchange: str, sym: str, source: str, w: SegmentWriter, m: _Mirrored,
+                                 fs: _FromSource) -> None:
+        """The source's messages of this symbol, in order, from the one that revealed the gap: each gap repaired
+        first, then the message applied. Runs until none is left waiting."""
+        try:
+            while fs.held:
+                item = fs.held.popleft()
+                try:
+                    upto = self._missed(m, fs, item)
+                    if upto is not None:
+                        last_id = item[1].get("pt") if item[0] == "t" else item[2]
+                        await self._repair_trades(exchange, sym, source, w, m, fs, upto, last_id)
+                    self._apply_trades(w, m, fs, item)
+                except Exception as e:  # noqa: BLE001 - one bad message costs itself, never the others
+                    self._malformed(f"{exchange} {sym} trades", e)
+        finally:
+            fs.repairing = None
+            fs.hurry = False
 
     async def _repair_trades(self, exchange: str, sym: str, source: str, w: SegmentWriter, m: _Mirrored,
-                             fs: _FromSource, upto: int) -> None:
+                             fs: _FromSource, upto: int, last_id: int | None) -> None:
         """Fill the source's trades [next_trade, upto) from its KV snapshot. A publisher refreshes it once it
-        learns a publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s
-        (unless another healthy source has the trades). Messages wait meanwhile (they are handled one at a
-        time), so readers get the trades late but in order."""
+        learns a publish failed, which can be after the mirror saw the gap: ask again for up to repair_wait_s,
+        unless another source delivers them meanwhile (the trade `last_id` arrives) or too much waits behind.
+        Only this source's later trades of this symbol wait (`_take`), so readers get them late but in order."""
         want = fs.next_trade
         self._count_gap(w, m.slot, "trade_gaps")
         end = time.monotonic() + self.repair_wait_s
         while True:
+            if last_id is not None and last_id in m.ids:  # another source delivered them while this one waited
+                self.stats.repairs += 1
+                fs.next_trade = max(fs.next_trade, upto)
+                return
             raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
             rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
-            if len(rows) == upto - want or time.monotonic() >= end:
+            if len(rows) == upto - want or time.monotonic() >= end or fs.hurry:
                 break
-            self._sources[(exchange, source)].heard = time.monotonic()  # waiting on the bus is not its silence
             await asyncio.sleep(0.1)
         if rows and rows[0][7] == want:
             self.stats.repairs += 1
@@ -333,9 +396,12 @@ class BridgeMirror:
         return False
 
     async def _repair_book(self, exchange: str, sym: str, source: str) -> None:
-        raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
-        if raw is not None and await self._apply_snapshot(wire.decode(raw)):
-            self.stats.repairs += 1
+        try:
+            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
+            if raw is not None and await self._apply_snapshot(wire.decode(raw)):
+                self.stats.repairs += 1
+        except Exception as e:  # noqa: BLE001 - the next status asks again
+            self._malformed(f"{exchange} {sym} snapshot", e)
 
     async def _on_status(self, body: dict) -> None:
         exchange, source = body["x"], body.get("src", "")
@@ -361,15 +427,13 @@ class BridgeMirror:
                 elif fs.behind:
                     fs.behind = max(fs.behind, sent_u)
                 fs.u = sent_u
-            if rest and 0 <= fs.next_trade < rest[0]:  # the last trades this source sent did not come from it
-                if len(rest) > 1 and rest[1] in m.ids:  # another source delivered them
-                    fs.next_trade = rest[0]
-                else:
-                    await self._repair_trades(exchange, sym, source, w, m, fs, rest[0])
+            if rest:  # did the last trades this source sent come (from it or another)? checked in its order
+                self._take(exchange, sym, source, w, m, fs, ("s", rest[0], rest[1] if len(rest) > 1 else None))
             if state == L.BookState.LIVE and not self._is_behind(m, fs) and sent_u > max(m.u, m.gap_upto):
                 m.gap_upto = sent_u  # this source sent a live book the mirror never got, and none newer came
                 self._count_gap(w, m.slot, "gaps")
-                await self._repair_book(exchange, sym, source)
+                if m.book_repair is None or m.book_repair.done():  # fetched aside: nothing waits on the KV
+                    m.book_repair = asyncio.get_running_loop().create_task(self._repair_book(exchange, sym, source))
             if confirmed_age >= 0 and body["ok"]:
                 w.confirm(m.slot, now_ns - confirmed_age)
             self._refresh(exchange, w, m, now)
@@ -387,14 +451,17 @@ class BridgeMirror:
             if subject.endswith(".book"):
                 self._on_book(body)
             elif subject.endswith(".trades"):
-                await self._on_trades(body)
+                self._on_trades(body)
             elif subject.endswith("._status"):
                 await self._on_status(body)
         except Exception as e:  # noqa: BLE001 - one bad message costs itself, never the mirror
-            self.stats.malformed += 1
-            if self.stats.malformed in (1, 10, 100, 1000):
-                log.warning("bridge mirror: bad message on %s (%d so far): %s: %s", subject, self.stats.malformed,
-                            type(e).__name__, e)
+            self._malformed(subject, e)
+
+    def _malformed(self, where: str, e: Exception) -> None:
+        self.stats.malformed += 1
+        if self.stats.malformed in (1, 10, 100, 1000):
+            log.warning("bridge mirror: bad message on %s (%d so far): %s: %s", where, self.stats.malformed,
+                        type(e).__name__, e)
 
     def _watch(self) -> None:
         """Books whose every source went quiet (silence_s) or unhealthy are marked stale (or resyncing)."""
@@ -432,6 +499,11 @@ class BridgeMirror:
                 await asyncio.wait_for(self._stop.wait(), 0.1)
             except TimeoutError:
                 pass
+        tasks = [t for m in self._books.values() for t in (m.book_repair, *(fs.repairing for fs in m.sources.values()))
+                 if t is not None and not t.done()]
+        for t in tasks:  # what waits behind a repair is still in the stream: a restarted mirror replays it
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.transport.close()
         self.close()
 
