@@ -158,3 +158,61 @@ def test_a_stream_without_leader_is_retried_in_order_not_counted_failed(nats_clu
     assert pub.failed == 0, pub.transport.why_failed
     assert ids == list(range(src.trade_index - len(ids), src.trade_index))
     assert mirror.stats.trade_gaps == mirror.stats.trades_unrepaired == 0, mirror.stats
+
+
+def test_sigterm_while_the_stream_has_no_leader_exits_after_a_short_grace(nats_cluster, namespace):
+    """Two of the three nodes die: the stream has no quorum, so no leader, and the publisher's messages are held
+    for sending again (for up to 20 s while the cluster might elect one). SIGTERM gives them the stop's grace
+    (--stop-grace 0.5), then the publisher exits and its summary counts what was never sent."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    src = Source(namespace)
+    urls = [n.url for n in nats_cluster]
+
+    async def prepare() -> None:  # the stream and bucket, once the cluster has its JetStream leaders
+        await (await _connected(NatsTransport(urls, namespace, replicas=3))).close()
+
+    async def stored() -> int:
+        from mdengine.bridge import wire
+
+        t = await _connected(NatsTransport(urls[:1], namespace, replicas=3))
+        n = (await t.js.stream_info(wire.stream_name(namespace))).state.messages
+        await t.close()
+        return n
+
+    asyncio.run(prepare())
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pub = subprocess.Popen([sys.executable, "-m", "mdengine", "bridge", "publish", "--nats", urls[0], "--namespace",
+                            namespace, "--replicas", "3", "--stop-grace", "0.5", "--log-level", "WARNING"],
+                           env=dict(os.environ, PYTHONPATH=root), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end = time.monotonic() + WAIT_S
+        while asyncio.run(stored()) < 20:
+            assert time.monotonic() < end and pub.poll() is None, "the publisher's first messages"
+            for _ in range(10):
+                src.step()
+                time.sleep(0.01)
+        for n in nats_cluster[1:]:
+            n.stop(kill=True)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # the engine goes on: its news is held, unsent
+            src.step(trades=1)
+            time.sleep(0.01)
+        pub.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        out, err = pub.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.wait(10)
+        src.close()
+    assert pub.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    assert took < 10.0, (took, summary)  # quiet: the 0.5 s grace and well under 1 s more
+    assert summary["unsent_at_stop"] > 0 and summary["why_failed"]["stopped before sent"] == summary["unsent_at_stop"]
+    assert summary["failed"] >= summary["unsent_at_stop"]

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--symbols", help="comma-separated unified or native symbols (default: all)")
     pub.add_argument("--snapshot-interval", type=float, default=5.0, help="seconds between KV snapshots")
     pub.add_argument("--replicas", type=int, default=1, help="JetStream replicas of the stream and bucket")
+    pub.add_argument("--stop-grace", type=float, default=2.0,
+                     help="on SIGTERM, seconds messages still held for sending again may take (the rest: unsent)")
     mir = sub.add_parser("mirror", help="rebuild the published books and trades into local shared memory")
     mir.add_argument("--nats", required=True, help="NATS server URL(s), comma separated")
     mir.add_argument("--namespace", required=True, help="the local namespace to write (Client(namespace) reads it)")
@@ -49,6 +51,7 @@ async def _run(args: argparse.Namespace) -> dict:
 
         bus = args.bus_namespace or args.namespace
         transport = NatsTransport(servers, bus, replicas=args.replicas, name="mdengine-bridge-publish")
+        transport.stop_grace_s = args.stop_grace
         node = BridgePublisher(transport, args.namespace, bus_namespace=bus, source_id=args.source_id,
                                exchanges=args.exchanges.split(",") if args.exchanges else None,
                                symbols=args.symbols.split(",") if args.symbols else None,
@@ -65,7 +68,7 @@ async def _run(args: argparse.Namespace) -> dict:
         loop.add_signal_handler(sig, node.stop)
     await node.run(args.seconds)
     return {"role": args.role, **asdict(node.stats), "failed": transport.failed, "retried": transport.retried,
-            "why_failed": dict(transport.why_failed)}
+            "unsent_at_stop": transport.unsent_at_stop, "why_failed": dict(transport.why_failed)}
 
 
 def main(argv: list[str]) -> int:

@@ -80,7 +80,9 @@ class BridgePublisher:
         return self.transport.failed
 
     def stop(self) -> None:
+        """Stop soon: what the transport still holds for sending gets its short grace (`stop_grace_s`)."""
         self._stop.set()
+        self.transport.begin_close()
 
     # ------------------------------------------------------------------ discovery
     def _discover(self) -> None:
@@ -175,6 +177,9 @@ class BridgePublisher:
         self.stats.statuses += 1
 
     # ------------------------------------------------------------------ loop
+    def _all(self) -> list[_Symbol]:
+        return [s for syms in self._syms.values() for s in syms.values()]
+
     async def poll_once(self) -> int:
         """Send what changed since the last round; returns how many symbols had news."""
         news = 0
@@ -206,10 +211,9 @@ class BridgePublisher:
                 # that sees the gap finds the missed trades (and the current book) there
                 failed_seen = self.transport.failed
                 next_snapshot = 0.0
-                for syms in self._syms.values():
-                    for s in syms.values():
-                        if s.sent_version:
-                            await self._snapshot(s)
+                for s in self._all():
+                    if s.sent_version and not self._stop.is_set():
+                        await self._snapshot(s)
             if now >= next_discover:
                 self._discover()
                 next_discover = now + 1.0
@@ -219,10 +223,9 @@ class BridgePublisher:
                     await self._send_status(exchange, seg)
                 next_status = now + self.status_s
             if now >= next_snapshot:
-                for syms in self._syms.values():
-                    for s in syms.values():
-                        if s.sent_version:
-                            await self._snapshot(s)
+                for s in self._all():
+                    if s.sent_version and not self._stop.is_set():
+                        await self._snapshot(s)
                 next_snapshot = now + self.snapshot_s
             await asyncio.sleep(0 if news else self.poll_s)
         await self.transport.close()

@@ -22,12 +22,16 @@ log = logging.getLogger("mdengine.bridge")
 RETRY_S = 20.0  # how long messages the stream refused for want of a leader are sent again with none taken
 # (a JetStream cluster takes seconds to elect a new leader after losing one; 5 s lost messages here under load)
 RETRY_QUEUE = 100_000  # messages held for sending again at most; beyond, they count as failed
+STOP_GRACE_S = 2.0  # on stop, how long what is held or unacknowledged may still take; the rest counts as unsent
 
 
 class Transport(Protocol):
     failed: int  # publishes (messages and snapshots) that could not be made
 
     async def connect(self) -> None: ...
+
+    def begin_close(self) -> None:
+        """Stopping: what is still held for sending gets a short grace, then counts as failed (`close` too)."""
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
         """Send without waiting for the bus's acknowledgement; a failure (now or later) adds to `failed`."""
@@ -54,7 +58,8 @@ class NatsTransport:
     as while a cluster elects one after a node died) is sent again, in the order it was first sent, until the
     stream takes it; new publishes wait meanwhile, so order is kept. After RETRY_S without one taken, what is held
     counts as failed. Sending a message again is harmless: its `Nats-Msg-Id` makes the stream drop a copy it
-    already holds."""
+    already holds. Once stopping (`begin_close`), what is held or unacknowledged gets `stop_grace_s` more; what is
+    left then counts as failed, and in `unsent_at_stop`."""
 
     def __init__(self, servers: list[str], namespace: str, *, max_age_s: float = 300.0,
                  duplicate_window_s: float = 30.0, replicas: int = 1, name: str = "mdengine-bridge") -> None:
@@ -67,6 +72,9 @@ class NatsTransport:
         self.failed = 0
         self.ack_timeout_s = 5.0
         self.connect_timeout_s = 10.0
+        self.stop_grace_s = STOP_GRACE_S
+        self.unsent_at_stop = 0  # held for sending again, or unacknowledged, when the stop's grace ended
+        self._close_by: float | None = None  # monotonic time the stop's grace ends
         self.connected = False
         self.nc = None
         self.js = None
@@ -121,9 +129,34 @@ class NatsTransport:
             self.kv = await self.js.create_key_value(KeyValueConfig(bucket=bucket, history=1,
                                                                     replicas=self.replicas))
 
+    def begin_close(self) -> None:
+        if self._close_by is not None:
+            return
+        self._close_by = time.monotonic() + self.stop_grace_s
+        if self._retrier is not None and not self._retrier.done():
+            asyncio.get_running_loop().call_later(self.stop_grace_s, self._retrier.cancel)
+
+    def _past_grace(self) -> bool:
+        return self._close_by is not None and time.monotonic() >= self._close_by
+
+    def _give_up_at(self, end: float) -> float:
+        return end if self._close_by is None else min(end, self._close_by)
+
+    def _attempt_s(self) -> float:
+        """How long one try may wait for the stream's answer: shorter once stopping."""
+        if self._close_by is None:
+            return self.ack_timeout_s
+        return min(self.ack_timeout_s, max(0.01, self._close_by - time.monotonic()))
+
+    def _unsent(self, n: int) -> None:
+        self.unsent_at_stop += n
+        self._fail("stopped before sent", n)
+
     def _done(self, fut: asyncio.Future, item: tuple[int, str, bytes, str]) -> None:
         from nats.js.errors import NoStreamResponseError
 
+        if fut not in self._pending:  # counted already (unacknowledged when the stop's grace ended)
+            return
         self._pending.discard(fut)
         if fut.cancelled():
             self._fail("no acknowledgement")
@@ -137,41 +170,57 @@ class NatsTransport:
         self.why_failed[why] += n
 
     def _hold(self, item: tuple[int, str, bytes, str]) -> None:
+        if self._past_grace():
+            self._unsent(1)
+            return
         if len(self._retry) >= RETRY_QUEUE:
             self._fail("retry queue full")
             return
         heapq.heappush(self._retry, item)
         if self._retrier is None or self._retrier.done():
-            self._retrier = asyncio.get_running_loop().create_task(self._resend())
+            loop = asyncio.get_running_loop()
+            self._retrier = loop.create_task(self._resend())
+            if self._close_by is not None:
+                loop.call_at(loop.time() + self._close_by - time.monotonic(), self._retrier.cancel)
 
     async def _resend(self) -> None:
         """Send the held messages again, oldest first, each until the stream takes it; after RETRY_S with none
-        taken, the rest count as failed (the publisher refreshes its KV snapshots then, for the receivers)."""
+        taken, the rest count as failed (the publisher refreshes its KV snapshots then, for the receivers). A stop
+        cancels this when its grace ends: what is still held counts as failed and unsent."""
         from nats.js.errors import NoStreamResponseError
 
         log.info("bridge: the stream had no leader; sending %d message(s) again", len(self._retry))
         end = time.monotonic() + RETRY_S
-        while self._retry:
-            _, subject, payload, msg_id = heapq.heappop(self._retry)
-            while True:
+        try:
+            while self._retry:
+                _, subject, payload, msg_id = self._retry[0]  # leaves the heap once taken: a stop counts it
                 try:
-                    await self.js.publish(subject, payload, timeout=self.ack_timeout_s,
+                    await self.js.publish(subject, payload, timeout=self._attempt_s(),
                                           headers={"Nats-Msg-Id": msg_id})
+                    heapq.heappop(self._retry)
                     self.retried += 1
                     end = time.monotonic() + RETRY_S
-                    break
                 except (NoStreamResponseError, TimeoutError, ConnectionError) as e:
-                    if time.monotonic() < end:
+                    if time.monotonic() < self._give_up_at(end):
                         await asyncio.sleep(0.05)
                         continue
-                    self._fail(type(e).__name__, 1 + len(self._retry))
-                    log.warning("bridge: %d message(s) not published after %.0f s of retries: %s",
-                                1 + len(self._retry), RETRY_S, e)
+                    n = len(self._retry)
+                    if self._close_by is not None:
+                        self._unsent(n)
+                    else:
+                        self._fail(type(e).__name__, n)
+                    log.warning("bridge: %d message(s) not published after %.1f s of retries: %s", n,
+                                time.monotonic() - end + RETRY_S, e)
                     self._retry.clear()
-                    return
                 except Exception as e:  # noqa: BLE001 - refused for another reason: counted like any failed publish
+                    heapq.heappop(self._retry)
                     self._fail(type(e).__name__)
-                    break
+        except asyncio.CancelledError:
+            if self._close_by is None:
+                raise
+            log.warning("bridge: stopping: %d message(s) held for sending again are not sent", len(self._retry))
+            self._unsent(len(self._retry))
+            self._retry.clear()
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._seq += 1
@@ -193,11 +242,14 @@ class NatsTransport:
 
         end = time.monotonic() + RETRY_S
         while True:
+            if self._past_grace():
+                self._unsent(1)
+                return
             try:
-                await self.kv.put(key, payload)
+                await asyncio.wait_for(self.kv.put(key, payload), self._attempt_s())
                 return
             except NoStreamResponseError:  # the bucket's stream is electing a leader: again, for a while
-                if time.monotonic() < end:
+                if time.monotonic() < self._give_up_at(end):
                     await asyncio.sleep(0.05)
                     continue
                 self._fail("NoStreamResponseError (KV)")
@@ -248,14 +300,21 @@ class NatsTransport:
                                 deliver_policy=policy, config=config, idle_heartbeat=1.0, flow_control=True)
 
     async def close(self) -> None:
+        """What is held for sending again, or awaits its acknowledgement, gets the rest of the stop's grace; what is
+        left then counts as failed, in `unsent_at_stop` too."""
+        self.begin_close()
+        while ((self._retrier is not None and not self._retrier.done()) or self._pending) and not self._past_grace():
+            await asyncio.sleep(0.02)
         if self._retrier is not None and not self._retrier.done():
-            try:  # what is held goes out first, as far as the retry allows
-                await asyncio.wait_for(asyncio.shield(self._retrier), RETRY_S)
-            except Exception:  # noqa: BLE001
-                self._retrier.cancel()
+            self._retrier.cancel()
+            await asyncio.gather(self._retrier, return_exceptions=True)
         if self._retry:
-            self._fail("closed while retrying", len(self._retry))
-        self._retry.clear()
+            self._unsent(len(self._retry))
+            self._retry.clear()
+        if self._pending:
+            log.warning("bridge: stopping: %d publish(es) not acknowledged", len(self._pending))
+            self._unsent(len(self._pending))
+            self._pending.clear()
         if self.nc is not None:
             try:
                 await asyncio.wait_for(self.nc.drain(), 2.0)
