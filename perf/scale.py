@@ -9,10 +9,10 @@ Scenario (declared up front, printed with the results):
                   same for one market (500 rows) and for the per-symbol loop the whole-market read replaces
                   (`book.top()` x 1,000).
 
-  whole-market engine: the simulator serving `--per-kind` synthetic instruments per kind of every market
-                  (Binance spot and USDⓈ-M, OKX, Bybit, Bitget; each ticking at `--sim-rate`, or with
-                  `--recorded-rates` at a book rate from the recordings) with each exchange's documented REST limits
-                  enforced (429, then 418), and one
+  whole-market engine: the simulator serving whole markets (Binance spot 1,553 instruments, USDⓈ-M 423, OKX,
+                  Bybit and Bitget 1,017 each; with `--quick` or `--per-kind N`: N synthetic instruments per kind
+                  of every market), each ticking at `--sim-rate`, or with `--recorded-rates` at a book rate from
+                  the recordings, with each exchange's documented REST limits enforced (429, then 418), and one
                   feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
                   Measured: seconds until every book is live, the peak REST weight of one window over its limit
                   (the simulator's count), each feed's CPU over `--cpu-window` seconds once live, its RSS and
@@ -97,7 +97,7 @@ def _stats(us: np.ndarray) -> dict:
             "reads": len(us)}
 
 
-def engine(per_kind: int, sim_rate: float | None, cpu_window: float, timeout: float) -> dict:
+def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, timeout: float) -> dict:
     """Start a whole-market engine on the simulator; see the module's scenario."""
     import psutil
 
@@ -112,12 +112,15 @@ def engine(per_kind: int, sim_rate: float | None, cpu_window: float, timeout: fl
     ctx = mp.get_context("spawn")
     procs: dict[str, mp.Process] = {}
     rates = {"rate_hz": sim_rate} if sim_rate else {"recorded_rates": True}
-    with Simulator(extra_instruments=per_kind, rest_limit_scale=1.0, **rates) as sim:
+    size = {"whole_market": True} if per_kind is None else {"extra_instruments": per_kind}
+    with Simulator(rest_limit_scale=1.0, **size, **rates) as sim:
+        listed = {name: sum(len(s.venue.models) for m, s in sim.servers.items() if m.split("-")[0] == name)
+                  for name in EXCHANGES}
         t0 = time.monotonic()
         for name in EXCHANGES:
             cfg = ExchangeConfig(name, symbols=["*"], endpoints=get_adapter(name).sim_endpoints(sim.endpoints()),
                                  book_depth=5, book_capacity=5, trade_capacity=16,
-                                 max_symbols=min(L.MAX_SYMBOLS, 3 * (per_kind + 10)))
+                                 max_symbols=min(L.MAX_SYMBOLS, listed[name] + 32))
             procs[name] = ctx.Process(target=run_feed, args=(ns, cfg), kwargs={"log_level": "WARNING"}, daemon=True)
             procs[name].start()
         live: dict[str, int] = {}
@@ -153,7 +156,7 @@ def engine(per_kind: int, sim_rate: float | None, cpu_window: float, timeout: fl
             for budget in restbudget.existing(ns):  # this run's budgets (its own scope)
                 budget.unlink()
                 budget.close()
-    return {"symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
+    return {"symbols_listed": listed, "symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
             "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
             "rest_refused": refused, "feed_cpu_pct": cpu,
             "rss_bytes_per_symbol": {ex: rss[ex] // max(counts.get(ex, 1), 1) for ex in rss},
@@ -176,7 +179,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="~10 s in all")
     ap.add_argument("--rate", type=float, default=100_000.0, help="writer book updates/s in total (0: max)")
     ap.add_argument("--symbols", type=int, default=1000)
-    ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market")
+    ap.add_argument("--per-kind", type=int, help="engine stage: synthetic instruments per kind of every market "
+                    "(default: 60 with --quick, else whole markets: Binance spot 1,553, USDⓈ-M 423, OKX, Bybit and "
+                    "Bitget 1,017 each; sim/listings.WHOLE_MARKET)")
     ap.add_argument("--sim-rate", type=float, default=0.5, help="engine stage: steps/s of every symbol")
     ap.add_argument("--recorded-rates", action="store_true", help="engine stage: each symbol at a rate from the "
                     "recordings instead (Bybit inverse books then stay resyncing: a pre-existing gap at ~9 steps/s)")
@@ -216,15 +221,20 @@ def main() -> int:
         for name in shm.list_names(ns):
             shm.unlink(name)
     if not args.no_engine:
-        per_kind = args.per_kind or (60 if args.quick else 300)
+        per_kind = args.per_kind or (60 if args.quick else None)
         rate = "per-symbol rates from the recordings" if args.recorded_rates else f"{args.sim_rate:g} steps/s each"
-        print(f"engine: {per_kind} extra instruments per kind of every market, {rate}, "
+        size = "whole markets (sim/listings.WHOLE_MARKET)" if per_kind is None else \
+            f"{per_kind} extra instruments per kind of every market"
+        print(f"engine: {size}, {rate}, "
               "documented REST limits enforced by the simulator; feeds subscribe symbols = [\"*\"]")
+        load0 = os.getloadavg()
         eng = engine(per_kind, None if args.recorded_rates else args.sim_rate,
                      args.cpu_window or (5.0 if args.quick else 20.0), 300.0 if args.quick else 900.0)
         print(f"engine: {eng['symbols_live']} books live ({eng['symbols_by_exchange']}) in {eng['startup_s']} s; "
               f"REST peak {eng['rest_weight_peak_ratio']:.0%} of a window's limit, refused {eng['rest_refused']}; "
               f"feed CPU {eng['feed_cpu_pct']} %; segment bytes/symbol {eng['segment_bytes_per_symbol']}")
+        eng["load_1m_start_end"] = [round(load0[0], 1), round(os.getloadavg()[0], 1)]
+        print("engine: load (1 min) {} at the start, {} at the end".format(*eng["load_1m_start_end"]))
         result.update(eng)
     print(json.dumps(result))
     return 0
