@@ -57,3 +57,28 @@ def test_select_by_pair_unified_and_native():
     assert {i.kind for i in select("okx", ["BTC/USDT"])} == {"spot", "linear"}
     assert [i.native for i in select("okx", ["BTC/USD:BTC"])] == ["BTC-USD-SWAP"]
     assert [i.native for i in select("binance-spot", ["ETHUSDT"])] == ["ETHUSDT"]
+
+
+def test_a_depth_topic_id_is_consecutive_over_the_pushes_it_makes():
+    """Bybit's u is per topic and +1 per push (BY-DOC orderbook): a step that changes nothing the top 50 show
+    (here a Bybit inverse book whose sizes are mostly one lot, so many changes rewrite a level with its old size)
+    sends no delta, and must cost that topic no id, or the next delta looks like a gap."""
+    inst = select("bybit", ["BTC/USD:BTC"])[0]
+    assert inst.kind == "inverse"
+    m = BookModel(inst, 7)
+    m.register_view(50)
+    last, quiet, pushes = m.topic_seq(50), 0, 0
+    for i in range(2000):
+        st = m.step(i)
+        vb, va = st.views[50]
+        if not vb and not va:
+            quiet += 1
+            assert st.seq(50) == last
+            continue
+        pushes += 1
+        assert st.seq(50) == last + 1
+        last = st.seq(50)
+    assert quiet > 0 and pushes > 1000  # both kinds of step happened
+    assert m.topic_seq(50) == last
+    m.reset_sequence()
+    assert m.step(2000).seq(50) == 1 == m.topic_seq(50)  # after a restart every topic starts again at u = 1

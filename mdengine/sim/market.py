@@ -80,17 +80,22 @@ class Step:
     prev_id: int  # update id before the step (Binance pu, OKX prevSeqId)
     first_id: int  # U
     last_id: int  # u / seqId
-    book_seq: int  # +1 per step (Bybit u, Bitget seq); 1 after a reset
+    book_seq: int  # +1 per step (Bitget seq; Bybit u of a topic that sees every level); 1 after a reset
     ts: int
     trades: list[Trade] = field(default_factory=list)
     reset: bool = False  # the sequence was reset before this step
     views: dict[int, tuple[dict[int, int], dict[int, int]]] = field(default_factory=dict)
+    view_seqs: dict[int, int] = field(default_factory=dict)  # per view depth: its own +1 per visible change
 
     def diff(self, depth: int, levels: int) -> tuple[dict[int, int], dict[int, int]]:
         """Changes as seen by a top-``depth`` subscriber."""
         if depth >= levels:
             return self.bids, self.asks
         return self.views[depth]
+
+    def seq(self, depth: int) -> int:
+        """The update id a top-``depth`` topic carries after this step (Bybit ``u``, see BookModel.topic_seq)."""
+        return self.view_seqs.get(depth, self.book_seq)
 
 
 class BookModel:
@@ -115,6 +120,7 @@ class BookModel:
         self.asks: dict[int, int] = {}
         self.trades: deque[Trade] = deque(maxlen=200)
         self._views: dict[int, tuple[dict[int, int], dict[int, int]]] = {}
+        self._view_seqs: dict[int, int] = {}
         self._reset = False
         self._reset_prev = 0
         self.last_change_ts = 0
@@ -147,6 +153,13 @@ class BookModel:
     def register_view(self, depth: int) -> None:
         if depth < self.levels and depth not in self._views:
             self._views[depth] = self._top_dicts(depth)
+            self._view_seqs[depth] = self.book_seq
+
+    def topic_seq(self, depth: int) -> int:
+        """The update id of a top-``depth`` topic: +1 per step that changes what that topic shows, so a step
+        that changes only deeper levels (or sets a level to the size it had) costs the topic no id and its pushes
+        stay consecutive; after a reset every topic starts again at 1. Unregistered depths see every step."""
+        return self._view_seqs.get(depth, self.book_seq)
 
     def _top_dicts(self, n: int) -> tuple[dict[int, int], dict[int, int]]:
         b = sorted(self.bids, reverse=True)[:n]
@@ -238,10 +251,15 @@ class BookModel:
         views = {}
         for depth, (ob, oa) in self._views.items():
             nb, na = self._top_dicts(depth)
-            views[depth] = (_dict_diff(ob, nb), _dict_diff(oa, na))
+            vb, va = views[depth] = (_dict_diff(ob, nb), _dict_diff(oa, na))
             self._views[depth] = (nb, na)
+            if reset:
+                self._view_seqs[depth] = self.book_seq
+            elif vb or va:
+                self._view_seqs[depth] += 1
         self.last_change_ts = ts
-        return Step(cb, ca, prev, first, self.update_id, self.book_seq, ts, trades, reset, views)
+        return Step(cb, ca, prev, first, self.update_id, self.book_seq, ts, trades, reset, views,
+                    dict(self._view_seqs))
 
 
 def _dict_diff(old: dict[int, int], new: dict[int, int]) -> dict[int, int]:

@@ -148,7 +148,7 @@ class Simulator:
             venue = self._venue(market)
             model = venue.models[venue.keys_for(symbol)[0]]
             bids, asks = model.top(depth)
-            return venue.seq_of(model), bids, asks
+            return venue.seq_of(model, depth), bids, asks
 
         return self._call(read)
 

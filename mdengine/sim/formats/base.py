@@ -110,8 +110,8 @@ class Venue:
             raise KeyError(f"{self.name}: unknown symbol {symbol!r}; known: {sorted(self.models)}")
         return keys
 
-    def seq_of(self, model: BookModel) -> int:
-        """The id a snapshot of ``model`` carries (for ``Simulator.model_book``)."""
+    def seq_of(self, model: BookModel, depth: int = 25) -> int:
+        """The id a snapshot of ``model``'s top ``depth`` levels carries (for ``Simulator.model_book``)."""
         return model.update_id
 
     def session(self, path: str, query: dict[str, str]) -> Session | None:

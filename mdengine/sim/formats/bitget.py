@@ -139,7 +139,7 @@ class BitgetVenue(Venue):
     def key(inst: Instrument) -> str:
         return f"{_INST_TYPE[inst.kind]}/{inst.native}"
 
-    def seq_of(self, model: BookModel) -> int:
+    def seq_of(self, model: BookModel, depth: int = 25) -> int:
         return model.book_seq
 
     def session(self, path: str, query: dict[str, str]) -> Session | None:

@@ -1,8 +1,10 @@
 """Bybit v5 public wire format (exchanges.md §4; BY-DOC 2026-07-24).
 
 One venue, three WS paths (/v5/public/spot|linear|inverse); model keys are "category/SYMBOL".
-``orderbook.{1,50,200,1000}``: snapshot then deltas; u is +1 per book change and u == 1 after a
-service restart (sent as a snapshot); level 1 is snapshot-only, re-sent when unchanged.
+``orderbook.{1,50,200,1000}``: snapshot then deltas; each topic has its own u, +1 per push of that topic
+(BY-DOC orderbook: "normally continuous"; level 1 re-sent unchanged keeps its u), so a step that changes nothing
+a depth shows costs that topic no id; u == 1 after a service restart (sent as a snapshot); level 1 is
+snapshot-only, re-sent when unchanged.
 Linear and inverse also serve ``tickers.{symbol}`` (a snapshot on subscribe, then deltas of the fields that changed,
 at most every 100 ms) and ``allLiquidation.{symbol}`` from the shared perp model (formats/perp.py).
 """
@@ -93,8 +95,8 @@ class BybitSession(Session):
                 self.l1_sent[topic] = (time.monotonic(), model.top(1))
             if depth:
                 model.register_view(depth)
-                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), model.book_seq), key,
-                               "snapshot"))
+                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), model.topic_seq(depth)),
+                               key, "snapshot"))
         self.keys = {k for k, _ in self.topics.values()}
         return Reply(out)
 
@@ -127,15 +129,16 @@ class BybitSession(Session):
                 top = model.top(1)
                 if self.l1_sent.get(topic, (0, None))[1] != top or st.reset:
                     self.l1_sent[topic] = (time.monotonic(), top)
-                    out.append(Out(self.yv.book(topic, model, "snapshot", *top, st.book_seq), key, "snapshot"))
+                    out.append(Out(self.yv.book(topic, model, "snapshot", *top, st.seq(1)), key, "snapshot"))
             elif st.reset:
-                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), st.book_seq), key, "snapshot"))
+                out.append(Out(self.yv.book(topic, model, "snapshot", *model.top(depth), st.seq(depth)), key,
+                               "snapshot"))
             else:
                 b, a = st.diff(depth, model.levels)
                 if not b and not a:
                     continue  # nothing changed within this depth: Bybit sends nothing
                 out.append(Out(self.yv.book(topic, model, "delta", model.render(b, True), model.render(a, False),
-                                            st.book_seq), key, "diff"))
+                                            st.seq(depth)), key, "diff"))
         return out
 
     def _perp(self, topic: str, code: int, key: str, model: BookModel, st: Step) -> list[Out]:
@@ -163,7 +166,7 @@ class BybitSession(Session):
                 key = self.topics[topic][0]
                 model = self.yv.models[key]
                 self.l1_sent[topic] = (now, top)
-                out.append(Out(self.yv.book(topic, model, "snapshot", *top, model.book_seq), key, "snapshot"))
+                out.append(Out(self.yv.book(topic, model, "snapshot", *top, model.topic_seq(1)), key, "snapshot"))
         return out
 
     def idle_close(self, now: float, last_out: float) -> tuple[int, str] | None:
@@ -184,8 +187,9 @@ class BybitVenue(Venue):
     def key(inst: Instrument) -> str:
         return f"{inst.kind}/{inst.native}"
 
-    def seq_of(self, model: BookModel) -> int:
-        return model.book_seq
+    def seq_of(self, model: BookModel, depth: int = 50) -> int:
+        """The `u` of the topic a feed keeping ``depth`` levels subscribes (orderbook.50 up to 50 levels, ...)."""
+        return model.topic_seq(next((d for d in _DEPTHS[1:] if d >= depth), _DEPTHS[-1]))
 
     def session(self, path: str, query: dict[str, str]) -> Session | None:
         if path in ("/v5/public/spot", "/v5/public/linear", "/v5/public/inverse"):

@@ -272,7 +272,7 @@ class OkxVenue(Venue):
                 "sz": model.inst.qty(t.lots), "side": "buy" if t.taker_buy else "sell", "ts": str(t.ts),
                 "count": str(len(t.fills)), "source": "0", "seqId": st.last_id}
 
-    def seq_of(self, model: BookModel) -> int:
+    def seq_of(self, model: BookModel, depth: int = 25) -> int:
         return model.update_id
 
     def level(self, model: BookModel, ticks: int, lots: int) -> list[Any]:
