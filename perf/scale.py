@@ -105,6 +105,7 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
     from mdengine.exchanges import EXCHANGES, get_adapter
     from mdengine.feed import run_feed
     from mdengine.sim import Simulator
+    from mdengine.sim.listings import recorded_rate
     from mdengine.store import layout as L
 
     ns = "p" + uuid.uuid4().hex[:8]
@@ -116,6 +117,9 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
     with Simulator(rest_limit_scale=1.0, **size, **rates) as sim:
         listed = {name: sum(len(s.venue.models) for m, s in sim.servers.items() if m.split("-")[0] == name)
                   for name in EXCHANGES}
+        # steps/s the simulator's count should reach: with recorded rates one per model step, else one per pass
+        due = {m: sim_rate or round(sum(recorded_rate(m, i) for i in range(len(s.venue.models))))
+               for m, s in sim.servers.items()}
         t0 = time.monotonic()
         for name in EXCHANGES:
             cfg = ExchangeConfig(name, symbols=["*"], endpoints=get_adapter(name).sim_endpoints(sim.endpoints()),
@@ -125,21 +129,35 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
             procs[name].start()
         live: dict[str, int] = {}
         startup_s = None
+        first_all_live: dict[str, float] = {}  # per exchange: when every book it lists was first live at once
+        next_note = t0 + 30
         try:
             with _client_when_ready(ns, timeout) as c:
                 while time.monotonic() - t0 < timeout:
                     tops = {ex: c.tops(ex) for ex in c.exchanges}
                     live = {ex: int(t["live"].sum()) for ex, t in tops.items()}
-                    if len(tops) == len(EXCHANGES) and all(len(t) and t["live"].all() for t in tops.values()):
+                    for ex, n in live.items():
+                        if n == listed[ex] and ex not in first_all_live:
+                            first_all_live[ex] = round(time.monotonic() - t0, 1)
+                    if len(tops) == len(EXCHANGES) and all(live[ex] == listed[ex] for ex in EXCHANGES):
                         startup_s = time.monotonic() - t0
                         break
+                    if time.monotonic() > next_note:
+                        next_note += 30
+                        print(f"engine: {time.monotonic() - t0:.0f} s: live {live} of {listed}; every book first "
+                              f"live at {first_all_live} s; load {os.getloadavg()[0]:.1f}", flush=True)
                     time.sleep(0.2)
                 counts = {ex: len(c.tops(ex)) for ex in c.exchanges}
                 ps = {ex: psutil.Process(p.pid) for ex, p in procs.items() if p.is_alive()}
-                for p in ps.values():
+                me = psutil.Process()
+                for p in [*ps.values(), me]:
                     p.cpu_percent(None)
+                steps0, w0 = {m: sim.stats(m)["steps"] for m in sim.servers}, time.monotonic()
                 time.sleep(cpu_window)
                 cpu = {ex: round(p.cpu_percent(None), 1) for ex, p in ps.items()}
+                sim_cpu = round(me.cpu_percent(None), 1)
+                took = time.monotonic() - w0
+                steps = {m: round((sim.stats(m)["steps"] - steps0[m]) / took, 1) for m in sim.servers}
                 rss = {ex: p.memory_info().rss for ex, p in ps.items()}
                 seg = {ex: c._segments[ex].reader.view.segment_size for ex in c.exchanges}  # noqa: SLF001
         finally:
@@ -158,7 +176,8 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
                 budget.close()
     return {"symbols_listed": listed, "symbols_live": sum(live.values()), "symbols_by_exchange": counts, "live": live,
             "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
-            "rest_refused": refused, "feed_cpu_pct": cpu,
+            "rest_refused": refused, "feed_cpu_pct": cpu, "first_all_live_s": first_all_live,
+            "sim_cpu_pct": sim_cpu, "sim_steps_per_s": steps, "sim_steps_per_s_due": due,
             "rss_bytes_per_symbol": {ex: rss[ex] // max(counts.get(ex, 1), 1) for ex in rss},
             "segment_bytes_per_symbol": {ex: seg[ex] // max(counts.get(ex, 1), 1) for ex in seg}}
 
@@ -233,6 +252,9 @@ def main() -> int:
         print(f"engine: {eng['symbols_live']} books live ({eng['symbols_by_exchange']}) in {eng['startup_s']} s; "
               f"REST peak {eng['rest_weight_peak_ratio']:.0%} of a window's limit, refused {eng['rest_refused']}; "
               f"feed CPU {eng['feed_cpu_pct']} %; segment bytes/symbol {eng['segment_bytes_per_symbol']}")
+        print(f"engine: every book of an exchange first live at {eng['first_all_live_s']} s; simulator (this process) "
+              f"CPU {eng['sim_cpu_pct']} %, steps/s {eng['sim_steps_per_s']} (due {eng['sim_steps_per_s_due']}); "
+              f"RSS bytes/symbol {eng['rss_bytes_per_symbol']}")
         eng["load_1m_start_end"] = [round(load0[0], 1), round(os.getloadavg()[0], 1)]
         print("engine: load (1 min) {} at the start, {} at the end".format(*eng["load_1m_start_end"]))
         result.update(eng)
