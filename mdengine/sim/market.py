@@ -232,8 +232,9 @@ class BookModel:
                 put(side, ch, t, 0 if r.random() < 0.1 and len(side) > 5 else self._rand_lots())
         trades = self._trades(ts, put, cb, ca) if r.random() < 0.4 else []
         for side, ch, desc in ((self.bids, cb, True), (self.asks, ca, False)):
-            for t in sorted(side, reverse=not desc)[: max(0, len(side) - self.levels)]:
-                put(side, ch, t, 0)
+            if len(side) > self.levels:  # trim the far end (no sort when nothing is to go)
+                for t in sorted(side, reverse=not desc)[: len(side) - self.levels]:
+                    put(side, ch, t, 0)
             self._fill(side, bid_max if desc else bid_max + 1, -1 if desc else 1, ch)
         return self._finish(cb, ca, trades, ts)
 
