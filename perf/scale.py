@@ -286,6 +286,8 @@ def main() -> int:
     ap.add_argument("--exchanges", default="binance,okx,bybit,bitget", help="engine stage: comma list of feeds")
     ap.add_argument("--no-tops", action="store_true", help="only the engine stage")
     args = ap.parse_args()
+    # SIGTERM (and SIGINT, which a shell's background job ignores) end the run through its cleanup
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     seconds = 3.0 if args.quick else 10.0
     call = min(timeit.repeat("f()", "def f(): pass", number=100_000, repeat=5)) / 100_000 * 1e9
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}; empty Python "
