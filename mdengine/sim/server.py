@@ -213,15 +213,19 @@ class MarketServer:
                 self.stats["steps"] += 1
             await asyncio.sleep(1.0 / self.rate_hz if self.rate_hz > 0 else 0)
 
-    async def _ticker_recorded(self, tick_s: float = 0.02) -> None:
-        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing."""
+    async def _ticker_recorded(self, tick_s: float = 0.02, max_lag_s: float = 0.1) -> None:
+        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing.
+
+        A pass late by more than `max_lag_s` (a starved CPU) does not catch up on what it missed: catching up made
+        the next pass longer still, until no frame went out for seconds and every feed dropped its connections.
+        The simulator then ticks slower than the recordings, as a busy exchange would (stats count the steps)."""
         venue = self.venue
         due: dict[str, float] = {}
         rates: list[float] = []
         last = time.monotonic()
         while True:
             now = time.monotonic()
-            dt, last = now - last, now
+            dt, last = min(now - last, max_lag_s), now
             if not self.paused:
                 ts = now_ms()
                 if len(rates) != len(venue.models):  # instruments listed at run time tick too
