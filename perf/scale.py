@@ -12,14 +12,17 @@ Scenario (declared up front, printed with the results):
   whole-market engine: the simulator serving whole markets (Binance spot 1,553 instruments, USDⓈ-M 423, OKX,
                   Bybit and Bitget 1,017 each; with `--quick` or `--per-kind N`: N synthetic instruments per kind
                   of every market), each ticking at `--sim-rate`, or with `--recorded-rates` at a book rate from
-                  the recordings, with each exchange's documented REST limits enforced (429, then 418), and one
-                  feed process per exchange subscribing ``symbols = ["*"]`` with the box's shared REST budget.
-                  Measured: seconds until every book is live, the peak REST weight of one window over its limit
+                  the recordings, with each exchange's documented REST limits enforced (429, then 418); one
+                  simulator process per market, and one feed process per exchange (`--exchanges`) subscribing
+                  ``symbols = ["*"]`` with the box's shared REST budget. Measured: seconds until every book the
+                  simulator lists is live (per exchange too), the peak REST weight of one window over its limit
                   (the simulator's count), each feed's CPU over `--cpu-window` seconds once live, its RSS and
-                  segment bytes per symbol.
+                  segment bytes per symbol, and each simulator's CPU and steps/s against its due rate (a feed's
+                  CPU is at real rates only where its simulator kept up).
 
-Usage: python perf/scale.py [--quick] [--rate N] [--symbols N] [--per-kind N] [--no-engine]. The last line is one
-JSON object (symbols_live, startup_s, rest_weight_peak_ratio, tops_1000_p50_us, feed_cpu_pct, ...).
+Usage: python perf/scale.py [--quick] [--rate N] [--symbols N] [--per-kind N] [--recorded-rates]
+[--exchanges a,b] [--no-engine | --no-tops]. The last line is one JSON object (symbols_live, startup_s,
+rest_weight_peak_ratio, tops_1000_p50_us, feed_cpu_pct, ...).
 """
 
 from __future__ import annotations
