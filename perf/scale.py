@@ -202,6 +202,8 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
             rss = {ex: p.memory_info().rss for ex, p in ps.items()}
             seg = {ex: c._segments[ex].reader.view.segment_size for ex in c.exchanges}  # noqa: SLF001
             live_end = {ex: int(t["live"].sum()) for ex, t in ((ex, c.tops(ex)) for ex in c.exchanges)}
+            # tops() of each live engine segment (its feed writing meanwhile): 1,976 rows for Binance at full size
+            engine_tops = {ex: _stats(_time(lambda ex=ex: c.tops(ex), 1.0)[0]) for ex in c.exchanges}
     finally:
         for p in procs.values():
             p.terminate()
@@ -225,7 +227,7 @@ def engine(per_kind: int | None, sim_rate: float | None, cpu_window: float, time
             "startup_s": None if startup_s is None else round(startup_s, 1), "rest_weight_peak_ratio": round(peak, 3),
             "rest_refused": refused, "feed_cpu_pct": cpu, "first_all_live_s": first_all_live,
             "sim_cpu_pct": sim_cpu, "sim_steps_per_s": steps, "sim_steps_per_s_due": due,
-            "sim_connections": {m: st["connections_open"] for m, st in end.items()},
+            "sim_connections": {m: st["connections_open"] for m, st in end.items()}, "engine_tops": engine_tops,
             "rss_bytes_per_symbol": {ex: rss[ex] // max(counts.get(ex, 1), 1) for ex in rss},
             "segment_bytes_per_symbol": {ex: seg[ex] // max(counts.get(ex, 1), 1) for ex in seg}}
 
@@ -315,6 +317,9 @@ def main() -> int:
               f"{eng['sim_cpu_pct']} %, steps/s {eng['sim_steps_per_s']} (due {eng['sim_steps_per_s_due']}), "
               f"connections {eng['sim_connections']}; RSS bytes/symbol {eng['rss_bytes_per_symbol']}; live after the "
               f"CPU window {eng['live_after_cpu_window']}")
+        print("engine: tops() of each engine segment, p50 µs: "
+              + ", ".join(f"{ex} ({eng['symbols_by_exchange'][ex]} rows) {st['p50_us']}"
+                          for ex, st in eng["engine_tops"].items()))
         eng["load_1m_start_end"] = [round(load0[0], 1), round(os.getloadavg()[0], 1)]
         print("engine: load (1 min) {} at the start, {} at the end".format(*eng["load_1m_start_end"]))
         result.update(eng)
