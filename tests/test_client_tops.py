@@ -96,6 +96,45 @@ def test_wait_wakes_on_any_book_of_a_set_and_says_which(namespace):
         w.terminate()
 
 
+def test_wait_on_sets_of_500_books_wakes_on_any_of_them_and_names_each_change(namespace):
+    """The issue's size: sets of 500 books of a 1,000-book segment (one market; 500 listed symbols across both
+    markets). wait() wakes for a change of any book of a set, names exactly the books that changed (two published
+    before one wait: both), and ignores books outside the set."""
+    w = H.spawn("tops-writer", ns=namespace, symbols=1000, on_command=True)
+    try:
+        w.next(60)
+        with Client(namespace) as c:
+            usdm = c.book_set(H.EXCHANGE, market="usdm")  # even slots
+            listed = c.book_set(H.EXCHANGE, symbols=[f"S{i}/USDT" for i in range(250, 750)])
+            assert len(usdm) == 500 and len(listed) == 500
+            assert c.wait(0.05, [usdm, listed]) == []
+
+            def publish(*slots: int) -> None:
+                for slot in slots:
+                    w.send(str(slot))
+                    assert w.next(30)["published"] == slot
+
+            for slot in (998, 0):
+                publish(slot)
+                assert c.wait(30, [usdm, listed]) == [usdm]
+                assert list(usdm.tops()["symbol"][usdm.changed]) == [f"S{slot}/USDT"]
+            publish(500)  # in both sets
+            assert c.wait(30, [usdm, listed]) == [usdm, listed]
+            assert list(usdm.tops()["symbol"][usdm.changed]) == list(listed.tops()["symbol"][listed.changed]) \
+                == ["S500/USDT"]
+            publish(2, 996)
+            assert c.wait(30, [usdm, listed]) == [usdm]
+            assert sorted(usdm.tops()["symbol"][usdm.changed]) == ["S2/USDT", "S996/USDT"]
+            publish(999)  # a spot book outside both sets
+            assert c.wait(0.2, [usdm, listed]) == []
+            publish(749)  # spot, in the listed set only
+            assert c.wait(30, [usdm, listed]) == [listed]
+            assert list(listed.tops()["symbol"][listed.changed]) == ["S749/USDT"]
+            assert c.wait(0.2, [usdm, listed]) == []
+    finally:
+        w.terminate()
+
+
 def test_tops_flags_rows_of_a_dead_writer(namespace):
     w = H.spawn("tops-writer", ns=namespace, symbols=50, on_command=True)
     w.next(60)

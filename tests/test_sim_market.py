@@ -1,9 +1,11 @@
 """Pure model and renderer checks: determinism, invariants, checksum vectors from exchanges.md."""
 
+from decimal import Decimal
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mdengine.sim.listings import DEFAULTS, select
+from mdengine.sim.listings import DEFAULTS, MARKETS, select
 from mdengine.sim.market import BAND, MAX_MOVE, BookModel, Instrument, checksum_string, crc32_signed
 
 
@@ -45,6 +47,18 @@ def test_Instrument_formats_wire_strings():
     assert okx.px(650000) == "65000" and okx.qty(0) == "0"
     by = [i for i in select("bybit", ["BTC/USDT:USDT"]) if i.kind == "linear"][0]
     assert by.px(650005) == "65000.50"
+
+
+@given(st.integers(0, 10**12), st.sampled_from([i for m in MARKETS for i in DEFAULTS[m]]),
+       st.sampled_from([None, 0, 1, 2, 8]))
+def test_Instrument_formats_exactly_as_decimal_does(n, inst, dp):
+    """The integer formatting equals Decimal's for every default instrument's tick and lot, any decimals asked."""
+    for step in (inst.tick, inst.lot):
+        places = dp if dp is not None else max(0, -Decimal(step).as_tuple().exponent)
+        want = f"{Decimal(n) * Decimal(step):.{places}f}"
+        if inst.strip and "." in want:
+            want = want.rstrip("0").rstrip(".")
+        assert inst._fmt(n, step, dp) == want
 
 
 def test_checksum_vectors_from_exchanges_md():

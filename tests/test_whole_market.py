@@ -120,3 +120,36 @@ def test_connection_attempts_share_the_exchanges_per_ip_budget(namespace):
         assert opened >= 5, opened
         assert u["requests"] >= opened, (u, opened)
         assert u["peak_window_used"] <= restbudget.SAFETY * 3, u  # never more than 2.7 attempts in one second
+
+
+def test_the_simulator_sizes_whole_markets_as_the_real_venues_list_them():
+    from mdengine.sim.listings import WHOLE_MARKET
+
+    sim = Simulator(whole_market=True, rate_hz=1)  # not started: the listings are made at construction
+    listed = {m: len(s.venue.instruments) for m, s in sim.servers.items()}
+    assert listed["binance-spot"] > 1500 and 400 <= listed["binance-usdm"] < 500
+    assert all(listed[m] > 1000 for m in ("okx", "bybit", "bitget"))
+    for market, sizes in WHOLE_MARKET.items():
+        kinds = [i.kind for i in sim.servers[market].venue.instruments.values()]
+        assert all(kinds.count(kind) > n for kind, n in sizes.items()), market  # n synthetic + the defaults
+    natives = [i.native for i in sim.servers["okx"].venue.instruments.values()]
+    assert len(natives) == len(set(natives))
+
+
+def test_a_starved_recorded_rate_simulator_does_not_catch_up_on_missed_steps():
+    """A pass that comes late (the CPU was busy) ticks at most max_lag_s of steps: catching up on seconds of missed
+    steps in one pass sent nothing for that long, and at whole-market size every feed dropped its connections."""
+    import time
+
+    from mdengine.sim.listings import recorded_rate
+
+    with Simulator(exchanges=["binance-spot"], recorded_rates=True, extra_instruments=200) as sim:
+        rate = sum(recorded_rate("binance-spot", i) for i in range(len(sim.servers["binance-spot"].venue.models)))
+        time.sleep(0.5)
+        t0, s0 = time.monotonic(), sim.stats("binance-spot")["steps"]
+        sim._call(time.sleep, 3.0)  # the simulator's loop is blocked for 3 s
+        time.sleep(0.5)
+        steps, elapsed = sim.stats("binance-spot")["steps"] - s0, time.monotonic() - t0
+    # caught up: about rate x elapsed steps; capped: about rate x (elapsed - 3 s + 0.1 s)
+    assert steps < rate * (elapsed - 1.5), f"{steps=} {rate=:.0f}/s {elapsed=:.1f}s"
+    assert steps > 0

@@ -31,4 +31,5 @@ class SimConfig:
     rest_ban_after: int = 3  # 429s within one window before the 418 ban
     rest_ban_s: float = 120.0
     extra_instruments: int = 0  # per kind of each market, synthetic instruments added (listings.whole_market)
+    whole_market: bool = False  # each kind of each market at least at a real market's size (listings.WHOLE_MARKET)
     recorded_rates: bool = False  # each instrument ticks at a rate from the real recordings (listings.recorded_rate)

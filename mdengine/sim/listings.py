@@ -62,11 +62,25 @@ def select(market: str, symbols: list[str] | None) -> list[I]:
     return [i for i in insts if i.native in want or i.unified in want or i.unified.split(":")[0] in want]
 
 
-def whole_market(market: str, n: int) -> list[I]:
-    """`n` synthetic instruments per kind of `market` (bases Z0000, Z0001, ...), cloned from its BTC instruments
-    (same ticks, lots, prices and wire format): a whole market's size, for scale tests."""
+# A whole market's size per kind (synthetic instruments added by SimConfig.whole_market), near the real venues'
+# trading lists: Binance spot over 1,500 pairs and about 400 USDⓈ-M perpetuals; OKX, Bybit and Bitget just over
+# 1,000 instruments each (mostly spot, then USDT-margined, a few inverse).
+WHOLE_MARKET: dict[str, dict[str, int]] = {
+    "binance-spot": {"spot": 1550},
+    "binance-usdm": {"linear": 420},
+    "okx": {"spot": 700, "linear": 280, "inverse": 30},
+    "bybit": {"spot": 620, "linear": 370, "inverse": 20},
+    "bitget": {"spot": 650, "linear": 340, "inverse": 20},
+}
+
+
+def whole_market(market: str, n: int | dict[str, int]) -> list[I]:
+    """Synthetic instruments of `market` (bases Z0000, Z0001, ...), cloned from its BTC instruments (same ticks,
+    lots, prices and wire format), for scale tests: `n` per kind, or `n[kind]` of each kind (WHOLE_MARKET[market]
+    is a whole market's size)."""
     return [replace(t, native=t.native.replace("BTC", f"Z{k:04d}"), unified=t.unified.replace("BTC", f"Z{k:04d}"))
-            for t in DEFAULTS[market] if t.base == "BTC" for k in range(n)]
+            for t in DEFAULTS[market] if t.base == "BTC"
+            for k in range(n if isinstance(n, int) else n.get(t.kind, 0))]
 
 
 # Book frames per second per symbol in the real recordings (tests/data): Binance spot 2021-10-12, 30 s, @depth@100ms

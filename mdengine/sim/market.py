@@ -11,6 +11,7 @@ Everything is driven by ``random.Random`` seeded from (seed, instrument id): sam
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import uuid
@@ -21,6 +22,15 @@ from decimal import Decimal
 Levels = list[tuple[str, str]]
 BAND = 0.02  # the walk's stationary standard deviation, as a fraction of the initial price
 MAX_MOVE = 2.0  # the mid never leaves [initial / MAX_MOVE, initial * MAX_MOVE]
+
+
+@functools.cache
+def _step(step: str) -> tuple[int, int]:
+    """A tick or lot size as (integer mantissa, decimals): "0.0100" -> (100, 4). The simulator formats tens of
+    thousands of levels a second at whole-market size; integers do it several times faster than Decimal."""
+    d = Decimal(step)
+    exp = max(0, -d.as_tuple().exponent)
+    return int(d.scaleb(exp)), exp
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,13 @@ class Instrument:
         return self.unified.split("/")[1].split(":")[0]
 
     def _fmt(self, n: int, step: str, dp: int | None) -> str:
-        d = Decimal(n) * Decimal(step)
-        places = dp if dp is not None else max(0, -Decimal(step).as_tuple().exponent)
-        s = f"{d:.{places}f}"
+        mantissa, exp = _step(step)
+        places = dp if dp is not None else max(0, exp)
+        if n >= 0 and places >= exp:  # exact in integers: n * step has `exp` decimals, padded to `places`
+            digits = str(n * mantissa * 10 ** (places - exp)).rjust(places + 1, "0")
+            s = f"{digits[:-places]}.{digits[-places:]}" if places else digits
+        else:  # rounding to fewer decimals than the step has, or a negative count: Decimal's rules
+            s = f"{Decimal(n) * Decimal(step):.{places}f}"
         if self.strip and "." in s:
             s = s.rstrip("0").rstrip(".")
         return s
@@ -231,8 +245,9 @@ class BookModel:
                 put(side, ch, t, 0 if r.random() < 0.1 and len(side) > 5 else self._rand_lots())
         trades = self._trades(ts, put, cb, ca) if r.random() < 0.4 else []
         for side, ch, desc in ((self.bids, cb, True), (self.asks, ca, False)):
-            for t in sorted(side, reverse=not desc)[: max(0, len(side) - self.levels)]:
-                put(side, ch, t, 0)
+            if len(side) > self.levels:  # trim the far end (no sort when nothing is to go)
+                for t in sorted(side, reverse=not desc)[: len(side) - self.levels]:
+                    put(side, ch, t, 0)
             self._fill(side, bid_max if desc else bid_max + 1, -1 if desc else 1, ch)
         return self._finish(cb, ca, trades, ts)
 

@@ -243,34 +243,52 @@ class MarketServer:
         while True:
             if not self.paused:
                 ts = now_ms()
+                subscribers = self._subscribers()
                 for key, model in venue.models.items():
                     st = model.step(ts)
-                    for conn in list(self.conns.values()):
-                        if conn.session is not None and key in conn.session.keys:
-                            self.send(conn, conn.session.step(key, model, st))
+                    for conn in subscribers.get(key, ()):
+                        self.send(conn, conn.session.step(key, model, st))
                 self.stats["steps"] += 1
             await asyncio.sleep(1.0 / self.rate_hz if self.rate_hz > 0 else 0)
 
-    async def _ticker_recorded(self, tick_s: float = 0.02) -> None:
-        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing."""
+    async def _ticker_recorded(self, tick_s: float = 0.02, max_lag_s: float = 0.1) -> None:
+        """Each model steps at its instrument's recorded rate (listings.recorded_rate), in order of listing.
+
+        A pass late by more than `max_lag_s` (a starved CPU) does not catch up on what it missed: catching up made
+        the next pass longer still, until no frame went out for seconds and every feed dropped its connections.
+        The simulator then ticks slower than the recordings, as a busy exchange would (stats count the steps)."""
         venue = self.venue
         due: dict[str, float] = {}
+        rates: list[float] = []
         last = time.monotonic()
         while True:
             now = time.monotonic()
-            dt, last = now - last, now
+            dt, last = min(now - last, max_lag_s), now
             if not self.paused:
                 ts = now_ms()
-                for i, (key, model) in enumerate(list(venue.models.items())):
-                    due[key] = due.get(key, 0.0) + recorded_rate(self.name, i) * dt
+                if len(rates) != len(venue.models):  # instruments listed at run time tick too
+                    rates = [recorded_rate(self.name, i) for i in range(len(venue.models))]
+                subscribers = self._subscribers()
+                for rate, (key, model) in zip(rates, list(venue.models.items()), strict=True):
+                    due[key] = due.get(key, 0.0) + rate * dt
                     while due[key] >= 1.0:
                         due[key] -= 1.0
                         st = model.step(ts)
-                        for conn in list(self.conns.values()):
-                            if conn.session is not None and key in conn.session.keys:
-                                self.send(conn, conn.session.step(key, model, st))
+                        for conn in subscribers.get(key, ()):
+                            self.send(conn, conn.session.step(key, model, st))
                         self.stats["steps"] += 1
             await asyncio.sleep(tick_s)
+
+    def _subscribers(self) -> dict[str, list[Conn]]:
+        """Model key -> the connections subscribed to it, built once per pass of the ticker (nothing awaits within
+        a pass): a whole market has hundreds of connections, and asking each of them for every step was most of
+        the simulator's time."""
+        subs: dict[str, list[Conn]] = {}
+        for conn in list(self.conns.values()):
+            if conn.session is not None:
+                for key in conn.session.keys:
+                    subs.setdefault(key, []).append(conn)
+        return subs
 
     async def _housekeeping(self) -> None:
         while True:

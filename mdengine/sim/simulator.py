@@ -15,7 +15,7 @@ from mdengine.sim.formats.binance import BinanceSpot, BinanceUsdm
 from mdengine.sim.formats.bitget import BitgetVenue
 from mdengine.sim.formats.bybit import BybitVenue
 from mdengine.sim.formats.okx import OkxVenue
-from mdengine.sim.listings import MARKETS, select, whole_market
+from mdengine.sim.listings import MARKETS, WHOLE_MARKET, select, whole_market
 from mdengine.sim.replay import Recording
 from mdengine.sim.server import MarketServer
 
@@ -52,7 +52,10 @@ class Simulator:
             if rec:
                 self.servers[name] = MarketServer(name, None, host, p, recording=rec, speed=speed)
                 continue
-            listed = select(name, symbols) + whole_market(name, self.cfg.extra_instruments)
+            whole = WHOLE_MARKET[name] if self.cfg.whole_market else {}
+            extra = {kind: max(self.cfg.extra_instruments, whole.get(kind, 0))
+                     for kind in ("spot", "linear", "inverse")}
+            listed = select(name, symbols) + whole_market(name, extra)
             venue = _VENUES[name](listed, seed, self.cfg)
             ping = (None, None)
             if name == "binance-spot":

@@ -41,25 +41,32 @@ class BinanceSession(Session):
         self.route = route
         self.combined = rest.startswith("/stream")
         self.streams: list[str] = []
+        self._known: set[str] = set()
         raw = query.get("streams", "") if self.combined else rest[len("/ws/") :] if rest.startswith("/ws/") else ""
         for s in filter(None, raw.split("/")):
             self._add(s)
+        self._rekey()
         self.window: list[float] = []
         self.perp_sent: dict[str, int] = {}  # perp stream -> ms of its last markPrice / seq of its last forceOrder
 
     def _add(self, stream: str) -> None:
-        if stream not in self.streams:
+        """Add a stream; `_rekey` must follow (once, after a whole request's streams)."""
+        if stream not in self._known:
+            self._known.add(stream)
             self.streams.append(stream)
-        self._rekey()
 
     def _rekey(self) -> None:
+        """Index the streams by symbol (in subscription order) once per change, so a step looks up its own
+        symbol's streams instead of parsing all of them: a whole-market connection carries about a thousand."""
         self.keys = set()
+        self._known = set(self.streams)
+        self._by_symbol: dict[str, list[tuple[str, str, str | None]]] = {}
         for s in self.streams:
             m = _STREAM.match(s)
-            if m and m.group(1).upper() in self.bv.models and self._routed(m.group(2)):
-                self.keys.add(m.group(1).upper())
-                if m.group(3):
-                    pass
+            if m and self._routed(m.group(2)):
+                self._by_symbol.setdefault(m.group(1), []).append((s, m.group(2), m.group(3)))
+                if m.group(1).upper() in self.bv.models:
+                    self.keys.add(m.group(1).upper())
         self.subscribed_any = bool(self.streams)
 
     def _routed(self, kind: str) -> bool:
@@ -117,6 +124,7 @@ class BinanceSession(Session):
                 return Reply([Out({"code": 2, "msg": f"Invalid request: cannot subscribe to {p}", "id": rid})])
         for p in params:
             self._add(p)
+        self._rekey()
         return Reply([Out({"result": None, "id": rid})])
 
     def _wrap(self, stream: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -124,12 +132,7 @@ class BinanceSession(Session):
 
     def step(self, key: str, model: BookModel, st: Step) -> list[Out]:
         out: list[Out] = []
-        sym = key.lower()
-        for s in self.streams:
-            m = _STREAM.match(s)
-            if not m or m.group(1) != sym or not self._routed(m.group(2)):
-                continue
-            kind, depth = m.group(2), m.group(3)
+        for s, kind, depth in self._by_symbol.get(key.lower(), ()):
             if kind.startswith("depth") and depth:
                 out.append(Out(self._wrap(s, self.bv.partial(model, st, int(depth))), key, "snapshot"))
             elif kind.startswith("depth"):
