@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.formats.base import BadParam, Out, Reply, Session, Venue, conn_id, int_param, now_ms
 from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step
 
@@ -242,6 +242,10 @@ class BybitVenue(Venue):
     def too_many(self) -> Any:
         return {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": now_ms()}
 
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """retCode 10001 ("Request parameter error", BY-DOC error.mdx) with HTTP 200, as any Bybit answer; text ours."""
+        return self._wrap({}, 10001, f"params error: {name} is invalid")
+
     def _wrap(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
         return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms()}
 
@@ -267,8 +271,8 @@ class BybitVenue(Venue):
         if path == "/v5/market/orderbook":
             default, most = _BOOK_LIMIT[cat]
             try:
-                limit = int(q.get("limit", default))
-            except ValueError:
+                limit = int_param(q, "limit", default)
+            except BadParam:
                 limit = 0
             if not 1 <= limit <= most:  # 10001 is Bybit's "Request parameter error" (BY-DOC error.mdx)
                 return self._wrap({}, 10001, "params error: limit is invalid")  # text (unverified)
@@ -277,7 +281,7 @@ class BybitVenue(Venue):
             return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
                                "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})
         rows = []
-        for t in list(model.trades)[::-1][: int(q.get("limit", 60))]:
+        for t in list(model.trades)[::-1][: int_param(q, "limit", 60, 60 if cat == "spot" else 1000)]:
             rows.append({"execId": str(t.last_id) if cat == "spot" else t.uid, "symbol": model.inst.native,
                          "price": model.inst.px(t.ticks), "size": model.inst.qty(t.lots),
                          "side": "Buy" if t.taker_buy else "Sell", "time": str(t.ts), "isBlockTrade": False,
@@ -288,8 +292,8 @@ class BybitVenue(Venue):
         rows = [self._instrument(i) for i in self.instruments.values() if i.kind == cat]
         if cat == "spot":
             return self._wrap({"category": cat, "list": rows})
-        limit = min(1000, int(q.get("limit", 500)))
-        start = int(q.get("cursor") or 0)
+        limit = int_param(q, "limit", 500, 1000)
+        start = int_param(q, "cursor", 0) if q.get("cursor") else 0
         page = rows[start : start + limit]
         nxt = str(start + limit) if start + limit < len(rows) else ""
         return self._wrap({"category": cat, "list": page, "nextPageCursor": nxt})
