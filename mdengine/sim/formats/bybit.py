@@ -279,7 +279,7 @@ class BybitVenue(Venue):
             bids, asks = model.top(limit)
             ts = now_ms()
             return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
-                               "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})
+                               "u": model.topic_seq(1000), "seq": model.update_id, "cts": ts - 2})
         rows = []
         for t in list(model.trades)[::-1][: int_param(q, "limit", 60, 60 if cat == "spot" else 1000)]:
             rows.append({"execId": str(t.last_id) if cat == "spot" else t.uid, "symbol": model.inst.native,
