@@ -4,6 +4,7 @@ bad parameter, in its envelope, and go on serving; they never crash the request.
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from urllib.parse import quote
 
 import pytest
@@ -79,3 +80,29 @@ def test_limits_are_clamped_and_honoured(sim):
     assert len(body["data"]) == 2 and int(body["data"][0]["tradeId"]) > int(body["data"][1]["tradeId"])
     _, _, body = http_get(f"{o}/api/v5/market/books?instId=BTC-USDT&sz=100000")
     assert 1 < len(body["data"][0]["bids"]) <= 400
+
+
+def test_bybit_derivative_order_sizes_are_plausible_per_kind(sim):
+    """instruments-info sizes are in each kind's unit (BY-DOC: BTCUSDT maxOrderQty "1190.000" BTC, step 0.001;
+    inverse sizes are whole USD contracts), so the largest order is worth about the same on every derivative."""
+    base = sim.rest_url("bybit")
+    values = {}
+    for cat in ("linear", "inverse"):
+        _, _, body = http_get(f"{base}/v5/market/instruments-info?category={cat}")
+        for row in body["result"]["list"]:
+            lot = row["lotSizeFilter"]
+            step = Decimal(lot["qtyStep"])
+            if cat == "inverse":
+                assert step == 1 and "." not in lot["maxOrderQty"], lot  # whole contracts
+            for field in ("maxOrderQty", "maxMktOrderQty", "postOnlyMaxOrderQty"):
+                assert Decimal(lot[field]) % step == 0 and Decimal(lot[field]) > 0, (row["symbol"], field, lot)
+            assert Decimal(lot["maxMktOrderQty"]) < Decimal(lot["maxOrderQty"])
+            _, _, book = http_get(f"{base}/v5/market/orderbook?category={cat}&symbol={row['symbol']}")
+            mid = (float(book["result"]["b"][0][0]) + float(book["result"]["a"][0][0])) / 2
+            qty = float(lot["maxOrderQty"])
+            values[row["symbol"], cat] = qty if cat == "inverse" else qty * mid  # inverse: 1 USD a contract
+            if cat == "linear":
+                assert lot["minNotionalValue"] == "5", lot
+    assert ("BTCUSD", "inverse") in values and ("ETHUSDT", "linear") in values
+    for key, value in values.items():  # every largest order worth 10 M - 1 G in USD(T)
+        assert 1e7 <= value <= 1e9, (key, value, values)

@@ -24,6 +24,9 @@ _TICKERS, _LIQUIDATIONS = -1, -2  # topic codes beside book depths (and 0, trade
 _CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
 # /v5/market/orderbook `limit` per category: (default, maximum) (BY-DOC market/orderbook.mdx, 2026-07-24)
 _BOOK_LIMIT = {"spot": (1, 1000), "linear": (25, 1000), "inverse": (25, 1000)}
+# Largest limit order of a derivative, by value: BY-DOC instrument.mdx's BTCUSDT allows 1190 BTC (about 120 M USDT),
+# its market orders 500 (42% of it); a simulated instrument allows 100 M in its quote unit and 40% at market
+_MAX_ORDER_VALUE, _MAX_MARKET_SHARE = 100_000_000, 0.4
 
 
 def _lv(levels: list[tuple[str, str]]) -> list[list[str]]:
@@ -309,7 +312,16 @@ class BybitVenue(Venue):
         d.update({"contractType": _CONTRACT[i.kind], "settleCoin": i.base if i.kind == "inverse" else i.quote,
                   "priceScale": str(i.px_dp if i.px_dp is not None else len(i.tick.split(".")[-1])),
                   "priceFilter": {"minPrice": i.tick, "maxPrice": "1999999.80", "tickSize": i.tick},
-                  "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": i.lot, "qtyStep": i.lot,
-                                    "minNotionalValue": "5"},
-                  "fundingInterval": 480})
+                  "lotSizeFilter": self._lot_size(i), "fundingInterval": 480})
         return d
+
+    @staticmethod
+    def _lot_size(i: Instrument) -> dict[str, str]:
+        """A derivative's order sizes in its own unit: base coin on linear (BY-DOC BTCUSDT "1190.000", step 0.001),
+        whole USD contracts on inverse (qtyStep 1), so the same order value is a plausible count of either.
+        minNotionalValue is BY-DOC's 5 USDT on linear; for inverse (undocumented) ours: one contract's worth."""
+        lot_value = float(i.lot) * (float(i.ct_val or 1) if i.kind == "inverse" else i.price)
+        lots = max(1, round(_MAX_ORDER_VALUE / lot_value))
+        return {"maxOrderQty": i.qty(lots), "minOrderQty": i.lot, "qtyStep": i.lot,
+                "postOnlyMaxOrderQty": i.qty(lots), "maxMktOrderQty": i.qty(max(1, round(lots * _MAX_MARKET_SHARE))),
+                "minNotionalValue": "5" if i.kind == "linear" else i.qty(1)}
