@@ -681,6 +681,54 @@ def test_a_trade_repair_holds_back_only_its_own_symbol_and_source(nats_server, n
     assert mirror2.stats.trades_unrepaired == mirror2.stats.malformed == 0
 
 
+def test_too_much_held_behind_a_trade_repair_cuts_its_wait(nats_server, namespace, mirror_ns):
+    """A trade batch is lost from the stream and the KV snapshot never holds it: the repair would wait
+    repair_wait_s (60 s here), but more than `held_max` of the source's messages pile up behind it, so it stops
+    waiting at once (repairs_cut), counts the lost trades, and the held trades follow in order, each once."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
+                   if subject.endswith(".trades")]
+        seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # sent while the mirror was away
+        lost = [r[4] for r in body["t"]]
+        await _delete(nats_server, namespace, [seq])
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns, repair_wait_s=60.0,
+                               held_max=5)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS.append(mtask2)
+        await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        start = time.monotonic()
+        for _ in range(10):  # later trades (and statuses) of the source pile up behind the repair
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: len(_trade_ids(mirror_ns)) == src.trade_index - len(lost),
+                     "every trade but the lost ones, long before the 60 s repair wait")
+        took = time.monotonic() - start
+        ids = _trade_ids(mirror_ns)
+        await _stop(pubs, tasks, mirror2, mtask2)
+        return mirror2, lost, ids, took
+
+    mirror2, lost, ids, took = asyncio.run(scenario())
+    src.close()
+    print(f"the cut repair's trades were all written {took:.2f} s after the gap")
+    assert mirror2.stats.repairs_cut == 1 and mirror2.stats.held > 5
+    assert mirror2.stats.trades_unrepaired == len(lost) == 2
+    assert ids == [i for i in range(src.trade_index) if i not in lost]  # in order, each once, none of the lost
+    assert mirror2.stats.malformed == 0
+
+
 def test_a_batch_one_engine_lost_and_the_other_delivers_later_stays_in_exchange_order(nats_server, namespace,
                                                                                        mirror_ns):
     """Engine A's trade batch is lost from the stream; engine B, slower, delivers the same trades later (cut

@@ -112,3 +112,18 @@ def test_no_nats_server_is_a_clear_error_not_a_hang(bridge_procs):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1
     assert f"cannot reach NATS at {url}" in err.decode()
+
+
+def test_mirror_repair_wait_option(bridge_procs):
+    """`--repair-wait S` reaches the mirror (here it gets as far as connecting); a negative or NaN one is refused."""
+    from mdengine.bridge.server import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    ns = "m" + uuid.uuid4().hex[:8]
+    p = bridge_procs("mirror", "--nats", url, "--namespace", ns, "--connect-timeout", "1", "--repair-wait", "0.5")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and f"cannot reach NATS at {url}" in err.decode(), err.decode()
+    for bad in ("-1", "nan"):
+        p = bridge_procs("mirror", "--nats", url, "--namespace", ns, "--repair-wait", bad)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 2 and "--repair-wait must be 0 or more seconds" in err.decode(), err.decode()

@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     mir.add_argument("--source", help="the bus namespace the publishers use (--as; default: the same as --namespace)")
     mir.add_argument("--silence", type=float, default=1.5, help="seconds without messages before books go stale")
     mir.add_argument("--replicas", type=int, default=1, help="JetStream replicas, if the mirror creates the stream")
+    mir.add_argument("--repair-wait", type=float, default=3.0,
+                     help="seconds a lost trade batch is asked for again from its publisher's KV snapshot (which "
+                          "the publisher refreshes once it learns a publish failed); that source's later trades "
+                          "of the symbol wait behind it")
     for p in (pub, mir):
         p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
         p.add_argument("--connect-timeout", type=float, default=10.0,
@@ -61,7 +65,8 @@ async def _run(args: argparse.Namespace) -> dict:
 
         source = args.source or args.namespace
         transport = NatsTransport(servers, source, replicas=args.replicas, name="mdengine-bridge-mirror")
-        node = BridgeMirror(transport, args.namespace, source_namespace=source, silence_s=args.silence)
+        node = BridgeMirror(transport, args.namespace, source_namespace=source, silence_s=args.silence,
+                            repair_wait_s=args.repair_wait)
     transport.connect_timeout_s = args.connect_timeout
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,7 +77,10 @@ async def _run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(argv)
+    if args.role == "mirror" and not args.repair_wait >= 0:  # NaN too
+        ap.error("--repair-wait must be 0 or more seconds")
     logging.basicConfig(format=LOG_FORMAT, level=args.log_level)
     try:
         summary = asyncio.run(_run(args))

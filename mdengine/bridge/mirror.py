@@ -97,9 +97,10 @@ class MirrorStats:
 
 class BridgeMirror:
     def __init__(self, transport: Transport, namespace: str, *, source_namespace: str | None = None,
-                 silence_s: float = 1.5, repair_wait_s: float = 3.0) -> None:
+                 silence_s: float = 1.5, repair_wait_s: float = 3.0, held_max: int = HELD_MAX) -> None:
         self.transport = transport
         self.repair_wait_s = repair_wait_s
+        self.held_max = held_max  # messages held behind one repair before it stops waiting (HELD_MAX)
         self.namespace = namespace
         self.source = source_namespace or getattr(transport, "namespace", namespace)
         self.silence_s = silence_s
@@ -301,7 +302,7 @@ class BridgeMirror:
             fs.held.append(item)
             if item[0] == "t":
                 self.stats.held += 1
-            if len(fs.held) > HELD_MAX and not fs.hurry:
+            if len(fs.held) > self.held_max and not fs.hurry:
                 fs.hurry = True
                 self.stats.repairs_cut += 1
                 log.warning("bridge mirror: %d messages of %s %s from %s wait behind its repair: it stops waiting",

@@ -21,7 +21,9 @@ Requests (one JSON object per line; one answer line per request, in order)::
 
 ``timeout`` (seconds, optional; `request` fills it in) bounds how long the supervisor waits for the feed,
 which may still be starting (first subscription on an exchange starts its feed); the supervisor cuts it to
-engine.toml ``[control] max_wait_s`` (default 60 s), so no caller holds a worker longer.
+engine.toml ``[control] max_wait_s`` (default 60 s), so no caller holds a worker longer; and a user allowed in
+``[control]`` (not the engine's own user or root) has at most PER_USER_FORWARDED of them with the workers at once:
+more are answered at once with an error.
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
 
 Client side: `request(namespace, message)`; every failure is a `ControlError` whose message is a sentence.
@@ -58,6 +60,10 @@ FORWARDED_OPS = ("subscribe", "unsubscribe")  # ops the supervisor relays to a f
 MAX_CONNECTIONS = 64  # open control connections; more are answered "busy" and closed at once
 IDLE_TIMEOUT_S = 10.0  # a connection with no request in flight and no traffic this long is closed
 WORKERS = 8  # threads that run handlers
+# subscribe/unsubscribe requests one allowed user other than the engine's own and root may have with the workers at
+# once (each may wait up to [control] max_wait_s for a feed); more are answered at once. The engine's user and root
+# are not capped: a trader's strategies all run as that user and all subscribe when they start.
+PER_USER_FORWARDED = WORKERS // 2
 CLOSE_JOIN_S = 5.0  # close() waits this long for handlers in flight (their answers still go out), then gives up
 ACCEPT_BACKOFF_S = (0.05, 1.0)  # pause after a failed accept (EMFILE, ...), doubling up to the second
 SHED_IDLE_S = 1.0  # out of descriptors, connections idle this long are closed to make room
@@ -266,6 +272,15 @@ def _bound_by(namespace: str) -> Peer | None:
     return None
 
 
+def _op_of(line: bytes) -> object:
+    """The "op" of a request line, None if it is not a JSON object (the worker answers that)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message.get("op") if isinstance(message, dict) else None
+
+
 def _read_line(sock: socket.socket, timeout: float) -> bytes:
     """One line (without the newline), b"" if the peer closed first. Deadline spans all recv calls."""
     deadline = time.monotonic() + timeout
@@ -352,6 +367,7 @@ class _Conn:
     inbuf: bytearray = field(default_factory=bytearray)
     outbuf: bytearray = field(default_factory=bytearray)
     busy: bool = False  # a request of this connection is with a worker
+    forwarding: bool = False  # ... and it is a subscribe/unsubscribe (counted against its uid's cap)
     close_when_sent: bool = False
     closed: bool = False
 
@@ -373,10 +389,16 @@ class ControlServer:
 
     def __init__(self, namespace: str, handler: Handler, *, allow_uids: Iterable[int] = (),
                  allow_gids: Iterable[int] = (), max_connections: int = MAX_CONNECTIONS,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S, workers: int = WORKERS) -> None:
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, workers: int = WORKERS,
+                 per_user_forwarded: int = PER_USER_FORWARDED) -> None:
         self.namespace = namespace
         self._handler = handler
         self.allow_uids = {os.geteuid(), 0, *allow_uids}
+        self.uncapped_uids = {os.geteuid(), 0}  # the engine's user and root: no cap on forwarded requests
+        self.per_user_forwarded = per_user_forwarded
+        self._forwarding: dict[int, int] = {}  # uid -> its subscribe/unsubscribe requests with the workers
+        self._capped: dict[int, _Refusals] = {}  # uid -> over-cap answers not yet logged
+        self.capped_total = 0  # requests answered at once for their uid's cap (tests, status)
         self.allow_gids = set(allow_gids)
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
@@ -602,18 +624,42 @@ class ControlServer:
 
     def _next_request(self, conn: _Conn) -> None:
         """Hand the connection's next complete line to a worker (one request per connection at a time)."""
-        while not conn.busy and not conn.close_when_sent and b"\n" in conn.inbuf:
+        while not conn.busy and not conn.close_when_sent and not conn.closed and b"\n" in conn.inbuf:
             i = conn.inbuf.index(b"\n")
             line = bytes(conn.inbuf[:i])
             del conn.inbuf[: i + 1]
             if not line.strip():
                 continue
+            if _op_of(line) in FORWARDED_OPS and conn.peer.uid not in self.uncapped_uids:
+                uid = conn.peer.uid
+                if self._forwarding.get(uid, 0) >= self.per_user_forwarded:
+                    self._over_cap(conn)
+                    continue
+                self._forwarding[uid] = self._forwarding.get(uid, 0) + 1
+                conn.forwarding = True
             conn.busy = True
             try:
                 self._pool.submit(lambda line=line: self.answer(line), lambda a, c=conn: self._answered(c, a))
             except RuntimeError:  # we are closing
                 self._drop(conn)
                 return
+
+    def _over_cap(self, conn: _Conn) -> None:
+        """Answer a subscribe/unsubscribe over its uid's cap at once (no worker), logged once a minute per uid."""
+        uid, cap = conn.peer.uid, self.per_user_forwarded
+        self.capped_total += 1
+        r = self._capped.setdefault(uid, _Refusals())
+        r.count += 1
+        now = time.monotonic()
+        if r.logged_at == 0.0 or now - r.logged_at >= REFUSAL_REPORT_S:
+            log.warning("namespace=%s control socket: %s has %d subscribe/unsubscribe requests in flight (the cap "
+                        "per user): %d answered at once", self.namespace, conn.peer, cap, r.count)
+            r.count, r.logged_at = 0, now
+        conn.outbuf += json.dumps({"ok": False, "error": f"uid {uid} already has {cap} subscribe/unsubscribe "
+                                   "requests waiting for a feed (the cap per user of this engine, other than its "
+                                   "own user and root); try again when one is answered"}).encode() + b"\n"
+        conn.last_active = now
+        self._send(conn)
 
     def _answered(self, conn: _Conn, answer: dict) -> None:
         """Worker thread: hand the answer back to the control thread."""
@@ -634,6 +680,13 @@ class ControlServer:
             except Empty:
                 return
             conn.busy = False
+            if conn.forwarding:
+                conn.forwarding = False
+                left = self._forwarding.get(conn.peer.uid, 1) - 1
+                if left > 0:
+                    self._forwarding[conn.peer.uid] = left
+                else:
+                    self._forwarding.pop(conn.peer.uid, None)
             if conn.closed:
                 continue
             conn.outbuf += json.dumps(answer).encode() + b"\n"

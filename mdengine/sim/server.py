@@ -24,7 +24,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 
 from mdengine.sim.faults import FaultBook
-from mdengine.sim.formats.base import Out, Session, Venue, now_ms
+from mdengine.sim.formats.base import BadParam, Out, Session, Venue, now_ms
 from mdengine.sim.listings import recorded_rate
 from mdengine.sim.ratelimit import RestLimiter
 from mdengine.sim.replay import Recording
@@ -157,7 +157,11 @@ class MarketServer:
             self.stats["faults_delivered"] += 1
             return _json_response(int(failed.params.get("status", 500)),
                                   str(failed.params.get("body", '{"error":"injected failure"}')))
-        res = self.venue.rest(parts.path, dict(parse_qsl(parts.query)))
+        try:
+            res = self.venue.rest(parts.path, dict(parse_qsl(parts.query)))
+        except BadParam as e:  # a value the exchange cannot read: its own error answer, never a crash
+            self.stats["rest_bad_params"] += 1
+            res = self.venue.bad_param(e.name, e.value)
         if res is None:
             return _json_response(404, '{"error":"unknown path"}')
         try:

@@ -40,6 +40,25 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class BadParam(ValueError):
+    """A query parameter the exchange would refuse; the server answers it with ``Venue.bad_param``."""
+
+    def __init__(self, name: str, value: str) -> None:
+        super().__init__(f"bad parameter {name}={value!r}")
+        self.name, self.value = name, value
+
+
+def int_param(q: dict[str, str], name: str, default: int, hi: int | None = None) -> int:
+    """Query parameter ``name`` as a whole number (ASCII digits only, as the exchanges read it), ``default`` when
+    absent, at most ``hi``; anything else raises BadParam."""
+    raw = q.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise BadParam(name, raw)
+    return int(raw) if hi is None else min(hi, int(raw))
+
+
 class Session:
     """Per-connection protocol state. Pure: the server feeds text and model steps in."""
 
@@ -128,6 +147,10 @@ class Venue:
 
     def too_many(self) -> Any:
         raise NotImplementedError
+
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """(status, body) answering a query parameter this exchange cannot read (BadParam)."""
+        return 400, {"error": f"invalid parameter {name}: {value!r}"}
 
     def shutdown_notice(self, session: Session) -> list[Out]:
         raise ValueError(f"{self.name} has no shutdown notice")

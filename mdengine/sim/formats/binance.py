@@ -15,7 +15,7 @@ import re
 import time
 from typing import Any
 
-from mdengine.sim.formats.base import Out, Reply, Session, Venue, now_ms
+from mdengine.sim.formats.base import Out, Reply, Session, Venue, int_param, now_ms
 from mdengine.sim.formats.perp import PerpModels
 from mdengine.sim.market import BookModel, Step
 
@@ -265,6 +265,12 @@ class BinanceVenue(Venue):
         """Every answer reports the weight the IP used in the current minute (BN-SPOT rest-api.md "IP Limits")."""
         return [("X-MBX-USED-WEIGHT-1M", str(int(used)))]
 
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """-1100 ILLEGAL_CHARS, HTTP 400 (BN-SPOT errors.md: "Illegal characters found in parameter '%s'; legal
+        range is '%s'.")."""
+        return 400, {"code": -1100, "msg": f"Illegal characters found in parameter '{name}'; legal range is "
+                                           "'^[0-9]{1,20}$'."}
+
     def too_many(self) -> Any:
         return {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."}
 
@@ -298,13 +304,13 @@ class BinanceVenue(Venue):
         if model is None:
             return 400, {"code": -1121, "msg": "Invalid symbol."}
         if ep == "depth":
-            bids, asks = model.top(int(q.get("limit", 500 if self.futures else 100)))
+            bids, asks = model.top(int_param(q, "limit", 500 if self.futures else 100, 5000))
             d: dict[str, Any] = {"lastUpdateId": model.update_id}
             if self.futures:
                 d.update({"E": now_ms(), "T": now_ms()})
             d.update({"bids": _lv(bids), "asks": _lv(asks)})
             return 200, d
-        limit = int(q.get("limit", 500))
+        limit = int_param(q, "limit", 500, 1000)
         fills = []
         for t in model.trades:
             for i, lots in enumerate(t.fills):
@@ -314,7 +320,7 @@ class BinanceVenue(Venue):
                 if not self.futures:
                     f["isBestMatch"] = True
                 fills.append(f)
-        return 200, fills[-limit:]
+        return 200, fills[len(fills) - limit :]
 
     def exchange_info(self, only: str | None) -> dict[str, Any]:
         syms = []

@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any
 
-from mdengine.sim.formats.base import Out, Reply, Session, Venue, now_ms
+from mdengine.sim.formats.base import Out, Reply, Session, Venue, int_param, now_ms
 from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step, checksum_string, crc32_signed
 
@@ -183,6 +183,11 @@ class BitgetVenue(Venue):
     def too_many(self) -> Any:
         return {"code": "429", "msg": "Too Many Requests", "requestTime": now_ms(), "data": None}
 
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """Bitget documents no answer to a parameter it cannot read: HTTP 400 in its envelope; code and text ours."""
+        return 400, {"code": "400", "msg": f"Parameter {name} error: {value!r} is not a whole number",
+                     "requestTime": now_ms(), "data": None}
+
     def _ok(self, data: Any) -> tuple[int, Any]:
         return 200, {"code": "00000", "msg": "success", "requestTime": now_ms(), "data": data}
 
@@ -207,10 +212,10 @@ class BitgetVenue(Venue):
         if path.endswith("fills"):
             rows = [{"symbol": model.inst.native, "tradeId": str(t.last_id), "side": "buy" if t.taker_buy else "sell",
                      "price": model.inst.px(t.ticks), "size": model.inst.qty(t.lots), "ts": str(t.ts)}
-                    for t in list(model.trades)[::-1][: int(q.get("limit", 100))]]
+                    for t in list(model.trades)[::-1][: int_param(q, "limit", 100)]]
             return self._ok(rows)
-        limit = q.get("limit", "150" if spot else "100")
-        bids, asks = model.top(10**6 if limit == "max" else int(limit))
+        limit = 10**6 if q.get("limit") == "max" else int_param(q, "limit", 150 if spot else 100)
+        bids, asks = model.top(limit)
         if spot:
             return self._ok({"asks": _lv(asks), "bids": _lv(bids), "ts": str(now_ms())})
         # mix merge-depth returns numbers in the doc example (exchanges.md §5.6)

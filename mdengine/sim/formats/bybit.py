@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.formats.base import BadParam, Out, Reply, Session, Venue, conn_id, int_param, now_ms
 from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Instrument, Step
 
@@ -24,6 +24,9 @@ _TICKERS, _LIQUIDATIONS = -1, -2  # topic codes beside book depths (and 0, trade
 _CONTRACT = {"linear": "LinearPerpetual", "inverse": "InversePerpetual"}
 # /v5/market/orderbook `limit` per category: (default, maximum) (BY-DOC market/orderbook.mdx, 2026-07-24)
 _BOOK_LIMIT = {"spot": (1, 1000), "linear": (25, 1000), "inverse": (25, 1000)}
+# Largest limit order of a derivative, by value: BY-DOC instrument.mdx's BTCUSDT allows 1190 BTC (about 120 M USDT),
+# its market orders 500 (42% of it); a simulated instrument allows 100 M in its quote unit and 40% at market
+_MAX_ORDER_VALUE, _MAX_MARKET_SHARE = 100_000_000, 0.4
 
 
 def _lv(levels: list[tuple[str, str]]) -> list[list[str]]:
@@ -242,6 +245,10 @@ class BybitVenue(Venue):
     def too_many(self) -> Any:
         return {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {}, "time": now_ms()}
 
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """retCode 10001 ("Request parameter error", BY-DOC error.mdx) with HTTP 200, as any Bybit answer; text ours."""
+        return self._wrap({}, 10001, f"params error: {name} is invalid")
+
     def _wrap(self, result: Any, code: int = 0, msg: str = "OK") -> tuple[int, Any]:
         return 200, {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": now_ms()}
 
@@ -267,17 +274,17 @@ class BybitVenue(Venue):
         if path == "/v5/market/orderbook":
             default, most = _BOOK_LIMIT[cat]
             try:
-                limit = int(q.get("limit", default))
-            except ValueError:
+                limit = int_param(q, "limit", default)
+            except BadParam:
                 limit = 0
             if not 1 <= limit <= most:  # 10001 is Bybit's "Request parameter error" (BY-DOC error.mdx)
                 return self._wrap({}, 10001, "params error: limit is invalid")  # text (unverified)
             bids, asks = model.top(limit)
             ts = now_ms()
             return self._wrap({"s": model.inst.native, "a": _lv(asks), "b": _lv(bids), "ts": ts,
-                               "u": model.book_seq, "seq": model.update_id, "cts": ts - 2})
+                               "u": model.topic_seq(1000), "seq": model.update_id, "cts": ts - 2})
         rows = []
-        for t in list(model.trades)[::-1][: int(q.get("limit", 60))]:
+        for t in list(model.trades)[::-1][: int_param(q, "limit", 60, 60 if cat == "spot" else 1000)]:
             rows.append({"execId": str(t.last_id) if cat == "spot" else t.uid, "symbol": model.inst.native,
                          "price": model.inst.px(t.ticks), "size": model.inst.qty(t.lots),
                          "side": "Buy" if t.taker_buy else "Sell", "time": str(t.ts), "isBlockTrade": False,
@@ -288,8 +295,8 @@ class BybitVenue(Venue):
         rows = [self._instrument(i) for i in self.instruments.values() if i.kind == cat]
         if cat == "spot":
             return self._wrap({"category": cat, "list": rows})
-        limit = min(1000, int(q.get("limit", 500)))
-        start = int(q.get("cursor") or 0)
+        limit = int_param(q, "limit", 500, 1000)
+        start = int_param(q, "cursor", 0) if q.get("cursor") else 0
         page = rows[start : start + limit]
         nxt = str(start + limit) if start + limit < len(rows) else ""
         return self._wrap({"category": cat, "list": page, "nextPageCursor": nxt})
@@ -305,7 +312,16 @@ class BybitVenue(Venue):
         d.update({"contractType": _CONTRACT[i.kind], "settleCoin": i.base if i.kind == "inverse" else i.quote,
                   "priceScale": str(i.px_dp if i.px_dp is not None else len(i.tick.split(".")[-1])),
                   "priceFilter": {"minPrice": i.tick, "maxPrice": "1999999.80", "tickSize": i.tick},
-                  "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": i.lot, "qtyStep": i.lot,
-                                    "minNotionalValue": "5"},
-                  "fundingInterval": 480})
+                  "lotSizeFilter": self._lot_size(i), "fundingInterval": 480})
         return d
+
+    @staticmethod
+    def _lot_size(i: Instrument) -> dict[str, str]:
+        """A derivative's order sizes in its own unit: base coin on linear (BY-DOC BTCUSDT "1190.000", step 0.001),
+        whole USD contracts on inverse (qtyStep 1), so the same order value is a plausible count of either.
+        minNotionalValue is BY-DOC's 5 USDT on linear; for inverse (undocumented) ours: one contract's worth."""
+        lot_value = float(i.lot) * (float(i.ct_val or 1) if i.kind == "inverse" else i.price)
+        lots = max(1, round(_MAX_ORDER_VALUE / lot_value))
+        return {"maxOrderQty": i.qty(lots), "minOrderQty": i.lot, "qtyStep": i.lot,
+                "postOnlyMaxOrderQty": i.qty(lots), "maxMktOrderQty": i.qty(max(1, round(lots * _MAX_MARKET_SHARE))),
+                "minNotionalValue": "5" if i.kind == "linear" else i.qty(1)}

@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, now_ms
+from mdengine.sim.formats.base import Out, Reply, Session, Venue, conn_id, int_param, now_ms
 from mdengine.sim.formats.perp import PerpModel, PerpModels, model_now
 from mdengine.sim.market import BookModel, Step, checksum_string, crc32_signed
 
@@ -304,6 +304,10 @@ class OkxVenue(Venue):
                      "msg": "The connection will soon be closed for a service upgrade. Please reconnect.",
                      "connId": cid})]
 
+    def bad_param(self, name: str, value: str) -> tuple[int, Any]:
+        """51000 "Parameter {param0} error", HTTP 400 (OKX-DOC error codes)."""
+        return 400, {"code": "51000", "msg": f"Parameter {name} error", "data": []}
+
     def too_many(self) -> Any:
         return {"code": "50011", "msg": "Too Many Requests", "data": []}
 
@@ -331,10 +335,10 @@ class OkxVenue(Venue):
         if model is None:
             return 200, {"code": "51001", "msg": "Instrument ID does not exist", "data": []}
         if path.endswith("books"):
-            bids, asks = model.top(min(400, int(q.get("sz", 1))))
+            bids, asks = model.top(int_param(q, "sz", 1, 400))
             return 200, {"code": "0", "msg": "", "data": [{"asks": self.lv(asks), "bids": self.lv(bids),
                                                            "ts": str(now_ms())}]}
-        ts = list(model.trades)[-int(q.get("limit", 100)) :][::-1]
+        ts = list(model.trades)[::-1][: int_param(q, "limit", 100, 500)]
         data = [{"instId": model.inst.native, "side": "buy" if t.taker_buy else "sell", "sz": model.inst.qty(t.lots),
                  "px": model.inst.px(t.ticks), "source": "0", "tradeId": str(t.last_id), "ts": str(t.ts)} for t in ts]
         return 200, {"code": "0", "msg": "", "data": data}
