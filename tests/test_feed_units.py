@@ -747,3 +747,30 @@ def test_WsConn_gives_back_a_buffer_grown_for_a_big_message():
     assert len(c._rmem) <= 1 << 18  # back to the usual receive buffer
     a.close()
     b.close()
+
+
+def test_FeedLoop_stop_ends_a_handshake_in_flight_and_its_thread():
+    """A connection still in its handshake when the loop stops: the connect thread must end with the loop, not
+    wait out its timeout (30 s here) and then hand a connected socket to a loop that is gone. The server takes
+    the TCP connection (the kernel's backlog) and never answers the WebSocket handshake."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    loop = FeedLoop(EchoAdapter(url), NullSink(), options=LoopOptions(connect_timeout_s=30.0))
+    t = threading.Thread(target=loop.run)
+    t.start()
+    try:
+        loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+        deadline = time.monotonic() + 10
+        while not (connecting := [x for x in threading.enumerate() if x.name == "mdengine-connect-c"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # well into its handshake: TCP is up, the server never answers
+        assert loop.submit(lambda: loop.connections()).result(5) == {"c": "connecting"}
+        loop.stop()
+        t.join(10)
+        assert not t.is_alive()
+        connecting[0].join(3)  # a tenth of its timeout; the server still holds the connection
+        assert not connecting[0].is_alive()
+    finally:
+        loop.stop()
+        lsock.close()  # resets the connection still in its backlog, which ends a handshake left waiting
