@@ -78,8 +78,8 @@ def binance_recording(recordings_dir):
 
 LEAK_GRACE_S = 2.0  # per test, in total: a stopped thread usually ends in well under 50 ms
 
-# Threads that live for the whole session by design, not started by any one test (each with why):
-SESSION_THREAD_NAMES: dict[str, str] = {}
+# No thread is exempt by name: a session-scoped fixture's threads (the only ones meant to outlive a test) are
+# told apart by when they start, and are held to the same rule when that fixture is finalized.
 
 _fixture_threads: dict[object, set[threading.Thread]] = {}  # higher-scoped fixturedef -> threads it started
 _released: set[threading.Thread] = set()  # threads of fixtures finalized since the last check
@@ -112,14 +112,25 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item, nextitem):
-    result = yield
-    owned = set().union(*_fixture_threads.values())
-    suspects = {t for t in threading.enumerate() if t not in _before_test and t not in owned} | _released
-    _released.clear()
-    leaked = _still_alive(t for t in suspects if t.name not in SESSION_THREAD_NAMES)
+    try:
+        result = yield
+    except BaseException as e:  # the teardown failed already: the leak goes into its report
+        leaked = _leaked_threads()
+        if leaked:
+            e.add_note(_leak_report(leaked))
+        raise
+    leaked = _leaked_threads()
     if leaked:
         pytest.fail(_leak_report(leaked), pytrace=False)
     return result
+
+
+def _leaked_threads() -> list[threading.Thread]:
+    """Threads of this test, and of fixtures finalized during it, still alive after the join grace."""
+    owned = set().union(*_fixture_threads.values())
+    suspects = {t for t in threading.enumerate() if t not in _before_test and t not in owned} | _released
+    _released.clear()
+    return _still_alive(suspects)
 
 
 def _still_alive(threads) -> list[threading.Thread]:
@@ -137,8 +148,8 @@ def _still_alive(threads) -> list[threading.Thread]:
 
 def _leak_report(leaked: list[threading.Thread]) -> str:
     frames = sys._current_frames()
-    lines = [f"{len(leaked)} thread(s) started by this test (or its fixtures) still alive {LEAK_GRACE_S:g} s "
-             "after its teardown:"]
+    lines = [f"{len(leaked)} thread(s) started by this test (or by a fixture finalized with it) still alive "
+             f"{LEAK_GRACE_S:g} s after its teardown:"]
     for thread in leaked:
         kind = "daemon" if thread.daemon else "non-daemon"
         lines.append(f"\n--- {thread.name!r} ({kind}, target {getattr(thread, '_target', None)!r}):")
