@@ -143,6 +143,17 @@ class Proc:
         if self.popen.poll() is None:
             self.popen.terminate()
 
+    def stop(self, timeout: float = 60.0) -> None:
+        """Terminate it if it still runs, reap it and end the thread reading its output (which would otherwise
+        outlive the test, waiting on the pipe). Its output stays queued for finish(); safe after finish() or kill().
+        A role reading commands from stdin ends at its end of file (its SIGTERM only sets a flag), so stdin is
+        closed first."""
+        self.popen.stdin.close()
+        self.terminate()
+        self.popen.wait(timeout)
+        self._thread.join(timeout)
+        self.popen.stdout.close()
+
     def kill(self) -> None:
         """SIGKILL and reap (the zombie would otherwise still count as alive)."""
         os.kill(self.pid, signal.SIGKILL)

@@ -38,7 +38,7 @@ def test_tops_returns_every_book_once_with_its_own_state(namespace):
             with pytest.raises(UnknownSymbol):
                 c.tops("nosuchexchange")
     finally:
-        w.terminate()
+        w.stop()
 
 
 def test_tops_rows_are_never_torn_while_a_writer_publishes_at_full_speed(namespace):
@@ -66,7 +66,7 @@ def test_tops_rows_are_never_torn_while_a_writer_publishes_at_full_speed(namespa
             last = t["update_id"]
             control.close()
     finally:
-        w.terminate()
+        w.stop()
     published = w.finish()["published"]
     summary = f"{reads=} {torn=} {control_torn=} {published=} retries={bs.reader.retries if bs.reader else '?'}"
     assert torn == 0, summary
@@ -93,7 +93,7 @@ def test_wait_wakes_on_any_book_of_a_set_and_says_which(namespace):
             w.next(30)
             assert c.wait(0.2, [usdm]) == []
     finally:
-        w.terminate()
+        w.stop()
 
 
 def test_wait_on_sets_of_500_books_wakes_on_any_of_them_and_names_each_change(namespace):
@@ -137,18 +137,21 @@ def test_wait_on_sets_of_500_books_wakes_on_any_of_them_and_names_each_change(na
 
 def test_tops_flags_rows_of_a_dead_writer(namespace):
     w = H.spawn("tops-writer", ns=namespace, symbols=50, on_command=True)
-    w.next(60)
-    with Client(namespace) as c:
-        assert c.tops(H.EXCHANGE)["live"].all()
-        w.kill()
-        deadline = time.monotonic() + 30
-        t = c.tops(H.EXCHANGE)
-        while t["live"].any() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    try:
+        w.next(60)
+        with Client(namespace) as c:
+            assert c.tops(H.EXCHANGE)["live"].all()
+            w.kill()
+            deadline = time.monotonic() + 30
             t = c.tops(H.EXCHANGE)
-        assert len(t) == 50 and not t["live"].any()
-        assert (t["state"] == L.BookState.LIVE).all()  # the bytes still say live: the client knows better
-        assert not _torn(t).any()
+            while t["live"].any() and time.monotonic() < deadline:
+                time.sleep(0.05)
+                t = c.tops(H.EXCHANGE)
+            assert len(t) == 50 and not t["live"].any()
+            assert (t["state"] == L.BookState.LIVE).all()  # the bytes still say live: the client knows better
+            assert not _torn(t).any()
+    finally:
+        w.stop()
 
 
 def test_tops_reader_closes_before_its_segment(namespace):
@@ -161,4 +164,4 @@ def test_tops_reader_closes_before_its_segment(namespace):
         r.close()
         seg.close()  # BufferError if a view of the mapping were left
     finally:
-        w.terminate()
+        w.stop()

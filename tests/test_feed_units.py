@@ -309,33 +309,62 @@ def test_FeedLoop_passes_text_fragments_and_binary_answers_pings_and_taps():
         assert not t.is_alive()
 
 
-def _raw_ws_server(frames: bytes) -> tuple[socket.socket, list[int]]:
+class _RawWsServer:
     """A bare TCP server that completes the WebSocket handshake and then writes `frames` as they are (so they can
-    break the protocol), on every connection; returns the listening socket and a list counting connections."""
-    import base64
-    import hashlib
+    break the protocol), on every connection; `accepted` counts connections, `close()` stops it."""
 
-    lsock = socket.create_server(("127.0.0.1", 0))
-    accepted: list[int] = []
+    def __init__(self, frames: bytes) -> None:
+        self.frames = frames
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.lsock.getsockname()[1]}/x"
+        self.accepted: list[int] = []
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve_forever, name="raw-ws-server", daemon=True)
+        self._thread.start()
 
-    def serve_forever() -> None:
+    def _serve_forever(self) -> None:
         while True:
             try:
-                conn, _ = lsock.accept()
+                conn, _ = self.lsock.accept()
             except OSError:
                 return
-            accepted.append(1)
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
-            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key:"))
-            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames)
+            self._conns.append(conn)
+            self.accepted.append(1)
+            try:
+                self._answer(conn)
+            except OSError:  # the client went away: wait for the next one
+                pass
 
-    threading.Thread(target=serve_forever, daemon=True).start()
-    return lsock, accepted
+    def _answer(self, conn: socket.socket) -> None:
+        import base64
+        import hashlib
+
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = conn.recv(4096)
+            if not chunk:  # the client went away before its handshake
+                break
+            request += chunk
+        if b"\r\n\r\n" not in request:
+            return
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + self.frames)
+
+    def close(self) -> None:
+        # close() alone leaves a thread blocked in accept() on Linux (it holds its own reference to the file);
+        # shutdown() wakes it with an error, so its thread ends here rather than outliving the test.
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.lsock.close()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+        for conn in self._conns:
+            conn.close()
 
 
 @pytest.mark.parametrize("bad, reason", [
@@ -344,8 +373,8 @@ def _raw_ws_server(frames: bytes) -> tuple[socket.socket, list[int]]:
     (server_frame(0, b"orphan"), "without a message"),
 ])
 def test_FeedLoop_drops_a_connection_that_breaks_the_protocol_says_why_and_reconnects(bad, reason):
-    lsock, accepted = _raw_ws_server(server_frame(1, b'{"ok":1}') + bad)
-    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    server = _RawWsServer(server_frame(1, b'{"ok":1}') + bad)
+    url, accepted = server.url, server.accepted
     adapter, sink = EchoAdapter(url), NullSink()
     loop = FeedLoop(adapter, sink, options=LoopOptions(backoff_initial_s=0.05, backoff_max_s=0.1))
     t = threading.Thread(target=loop.run)
@@ -361,7 +390,7 @@ def test_FeedLoop_drops_a_connection_that_breaks_the_protocol_says_why_and_recon
     finally:
         loop.stop()
         t.join(10)
-        lsock.close()
+        server.close()
     assert not t.is_alive()
 
 
@@ -631,8 +660,8 @@ def test_FeedLoop_without_warm_interval_never_warms():
 def _run_loop_against(frames: bytes, **options):
     """A FeedLoop connected to a raw server writing `frames` on every connection; yields (adapter, sink, accepted)
     once the caller's condition is met (see callers), then stops the loop."""
-    lsock, accepted = _raw_ws_server(frames)
-    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    server = _RawWsServer(frames)
+    url, accepted = server.url, server.accepted
     adapter, sink = EchoAdapter(url), NullSink()
     loop = FeedLoop(adapter, sink, options=LoopOptions(backoff_initial_s=0.05, backoff_max_s=0.1, **options))
     t = threading.Thread(target=loop.run)
@@ -642,7 +671,7 @@ def _run_loop_against(frames: bytes, **options):
     def stop():
         loop.stop()
         t.join(10)
-        lsock.close()
+        server.close()
         assert not t.is_alive()
 
     return adapter, sink, accepted, stop
@@ -718,3 +747,30 @@ def test_WsConn_gives_back_a_buffer_grown_for_a_big_message():
     assert len(c._rmem) <= 1 << 18  # back to the usual receive buffer
     a.close()
     b.close()
+
+
+def test_FeedLoop_stop_ends_a_handshake_in_flight_and_its_thread():
+    """A connection still in its handshake when the loop stops: the connect thread must end with the loop, not
+    wait out its timeout (30 s here) and then hand a connected socket to a loop that is gone. The server takes
+    the TCP connection (the kernel's backlog) and never answers the WebSocket handshake."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    url = f"ws://127.0.0.1:{lsock.getsockname()[1]}/x"
+    loop = FeedLoop(EchoAdapter(url), NullSink(), options=LoopOptions(connect_timeout_s=30.0))
+    t = threading.Thread(target=loop.run)
+    t.start()
+    try:
+        loop.submit(lambda: loop.dispatch([OpenConnection("c", url)])).result(5)
+        deadline = time.monotonic() + 10
+        while not (connecting := [x for x in threading.enumerate() if x.name == "mdengine-connect-c"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # well into its handshake: TCP is up, the server never answers
+        assert loop.submit(lambda: loop.connections()).result(5) == {"c": "connecting"}
+        loop.stop()
+        t.join(10)
+        assert not t.is_alive()
+        connecting[0].join(3)  # a tenth of its timeout; the server still holds the connection
+        assert not connecting[0].is_alive()
+    finally:
+        loop.stop()
+        lsock.close()  # resets the connection still in its backlog, which ends a handshake left waiting

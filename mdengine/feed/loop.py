@@ -683,6 +683,8 @@ class FeedLoop:
                 if self.tap is not None:
                     self.tap("disconnect", c.url, "feed stopping", time.time_ns())
                 c.close(reason="feed stopping")
+            elif c.state is CONNECTING:
+                c.abort_connect()
             c.wanted = False
             c.state = CLOSED
         self._rest.close()

@@ -75,6 +75,7 @@ class WsConn:
         self._frag_op: int | None = None  # opcode of the fragmented message being assembled
         self._frags = bytearray()  # its payload so far
         self._nfrags = 0
+        self._connecting: tuple[threading.Thread, websocket.WebSocket] | None = None  # the last handshake's
 
     # ------------------------------------------------------------------ connecting (worker thread)
     def connect_async(self, timeout_s: float, post: Callable[[Callable[[], None]], None],
@@ -84,9 +85,9 @@ class WsConn:
         self.state = CONNECTING
         self.connect_started = time.monotonic()
         attempt, url = self.attempt, self.url
+        ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
 
         def work() -> None:
-            ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=False)
             try:
                 ws.connect(url, timeout=timeout_s, suppress_origin=True)
             except Exception as e:  # reported to the loop, which backs off and retries
@@ -96,7 +97,27 @@ class WsConn:
                 return
             post(lambda: done(self, attempt, ws, None))
 
-        threading.Thread(target=work, name=f"mdengine-connect-{self.name}", daemon=True).start()
+        self._connecting = (threading.Thread(target=work, name=f"mdengine-connect-{self.name}", daemon=True), ws)
+        self._connecting[0].start()
+
+    def abort_connect(self, timeout_s: float = 2.0) -> None:
+        """End a handshake in flight and wait (up to `timeout_s`) for its thread: the loop is stopping, so nobody
+        would take the socket it may still return. Shutting the socket down wakes the thread's blocking read
+        (closing it would not); a socket it connects meanwhile is caught on the next pass."""
+        if self._connecting is None:
+            return
+        thread, ws = self._connecting
+        self._connecting = None
+        deadline = time.monotonic() + timeout_s
+        while thread.is_alive() and time.monotonic() < deadline:
+            sock = ws.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            thread.join(0.05)
+        ws.shutdown()  # whatever it finished with is closed, not left to the garbage collector
 
     def attach(self, ws: websocket.WebSocket, now: float) -> socket.socket:
         """Take over a connected WebSocket: non-blocking socket, buffered reader. Returns the socket to select on."""
