@@ -245,6 +245,29 @@ def test_a_perp_field_group_gone_quiet_is_named_in_stale_fields_while_the_mark_s
         assert p.stale_fields == () and p.index_age_s == p.funding_age_s == p.open_interest_age_s == p.age_s, p
 
 
+def test_status_names_a_perp_field_group_gone_quiet(namespace, writer):
+    """`mdengine status` / `top`: the PERP STALE column names the groups past their bound (layout 1.6), "-" if none."""
+    writer.set_freshness(30.0, 0.05)
+    writer.set_perp_freshness({"index": 1.0, "open_interest": 60.0})
+    now = time.time_ns()
+    slot = writer.add_symbol("SWAP", "BTC-USDT-SWAP", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+    writer.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=1, recv_ts_ns=now)
+    writer.publish_perp(slot, index_price=100.0, open_interest=5.0, recv_ts_ns=now - 3 * S)
+    writer.publish_perp(slot, mark_price=100.5, funding_rate=1e-4, recv_ts_ns=now)
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    (row,) = status["feeds"][0]["symbols"]
+    assert row["perp_stale"] == ["index"], row
+    line = next(line for line in render_text(status).splitlines() if "BTC/USDT:USDT" in line)
+    assert line.split()[-3] == "index", line
+    writer.publish_perp(slot, index_price=100.1, recv_ts_ns=time.time_ns())
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    assert status["feeds"][0]["symbols"][0]["perp_stale"] == []
+    line = next(line for line in render_text(status).splitlines() if "BTC/USDT:USDT" in line)
+    assert line.split()[-3] == "-", line
+
+
 def test_perp_handles_follow_a_recreated_segment(namespace):
     """A Perp and a LiquidationStream move to the new segment of a restarted engine, as books do: the perp record
     is read live there, and liquidations the old ring still held unread count as lost."""
