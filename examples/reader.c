@@ -44,6 +44,7 @@
 #define OFF_DIRECTORY_VERSION 264
 #define OFF_PERP_AREA 288 /* 1.4 */
 #define OFF_PERP_SLOT_SIZE 292
+#define OFF_PERP_GROUP_STALE_MS 300 /* 1.6: 4 x uint32, mark, index, funding, open interest; 0: no bound */
 #define OFF_LIQUIDATION_CAPACITY 296
 #define HEADER_LENGTH 512
 /* "Directory", "Slot", "Book copy", "Reading trades: the ring" */
@@ -97,7 +98,7 @@ typedef struct {
     int64_t exch_ts_ns, recv_ts_ns, pub_ts_ns;
     uint32_t state, reserved0;
     int64_t generation, version;
-    uint8_t reserved1[32];
+    int64_t group_recv_ns[4]; /* 1.6 (padding before): mark, index, funding, open interest receive times */
 } perp_record;
 _Static_assert(sizeof(perp_record) == PERP_RECORD_LENGTH, "perp record layout");
 _Static_assert(sizeof(dir_entry) == DIR_ENTRY_LENGTH, "directory entry layout");
@@ -472,8 +473,16 @@ int main(int argc, char **argv) {
         put_double(r.next_funding_rate);
         printf(",\"next_funding_ns\":%lld,\"open_interest\":", (long long)r.next_funding_ns);
         put_double(r.open_interest);
-        printf(",\"exch_ts_ns\":%lld,\"recv_ts_ns\":%lld,\"state\":%u,\"version\":%lld}}\n", (long long)r.exch_ts_ns,
+        printf(",\"exch_ts_ns\":%lld,\"recv_ts_ns\":%lld,\"state\":%u,\"version\":%lld", (long long)r.exch_ts_ns,
                (long long)r.recv_ts_ns, r.state, (long long)r.version);
+        if (load_u32(seg.base + OFF_MINOR) >= 6) { /* per-group receive times and stale bounds */
+            printf(",\"group_recv_ns\":[%lld,%lld,%lld,%lld],\"group_stale_ms\":[", (long long)r.group_recv_ns[0],
+                   (long long)r.group_recv_ns[1], (long long)r.group_recv_ns[2], (long long)r.group_recv_ns[3]);
+            for (int g = 0; g < 4; g++)
+                printf(g ? ",%u" : "%u", load_u32(seg.base + OFF_PERP_GROUP_STALE_MS + 4 * g));
+            putchar(']');
+        }
+        printf("}}\n");
         return 0;
     }
     if (!strcmp(mode, "watch")) status = watch(&seg, slot, (uint32_t)depth, n, trades, seconds, earliest);

@@ -176,6 +176,7 @@ def perp_writer_main(ns: str, rate: float, stop, conn) -> None:
     w = SegmentWriter(ns, PERP_EXCHANGE)
     slot = w.add_symbol("usdm", "BTCUSDT", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
     w.set_freshness(3.0, 0.5)
+    w.set_perp_freshness({"mark": 25.0, "index": 125.0, "funding": 185.0, "open_interest": 125.0})  # OKX's bounds
     w.set_running()
     publish, u, t0 = w.publish_perp, 1, time.perf_counter()
     conn.send("ready")

@@ -126,6 +126,7 @@ def test_open_interest_is_polled_by_rest_in_turns_within_the_weight_budget():
     (ev,) = a.on_rest(req.request_id, 200, body, 5)
     assert isinstance(ev, PerpStatsUpdate) and ev.fields == {"open_interest": 10659.509}
     assert (ev.exch_ts_ns, ev.recv_ts_ns) == (0, 0)  # the record's times (and age) stay the mark stream's
+    assert ev.group_recv_ns == 5  # (1.6) only the open interest group is dated by the answer
     assert a.poll(105.0) == []
     (req,) = a.poll(110.0)  # one symbol: every 10 s
     (ev,) = a.on_rest(req.request_id, 429, b"too many", 6)
@@ -175,3 +176,13 @@ def test_a_bad_open_interest_answer_is_a_protocol_error():
     (req,) = a.poll(1.0)
     (ev,) = a.on_rest(req.request_id, 200, b'{"openInterest": "-3", "symbol": "BTCUSDT", "time": 1}', 1)
     assert isinstance(ev, ProtocolError) and ev.key == PERP.key
+
+
+def test_each_perp_groups_stale_bound_follows_the_documented_cadence_or_the_poll():
+    """Layout 1.6: markPrice@1s -> 2 x 1 s + 5 s slack; open interest after two poll periods (stretched by the weight
+    budget with many symbols); none when it is never polled; the perp_stale_after_s option overrides."""
+    assert _adapter(open_interest_interval_s=30.0).perp_stale_after() == {
+        "mark": 7.0, "index": 7.0, "funding": 7.0, "open_interest": 65.0}
+    assert _adapter(open_interest_interval_s=30.0).perp_stale_after(400)["open_interest"] == 205.0  # 400 x 0.25 s
+    assert "open_interest" not in _adapter(open_interest_interval_s=0).perp_stale_after()
+    assert _adapter(perp_stale_after_s={"open_interest": 3.0}).perp_stale_after()["open_interest"] == 3.0

@@ -309,6 +309,8 @@ def test_tickers_snapshot_and_deltas_become_perp_stats():
                                                                    "lastPrice": "17216.50"}, "cs": 1, "ts": 2}
     (ev,) = a.on_frame("linear-0", json.dumps(delta), 6)
     assert ev.fields == {"mark_price": 17218.0}  # only what changed: the store merges it into the record
+    assert set(ev.confirms) == {"mark", "index", "funding", "open_interest"}  # the rest is vouched for (1.6)
+    assert a.perp_stale_after() == {}  # one topic carries every group: none goes quiet alone
     quiet = {**delta, "data": {"symbol": "BTCUSDT", "lastPrice": "17216.00"}}
     assert a.on_frame("linear-0", json.dumps(quiet), 7) == []
     assert [type(e) for e in a.on_close("linear-0", "reset")] == [PerpInvalid]

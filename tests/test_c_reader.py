@@ -312,6 +312,8 @@ def test_the_perp_record_reads_from_c_as_the_python_client_reads_it(reader_exe, 
         slot = w.add_symbol("linear", "BTCUSDT", "BTC/USDT:USDT", kind=L.MarketKind.LINEAR)
         w.publish_perp(slot, mark_price=100.5, index_price=100.25, funding_rate=-2.5e-4, next_funding_ns=123 * 10**9,
                        open_interest=7.5, exch_ts_ns=11, recv_ts_ns=12)
+        w.publish_perp(slot, index_price=100.25, recv_ts_ns=13)  # (1.6) the index group alone
+        w.set_perp_freshness({"index": 125.0, "open_interest": 2.5})
         status, out = run(reader_exe, "perp", namespace, EXCHANGE, "BTC/USDT:USDT")
         assert status == 0, out
         with Client(namespace) as client:
@@ -319,7 +321,8 @@ def test_the_perp_record_reads_from_c_as_the_python_client_reads_it(reader_exe, 
         c = out[0]["perp"]
         assert (c["mark_price"], c["index_price"], c["funding_rate"], c["next_funding_ns"], c["open_interest"]) == \
             (py.mark_price, py.index_price, py.funding_rate, py.next_funding_ns, py.open_interest)
-        assert c["exch_ts_ns"] == py.exch_ts_ns == 11 and c["recv_ts_ns"] == 12 and c["version"] == 1
+        assert c["exch_ts_ns"] == py.exch_ts_ns == 11 and c["recv_ts_ns"] == 13 and c["version"] == 2
+        assert c["group_recv_ns"] == [12, 13, 12, 12] and c["group_stale_ms"] == [0, 125_000, 0, 2500]
         assert c["state"] == L.BookState.LIVE and math.isnan(c["next_funding_rate"])
         status, out = run(reader_exe, "perp", namespace, EXCHANGE, "BTC/USDT")
         assert status == 2 and "not a perpetual" in out[0]["error"]

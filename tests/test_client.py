@@ -611,6 +611,7 @@ def test_fmz_GetFundings_reads_the_perp_record(namespace, feed):
         (f,) = ex.GetFundings()
         assert (f["Symbol"], f["Rate"], f["Time"], f["Interval"]) == ("BTC_USDT.swap", 1e-4, 1_700_000_000_123, None)
         assert f["Info"]["MarkPrice"] == 100.5 and f["Info"]["OpenInterest"] == 7.0 and not f["Info"]["Stale"]
+        assert f["Info"]["StaleFields"] == []
 
 
 def test_status_shows_the_funding_rate_and_the_time_to_the_next_funding(namespace, feed):

@@ -4,6 +4,7 @@ DEAD mark, the stale reason, and what `mdengine status` makes of them (issues #2
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -204,6 +205,67 @@ def _header_uid(book) -> int | None:
         return book.header().update_id
     except UnknownSymbol:
         return None
+
+
+def test_a_perp_field_group_gone_quiet_is_named_in_stale_fields_while_the_mark_stays_live(namespace, writer):
+    """Layout 1.6: a perp record merged from several channels (OKX) dates each field group; a group older than the
+    bound the writer published is named in stale_fields (with its age in the reason) while the record, its mark and
+    age_s stay live; a group without a bound never is. A 1.5 segment has one time for all: every age is the record's."""
+    import struct
+
+    writer.set_freshness(30.0, 0.05)
+    writer.set_perp_freshness({"mark": 30.0, "index": 1.0, "open_interest": 2.0})  # funding: no bound of its own
+    now = time.time_ns()
+    slot = writer.add_symbol("SWAP", "BTC-USDT-SWAP", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+    writer.publish_perp(slot, index_price=100.0, recv_ts_ns=now - 3 * S)  # index-tickers, then quiet
+    writer.publish_perp(slot, funding_rate=1e-4, recv_ts_ns=now - 50 * S)
+    writer.publish_perp(slot, mark_price=100.5, recv_ts_ns=now)  # mark-price goes on
+    writer.confirm_perp(slot, now)
+    with Client(namespace) as c:
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert not p.stale and p.state == "live" and p.age_s < 3.0, p
+        assert p.stale_fields == ("index_price",), p
+        assert 3.0 <= p.index_age_s < 6.0 and p.funding_age_s >= 50.0 and p.open_interest_age_s == math.inf
+        assert math.isnan(p.open_interest)  # never received: absent, not stale
+        assert "index not received for 3." in p.reason and "stale after 1 s" in p.reason, p.reason
+        writer.publish_perp(slot, index_price=100.1, open_interest=7.0, recv_ts_ns=time.time_ns())
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert p.stale_fields == () and p.reason == "" and p.index_age_s < 2.0 and p.open_interest == 7.0, p
+        time.sleep(2.2)  # open interest (bound 2 s) goes quiet; index and mark come on
+        writer.heartbeat()
+        writer.confirm_perp(slot, time.time_ns())
+        writer.publish_perp(slot, index_price=100.2, mark_price=100.6, recv_ts_ns=time.time_ns())
+        time.sleep(0.02)  # past the client's health cache
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert p.stale_fields == ("open_interest",) and not p.stale and p.open_interest == 7.0, p
+        assert p.open_interest_age_s > 2.0 and p.age_s < 2.0
+    struct.pack_into("<I", writer.buf, layout.LAYOUT_MINOR_OFFSET, 5)  # a 1.5 writer: no group times
+    with Client(namespace) as c:
+        p = c.perp("okx", "BTC/USDT:USDT")
+        assert p.stale_fields == () and p.index_age_s == p.funding_age_s == p.open_interest_age_s == p.age_s, p
+
+
+def test_status_names_a_perp_field_group_gone_quiet(namespace, writer):
+    """`mdengine status` / `top`: the PERP STALE column names the groups past their bound (layout 1.6), "-" if none."""
+    writer.set_freshness(30.0, 0.05)
+    writer.set_perp_freshness({"index": 1.0, "open_interest": 60.0})
+    now = time.time_ns()
+    slot = writer.add_symbol("SWAP", "BTC-USDT-SWAP", "BTC/USDT:USDT", kind=layout.MarketKind.LINEAR)
+    writer.publish_book(slot, [(100.0, 1.0)], [(101.0, 2.0)], update_id=1, recv_ts_ns=now)
+    writer.publish_perp(slot, index_price=100.0, open_interest=5.0, recv_ts_ns=now - 3 * S)
+    writer.publish_perp(slot, mark_price=100.5, funding_rate=1e-4, recv_ts_ns=now)
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    (row,) = status["feeds"][0]["symbols"]
+    assert row["perp_stale"] == ["index"], row
+    line = next(line for line in render_text(status).splitlines() if "BTC/USDT:USDT" in line)
+    assert line.split()[-3] == "index", line
+    writer.publish_perp(slot, index_price=100.1, recv_ts_ns=time.time_ns())
+    with StatusSampler(namespace) as sampler:
+        status = sampler.sample()
+    assert status["feeds"][0]["symbols"][0]["perp_stale"] == []
+    line = next(line for line in render_text(status).splitlines() if "BTC/USDT:USDT" in line)
+    assert line.split()[-3] == "-", line
 
 
 def test_perp_handles_follow_a_recreated_segment(namespace):

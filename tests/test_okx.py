@@ -413,7 +413,10 @@ def test_perp_pushes_merge_into_perp_stats():
     assert f.fields["next_funding_rate"] == 0.00021
     (o,) = a.on_frame(CONN, _push("open-interest", {"instId": "BTC-USDT-SWAP"}, [OPEN_INTEREST]), 4)
     assert o.fields == {"open_interest": 5000.0}
+    assert all(e.confirms == () for e in (m, i, f, o))  # each channel dates its own group only (layout 1.6)
     assert [type(e) for e in a.on_close(CONN, "reset")].count(PerpInvalid) == 1
+    # OKX-DOC cadences (mark <= 10 s, index <= 60 s, funding 30-90 s; open interest: mdengine's 60 s), x 2 + 5 s
+    assert a.perp_stale_after() == {"mark": 25.0, "index": 125.0, "funding": 185.0, "open_interest": 125.0}
 
 
 def test_liquidation_orders_keep_this_connections_symbols_only():

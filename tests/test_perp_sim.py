@@ -160,3 +160,46 @@ def test_a_refused_perp_subscription_is_reported_and_the_book_stays(perp_feeds, 
         time.sleep(2.0)  # perp frames would have come by now
         p = c.perp(exchange, PERP)
         assert p.stale and p.state != "live", p
+
+
+def test_one_perp_channel_gone_quiet_is_stale_in_stale_fields_while_the_mark_stays_live(perp_feeds):
+    """Layout 1.6. OKX: index-tickers alone goes quiet (the simulator mutes that channel; mark-price, funding-rate and
+    open-interest go on), so the index is named stale while the record and its mark stay live. Binance: the polled
+    open interest fails (HTTP 500) while markPrice streams on. Then both come back. Bounds: 10 s, ten times the
+    simulator's cadence of those groups (index pushes on each 1 s model step; open interest polled every 1 s)."""
+    _, sim, _ = perp_feeds
+    ns = "q" + uuid.uuid4().hex[:8]
+    feeds = []
+    try:
+        feeds.append(FeedProc(ns, ExchangeConfig(
+            "okx", symbols=[PERP], markets=["SWAP"], endpoints=OkxAdapter.sim_endpoints(sim.endpoints()),
+            book_depth=20, book_capacity=20, options={"perp_stale_after_s": {"index": 10.0}})))
+        feeds.append(FeedProc(ns, config(sim, [PERP], options={"open_interest_interval_s": 1.0,
+                                                               "perp_stale_after_s": {"open_interest": 10.0}})))
+        for f in feeds:
+            f.wait_live(PERP)
+        with Client(ns) as c:
+            for exchange in ("okx", "binance"):
+                wait(lambda ex=exchange: (x := c.perp(ex, PERP)) and not x.stale and not x.stale_fields and
+                     not math.isnan(x.open_interest) and not math.isnan(x.index_price), 20, f"{exchange} all live")
+            sim.inject("okx", "mute_channel", channel="index-tickers")
+            sim.inject("binance-usdm", "http_error", path="/fapi/v1/openInterest", count=1_000_000)
+            try:
+                p = wait(lambda: (x := c.perp("okx", PERP)).stale_fields and x, 40, "OKX's index named stale")
+                assert p.stale_fields == ("index_price",) and not p.stale and p.state == "live", p
+                assert p.index_age_s > 10.0 and p.age_s < 10.0 and p.open_interest_age_s < 10.0, p
+                assert "index not received for" in p.reason, p.reason
+                q = wait(lambda: (x := c.perp("binance", PERP)).stale_fields and x, 40, "Binance's open interest stale")
+                assert q.stale_fields == ("open_interest",) and not q.stale and q.age_s < 10.0, q
+                assert q.open_interest_age_s > 10.0 and q.index_age_s < 10.0 and q.open_interest > 0, q
+            finally:
+                sim.clear_faults("okx")
+                sim.clear_faults("binance-usdm")
+            for exchange in ("okx", "binance"):
+                wait(lambda ex=exchange: (x := c.perp(ex, PERP)) and not x.stale and not x.stale_fields, 60,
+                     f"{exchange} all live again")  # the feed's REST retries back off up to 30 s
+    finally:
+        for f in feeds:
+            f.close()
+        for name in shm.list_names(ns):
+            shm.unlink(name)

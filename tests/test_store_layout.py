@@ -154,7 +154,7 @@ def test_structs_pack_exactly_their_dtypes():
     assert struct.calcsize(L.PERP_STRUCT) == L.PERP_DTYPE.itemsize == L.PERP_RECORD_LENGTH
     import numpy as np
 
-    perp = (1.5, 2.5, 3.5, 4.5, 5, 6.5, 7, 8, 9, 2, 11, 12)
+    perp = (1.5, 2.5, 3.5, 4.5, 5, 6.5, 7, 8, 9, 2, 11, 12, 13, 14, 15, 16)
     rec = np.frombuffer(struct.pack(L.PERP_STRUCT, *perp), L.PERP_DTYPE)[0]
     assert tuple(rec[n] for n in L.PERP_DTYPE.names) == perp
     assert L.DIRECTORY_DTYPE.itemsize == L.DIR_ENTRY_LENGTH

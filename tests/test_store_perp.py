@@ -28,14 +28,39 @@ def test_a_perp_record_round_trips_and_partial_updates_merge(namespace):
         assert rec[9] == L.BookState.EMPTY  # nothing published yet: the state says so (the client refuses it)
         w.publish_perp(slot, mark_price=100.5, funding_rate=1e-4, exch_ts_ns=5, recv_ts_ns=6)
         w.publish_perp(slot, index_price=100.25, open_interest=12.0, next_funding_ns=123)  # another channel
-        mark, index, funding, next_rate, next_ns, oi, exch, recv, pub, state, gen, version = pr.read()
+        mark, index, funding, next_rate, next_ns, oi, exch, recv, pub, state, gen, version, *groups = pr.read()
         assert (mark, index, funding, next_ns, oi) == (100.5, 100.25, 1e-4, 123, 12.0)
         assert math.isnan(next_rate)  # never published: absent, not faked
         assert (exch, recv, state, gen, version) == (5, 6, L.BookState.LIVE, w.generation, 2)
         assert pub > 0
+        assert groups == [6, 0, 6, 0]  # (1.6) mark and funding came at 6; index and open interest carried no time
         fields = struct.unpack(L.PERP_STRUCT, bytes(r.view.buf[r.view.perp_base(slot) + L.PERP_COPY1_OFFSET:][
             :L.PERP_RECORD_LENGTH]))
         assert fields[:6] == (mark, index, funding, fields[3], next_ns, oi)  # copy 1 caught up
+    w.close()
+
+
+def test_each_field_group_keeps_its_own_receive_time_and_the_writer_publishes_their_bounds(namespace):
+    """(1.6) A group's receive time moves only with a frame carrying (or confirming) it; the record's recv_ts_ns
+    follows the latest frame; group_recv_ns dates a group without moving the record's time."""
+    w, _, slot = _writer(namespace)
+    w.set_perp_freshness({"index": 120.0, "funding": 180.0, "open_interest": 2.5})
+    with SegmentReader(namespace, H.EXCHANGE) as r:
+        pr = r.perp(H.PERP_UNIFIED)
+        w.publish_perp(slot, mark_price=1.0, recv_ts_ns=10)
+        w.publish_perp(slot, index_price=1.0, recv_ts_ns=20)
+        w.publish_perp(slot, mark_price=1.5, recv_ts_ns=30)  # index goes quiet, mark goes on
+        w.publish_perp(slot, open_interest=5.0, group_recv_ns=40)  # polled: the record's time stays
+        rec = pr.read()
+        assert rec[7] == 30 and rec[12:16] == (30, 20, 0, 40)
+        w.publish_perp(slot, mark_price=2.0, recv_ts_ns=50, confirms=("index", "funding"))  # a delta vouching
+        assert pr.read()[12:16] == (50, 50, 50, 40)
+        w.publish_perp_state(slot, L.BookState.STALE)  # a state change keeps the times
+        assert pr.read()[12:16] == (50, 50, 50, 40)
+        bounds = struct.unpack_from(L.PERP_GROUP_STALE_MS_FORMAT, r.view.buf, L.PERP_MARK_STALE_MS_OFFSET)
+        assert bounds == (0, 120_000, 180_000, 2500)  # ms; 0: mark has no bound of its own
+        with pytest.raises(ValueError, match="unknown perp field groups"):
+            w.set_perp_freshness({"oi": 1.0})
     w.close()
 
 

@@ -133,4 +133,4 @@ def perp_from(record: rest.RestPerp, age: float) -> PerpStats:
     f, nan = record.fields, math.nan
     return PerpStats(f.get("mark_price", nan), f.get("index_price", nan), f.get("funding_rate", nan),
                      f.get("next_funding_rate", nan), int(f.get("next_funding_ns", 0)), f.get("open_interest", nan),
-                     record.exch_ts_ns, age, False, "rest", "", "rest")
+                     record.exch_ts_ns, age, False, "rest", "", "rest", age, age, age)

@@ -114,7 +114,8 @@ class Exchange:
         return [{"Symbol": symbol or self.currency, "Rate": p.funding_rate,
                  "Time": p.next_funding_ns // 1_000_000 if p.next_funding_ns else None, "Interval": None,
                  "Info": {"MarkPrice": p.mark_price, "IndexPrice": p.index_price, "NextRate": p.next_funding_rate,
-                          "OpenInterest": p.open_interest, "AgeS": p.age_s, "Stale": p.stale, "Source": p.source}}]
+                          "OpenInterest": p.open_interest, "AgeS": p.age_s, "Stale": p.stale, "Source": p.source,
+                          "StaleFields": list(p.stale_fields)}}]
 
     # ------------------------------------------------------------------ plumbing
     def _symbol(self, symbol: str | None) -> str:

@@ -33,7 +33,13 @@ class PerpStats(NamedTuple):
     """A perpetual's mark, index, funding and open interest (layout 1.4's perp record) and how trustworthy it is.
 
     A field the exchange does not publish is NaN (next_funding_ns: 0), never a made-up value. Served by the REST
-    fallback (source "rest"): state "rest", age_s the age of the REST answer, stale False."""
+    fallback (source "rest"): state "rest", every age the age of the REST answer, stale False.
+
+    The record is assembled from several channels on some exchanges (OKX: one each for mark, index, funding and open
+    interest; Binance: open interest over REST), so each field group has its own age (layout 1.6), and a group older
+    than its exchange's documented push cadence allows is named in `stale_fields` (by its field names, e.g.
+    ("open_interest",)) while `stale` and `age_s` go on describing the record and its mark: the values stay, so a
+    trader can still see the last one, but must not take a field in `stale_fields` as current."""
 
     mark_price: float
     index_price: float
@@ -42,11 +48,17 @@ class PerpStats(NamedTuple):
     next_funding_ns: int  # the next funding settlement, ns since the epoch (0: not published)
     open_interest: float  # in the exchange's unit (contracts or base)
     exch_ts_ns: int
-    age_s: float  # now minus the local receive time of the latest frame merged in (inf if never published)
+    age_s: float  # now minus the local receive time of the latest mark price (before layout 1.6: of any field)
     stale: bool  # the books' rules (docs/client.md "Freshness"); "empty" before the first publish
     state: str = "live"
     reason: str = ""  # why it is stale (or older than max_age); "" for a fresh read
     source: str = "shm"  # "shm", or "rest" when served by the REST fallback (rest_fallback=True)
+    # (1.6) the age of each other field group's latest frame: inf if that group never came (its fields are NaN);
+    # before layout 1.6 all equal to age_s (one receive time for the whole record)
+    index_age_s: float = math.inf
+    funding_age_s: float = math.inf  # funding_rate, next_funding_rate, next_funding_ns
+    open_interest_age_s: float = math.inf
+    stale_fields: tuple[str, ...] = ()  # fields whose group is older than its exchange's cadence allows; () if none
 
 
 class Liquidations(NamedTuple):

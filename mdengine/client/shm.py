@@ -559,15 +559,46 @@ class Perp(_Handle):
         self._seq_i = 0
         self._mark = 0
         self._rest: tuple[int, rest.RestPerp] | None = None  # (fetched monotonic ns, record)
+        self._groups = False  # the segment has per-group receive times (1.6)
+        self._group_stale_ns: tuple[int, ...] = (0, 0, 0, 0)  # per PERP_GROUPS, 0: no bound (header, 1.6)
+        self._groups_fresh_until = 0  # wall ns before which no bounded group can be stale (times only move on)
 
     def _attach(self, seg: _Segment, entry: SymbolEntry) -> None:
         reader = PerpReader(seg.reader, entry)  # NoPerpData for a spot symbol: before anything changes
         super()._attach(seg, entry)
         self.reader = reader
         self._seq_i = (seg.reader.perp_base(entry) + L.PERP_SEQ_OFFSET) >> 3
-        if seg.q[_MINOR_WORD] >> _MINOR_SHIFT & 0xFFFF_FFFF >= 5:  # freshness of the connection carrying perp data
+        minor = seg.q[_MINOR_WORD] >> _MINOR_SHIFT & 0xFFFF_FFFF
+        if minor >= 5:  # freshness of the connection carrying perp data
             self._conf_i = (seg.reader.view.slot_base(entry.slot) + _PERP_CONFIRMED) >> 3
+        self._groups = minor >= 6
+        self._groups_fresh_until = 0
         self._mark = seg.q[self._seq_i]
+
+    def _group_ages(self, r: tuple, now: int, age: float) -> tuple[float, float, float, tuple[str, ...], str]:
+        """(index, funding, open interest ages, stale_fields, reason) of record `r` at wall time `now` (1.6)."""
+        if not self._groups:  # one receive time for the whole record: every group is as old as it
+            return age, age, age, (), ""
+        ages = tuple((now - t) / 1e9 if t else math.inf for t in r[12:16])
+        if now < self._groups_fresh_until:
+            return ages[1], ages[2], ages[3], (), ""
+        self._group_stale_ns = bounds = tuple(
+            ms * 1_000_000 for ms in struct.unpack_from(L.PERP_GROUP_STALE_MS_FORMAT, self._seg.reader.view.buf,
+                                          L.PERP_MARK_STALE_MS_OFFSET))
+        stale, why, until = [], [], math.inf
+        for name, t, bound, a in zip(L.PERP_GROUPS, r[12:16], bounds, ages, strict=True):
+            if not bound:  # no bound of its own: it comes with every frame of the record
+                continue
+            if not t:  # never received (its fields are NaN: absent); once it comes, it is fresh for `bound`
+                until = min(until, now + bound)
+                continue
+            if now - t > bound:
+                stale += L.PERP_GROUP_FIELDS[name]
+                why.append(f"{name} not received for {a:.1f} s (stale after {bound / 1e9:g} s)")
+            elif t + bound < until:
+                until = t + bound
+        self._groups_fresh_until = 0 if stale else until
+        return ages[1], ages[2], ages[3], tuple(stale), "; ".join(why)
 
     def _rebind(self, seg: _Segment) -> bool:
         entry = _find_entry(seg.reader, self.requested, self.market)
@@ -586,14 +617,26 @@ class Perp(_Handle):
         r = self.reader.read()
         now = _time_ns()
         recv = r[7] or r[8]
-        age = (now - recv) / 1e9 if recv else math.inf
+        mark = r[12] or recv  # age_s is the mark's (before 1.6, and before the first mark: the record's)
+        age = (now - mark) / 1e9 if mark else math.inf
         state = r[9]
         seg = self._seg
         stale = state != _LIVE or not (seg.ok if now < seg._next_check else seg.healthy(now)) or \
             (now > self._fresh_until and self._silent(now, recv))
         if stale or age > self.client._max_age:
             return self._on_stale(r, age, state, stale, now, recv)
-        return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", "", "shm"))
+        if now < self._groups_fresh_until:  # the usual read: no group can be past its bound yet
+            t = r[13]
+            ia = (now - t) / 1e9 if t else math.inf
+            t = r[14]
+            fa = (now - t) / 1e9 if t else math.inf
+            t = r[15]
+            oa = (now - t) / 1e9 if t else math.inf
+            return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", "", "shm",
+                                          ia, fa, oa, ()))
+        ia, fa, oa, stale_fields, why = self._group_ages(r, now, age)
+        return _new_tuple(PerpStats, (r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, False, "live", why, "shm",
+                                      ia, fa, oa, stale_fields))
 
     def _on_stale(self, r: tuple, age: float, state: int, stale: bool, now: int, recv: int) -> PerpStats:
         c = self.client
@@ -613,7 +656,9 @@ class Perp(_Handle):
             raise StaleBookError(self.exchange, self.symbol, age, name, reason)
         if state == L.BookState.EMPTY:  # never published: every field absent, not the zero-filled memory
             return PerpStats(_NAN, _NAN, _NAN, _NAN, 0, _NAN, 0, age, stale, name, reason)
-        return PerpStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, stale, name, reason)
+        ia, fa, oa, stale_fields, why = self._group_ages(r, now, age)
+        return PerpStats(r[0], r[1], r[2], r[3], r[4], r[5], r[6], age, stale, name,
+                         f"{reason}; {why}" if why else reason, "shm", ia, fa, oa, stale_fields)
 
     def _rest_read(self, age: float, state: str, reason: str) -> PerpStats:
         """The record over REST (an answer is reused for REST_CACHE_S); if that fails, StaleBookError with both

@@ -75,12 +75,19 @@ class TradesReceived:
 class PerpStatsUpdate:
     """New values of a perpetual's perp record (mark_price, index_price, funding_rate, next_funding_rate,
     next_funding_ns, open_interest: the names of `mdengine.store.writer.PERP_FIELDS`). Only the fields this frame
-    carried are present; the store merges them into the record. exch_ts_ns is 0 if the frame has no time."""
+    carried are present; the store merges them into the record. exch_ts_ns is 0 if the frame has no time.
+
+    Each field group (layout.PERP_GROUPS) with a field here is dated recv_ts_ns in the record (layout 1.6); `confirms`
+    names groups the frame vouches for without repeating them (a delta omits what did not change: Bybit's tickers);
+    group_recv_ns, if set, dates the groups instead, leaving the record's own time alone (Binance's polled open
+    interest, which must not make a silent markPrice stream look live)."""
 
     key: SymbolKey
     fields: dict[str, float | int]
     exch_ts_ns: int
     recv_ts_ns: int
+    confirms: tuple[str, ...] = ()
+    group_recv_ns: int = 0
 
 
 @dataclass(slots=True)

@@ -29,6 +29,10 @@ class TradeFlags:
 
 
 # A book level as published: four little-endian float64 [bid_px, bid_qty, ask_px, ask_qty].
+# The perp record's field groups (layout 1.6: one receive time each), what one exchange channel delivers together;
+# defined here so adapters can name them without importing the store (layout.PERP_GROUPS is this tuple).
+PERP_GROUPS = ("mark", "index", "funding", "open_interest")
+
 LEVEL_LENGTH = 32
 LEVEL_BID_PX, LEVEL_BID_QTY, LEVEL_ASK_PX, LEVEL_ASK_QTY = 0, 1, 2, 3  # float64 index in a level
 

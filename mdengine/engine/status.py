@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 from typing import Any
 
@@ -175,12 +176,16 @@ class StatusSampler:
         if state == "live" and (not writing or silent_s > stale_after):
             state = "stale"
         old = prev[2].get((e.market, e.native)) if prev else None
-        funding, next_funding_s = None, None
+        funding, next_funding_s, perp_stale = None, None, None
         if e.kind in L.PERP_KINDS and reader.view.perp_base(e.slot) is not None:  # perpetual data (layout 1.4)
             rec = reader.perp(e.unified, e.market).read()
             if rec[9] != L.BookState.EMPTY:
                 funding = _num(rec[2])
                 next_funding_s = max(0.0, round((rec[4] - wall) / 1e9, 1)) if rec[4] else None
+                # (1.6) field groups older than the bound the writer published; 0 words before 1.6: none
+                bounds = struct.unpack_from(L.PERP_GROUP_STALE_MS_FORMAT, reader.view.buf, L.PERP_MARK_STALE_MS_OFFSET)
+                perp_stale = [g for g, t, ms in zip(L.PERP_GROUPS, rec[12:16], bounds, strict=True)
+                              if ms and t and wall - t > ms * 1_000_000]
         return {
             "symbol": e.unified, "market": e.market, "native": e.native, "state": state,
             "bid": _num(bid), "bid_qty": bid_qty, "ask": _num(ask), "ask_qty": ask_qty,
@@ -192,6 +197,7 @@ class StatusSampler:
             "gaps": st["gaps"], "resyncs": st["resyncs"], "checksum_failures": st["checksum_failures"],
             "generation": generation, "version": version,
             "funding_rate": funding, "next_funding_s": next_funding_s,
+            "perp_stale": perp_stale,  # perp field groups gone quiet (layout 1.6), [] if none, None: no perp record
         }
 
     def _process(self, pid: int) -> psutil.Process | None:
@@ -246,7 +252,7 @@ def _bytes(n: int | None) -> str:
 FEED_COLUMNS = ("EXCHANGE", "PID", "STATE", "RESTARTS", "HB AGE", "MSG/S", "LAT us", "RECONN", "GAPS", "RESYNC",
                 "CKSUM", "ERRORS", "RSS", "CPU%")
 SYMBOL_COLUMNS = ("  SYMBOL", "MARKET", "STATE", "BID", "ASK", "AGE s", "MSG/S", "LAT us", "GAPS", "RESYNC",
-                  "CKSUM", "TRADES", "GEN", "FUNDING", "NEXT FUND")
+                  "CKSUM", "TRADES", "GEN", "PERP STALE", "FUNDING", "NEXT FUND")
 
 
 def _funding(rate: float | None) -> str:
@@ -294,6 +300,7 @@ def render_text(status: dict) -> str:
                              _price(s["bid"]), _price(s["ask"]), _fmt(s["age_s"], ".2f"),
                              _fmt(s["messages_per_s"], ".0f"), _fmt(s["latency_us"], ".0f"), str(s["gaps"]),
                              str(s["resyncs"]), str(s["checksum_failures"]), str(s["trades"]), str(s["generation"]),
+                             ",".join(s.get("perp_stale") or ()) or "-",
                              _funding(s.get("funding_rate")), _until(s.get("next_funding_s"))))
     if len(sym_rows) > 1:
         lines.append("")

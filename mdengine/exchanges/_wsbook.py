@@ -36,11 +36,12 @@ class WsBookAdapter(Adapter):
     SYMBOLS_PER_CONN = 15
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
-                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True) -> None:
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True,
+                 perp_stale_after_s: Mapping[str, float] | None = None) -> None:
         if book_mode not in ("diff", "partial"):
             raise ValueError(f"{self.exchange}: book_mode must be 'diff' or 'partial', got {book_mode!r}")
         super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades,
-                         perp=perp)
+                         perp=perp, perp_stale_after_s=perp_stale_after_s)
         self.syms: dict[SymbolKey, SymbolSync] = {}
         self._conns: dict[str, bool] = {}  # conn -> open; present once requested
         self._by_conn: dict[str, dict[SymbolKey, SymbolSync]] = {}

@@ -29,6 +29,9 @@ from ..symbols import Instrument, InstrumentIndex
 SCRATCH_CONN = "(warm-up)"
 
 
+PERP_STALE_SLACK_S = 5.0  # added to two push intervals before a perp field group is called stale
+
+
 class Adapter(ABC):
     #: exchange name, as used in segment names and config ("binance", "okx", "bybit", "bitget")
     exchange: str = ""
@@ -39,7 +42,8 @@ class Adapter(ABC):
     MAX_MESSAGE_BYTES: int = 4 << 20
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
-                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True) -> None:
+                 book_depth: int = 50, book_mode: str = "diff", trades: bool = True, perp: bool = True,
+                 perp_stale_after_s: Mapping[str, float] | None = None) -> None:
         self.instruments = instruments
         self.endpoints = {**self.DEFAULT_ENDPOINTS, **(endpoints or {})}
         self.book_depth = book_depth
@@ -48,7 +52,21 @@ class Adapter(ABC):
         #: perpetual data (mark, index, funding, open interest, liquidations) for derivative symbols, where the
         #: adapter implements it (docs/exchanges.md says which)
         self.perp_enabled = perp
+        #: per perp field group, an override of `perp_stale_after()` (adapter option; e.g. a simulator run faster)
+        self.perp_stale_after_override = dict(perp_stale_after_s or {})
         self.books: dict[SymbolKey, LocalBook] = {}
+
+    #: per perp field group (layout.PERP_GROUPS), the most seconds the exchange documents between two pushes of it
+    #: (its package says where); a group absent here comes with (or is confirmed by) every frame of the record
+    PERP_PUSH_EVERY_S: Mapping[str, float] = {}
+
+    def perp_stale_after(self, n_symbols: int = 1) -> dict[str, float]:
+        """Per perp field group, the age in seconds past which readers call it stale (the writer publishes it, layout
+        1.6): two documented push intervals and PERP_STALE_SLACK_S (one push missed, one in flight, a busy host), or
+        the `perp_stale_after_s` option's value. n_symbols: how many symbols the feed carries (for polled groups)."""
+        out = {g: 2 * every + PERP_STALE_SLACK_S for g, every in self.PERP_PUSH_EVERY_S.items() if every > 0}
+        out.update(self.perp_stale_after_override)
+        return out
 
     # ------------------------------------------------------------------ instruments (pure helpers)
     @classmethod

@@ -66,6 +66,7 @@ def run_feed(namespace: str, cfg: ExchangeConfig, control: Connection | None = N
         opts.warm_interval_s = cfg.warm_interval_ms / 1e3
         opts.stale_after_s = cfg.stale_after_s
         writer.set_freshness(cfg.stale_after_s, opts.heartbeat_interval_s)
+        writer.set_perp_freshness(adapter.perp_stale_after(len(cfg.symbols)))
         writer.set_rest_endpoints(adapter.rest_bases())
         opts.max_message_bytes = cfg.max_message_bytes or opts.max_message_bytes
         fastlane.attach(adapter, publisher)

@@ -161,7 +161,8 @@ class Publisher:
         if s is None:
             return
         try:
-            self.w.publish_perp(s.slot, exch_ts_ns=ev.exch_ts_ns, recv_ts_ns=ev.recv_ts_ns, **ev.fields)
+            self.w.publish_perp(s.slot, exch_ts_ns=ev.exch_ts_ns, recv_ts_ns=ev.recv_ts_ns, confirms=ev.confirms,
+                                group_recv_ns=ev.group_recv_ns, **ev.fields)
         except _UNPUBLISHABLE as e:  # includes a symbol without a perp record (a bug upstream: said, not hidden)
             self._unpublishable(s, f"perp stats {ev.fields}", e)
             return

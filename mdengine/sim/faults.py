@@ -18,7 +18,7 @@ FRAME_FAULTS = ("skip_sequence", "duplicate", "reorder", "corrupt_checksum", "cr
 # Done at once on the open connections.
 CONN_FAULTS = ("drop", "disconnect", "silent", "malformed_json", "server_shutdown", "idle_keepalive")
 # Market-wide: next subscription / REST request, or the model itself.
-MARKET_FAULTS = ("refuse_subscription", "http_429", "http_error", "slow_rest", "seq_reset")
+MARKET_FAULTS = ("refuse_subscription", "http_429", "http_error", "slow_rest", "seq_reset", "mute_channel")
 ALL_FAULTS = FRAME_FAULTS + CONN_FAULTS + MARKET_FAULTS
 
 
@@ -56,6 +56,27 @@ class FaultBook:
         return any(f.name == "silent" and conn in f.remaining for f in self.active)
 
     # ---- market faults ----
+    def mute(self, outs: list[Out]) -> list[Out]:
+        """`outs` without the frames of a muted channel (mute_channel: one channel goes quiet, on every connection, new
+        ones too, while the others and the connection itself go on)."""
+        mutes = [f for f in self.active if f.name == "mute_channel"]
+        if not mutes:
+            return outs
+        now = time.monotonic()
+        live = [f for f in mutes if f.until is None or f.until > now]
+        if len(live) < len(mutes):
+            self.active = [f for f in self.active if f.name != "mute_channel" or f in live]
+        kept = []
+        for out in outs:
+            channel = frame_channel(out.obj)
+            f = next((f for f in live if channel and f.params["channel"] in channel and
+                      (f.keys is None or out.key in f.keys)), None)
+            if f is None:
+                kept.append(out)
+            else:
+                self._note("mute_channel", None, out.key)
+        return kept
+
     def take(self, name: str, key: str | None = None, path: str | None = None,
              channel: str | None = None) -> Fault | None:
         for f in self.active:
@@ -158,3 +179,14 @@ def corrupt_perp(obj: Any) -> bool:
     if isinstance(obj, list):
         return any(corrupt_perp(v) for v in obj)
     return False
+
+
+def frame_channel(obj: Any) -> str:
+    """The channel, topic or stream a pushed frame belongs to ("" if it names none): OKX and Bitget `arg.channel`,
+    Bybit `topic`, Binance's combined-stream `stream`."""
+    if not isinstance(obj, dict):
+        return ""
+    arg = obj.get("arg")
+    if isinstance(arg, dict):
+        return str(arg.get("channel", ""))
+    return str(obj.get("topic") or obj.get("stream") or "")

@@ -216,6 +216,7 @@ class MarketServer:
         if self.faults.silent(conn.id):
             return
         before = len(self.faults.delivered)
+        outs = self.faults.mute(outs)
         outs = self.faults.filter(conn.id, outs, self.venue.models.get if self.venue else None)
         self.stats["faults_delivered"] += len(self.faults.delivered) - before
         if conn.queue.qsize() > MAX_QUEUE:

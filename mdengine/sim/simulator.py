@@ -214,6 +214,13 @@ class Simulator:
                 srv.stats["faults_delivered"] += 1
                 srv.faults.delivered.append((fault, c.id, None))
             return
+        if fault == "mute_channel":
+            if not params.get("channel"):
+                raise ValueError("mute_channel needs channel= (e.g. 'open-interest', 'index-tickers', '@markPrice')")
+            secs = params.get("seconds")
+            until = time.monotonic() + float(secs) if secs is not None else None
+            srv.faults.arm(Fault(fault, keys, params, until=until))
+            return
         if fault == "seq_reset":
             for k in keys or venue.models:
                 venue.models[k].reset_sequence()

@@ -1,6 +1,6 @@
 """The shared-memory layout of one mdengine segment: every offset and dtype, in one place.
 
-Layout version 1.5 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
+Layout version 1.6 (LAYOUT_MINOR says what each minor added). `docs/layout.md` describes the same bytes
 for readers in other languages; `tests/test_store_layout.py` checks the two agree. All integers are
 little-endian, all floats IEEE-754 binary64, every counter an aligned 8-byte word at offset 0 of its own 64-byte line.
 
@@ -51,6 +51,7 @@ from ..core.types import (  # noqa: F401 (re-exported)
     LEVEL_BID_PX,
     LEVEL_BID_QTY,
     LEVEL_LENGTH,
+    PERP_GROUPS,
     MarketKind,
     Side,
     TradeFlags,
@@ -73,7 +74,11 @@ LAYOUT_MAJOR = 1
 # 1.5: a perpetual's perp data may ride another connection than its book (Binance USDⓈ-M: /market vs /public), so it
 #      has its own freshness word, stat `perp_confirmed_ns` (was reserved2); `confirmed_ns` now follows the book's
 #      connection only. A 1.4 reader judges perp freshness by `confirmed_ns`: as before, late for a silent /market.
-LAYOUT_MINOR = 5
+# 1.6: a perp record is assembled from several channels (OKX: four), so each field group (PERP_GROUPS) has its own
+#      receive time in the record (mark_recv_ns, index_recv_ns, funding_recv_ns, oi_recv_ns; were padding), and the
+#      writer publishes how old each group may grow before it is stale (header words 300-312, PERP_GROUP_STALE_MS).
+#      Readers of 1.4-1.5 stay correct: they read none of it (the padding was never read).
+LAYOUT_MINOR = 6
 
 
 def _align(n: int, to: int = CACHE_LINE) -> int:
@@ -120,6 +125,14 @@ HEARTBEAT_INTERVAL_NS_OFFSET = 280  # int64, the writer's heartbeat period
 PERP_AREA_OFFSET_OFFSET = 288  # uint32, offset of the perp area
 PERP_SLOT_SIZE_OFFSET = 292  # uint32, bytes per perp slot (max_symbols of them)
 LIQUIDATION_CAPACITY_OFFSET = 296  # uint32, records per liquidation ring, a power of two
+# Line 4 too (1.6, 0 before): per perp field group (PERP_GROUPS order), the age in ms past which that group of a
+# perp record is stale (the exchange's documented push cadence, with headroom); 0: no bound of its own (the group
+# arrives with every frame of the record, whose freshness rules cover it). Written by the writer when it attaches.
+PERP_MARK_STALE_MS_OFFSET = 300  # uint32
+PERP_INDEX_STALE_MS_OFFSET = 304  # uint32
+PERP_FUNDING_STALE_MS_OFFSET = 308  # uint32
+PERP_OI_STALE_MS_OFFSET = 312  # uint32
+PERP_GROUP_STALE_MS_FORMAT = "<4I"  # the four words above, read or written together from PERP_MARK_STALE_MS_OFFSET
 HEARTBEAT_MISSES = 4  # a heartbeat older than this many intervals means the writer is silent (stuck)
 # Lines 5-6: health counters, int64 each, written by the writer only.
 COUNTERS_OFFSET = 320
@@ -339,17 +352,26 @@ PERP_COPY1_OFFSET = PERP_COPY0_OFFSET + PERP_RECORD_LENGTH  # 192
 PERP_RING_OFFSET = PERP_COPY1_OFFSET + PERP_RECORD_LENGTH  # 320, a ring header as the trade ring's
 PERP_RECORDS_OFFSET = PERP_RING_OFFSET + RING_HEADER_LENGTH  # 448, TRADE_DTYPE records (trade_id 0)
 # A perp record: a field the exchange does not publish is NaN (prices, rates, open interest) or 0 (times).
+# recv_ts_ns: the latest frame merged in (any group); the *_recv_ns (1.6; 0 before, and for a group never received):
+# when a frame carrying (or, on an exchange that sends deltas, confirming) that group was last received.
 PERP_DTYPE = np.dtype(
     {
         "names": ["mark_price", "index_price", "funding_rate", "next_funding_rate", "next_funding_ns",
-                  "open_interest", "exch_ts_ns", "recv_ts_ns", "pub_ts_ns", "state", "generation", "version"],
-        "formats": ["<f8", "<f8", "<f8", "<f8", "<i8", "<f8", "<i8", "<i8", "<i8", "<u4", "<i8", "<i8"],
-        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88],
+                  "open_interest", "exch_ts_ns", "recv_ts_ns", "pub_ts_ns", "state", "generation", "version",
+                  "mark_recv_ns", "index_recv_ns", "funding_recv_ns", "oi_recv_ns"],
+        "formats": ["<f8", "<f8", "<f8", "<f8", "<i8", "<f8", "<i8", "<i8", "<i8", "<u4", "<i8", "<i8",
+                    "<i8", "<i8", "<i8", "<i8"],
+        "offsets": [0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120],
         "itemsize": PERP_RECORD_LENGTH,
     }
 )
-# "<ddddqdqqqI4xqq32x" packs exactly PERP_DTYPE; state is a BookState (EMPTY before the first publish).
-PERP_STRUCT = "<ddddqdqqqI4xqq32x"
+# "<ddddqdqqqI4xqqqqqq" packs exactly PERP_DTYPE; state is a BookState (EMPTY before the first publish).
+PERP_STRUCT = "<ddddqdqqqI4xqqqqqq"
+# The perp record's field groups (1.6, core.types.PERP_GROUPS), in the order of their receive times (mark_recv_ns ...)
+# and of the header's PERP_GROUP_STALE_MS words: each group is what one exchange channel delivers together.
+PERP_GROUP_FIELDS = {"mark": ("mark_price",), "index": ("index_price",),
+                     "funding": ("funding_rate", "next_funding_rate", "next_funding_ns"),
+                     "open_interest": ("open_interest",)}
 DEFAULT_LIQUIDATION_CAPACITY = 256
 MAX_LIQUIDATION_CAPACITY = 1 << 16
 # Kinds that have a perp record: perpetuals (and dated futures, whose funding fields stay absent).

@@ -304,7 +304,8 @@ class PerpReader:
 
         def read() -> tuple:
             """The record's fields in PERP_DTYPE order: (mark_price, index_price, funding_rate, next_funding_rate,
-            next_funding_ns, open_interest, exch_ts_ns, recv_ts_ns, pub_ts_ns, state, generation, version)."""
+            next_funding_ns, open_interest, exch_ts_ns, recv_ts_ns, pub_ts_ns, state, generation, version,
+            mark_recv_ns, index_recv_ns, funding_recv_ns, oi_recv_ns); the last four are 0 before layout 1.6."""
             for _ in range(limit):
                 s = q[i]
                 r = unpack(buf, c1 if s & 1 else c0)  # trusted only once s is re-checked

@@ -37,6 +37,9 @@ assert _PERP.size == L.PERP_RECORD_LENGTH
 # The perp record's value fields, in PERP_DTYPE order (the fields `publish_perp` merges).
 PERP_FIELDS = ("mark_price", "index_price", "funding_rate", "next_funding_rate", "next_funding_ns", "open_interest")
 _PERP_EMPTY = (_NAN, _NAN, _NAN, _NAN, 0, _NAN)
+# field -> index of its group's receive time (1.6) in PERP_GROUPS order
+_PERP_FIELD_GROUP = {f: g for g, name in enumerate(L.PERP_GROUPS) for f in L.PERP_GROUP_FIELDS[name]}
+_GROUP_INDEX = {name: g for g, name in enumerate(L.PERP_GROUPS)}
 
 # A slot's publish bookkeeping in `SegmentWriter.meta` (int64 words): whether this writer published it yet, the
 # book version of its last publish, then that publish's update id, timestamps, level counts and flags.
@@ -193,7 +196,7 @@ class SegmentWriter:
         self._ring_append = _ring_append if native else None
         self._ring_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         # per slot, the perp record as this writer last published it: [values (PERP_FIELDS order, merged by
-        # publish_perp), version, exch_ts_ns, recv_ts_ns]
+        # publish_perp), version, exch_ts_ns, recv_ts_ns, group receive times (PERP_GROUPS order, 1.6)]
         self._perp: list[list | None] = [None] * self.view.max_symbols
         self._liq_offsets: list[tuple[int, ...] | None] = [None] * self.view.max_symbols
         self._wake_addr = futex.address_of(self.buf, L.PUBLISH_COUNTER_OFFSET) if futex.AVAILABLE else 0
@@ -276,7 +279,7 @@ class SegmentWriter:
         self.q[intent_i] = tail
         rec = _PERP.unpack_from(self.buf, c0)
         if rec[9] != L.BookState.EMPTY:
-            self._perp[slot] = [list(rec[:6]), rec[11], rec[6], rec[7]]
+            self._perp[slot] = [list(rec[:6]), rec[11], rec[6], rec[7], list(rec[12:16])]
             self._latch_perp(slot, rec[6], rec[7], L.BookState.STALE)
 
     def close(self, clean: bool = True) -> None:
@@ -312,6 +315,17 @@ class SegmentWriter:
         for stale_after_s, and the writer silent after HEARTBEAT_MISSES heartbeat intervals."""
         self.q[L.STALE_AFTER_NS_OFFSET >> 3] = int(stale_after_s * 1e9)
         self.q[L.HEARTBEAT_INTERVAL_NS_OFFSET >> 3] = int(heartbeat_interval_s * 1e9)
+
+    def set_perp_freshness(self, stale_after_s: dict[str, float]) -> None:
+        """Publish, per perp field group (1.6; names from PERP_GROUPS, absent or 0: no bound of its own), the age past
+        which readers call that group of a perp record stale."""
+        unknown = set(stale_after_s) - set(L.PERP_GROUPS)
+        if unknown:
+            raise ValueError(f"unknown perp field groups {sorted(unknown)}; the groups are {L.PERP_GROUPS}")
+        ms = [min(round(stale_after_s.get(g, 0) * 1e3), 0xFFFF_FFFF) for g in L.PERP_GROUPS]
+        if min(ms) < 0:
+            raise ValueError(f"a perp group's stale age must be >= 0 s, not {stale_after_s}")
+        struct.pack_into(L.PERP_GROUP_STALE_MS_FORMAT, self.buf, L.PERP_MARK_STALE_MS_OFFSET, *ms)
 
     def confirm(self, slot: int, recv_ns: int) -> None:
         """The connection carrying `slot`'s book received something (of any kind) at wall time recv_ns."""
@@ -652,25 +666,37 @@ class SegmentWriter:
         return base
 
     def publish_perp(self, slot: int, *, exch_ts_ns: int = 0, recv_ts_ns: int = 0, state: int = L.BookState.LIVE,
-                     **fields: float | int | None) -> None:
+                     confirms: tuple[str, ...] = (), group_recv_ns: int = 0, **fields: float | int | None) -> None:
         """Merge `fields` (names from PERP_FIELDS; None or absent: keep the last value) into the slot's perp record
         and publish it through its latch: readers see the whole old record or the whole new one. A timestamp of 0
-        keeps the record's last one."""
+        keeps the record's last one.
+
+        The receive time of each field group (1.6, PERP_GROUPS) that has a field in `fields`, or is named in
+        `confirms` (a frame that vouches for values it does not repeat: a delta that omits what did not change),
+        becomes `group_recv_ns or recv_ts_ns`; group_recv_ns serves an update that must not move the record's own
+        recv_ts_ns (Binance's polled open interest)."""
         self._perp_base(slot)
         unknown = set(fields) - set(PERP_FIELDS)
         if unknown:
             raise TypeError(f"publish_perp: unknown perp fields {sorted(unknown)}")
         cur = self._perp[slot]
         values = list(cur[0]) if cur else list(_PERP_EMPTY)
+        groups = list(cur[4]) if cur else [0, 0, 0, 0]
+        g_recv = group_recv_ns or recv_ts_ns
         for i, name in enumerate(PERP_FIELDS):
             v = fields.get(name)
             if v is not None:
                 values[i] = int(v) if name == "next_funding_ns" else float(v)
+                if g_recv:
+                    groups[_PERP_FIELD_GROUP[name]] = g_recv
+        if g_recv:
+            for name in confirms:
+                groups[_GROUP_INDEX[name]] = g_recv  # KeyError: not a group (a bug upstream)
         if cur:  # 0: this update carries no time of its own; the record keeps its latest
             exch_ts_ns, recv_ts_ns = exch_ts_ns or cur[2], recv_ts_ns or cur[3]
         version = cur[1] if cur else self._perp_version(slot)
-        _PERP.pack(*values, exch_ts_ns, recv_ts_ns, 0, state, self.generation, version + 1)  # may raise: no store yet
-        self._perp[slot] = [values, version, exch_ts_ns, recv_ts_ns]
+        _PERP.pack(*values, exch_ts_ns, recv_ts_ns, 0, state, self.generation, version + 1, *groups)  # may raise
+        self._perp[slot] = [values, version, exch_ts_ns, recv_ts_ns, groups]
         self._latch_perp(slot, exch_ts_ns, recv_ts_ns, state)
 
     def publish_perp_state(self, slot: int, state: int) -> None:
@@ -688,7 +714,7 @@ class SegmentWriter:
         base = self.view.perp_base(slot)
         cur = self._perp[slot]
         version = cur[1] + 1
-        raw = _PERP.pack(*cur[0], exch_ts_ns, recv_ts_ns, time.time_ns(), state, self.generation, version)
+        raw = _PERP.pack(*cur[0], exch_ts_ns, recv_ts_ns, time.time_ns(), state, self.generation, version, *cur[4])
         q, buf, n = self.q, self.buf, L.PERP_RECORD_LENGTH
         c0, c1 = base + L.PERP_COPY0_OFFSET, base + L.PERP_COPY1_OFFSET
         seq_i = (base + L.PERP_SEQ_OFFSET) >> 3

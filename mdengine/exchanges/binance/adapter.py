@@ -40,7 +40,7 @@ from ...core.types import Side
 from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument, InstrumentIndex
 from .._sequencing import Chain, ChainKind
-from ..base import SCRATCH_CONN, Adapter, AdapterError
+from ..base import PERP_STALE_SLACK_S, SCRATCH_CONN, Adapter, AdapterError
 from . import instruments as _instruments
 from . import limits as _limits
 from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
@@ -376,14 +376,15 @@ class BinanceAdapter(Adapter):
 
     exchange = "binance"
     DEFAULT_ENDPOINTS: Mapping[str, str] = _DEFAULT_ENDPOINTS
+    PERP_PUSH_EVERY_S = _limits.PERP_PUSH_EVERY_S  # markPrice@1s; open interest: see perp_stale_after
 
     def __init__(self, instruments: InstrumentIndex, endpoints: Mapping[str, str] | None = None, *,
                  book_depth: int = 50, book_mode: str = "diff", trades: bool = True, trade_stream: str = "trade",
                  max_streams: int | None = None, snapshot_limit: int = 1000, storm_weight: float | None = None,
                  rotate_after_s: float = ROTATE_AFTER_S, perp: bool = True,
-                 open_interest_interval_s: float = 30.0) -> None:
+                 open_interest_interval_s: float = 30.0, perp_stale_after_s: Mapping[str, float] | None = None) -> None:
         super().__init__(instruments, endpoints, book_depth=book_depth, book_mode=book_mode, trades=trades,
-                         perp=perp)
+                         perp=perp, perp_stale_after_s=perp_stale_after_s)
         if book_mode not in ("diff", "partial"):
             raise ValueError(f"binance book_mode must be 'diff' or 'partial', not {book_mode!r}")
         if trade_stream not in ("trade", "aggTrade"):
@@ -768,6 +769,20 @@ class BinanceAdapter(Adapter):
         return out or [SubscribeFailed(None, conn, message)]
 
     # ------------------------------------------------------------------ open interest (REST only on Binance)
+    def open_interest_period(self, n_symbols: int) -> float:
+        """Seconds between two polls of one symbol's open interest with n_symbols USDⓈ-M symbols (0: never)."""
+        if self.open_interest_interval_s <= 0:
+            return 0.0
+        return max(self.open_interest_interval_s, max(n_symbols, 1) * 60.0 / OPEN_INTEREST_WEIGHT_PER_MIN)
+
+    def perp_stale_after(self, n_symbols: int = 1) -> dict[str, float]:
+        """The markPrice groups as documented, and open interest after two poll periods (layout 1.6)."""
+        out = super().perp_stale_after(n_symbols)
+        period = self.open_interest_period(n_symbols)
+        if period and "open_interest" not in self.perp_stale_after_override:
+            out["open_interest"] = 2 * period + PERP_STALE_SLACK_S
+        return out
+
     def poll(self, now: float) -> list[Event]:
         """One open interest request when due, the USDⓈ-M symbols taking turns: each symbol every
         open_interest_interval_s, or less often when that would exceed OPEN_INTEREST_WEIGHT_PER_MIN."""
@@ -800,8 +815,9 @@ class BinanceAdapter(Adapter):
             if d["symbol"] != key[1]:
                 raise ValueError(f"answer for {d['symbol']!r}")
             fields = perp_fields(open_interest=d["openInterest"])
-            # no times of its own: the record's age stays the markPrice stream's, so its silence still shows
-            return [PerpStatsUpdate(key, fields, 0, 0)]
+            # no times of its own: the record's age stays the markPrice stream's, so its silence still shows; the
+            # open interest group alone is dated by the answer (layout 1.6), so a failing poll shows too
+            return [PerpStatsUpdate(key, fields, 0, 0, group_recv_ns=recv_ns)]
         except (*_BAD_INPUT, orjson.JSONDecodeError) as e:
             return [ProtocolError("rest", f"bad open interest answer: {type(e).__name__}: {e}: {_excerpt(body)}",
                                   key=key)]

@@ -105,3 +105,10 @@ def snapshot_limit(market: str, configured: int, book_depth: int, storm: int, wi
         return fitting[-1]
     lightest = min(weight(d) for d in candidates)
     return max(d for d in candidates if weight(d) == lightest)
+
+
+# Push cadence of the perp data (layout 1.6 per-group freshness): `<symbol>@markPrice@1s` carries mark, index and
+# funding every second (BN-UM websocket-market-streams/Mark-Price-Stream: "Update Speed: 3000ms or 1000ms"); open
+# interest is polled by the feed (REST /fapi/v1/openInterest), so its cadence is the adapter's open_interest_interval_s,
+# stretched by OPEN_INTEREST_WEIGHT_PER_MIN (the adapter computes it).
+PERP_PUSH_EVERY_S: dict[str, float] = {"mark": 1.0, "index": 1.0, "funding": 1.0}

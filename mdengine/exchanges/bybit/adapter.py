@@ -35,6 +35,7 @@ from ...core.events import (
     SymbolKey,
     TradesReceived,
 )
+from ...core.types import PERP_GROUPS as _PERP_GROUPS
 from ...core.types import Side
 from ...limits import perp_fields, trade_numbers
 from ...symbols import Instrument
@@ -285,7 +286,9 @@ class BybitAdapter(WsBookAdapter):
             if not fields:
                 return []
             self._perp_seen.add(sym.key)
-            return [PerpStatsUpdate(sym.key, fields, int(msg["ts"]) * _MS, recv_ns)]
+            # a delta leaves out what did not change ("If a response param is not found in the message, then its
+            # value has not changed"): every frame vouches for every group, so none goes quiet alone (layout 1.6)
+            return [PerpStatsUpdate(sym.key, fields, int(msg["ts"]) * _MS, recv_ns, confirms=_PERP_GROUPS)]
         rows = []
         for r in msg["data"]:
             px, qty = trade_numbers(r["p"], r["v"])

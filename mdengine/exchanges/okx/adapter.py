@@ -47,6 +47,7 @@ from .._sync import LANE_MEMBERS, LIVE, SymbolSync
 from .._wire import chunks, dumps_str, loads, trade_id
 from .._wsbook import WsBookAdapter
 from . import instruments as _instruments
+from . import limits as _limits
 from .endpoints import DEFAULT_ENDPOINTS as _DEFAULT_ENDPOINTS
 
 _MS = 1_000_000
@@ -66,6 +67,7 @@ _ORDER_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
 class OkxAdapter(WsBookAdapter):
     exchange = "okx"
     DEFAULT_ENDPOINTS = _DEFAULT_ENDPOINTS
+    PERP_PUSH_EVERY_S = _limits.PERP_PUSH_EVERY_S  # one channel per group: each can go quiet alone
     MARKETS = ("SPOT", "SWAP", "FUTURES", "OPTION")
     SYMBOLS_PER_CONN = 15  # books + trades = 30 channels, OKX's advice for 400-level books
 

@@ -25,3 +25,16 @@ def cost(path: str, params: Mapping[str, str]) -> tuple[str, float] | None:
     if not path.startswith("/api/v5/"):
         return None
     return _ENDPOINTS.get(path, "okx-other"), 1.0
+
+
+# Push cadence of the perp channels (layout 1.6 per-group freshness), OKX-DOC public-data WebSocket pages (okx.com
+# docs-v5, "Mark price channel", "Index tickers channel", "Funding rate channel", "Open interest channel"; as quoted
+# in the docs' copies checked 2026-12-07), as the most seconds between two pushes of each group:
+# - mark-price: every 200 ms when the mark changes, every 10 s when it does not -> 10
+# - index-tickers: every 100 ms when it changes, otherwise once a minute -> 60
+# - funding-rate: "pushed in 30s to 90s" -> 90
+# - open-interest: "every 3 seconds when there are updates", nothing when there are none. OKX promises no push for
+#   an unchanged open interest, so 60 here is mdengine's bound, not OKX's: a perpetual's open interest changes with
+#   most fills, and a minute without one on a live swap is far rarer than a channel gone quiet. On a thin swap this
+#   can call an unchanged open interest stale; its age says how old it is.
+PERP_PUSH_EVERY_S: dict[str, float] = {"mark": 10.0, "index": 60.0, "funding": 90.0, "open_interest": 60.0}
