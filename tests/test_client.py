@@ -448,9 +448,10 @@ def _idle_waiter(namespace: str, mode: str, env: dict[str, str], window: float =
 def test_blocking_wait_sleeps_in_a_futex_and_uses_almost_no_cpu_when_idle(namespace, feed):
     feed.add("spot", "BTCUSDT", "BTC/USDT")
     share, calls = _idle_waiter(namespace, "block", {})
-    # Behaviour, not speed: the waiter sits in the futex system call (it leaves it every 100 ms for its slow path,
-    # so a sample may catch it elsewhere), and an idle sleeper's CPU time does not grow with the machine's load.
-    assert calls.count(_FUTEX_SYSCALL) >= 15, calls
+    # Behaviour, not speed: the waiter sits in the futex system call most of the time (it leaves it every 100 ms
+    # for its slow path, and on a busy machine waits its turn for a core after each wake, so a sample may catch it
+    # elsewhere), and an idle sleeper's CPU time does not grow with the machine's load.
+    assert calls.count(_FUTEX_SYSCALL) > len(calls) // 2, calls
     assert share < 0.05, f"idle blocking wait used {share:.1%} of a core"
     # Negative control: where futexes are off, the same waiter polls with sleeps and is never in a futex.
     share, calls = _idle_waiter(namespace, "block", {"MDENGINE_NO_FUTEX": "1"}, 1.0)
