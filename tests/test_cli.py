@@ -190,3 +190,48 @@ def test_status_sampler_follows_a_recreated_segment(published, namespace):
             assert [s["symbol"] for s in sampler.sample()["feeds"][0]["symbols"]] == ["SOL/USDT"]
         shm.unlink(shm.segment_name(namespace, "okx"))
         assert sampler.sample()["feeds"] == []
+
+
+IN_PROCESS_RUNS = '''
+import logging
+import os
+import socket
+
+from mdengine.engine import cli
+from mdengine.engine.control import socket_address
+
+NAMESPACE = os.environ["NS"]
+
+
+def test_run_in_process_logs_to_the_captured_stderr(tmp_path, capsys):
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # this process "runs" a supervisor: run stops
+    held.bind(socket_address(NAMESPACE))                      # after configure_logging, with exit 1
+    held.listen(1)
+    try:
+        path = tmp_path / "engine.toml"
+        path.write_text(f'namespace = "{NAMESPACE}"\\n[[exchanges]]\\nname = "okx"\\nsymbols = ["BTC/USDT"]\\n')
+        assert cli.main(["run", "--config", str(path)]) == 1
+        logging.getLogger("mdengine.first").warning("first line")
+    finally:
+        held.close()
+    err = capsys.readouterr().err
+    assert "already running" in err and "mdengine.first: first line" in err
+
+
+def test_a_later_test_logs_to_its_own_stderr(capsys):
+    logging.getLogger("mdengine.later").warning("later line")
+    err = capsys.readouterr().err
+    assert "mdengine.later: later line" in err and "Logging error" not in err, err
+'''
+
+
+def test_cli_run_in_process_leaves_no_handler_on_a_closed_stream(tmp_path, namespace):
+    """`mdengine run` called in-process sets up logging to stderr while pytest's capsys is stderr; a line logged
+    in a later test (capsys closed by then) goes to that test's stderr, with no "--- Logging error ---"."""
+    (tmp_path / "test_in_process.py").write_text(IN_PROCESS_RUNS)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_in_process.py"],
+                         cwd=tmp_path, env={**os.environ, "NS": namespace}, capture_output=True, text=True,
+                         timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "2 passed" in output, output
+    assert "Logging error" not in output and "closed file" not in output, output

@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -80,11 +81,30 @@ def _feed_main(target: FeedTarget, namespace: str, cfg: ExchangeConfig, control:
     raise SystemExit(target(namespace, cfg, control, ready))
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged, as logging's last resort does, not to the
+    stream that was stderr when logging was set up: the CLI run in-process (tests, an embedding program)
+    must not keep a stream its caller has since replaced and closed (pytest's capture: "--- Logging error
+    --- ValueError: I/O operation on closed file"). In a real process it is always the process's stderr."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's: it would store a stream
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # setStream(): nothing to keep, sys.stderr is looked up each time
+        pass
+
+
 def configure_logging(level: str = "INFO", log_file: str | None = None) -> None:
     """One line per event: time, level, process id, logger, message (messages carry exchange=/symbol=).
-    To stderr, or appended to `log_file` (feeds and supervisor share it)."""
-    logging.basicConfig(level=level.upper(), force=True, filename=log_file,
-                        format="%(asctime)s %(levelname)-5s [%(process)d] %(name)s: %(message)s")
+    To stderr (the current one at each line), or appended to `log_file` (feeds and supervisor share it)."""
+    destination: dict[str, Any] = {"filename": log_file} if log_file else {"handlers": [StderrHandler()]}
+    logging.basicConfig(level=level.upper(), force=True,
+                        format="%(asctime)s %(levelname)-5s [%(process)d] %(name)s: %(message)s", **destination)
     if level.upper() != "DEBUG":
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_libraries)
