@@ -132,7 +132,7 @@ def test_wait_on_sets_of_500_books_wakes_on_any_of_them_and_names_each_change(na
             assert list(listed.tops()["symbol"][listed.changed]) == ["S749/USDT"]
             assert c.wait(0.2, [usdm, listed]) == []
     finally:
-        w.terminate()
+        w.stop()
 
 
 def test_tops_flags_rows_of_a_dead_writer(namespace):
