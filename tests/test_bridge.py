@@ -419,8 +419,8 @@ async def _kv_u(server: NatsServer, bus: str, source: str) -> int:
 
 
 def _pair(server: NatsServer, bus: str, ns: str, source: str, **kw) -> BridgePublisher:
-    return BridgePublisher(NatsTransport([server.url], bus), ns, bus_namespace=bus, source_id=source, status_s=0.05,
-                           **kw)
+    return BridgePublisher(NatsTransport([server.url], bus), ns, bus_namespace=bus, source_id=source,
+                           **{"status_s": 0.05, **kw})
 
 
 async def _step_to(src: Source, u: int, epoch: int) -> None:
@@ -549,6 +549,56 @@ def test_a_publisher_started_on_ids_the_exchange_has_restarted_does_not_shadow_t
             shm.unlink(name)
     assert seen == [3, 4, 5], seen  # A's books, never B's old one
     assert mirror.stats.malformed == 0
+
+
+def test_a_source_whose_own_restart_book_was_the_dropped_copy_still_counts_on_the_new_ids(nats_server, namespace,
+                                                                                         mirror_ns):
+    """Both engines follow an exchange id restart at once. A's first book of the new ids reaches the stream first,
+    so JetStream drops B's copy; B's next book (its copy first this time) is on the new ids and must be applied,
+    not dropped as one of a source still on the old ids. On the old code the mirror stayed at u = 1 (B's books
+    dropped, A's copies dropped by the stream), then repaired the gap from a KV snapshot still on the old ids."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pub_a, pub_b = (_pair(nats_server, bus, ns, sid, status_s=60.0) for ns, sid in ((namespace, "A"), (b_ns, "B")))
+        tasks = [asyncio.create_task(p.run()) for p in (pub_a, pub_b)]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+
+        async def first(src: Source, u: int, epoch: int) -> None:  # this copy is the one the stream keeps
+            await _step_to(src, u, epoch)
+            await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == u, f"{u} in the mirror")
+
+        for u in range(1000, 1011):  # the old ids: B's copies first, so the mirror knows where B is
+            await first(b, u, 1)
+            await _step_to(a, u, 1)
+        await first(a, 1, 2)  # the restart: A's copy first, B left behind
+        sent = pub_b.stats.books
+        await _step_to(b, 1, 2)  # B's copy of it: dropped by the stream (same Nats-Msg-Id)
+        await _until(lambda: pub_b.stats.books >= sent + len(SYMBOLS), "B's copy sent")
+        await asyncio.sleep(0.2)
+        from_b = mirror.stats.sources.get("B", 0)
+        await first(b, 2, 2)  # B's copy first: B is on the new ids
+        assert mirror.stats.sources.get("B", 0) > from_b
+        await _step_to(a, 2, 2)
+        await first(a, 3, 2)
+        with SegmentReader(namespace, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")
+        await _stop([pub_a, pub_b], tasks, mirror, mtask)
+        return mirror
+
+    try:
+        mirror = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert mirror.stats.resets == len(SYMBOLS) and mirror.stats.gaps == 0 and mirror.stats.malformed == 0
 
 
 def test_one_engine_resyncing_or_dead_does_not_override_the_other_live(nats_server, namespace, mirror_ns):

@@ -250,11 +250,12 @@ class BridgeMirror:
             if not pu and not fs.behind and self._across_restart(m, u, body["et"]) < 0:
                 fs.behind = u  # a publisher just started, its engine still on the ids the exchange restarted
             # this source's sequence went far back (or, for a publisher just started, far below the mirror's): the
-            # exchange restarted its ids
-            if (pu and u < pu // 2) or (not pu and u < m.u // 2):
-                if fs.behind:
-                    fs.behind = 0
-                elif u <= m.u:
+            # exchange restarted its ids. A source left behind is on the new ids once its u falls far below where
+            # it was, whether or not its own first book of them came (JetStream keeps the copy delivered first)
+            if fs.behind and u < fs.behind // 2:
+                fs.behind = 0
+            elif (pu and u < pu // 2) or (not pu and u < m.u // 2):
+                if u <= m.u:
                     self._restart_sequence(m, body.get("src", ""), u)
             elif fs.behind:
                 fs.behind = max(fs.behind, u)  # still on the old sequence, further along it
@@ -411,8 +412,9 @@ class BridgeMirror:
         live = body["st"] == L.BookState.LIVE
         if live:
             across = self._across_restart(m, body["u"], body["et"])
-            if across < 0:  # from before the restart the held book shows: that source is behind
-                fs.u = fs.behind = max(fs.behind, body["u"])
+            if across < 0:  # from before the restart the held book shows (a KV snapshot lags its source's stream
+                # by up to snapshot_s): dropped; its source counts as behind until its books or status say otherwise
+                fs.behind = max(fs.behind, body["u"])
                 return False
             if across > 0:  # the restarted sequence: followed (or, for a source left behind, it has seen it too)
                 if fs.behind:
