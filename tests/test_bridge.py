@@ -396,6 +396,211 @@ def test_a_publisher_started_after_an_exchange_id_restart_shows_it(nats_server, 
     assert mirror.stats.resets == len(SYMBOLS)
 
 
+async def _purge(server: NatsServer, bus: str) -> None:
+    """The stream forgets what it held (as its max_age does, 5 minutes after): only the KV snapshots remain."""
+    import nats
+
+    from mdengine.bridge import wire
+
+    nc = await nats.connect(server.url)
+    await nc.jetstream().purge_stream(wire.stream_name(bus))
+    await nc.close()
+
+
+async def _kv_u(server: NatsServer, bus: str, source: str) -> int:
+    """The update id of `source`'s KV snapshot of BTC/USDT (-1: none yet)."""
+    from mdengine.bridge import wire
+
+    t = NatsTransport([server.url], bus)
+    await t.connect()
+    raw = await t.get_snapshot(wire.kv_key(EXCHANGE, "BTC/USDT", source))
+    await t.close()
+    return -1 if raw is None else wire.decode(raw)["u"]
+
+
+def _pair(server: NatsServer, bus: str, ns: str, source: str, **kw) -> BridgePublisher:
+    return BridgePublisher(NatsTransport([server.url], bus), ns, bus_namespace=bus, source_id=source,
+                           **{"status_s": 0.05, **kw})
+
+
+async def _step_to(src: Source, u: int, epoch: int) -> None:
+    """A book at u of the exchange's sequence `epoch` (its exchange time tells the sequences apart)."""
+    src.u = u - 1
+    src.step(trades=0, exch_ts_ns=epoch * 10**12 + u * 1000)
+
+
+def test_a_restarted_mirror_is_not_shadowed_by_a_dead_sources_snapshot_from_before_an_id_restart(
+        nats_server, namespace, mirror_ns):
+    """Engine B died while the exchange was on its old ids; its KV snapshot stays in the bucket. The exchange
+    restarted its ids, engine A followed, and the stream no longer holds the restart when the mirror restarts. The
+    mirror starts from A's snapshot (the restarted sequence, later by the exchange's time), not from B's larger,
+    older ids, and A's next books are applied. On the old code it showed B's dead book, live, and dropped A's."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pubs = [_pair(nats_server, bus, namespace, "A", snapshot_s=0.1), _pair(nats_server, bus, b_ns, "B")]
+        tasks = [asyncio.create_task(p.run()) for p in pubs]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        for u in range(1000, 1021):
+            await _step_to(a, u, 1)
+            await _step_to(b, u, 1)
+            await asyncio.sleep(0.01)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1020, "the old sequence")
+        await _until(lambda: pubs[1].stats.snapshots >= 2, "B's KV snapshots")
+        pubs[1].stop()  # engine B and its publisher die, its snapshot (old ids) stays in the bucket
+        await asyncio.wait_for(tasks[1], WAIT_S)
+        _SOURCES.remove(b)
+        for u in (1, 2, 3):  # the exchange restarted its ids; A follows
+            await _step_to(a, u, 2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 3, "the restart in the mirror")
+        kv_a: list[int] = [-1]
+
+        async def a_snapshot_is_new() -> None:
+            while kv_a[0] != 3:
+                kv_a[0] = await _kv_u(nats_server, bus, "A")
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(a_snapshot_is_new(), WAIT_S)
+        assert 1000 <= await _kv_u(nats_server, bus, "B") <= 1020
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        await _purge(nats_server, bus)
+
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS[:] = [tasks[0], mtask2]
+        await asyncio.wait_for(mirror2.ready.wait(), WAIT_S)
+        started_at = _mirror_u(mirror_ns, "BTC/USDT")  # what the KV snapshots gave
+        assert started_at == 3, f"the restarted mirror started from {started_at}, not A's restarted ids"
+        await _step_to(a, 4, 2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 4, "A's next book in the restarted mirror")
+        with SegmentReader(namespace, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")  # A's book, live
+        await _stop([pubs[0]], [tasks[0]], mirror2, mtask2)
+        return mirror2
+
+    try:
+        mirror2 = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert mirror2.stats.malformed == 0
+
+
+def test_a_publisher_started_on_ids_the_exchange_has_restarted_does_not_shadow_them(nats_server, namespace,
+                                                                                    mirror_ns):
+    """The exchange restarted its ids and the mirror follows engine A. Engine B's publisher starts now, while B still
+    reads the old ids (a slower connection): its first book has no `pu`, a far larger id and an earlier exchange
+    time. It is from before the restart: dropped (its KV snapshot too), and B is held behind until it follows. On
+    the old code the mirror showed B's old book and dropped A's newer ones."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pub_a = _pair(nats_server, bus, namespace, "A")
+        tasks = [asyncio.create_task(pub_a.run())]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        for u in range(1000, 1011):
+            await _step_to(a, u, 1)
+            await asyncio.sleep(0.01)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 1010, "the old sequence")
+        for u in (1, 2, 3):  # the exchange restarted its ids; A follows
+            await _step_to(a, u, 2)
+        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == 3, "the restart in the mirror")
+        await _step_to(b, 1011, 1)  # B: still the old sequence
+        handled = mirror.stats.duplicates
+        pub_b = _pair(nats_server, bus, b_ns, "B")
+        tasks.append(asyncio.create_task(pub_b.run()))
+        _TASKS[:] = [*tasks, mtask]
+        # B's first books reach the mirror: dropped (a duplicate, as an older book) or, on the old code, applied
+        await _until(lambda: mirror.stats.duplicates + mirror.stats.sources.get("B", 0) >= handled + len(SYMBOLS),
+                     "B's first books at the mirror")
+        await _until(lambda: pub_b.stats.statuses >= 3, "B's statuses")
+        seen = [_mirror_u(mirror_ns, "BTC/USDT")]
+        assert seen == [3], f"the mirror shows {seen[0]}: B's book from before the restart"
+        for u in (4, 5):
+            await _step_to(a, u, 2)
+            await _until(lambda u=u: _mirror_u(mirror_ns, "BTC/USDT") == u, f"A's book {u}")
+            seen.append(_mirror_u(mirror_ns, "BTC/USDT"))
+        await _step_to(b, 6, 2)  # B follows the restart: it counts again
+        await _until(lambda: mirror.stats.sources.get("B", 0) >= 1, "B's book of the new sequence applied")
+        with SegmentReader(b_ns, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")
+        await _stop([pub_a, pub_b], tasks, mirror, mtask)
+        return mirror, seen
+
+    try:
+        mirror, seen = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert seen == [3, 4, 5], seen  # A's books, never B's old one
+    assert mirror.stats.malformed == 0
+
+
+def test_a_source_whose_own_restart_book_was_the_dropped_copy_still_counts_on_the_new_ids(nats_server, namespace,
+                                                                                         mirror_ns):
+    """Both engines follow an exchange id restart at once. A's first book of the new ids reaches the stream first,
+    so JetStream drops B's copy; B's next book (its copy first this time) is on the new ids and must be applied,
+    not dropped as one of a source still on the old ids. On the old code the mirror stayed at u = 1 (B's books
+    dropped, A's copies dropped by the stream), then repaired the gap from a KV snapshot still on the old ids."""
+    bus = "bus" + uuid.uuid4().hex[:6]
+    b_ns = "s" + uuid.uuid4().hex[:8]
+    a, b = Source(namespace), Source(b_ns)
+
+    async def scenario():
+        pub_a, pub_b = (_pair(nats_server, bus, ns, sid, status_s=60.0) for ns, sid in ((namespace, "A"), (b_ns, "B")))
+        tasks = [asyncio.create_task(p.run()) for p in (pub_a, pub_b)]
+        mirror = BridgeMirror(NatsTransport([nats_server.url], bus), mirror_ns)
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+
+        async def first(src: Source, u: int, epoch: int) -> None:  # this copy is the one the stream keeps
+            await _step_to(src, u, epoch)
+            await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == u, f"{u} in the mirror")
+
+        for u in range(1000, 1011):  # the old ids: B's copies first, so the mirror knows where B is
+            await first(b, u, 1)
+            await _step_to(a, u, 1)
+        await first(a, 1, 2)  # the restart: A's copy first, B left behind
+        sent = pub_b.stats.books
+        await _step_to(b, 1, 2)  # B's copy of it: dropped by the stream (same Nats-Msg-Id)
+        await _until(lambda: pub_b.stats.books >= sent + len(SYMBOLS), "B's copy sent")
+        await asyncio.sleep(0.2)
+        from_b = mirror.stats.sources.get("B", 0)
+        await first(b, 2, 2)  # B's copy first: B is on the new ids
+        assert mirror.stats.sources.get("B", 0) > from_b
+        await _step_to(a, 2, 2)
+        await first(a, 3, 2)
+        with SegmentReader(namespace, EXCHANGE) as src, SegmentReader(mirror_ns, EXCHANGE) as dst:
+            _same_book(src, dst, "BTC/USDT")
+        await _stop([pub_a, pub_b], tasks, mirror, mtask)
+        return mirror
+
+    try:
+        mirror = asyncio.run(scenario())
+    finally:
+        a.close()
+        b.close()
+        for name in shm.list_names(b_ns):
+            shm.unlink(name)
+    assert mirror.stats.resets == len(SYMBOLS) and mirror.stats.gaps == 0 and mirror.stats.malformed == 0
+
+
 def test_one_engine_resyncing_or_dead_does_not_override_the_other_live(nats_server, namespace, mirror_ns):
     """A symbol is live in the mirror while any healthy source has it live: engine A resyncing, then A's feed
     stopped, leave it live from B; B resyncing too (A gone) makes it resyncing; B stopped makes it stale."""

@@ -228,19 +228,25 @@ def test_an_exchange_restarting_its_update_ids_is_followed_not_shadowed(rig, sim
     r = rig()
     sampler = Sampler(r.mirror, SYMBOLS[0])
     sampler.start()
+    # the old sequence's ids are near 10**9, the new one's start below 50 and grow a few per update: a new id is
+    # one below half of any old one (the mirror's own rule). "Below `before`" would not tell them apart: the
+    # mirror trails the engines by the bus's latency, so its first samples can be older books of the old sequence
     before = r.src_b.book(SYMBOLS[0]).header().update_id
+    new_ids = before // 2
     sim.inject(EXCHANGE, "seq_reset", symbol="BTC-USDT")
     for src in (r.src_a, r.src_b):
-        wait_for(lambda src=src: src.book(SYMBOLS[0]).header().update_id < before, TIMEOUT_S, "the reset upstream")
-    wait_for(lambda: r.mirror.book(SYMBOLS[0]).header().update_id < before, TIMEOUT_S, "the reset in the mirror")
+        wait_for(lambda src=src: src.book(SYMBOLS[0]).header().update_id < new_ids, TIMEOUT_S, "the reset upstream")
+    wait_for(lambda: r.mirror.book(SYMBOLS[0]).header().update_id < new_ids, TIMEOUT_S, "the reset in the mirror")
     time.sleep(1.0)
     sampler.done.set()
     sampler.join()
     assert r.compare_books(r.src_b) >= 10, "too few books caught at equal update ids after the reset"
     us = [u for _, u, _ in sampler.samples]
-    first_small = next(i for i, u in enumerate(us) if u < before)
-    assert max(us[first_small:]) < before, "an old-sequence book shadowed the restarted one"
-    assert all(st == L.BookState.LIVE for _, _, st in sampler.samples[first_small:])
+    first_new = next(i for i, u in enumerate(us) if u < new_ids)
+    after = us[first_new:]
+    assert max(after) < new_ids, "an old-sequence book shadowed the restarted one"
+    assert after == sorted(after), "an older book followed a newer one after the restart"
+    assert all(st == L.BookState.LIVE for _, _, st in sampler.samples[first_new:])
     mirror_summary = r.stop()[2]
     assert mirror_summary["resets"] >= 1 and mirror_summary["malformed"] == 0, mirror_summary
 

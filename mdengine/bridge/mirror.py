@@ -12,7 +12,10 @@ applies is keyed on what the exchange gave, which is equal across engines:
   the message, a whole snapshot, repairs the book. An exchange that restarts its sequence (Bybit: `u` = 1 after a
   service restart) shows as a source whose `u` falls below half its own `pu`: the mirror follows it, and ignores
   other sources' books until their own sequence restarts too, or the new sequence passes where they were (their
-  older books are not newer for having larger ids). A smaller step back is an older book, dropped.
+  older books are not newer for having larger ids). A smaller step back is an older book, dropped. A book with
+  no `pu` to compare (a KV snapshot, a just-started publisher's first book) is placed by its exchange time: far
+  below the held `u` but later is the restart; far above it but earlier is from before the restart (a dead
+  source's snapshot left in the bucket, an engine still on the old ids): its source is behind, the book dropped.
 - trades by exchange trade id: a bounded set of recent ids per symbol (and anything older than the set reaches)
   is dropped; each source's batches are numbered by its own engine's ring, so a batch a source never delivered
   is found and taken from that source's KV snapshot. That repair runs as its own task and holds back only that
@@ -61,6 +64,7 @@ class _FromSource:
 class _Mirrored:
     slot: int
     u: int = 0  # the exchange update id of the live book held (0: none)
+    et: int = 0  # its exchange time (0: not known)
     has_book: bool = False
     state: int = L.BookState.EMPTY  # the state published in the mirror
     gap_upto: int = 0  # the newest missed update id already counted (a status and the next message both tell)
@@ -194,7 +198,7 @@ class BridgeMirror:
         flat[2:4 * na:4] = a[0:2 * na:2]
         flat[3:4 * na:4] = a[1:2 * na:2]
         if body["st"] == L.BookState.LIVE:
-            m.u = body["u"]
+            m.u, m.et = body["u"], body["et"]
         m.has_book = True
         state = self._wanted_state(exchange, m, time.monotonic())
         if state == L.BookState.EMPTY:
@@ -217,6 +221,19 @@ class BridgeMirror:
                 fs.behind = fs.u
 
     @staticmethod
+    def _across_restart(m: _Mirrored, u: int, et: int) -> int:
+        """For a live book with no `pu`: 1 if it is the exchange's restarted sequence (`u` far below the held one, a
+        later exchange time), -1 if it is from before a restart the mirror followed (`u` far above, an earlier
+        time), else 0 (the ids compare as they are; also when either exchange time is unknown)."""
+        if not (m.u and et and m.et):
+            return 0
+        if u < m.u // 2 and et > m.et:
+            return 1
+        if m.u < u // 2 and et < m.et:
+            return -1
+        return 0
+
+    @staticmethod
     def _is_behind(m: _Mirrored, fs: _FromSource) -> bool:
         """Still on the old sequence, unless the new one has passed where it was (then ids compare again)."""
         if fs.behind and m.u > fs.behind:
@@ -230,12 +247,15 @@ class BridgeMirror:
         u, pu, live = body["u"], body["pu"], body["st"] == L.BookState.LIVE
         fs.state = body["st"]
         if live:
+            if not pu and not fs.behind and self._across_restart(m, u, body["et"]) < 0:
+                fs.behind = u  # a publisher just started, its engine still on the ids the exchange restarted
             # this source's sequence went far back (or, for a publisher just started, far below the mirror's): the
-            # exchange restarted its ids
-            if (pu and u < pu // 2) or (not pu and u < m.u // 2):
-                if fs.behind:
-                    fs.behind = 0
-                elif u <= m.u:
+            # exchange restarted its ids. A source left behind is on the new ids once its u falls far below where
+            # it was, whether or not its own first book of them came (JetStream keeps the copy delivered first)
+            if fs.behind and u < fs.behind // 2:
+                fs.behind = 0
+            elif (pu and u < pu // 2) or (not pu and u < m.u // 2):
+                if u <= m.u:
                     self._restart_sequence(m, body.get("src", ""), u)
             elif fs.behind:
                 fs.behind = max(fs.behind, u)  # still on the old sequence, further along it
@@ -390,6 +410,19 @@ class BridgeMirror:
         # fs.next_trade stays unknown: the stream is replayed from before the snapshot, and its first batch of
         # this source tells where the source's numbering is (its trades are told apart by id, not by index)
         live = body["st"] == L.BookState.LIVE
+        if live:
+            across = self._across_restart(m, body["u"], body["et"])
+            if across < 0:  # from before the restart the held book shows (a KV snapshot lags its source's stream
+                # by up to snapshot_s): dropped; its source counts as behind until its books or status say otherwise
+                fs.behind = max(fs.behind, body["u"])
+                return False
+            if across > 0:  # the restarted sequence: followed (or, for a source left behind, it has seen it too)
+                if fs.behind:
+                    fs.behind = 0
+                else:
+                    self._restart_sequence(m, body.get("src", ""), body["u"])
+            if across or not fs.u:  # a restart, or the first word of this source (so a restart marks it behind)
+                fs.u = body["u"]
         if (live and body["u"] > m.u and not self._is_behind(m, fs)) or not m.has_book:
             self._apply_book(exchange, w, m, body)
             self.stats.snapshots += 1
