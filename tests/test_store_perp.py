@@ -189,3 +189,49 @@ def test_perp_reads_are_never_torn_under_a_writer_process(namespace):
     assert control_torn > 0, summary  # the race was there to lose: a reader without the latch saw mixed records
     assert changes > 1000 and got > 1000, summary  # the reads really raced the writer
     assert got + lost <= published, summary
+
+
+@pytest.mark.slow
+def test_perp_read_retries_a_torn_copy_and_gives_up_after_retry_limit(namespace):
+    """Against a back-to-back writer process: with retry_limit=2 a torn first copy is retried (retries counts it) and
+    the record returned is whole; with retry_limit=1 a torn copy raises ReadContention after exactly one retry."""
+    from mdengine.store import ReadContention
+
+    create_segment(namespace, H.EXCHANGE, max_symbols=2, book_capacity=5, trade_capacity=16, liquidation_capacity=64)
+    writer = H.spawn("perp-writer", ns=namespace, seconds=90)
+    fields = ("mark_price", "index_price", "funding_rate", "next_funding_rate", "next_funding_ns", "open_interest")
+    try:
+        writer.next(30)
+        with SegmentReader(namespace, H.EXCHANGE, retry_limit=2) as two, \
+                SegmentReader(namespace, H.EXCHANGE, retry_limit=1) as one:
+            patient, hasty = two.perp(H.PERP_UNIFIED), one.perp(H.PERP_UNIFIED)
+            retried = torn = errors = 0
+            err = None
+            give_up = time.monotonic() + 60
+            while (not retried or err is None) and time.monotonic() < give_up:
+                before = patient.retries
+                try:
+                    rec = patient.read()
+                except ReadContention:
+                    assert patient.retries == before + 2  # both attempts torn: each counted
+                    errors += 1
+                else:
+                    if patient.retries == before + 1 and rec[6]:
+                        retried += 1
+                        want = H.perp_values(rec[6])
+                        torn += rec[:6] != tuple(want[f] for f in fields)
+                before = hasty.retries
+                try:
+                    hasty.read()
+                except ReadContention as e:
+                    err = e
+                    assert hasty.retries == before + 1
+                else:
+                    assert hasty.retries == before
+            del patient, hasty
+    finally:
+        writer.terminate()
+        writer.finish()
+    assert retried > 0, f"no read needed a second copy in 60 s ({errors=})"
+    assert torn == 0
+    assert err is not None and "changed during each of 1 reads" in str(err) and H.PERP_UNIFIED in str(err)

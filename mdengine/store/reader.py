@@ -306,12 +306,20 @@ class PerpReader:
             """The record's fields in PERP_DTYPE order: (mark_price, index_price, funding_rate, next_funding_rate,
             next_funding_ns, open_interest, exch_ts_ns, recv_ts_ns, pub_ts_ns, state, generation, version,
             mark_recv_ns, index_recv_ns, funding_recv_ns, oi_recv_ns); the last four are 0 before layout 1.6."""
-            for _ in range(limit):
+            s = q[i]
+            r = unpack(buf, c1 if s & 1 else c0)  # trusted only once s is re-checked
+            if q[i] == s:  # the usual read: one copy, without setting up the retry loop (~60 ns of ~300)
+                return r
+            return contended()
+
+        def contended() -> tuple:
+            for _ in range(limit - 1):  # read() made the first of `limit` attempts
+                self.retries += 1
                 s = q[i]
-                r = unpack(buf, c1 if s & 1 else c0)  # trusted only once s is re-checked
+                r = unpack(buf, c1 if s & 1 else c0)
                 if q[i] == s:
                     return r
-                self.retries += 1
+            self.retries += 1
             raise ReadContention(f"{seg_name}: the perp record changed during each of {limit} reads")
 
         seg_name = f"{self.segment.exchange} {self.symbol}"
