@@ -4,6 +4,7 @@ Client(mirror namespace), compared with the source at equal exchange update ids.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -1003,3 +1004,44 @@ def test_a_batch_one_engine_lost_and_the_other_delivers_later_stays_in_exchange_
     # A's gap held its later trades back (the mirror may also have had B's trades by the time it looked)
     assert mirror2.stats.held + mirror2.stats.trade_gaps > 0
     assert mirror2.stats.trades_unrepaired == mirror2.stats.malformed == 0
+
+
+def test_a_publish_left_unacknowledged_is_sent_again_in_order_not_counted_failed(nats_server, namespace, mirror_ns):
+    """The server stalls (SIGSTOP) for longer than the publisher's acknowledgement timeout while the engine goes on:
+    the publishes in flight get no answer. Each carries its Nats-Msg-Id, so the transport sends them again in order
+    (the stream keeps one copy) instead of counting them failed; once the server resumes (SIGCONT) the mirror has
+    every trade once, in order, with no gap."""
+    import signal
+
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=600.0)
+        pub = pubs[0]
+        pub.transport.ack_timeout_s = 0.5
+        for _ in range(20):
+            src.step()
+            await asyncio.sleep(0.005)
+        await _until(lambda: _caught_up(namespace, mirror_ns) and mirror.stats.trades == src.trade_index,
+                     "the first books and trades")
+        os.kill(nats_server.proc.pid, signal.SIGSTOP)
+        try:
+            for _ in range(20):  # in flight, unanswered, well past the 0.5 s acknowledgement timeout
+                src.step(trades=1)
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(nats_server.proc.pid, signal.SIGCONT)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the books after the stall")
+        await _until(lambda: mirror.stats.trades >= src.trade_index, f"every trade ({mirror.stats})")
+        ids = _trade_ids(mirror_ns)
+        await _stop(pubs, tasks, mirror, mtask)
+        return pub, mirror, ids
+
+    pub, mirror, ids = asyncio.run(scenario())
+    src.close()
+    assert pub.failed == 0, pub.transport.why_failed
+    assert pub.transport.retried > 0  # the acknowledgements were missed, and the publishes sent again
+    assert ids == list(range(src.trade_index)), ids
+    assert mirror.stats.trades == src.trade_index
+    assert mirror.stats.trade_gaps == mirror.stats.trades_unrepaired == mirror.stats.gaps == 0, mirror.stats
