@@ -1046,3 +1046,53 @@ def test_a_publish_left_unacknowledged_is_sent_again_in_order_not_counted_failed
     assert ids == list(range(src.trade_index)), ids
     assert mirror.stats.trades == src.trade_index
     assert mirror.stats.trade_gaps == mirror.stats.trades_unrepaired == mirror.stats.gaps == 0, mirror.stats
+
+
+def test_a_mirror_that_replayed_from_a_start_time_hears_on_after_its_consumer_is_recreated(nats_server, namespace,
+                                                                                           mirror_ns):
+    """A mirror started after the KV snapshots were written replays the stream from a start time. Its ordered
+    consumer is recreated from where it was whenever it misses two heartbeats (as on a busy machine; here the
+    consumer is deleted on the server, which the client sees the same way): the new consumer must not repeat the
+    start time beside its start sequence, or the server refuses it and the mirror never hears anything again
+    (its books stale, no trade after: the failover rig's "waiting for mirrored trades" under load)."""
+    from mdengine.bridge import wire
+
+    src = Source(namespace)
+
+    async def scenario():
+        pub = BridgePublisher(NatsTransport([nats_server.url], namespace), namespace, status_s=0.05)
+        tasks = [asyncio.create_task(pub.run())]
+        _TASKS[:] = tasks
+        for _ in range(5):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pub.stats.snapshots >= len(SYMBOLS), "the KV snapshots")
+        mirror = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns)
+        mtask = asyncio.create_task(mirror.run())
+        _TASKS[:] = [*tasks, mtask]
+        await asyncio.wait_for(mirror.ready.wait(), WAIT_S)
+        await _until(lambda: _caught_up(namespace, mirror_ns), "the replay")
+        before = mirror.stats.trades
+        admin = NatsTransport([nats_server.url], namespace)
+        await admin.connect()
+        stream = wire.stream_name(namespace)
+        for c in await admin.js.consumers_info(stream):
+            await admin.js.delete_consumer(stream, c.name)
+        await admin.close()
+        end = time.monotonic() + 3.0  # past two missed heartbeats (1 s each): the client recreates its consumer
+        steps = 0
+        while time.monotonic() < end:
+            src.step()
+            steps += 1
+            await asyncio.sleep(0.05)
+        await _until(lambda: _caught_up(namespace, mirror_ns), f"the books after the new consumer ({mirror.stats})")
+        await _until(lambda: _trade_ids(mirror_ns)[-1] == src.trade_index - 1, f"every trade ({mirror.stats})")
+        ids = _trade_ids(mirror_ns)
+        await _stop([pub], tasks, mirror, mtask)
+        return mirror, ids, mirror.stats.trades - before, 2 * steps
+
+    mirror, ids, heard, sent = asyncio.run(scenario())
+    src.close()
+    assert heard >= sent > 0, (heard, sent)  # every trade since the consumer was deleted
+    assert ids == list(range(ids[0], src.trade_index)), ids  # once each, in order
+    assert mirror.stats.malformed == 0, mirror.stats

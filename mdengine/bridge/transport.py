@@ -300,9 +300,14 @@ class NatsTransport:
             policy = DeliverPolicy.BY_START_TIME
             start = datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.UTC)
             config = ConsumerConfig(opt_start_time=start.isoformat().replace("+00:00", "Z"))
-        # An ordered consumer recreates itself after a gap, a reconnect or a lost server, from where it was.
+        # An ordered consumer recreates itself after a gap, a reconnect, a lost server or two missed heartbeats (a
+        # busy machine), from where it was: by start sequence, from the config it was made with. A start time left
+        # in that config makes the server refuse every new consumer (400, "start time also set"), so the mirror
+        # would hear nothing again: once the consumer exists, its start time has done its job.
         await self.js.subscribe(subject, cb=on_msg, stream=wire.stream_name(self.namespace), ordered_consumer=True,
                                 deliver_policy=policy, config=config, idle_heartbeat=1.0, flow_control=True)
+        if config is not None:  # nats-py 2.x keeps this object to recreate the consumer with (tested)
+            config.opt_start_time = None
 
     async def close(self) -> None:
         """What is held for sending again, or awaits its acknowledgement, gets the rest of the stop's grace; what is
