@@ -203,13 +203,15 @@ class BridgePublisher:
         self._discover()
         end = time.monotonic() + seconds if seconds else None
         next_status = next_snapshot = next_discover = 0.0
-        failed_seen = 0
+        troubles_seen = (0, 0)
         while not self._stop.is_set() and (end is None or time.monotonic() < end):
             now = time.monotonic()
-            if self.transport.failed != failed_seen and getattr(self.transport, "connected", True):
-                # something was lost on the way (a cut, a full buffer): the snapshots go first, so a receiver
-                # that sees the gap finds the missed trades (and the current book) there
-                failed_seen = self.transport.failed
+            troubles = (self.transport.failed, getattr(self.transport, "retried", 0))
+            if troubles != troubles_seen and getattr(self.transport, "connected", True):
+                # something was lost on the way (a cut, a full buffer), or sent again (it may reach the stream
+                # after later messages): the snapshots go first, so a receiver that sees the gap finds the missed
+                # trades (and the current book) there
+                troubles_seen = troubles
                 next_snapshot = 0.0
                 for s in self._all():
                     if s.sent_version and not self._stop.is_set():

@@ -19,7 +19,7 @@ from . import wire
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 log = logging.getLogger("mdengine.bridge")
-RETRY_S = 20.0  # how long messages the stream refused for want of a leader are sent again with none taken
+RETRY_S = 20.0  # how long messages the stream refused (or left unacknowledged) are sent again with none taken
 # (a JetStream cluster takes seconds to elect a new leader after losing one; 5 s lost messages here under load)
 RETRY_QUEUE = 100_000  # messages held for sending again at most; beyond, they count as failed
 STOP_GRACE_S = 2.0  # on stop, how long what is held or unacknowledged may still take; the rest counts as unsent
@@ -55,11 +55,14 @@ class NatsTransport:
     `duplicate_window_s`), and a KV bucket `md_<ns>` holding one snapshot per symbol.
 
     A publish answered "no response from stream" (`NoStreamResponseError`: the stream has no leader for a moment,
-    as while a cluster elects one after a node died) is sent again, in the order it was first sent, until the
-    stream takes it; new publishes wait meanwhile, so order is kept. After RETRY_S without one taken, what is held
-    counts as failed. Sending a message again is harmless: its `Nats-Msg-Id` makes the stream drop a copy it
-    already holds. Once stopping (`begin_close`), what is held or unacknowledged gets `stop_grace_s` more; what is
-    left then counts as failed, and in `unsent_at_stop`."""
+    as while a cluster elects one after a node died), or not acknowledged within `ack_timeout_s` (a node stalled
+    or died holding it), is sent again, in the order it was first sent, until the stream takes it; new publishes
+    wait meanwhile. After RETRY_S without one taken, what is held counts as failed. Sending a message again is
+    harmless: its `Nats-Msg-Id` makes the stream drop a copy it already holds (within `duplicate_window_s`, longer
+    than ack_timeout_s + RETRY_S). Publishes already in flight when one is held are not held back: if the first
+    copy was lost, one of them can reach the stream before the second copy (the mirror then sees a trade gap and
+    repairs it from the KV snapshot). Once stopping (`begin_close`), what is held or unacknowledged gets
+    `stop_grace_s` more; what is left then counts as failed, and in `unsent_at_stop`."""
 
     def __init__(self, servers: list[str], namespace: str, *, max_age_s: float = 300.0,
                  duplicate_window_s: float = 30.0, replicas: int = 1, name: str = "mdengine-bridge") -> None:
@@ -158,9 +161,10 @@ class NatsTransport:
         if fut not in self._pending:  # counted already (unacknowledged when the stop's grace ended)
             return
         self._pending.discard(fut)
-        if fut.cancelled():
-            self._fail("no acknowledgement")
-        elif isinstance(fut.exception(), NoStreamResponseError):
+        # no acknowledgement within ack_timeout_s (a node stalled or died holding the message, a leader lost
+        # mid-proposal): the message may or may not be stored. Sent again like a refused one: a stored copy is
+        # dropped by its Nats-Msg-Id (within duplicate_window_s), a lost one is stored
+        if fut.cancelled() or isinstance(fut.exception(), NoStreamResponseError):
             self._hold(item)
         elif fut.exception() is not None:
             self._fail(type(fut.exception()).__name__)
@@ -189,7 +193,8 @@ class NatsTransport:
         cancels this when its grace ends: what is still held counts as failed and unsent."""
         from nats.js.errors import NoStreamResponseError
 
-        log.info("bridge: the stream had no leader; sending %d message(s) again", len(self._retry))
+        log.info("bridge: the stream refused or did not acknowledge %d message(s); sending them again",
+                 len(self._retry))
         end = time.monotonic() + RETRY_S
         try:
             while self._retry:
@@ -295,9 +300,14 @@ class NatsTransport:
             policy = DeliverPolicy.BY_START_TIME
             start = datetime.datetime.fromtimestamp(since_ns / 1e9, datetime.UTC)
             config = ConsumerConfig(opt_start_time=start.isoformat().replace("+00:00", "Z"))
-        # An ordered consumer recreates itself after a gap, a reconnect or a lost server, from where it was.
+        # An ordered consumer recreates itself after a gap, a reconnect, a lost server or two missed heartbeats (a
+        # busy machine), from where it was: by start sequence, from the config it was made with. A start time left
+        # in that config makes the server refuse every new consumer (400, "start time also set"), so the mirror
+        # would hear nothing again: once the consumer exists, its start time has done its job.
         await self.js.subscribe(subject, cb=on_msg, stream=wire.stream_name(self.namespace), ordered_consumer=True,
                                 deliver_policy=policy, config=config, idle_heartbeat=1.0, flow_control=True)
+        if config is not None:  # nats-py 2.x keeps this object to recreate the consumer with (tested)
+            config.opt_start_time = None
 
     async def close(self) -> None:
         """What is held for sending again, or awaits its acknowledgement, gets the rest of the stop's grace; what is
