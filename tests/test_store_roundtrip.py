@@ -75,6 +75,14 @@ def test_published_books_read_back_equal_clamped_and_padded(pair, books, read_de
         assert book.top_full()[:10] == tuple(h.__dict__.values())
 
 
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_retry_limit_below_one_is_refused(pair, limit):
+    """Every read makes one attempt before it counts retries, so a limit that allows none is a configuration error."""
+    w, seg = pair
+    with pytest.raises(ValueError, match="retry_limit must be at least 1"):
+        SegmentReader(seg.namespace, EX, retry_limit=limit)
+
+
 def test_publish_levels_rejects_books_that_do_not_fit(pair):
     w, _ = pair
     slot = w.add_symbol("spot", "BTCUSDT", "BTC/USDT")

@@ -6,6 +6,9 @@ writer): they must see torn data, otherwise a zero from the real reader would pr
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 import store_helpers as H
 
@@ -93,3 +96,69 @@ def test_read_gives_up_with_a_clear_error_when_every_attempt_is_torn(namespace):
     finally:
         writer.terminate()
         writer.finish()
+
+
+def _whole(method: str, got, buf) -> bool:
+    """True if what `method` returned is one versioned book of the book-writer (see H.versioned_flat)."""
+    if method == "top":
+        bid, bid_qty, ask, ask_qty = got
+        return (bid, ask, ask_qty) == (bid_qty * 1000, bid_qty * 1000 + 500, bid_qty + 0.5)
+    if method == "top_full":
+        u = got[0]
+        return got[10:14] == (u * 1000.0, float(u), u * 1000.0 + 500, u + 0.5)
+    row = np.frombuffer(buf.raw, "u1").reshape(1, -1)
+    return not H.bad_rows(row, DEPTH, DEPTH).any()
+
+
+@pytest.mark.parametrize("method", ["top", "top_full", "read_into"])
+def test_book_read_retries_a_torn_copy_and_gives_up_after_retry_limit(namespace, method):
+    """Against a back-to-back writer process: with retry_limit=2 a torn first copy is retried (retries counts it) and
+    the book returned is whole; with retry_limit=1 a torn copy raises ReadContention after exactly one retry."""
+    from mdengine.store.reader import BookBuffer
+
+    create_segment(namespace, H.EXCHANGE, max_symbols=1, book_capacity=DEPTH, trade_capacity=64)
+    writer = H.spawn("book-writer", ns=namespace, depth=DEPTH)
+    try:
+        writer.next(30)
+        with SegmentReader(namespace, H.EXCHANGE, retry_limit=2) as two, \
+                SegmentReader(namespace, H.EXCHANGE, retry_limit=1) as one:
+            patient, hasty = two.book(H.UNIFIED), one.book(H.UNIFIED)
+            while patient.top_full()[0] == 0:  # wait for the first publish
+                pass
+            buf = BookBuffer(DEPTH)
+            read = getattr(patient, method)
+            read_hasty = getattr(hasty, method)
+            args = (buf,) if method == "read_into" else ()
+            retried = broken = errors = reads = 0
+            err = None
+            give_up = time.monotonic() + 60
+            while (not retried or err is None) and time.monotonic() < give_up:
+                for _ in range(1000):
+                    reads += 1
+                    before = patient.retries
+                    try:
+                        got = read(*args)
+                    except ReadContention:
+                        assert patient.retries == before + 2  # both attempts torn: each counted
+                        errors += 1
+                    else:
+                        if patient.retries == before + 1:
+                            retried += 1
+                            broken += not _whole(method, got, buf)
+                        else:
+                            assert patient.retries == before
+                    before = hasty.retries
+                    try:
+                        read_hasty(*args)
+                    except ReadContention as e:
+                        err = e
+                        assert hasty.retries == before + 1
+                    else:
+                        assert hasty.retries == before
+            del read, read_hasty, patient, hasty, buf, args
+    finally:
+        writer.terminate()
+        writer.finish()
+    assert retried > 0, f"no {method} read needed a second copy in 60 s ({reads=} {errors=})"
+    assert broken == 0, f"{broken} of {retried} retried {method} reads returned a torn book"
+    assert err is not None and "changed during each of 1 reads" in str(err) and H.UNIFIED in str(err)

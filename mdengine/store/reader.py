@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import psutil
@@ -25,6 +26,27 @@ _TOP = struct.Struct("<4d")
 _HEADER_AND_TOP = struct.Struct(L.BOOK_HEADER_STRUCT + "4d")
 _PERP = struct.Struct(L.PERP_STRUCT)
 DEFAULT_RETRY_LIMIT = 100_000
+
+
+def _latch_retry(owner, q, i: int, c0: int, c1: int, limit: int, copy, error):
+    """The slow path of a latch read whose first copy tore (each reader's fast path inlines that first attempt).
+
+    `contended(*args)` makes the remaining `limit - 1` attempts of `copy(offset of the copy the counter q[i]
+    selects, *args)`, each valid only if q[i] did not move; every torn copy, the first one included, adds 1 to
+    `owner.retries`. When all `limit` tore it raises `error()`.
+    """
+
+    def contended(*args):
+        for _ in range(limit - 1):  # the caller made the first of `limit` attempts
+            owner.retries += 1
+            s = q[i]
+            r = copy(c1 if s & 1 else c0, *args)
+            if q[i] == s:
+                return r
+        owner.retries += 1
+        raise error()
+
+    return contended
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,8 @@ class SegmentReader:
 
     def __init__(self, namespace: str, exchange: str, *, retry_limit: int = DEFAULT_RETRY_LIMIT) -> None:
         check_memory_model()
+        if retry_limit < 1:  # every read makes at least one attempt
+            raise ValueError(f"retry_limit must be at least 1, not {retry_limit!r}")
         self.name = shm.segment_name(namespace, exchange)
         self.exchange = exchange
         self.namespace = namespace
@@ -220,44 +244,40 @@ class BookReader:
                               f"{self.retry_limit} reads; is the writer looping?")
 
     def _make_top(self):
-        q, i, buf, (c0, c1), unpack, limit = (self._q, self._seq_i, self._buf, self._copies,
-                                               _TOP.unpack_from, self.retry_limit)
-        c0 += L.BOOK_HEADER_LENGTH
-        c1 += L.BOOK_HEADER_LENGTH
-
-        def top() -> tuple[float, float, float, float]:
-            """(bid_px, bid_qty, ask_px, ask_qty); NaN price and 0 qty for an empty side."""
-            for _ in range(limit):
-                s = q[i]
-                r = unpack(buf, c1 if s & 1 else c0)  # values are only trusted once s is re-checked
-                if q[i] == s:
-                    return r
-                self.retries += 1
-            raise self._contended()
-
-        return top
+        return self._make_unpack("top", _TOP, L.BOOK_HEADER_LENGTH, "(bid_px, bid_qty, ask_px, ask_qty); NaN price and "
+                                 "0 qty for an empty side.")
 
     def _make_top_full(self):
-        q, i, buf, (c0, c1), unpack, limit = (self._q, self._seq_i, self._buf, self._copies,
-                                               _HEADER_AND_TOP.unpack_from, self.retry_limit)
+        return self._make_unpack("top_full", _HEADER_AND_TOP, 0, "Header fields then top of book: (update_id, "
+                                 "exch_ts_ns, recv_ts_ns, pub_ts_ns, n_bids, n_asks, state, flags, generation, "
+                                 "version, bid_px, bid_qty, ask_px, ask_qty).")
 
-        def top_full() -> tuple:
-            """Header fields then top of book: (update_id, exch_ts_ns, recv_ts_ns, pub_ts_ns, n_bids,
-            n_asks, state, flags, generation, version, bid_px, bid_qty, ask_px, ask_qty)."""
-            for _ in range(limit):
-                s = q[i]
-                r = unpack(buf, c1 if s & 1 else c0)
-                if q[i] == s:
-                    return r
-                self.retries += 1
-            raise self._contended()
+    def _make_unpack(self, name: str, fmt: struct.Struct, skip: int, doc: str):
+        """A read of `fmt` at `skip` bytes into the copy the latch counter selects (top, top_full)."""
+        q, i, buf, (c0, c1), unpack = self._q, self._seq_i, self._buf, self._copies, fmt.unpack_from
+        c0 += skip
+        c1 += skip
+        contended = _latch_retry(self, q, i, c0, c1, self.retry_limit, partial(unpack, buf), self._contended)
 
-        return top_full
+        def read() -> tuple:
+            s = q[i]
+            r = unpack(buf, c1 if s & 1 else c0)  # values are only trusted once s is re-checked
+            if q[i] == s:  # the usual read: one copy, without setting up the retry loop
+                return r
+            return contended()
+
+        read.__name__, read.__doc__ = name, doc
+        return read
 
     def _make_read_into(self):
-        q, i, buf, (c0, c1), limit, capacity = (self._q, self._seq_i, self._buf, self._copies, self.retry_limit,
-                                                 self.capacity)
+        q, i, buf, (c0, c1), capacity = self._q, self._seq_i, self._buf, self._copies, self.capacity
         header, level = L.BOOK_HEADER_LENGTH, L.LEVEL_LENGTH
+
+        def copy(c: int, out: BookBuffer, dst: memoryview, length: int) -> BookBuffer:
+            dst[:length] = buf[c:c + length]
+            return out
+
+        contended = _latch_retry(self, q, i, c0, c1, self.retry_limit, copy, self._contended)
 
         def read_into(out: BookBuffer) -> BookBuffer:
             """Copy the top `out.depth` levels into `out` consistently (out.n_bids / n_asks then say how many
@@ -265,14 +285,12 @@ class BookReader:
             depth = out.depth if out.depth < capacity else capacity
             length = header + depth * level
             dst = out.mv
-            for _ in range(limit):
-                s = q[i]
-                c = c1 if s & 1 else c0
-                dst[:length] = buf[c:c + length]
-                if q[i] == s:
-                    return out
-                self.retries += 1
-            raise self._contended()
+            s = q[i]
+            c = c1 if s & 1 else c0
+            dst[:length] = buf[c:c + length]
+            if q[i] == s:  # the usual read: one copy, without setting up the retry loop
+                return out
+            return contended(out, dst, length)
 
         return read_into
 
@@ -312,17 +330,9 @@ class PerpReader:
                 return r
             return contended()
 
-        def contended() -> tuple:
-            for _ in range(limit - 1):  # read() made the first of `limit` attempts
-                self.retries += 1
-                s = q[i]
-                r = unpack(buf, c1 if s & 1 else c0)
-                if q[i] == s:
-                    return r
-            self.retries += 1
-            raise ReadContention(f"{seg_name}: the perp record changed during each of {limit} reads")
-
         seg_name = f"{self.segment.exchange} {self.symbol}"
+        contended = _latch_retry(self, q, i, c0, c1, limit, partial(unpack, buf), lambda: ReadContention(
+            f"{seg_name}: the perp record changed during each of {limit} reads"))
         return read
 
 
