@@ -331,5 +331,8 @@ class NatsTransport:
             except Exception:  # noqa: BLE001 - closing after a cut: nothing left to drain
                 pass
             if not self.nc.is_closed:
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except OSError as e:  # the socket a cut left behind: closed all the same
+                    log.debug("bridge: closing the NATS connection: %s", e)
             self.nc = None
