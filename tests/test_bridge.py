@@ -1147,3 +1147,43 @@ def test_a_mirror_that_replayed_from_a_start_time_hears_on_after_its_consumer_is
     assert heard >= sent > 0, (heard, sent)  # every trade since the consumer was deleted
     assert ids == list(range(ids[0], src.trade_index)), ids  # once each, in order
     assert mirror.stats.malformed == 0, mirror.stats
+
+
+def test_a_held_message_is_not_sent_again_past_the_streams_duplicate_window(nats_server, namespace):
+    """The stream answers no publish for longer than its duplicate window (here it is gone and made again; a
+    cluster without a leader does the same). A copy sent again after the window would be stored twice if the first
+    had been stored, so each held message is sent again only until its first send is the window (read back from
+    the stream) less the acknowledgement timeout old; then it counts as failed, and the stream, back, gets none."""
+    import nats
+    from nats.js.api import StreamConfig
+
+    from mdengine.bridge import wire
+
+    async def scenario():
+        transport = NatsTransport([nats_server.url], namespace, duplicate_window_s=2.0)
+        transport.ack_timeout_s = 0.5
+        await transport.connect()
+        window = transport.duplicate_window_s
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        stream = wire.stream_name(namespace)
+        config = (await js.stream_info(stream)).config
+        await js.delete_stream(stream)
+        subject = wire.trades_subject(namespace, EXCHANGE, "BTC/USDT")
+        for i in range(3):
+            await transport.publish(subject, wire.encode({"x": EXCHANGE, "i": i}), f"held-{i}")
+        await _until(lambda: len(transport._retry) == 3, "the refused publishes held for sending again")
+        await asyncio.sleep(window + 0.5)  # past the window: the old code was still sending them again (for 20 s)
+        await js.add_stream(StreamConfig(name=stream, subjects=config.subjects, duplicate_window=window))
+        await _until(lambda: transport.failed == 3, f"the held messages counted failed ({transport.why_failed})")
+        await transport.publish(subject, wire.encode({"x": EXCHANGE, "i": 3}), "after")  # the stream takes it
+        await _until(lambda: not transport._pending, "the acknowledgement of the next publish")
+        stored = (await js.stream_info(stream)).state.messages
+        await nc.close()
+        await transport.close()
+        return transport, window, stored
+
+    transport, window, stored = asyncio.run(scenario())
+    assert window == 2.0  # from the stream's config
+    assert transport.why_failed == {"past the duplicate window": 3}
+    assert transport.retried == 0 and stored == 1
