@@ -936,6 +936,57 @@ def test_too_much_held_behind_a_trade_repair_cuts_its_wait(nats_server, namespac
     assert mirror2.stats.malformed == 0
 
 
+def test_a_trade_repair_whose_kv_read_fails_still_applies_the_message_that_revealed_the_gap(nats_server, namespace,
+                                                                                           mirror_ns):
+    """A trade batch is lost from the stream and the KV snapshot does not hold it: the repair waits for it, and
+    NATS is cut meanwhile, so its KV read raises. The repair failure is counted on its own, the lost trades count
+    as unrepaired, and the message that revealed the gap is still applied: its trades reach the readers."""
+    src = Source(namespace)
+
+    async def scenario():
+        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
+        for _ in range(3):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+        mirror.stop()
+        await asyncio.wait_for(mtask, WAIT_S)
+        for _ in range(2):
+            src.step()
+            await asyncio.sleep(0.02)
+        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
+                   if subject.endswith(".trades")]
+        (seq, body), (_, revealing) = batches[-2:]  # the last batch reveals the loss of the one before
+        lost = [r[4] for r in body["t"]]
+        after = [r[4] for r in revealing["t"]]
+        await _delete(nats_server, namespace, [seq])
+        mirror2 = BridgeMirror(NatsTransport([nats_server.url], namespace), mirror_ns, repair_wait_s=600.0)
+        mtask2 = asyncio.create_task(mirror2.run())
+        _TASKS[:] = [*tasks, mtask2]
+        await _until(lambda: mirror2.stats.trade_gaps == 1, "the trade gap")
+        assert mirror2.stats.repair_errors == 0  # still waiting for the KV snapshot to hold the lost trades
+        nats_server.stop(kill=True)
+        await _until(lambda: after[-1] in _trade_ids(mirror_ns), "the revealing batch's trades during the cut")
+        ids = _trade_ids(mirror_ns)
+        assert mirror2.stats.repair_errors == 1  # the repair's KV read failed: counted on its own
+        nats_server.start()
+        end = time.monotonic() + WAIT_S
+        while not _caught_up(namespace, mirror_ns):  # and the mirror carries on once NATS is back
+            assert time.monotonic() < end, "the mirror did not recover after NATS came back"
+            src.step(trades=0)
+            await asyncio.sleep(0.05)
+        await _stop(pubs, tasks, mirror2, mtask2)
+        return mirror2, lost, after, ids
+
+    mirror2, lost, after, ids = asyncio.run(scenario())
+    src.close()
+    assert lost and after and after[0] == lost[-1] + 1
+    assert ids == [i for i in range(src.trade_index) if i not in lost]  # the revealing batch applied, in order
+    assert mirror2.stats.trades_unrepaired == len(lost) and mirror2.stats.repairs == 0
+    assert mirror2.stats.malformed == 0
+
+
 def test_a_batch_one_engine_lost_and_the_other_delivers_later_stays_in_exchange_order(nats_server, namespace,
                                                                                        mirror_ns):
     """Engine A's trade batch is lost from the stream; engine B, slower, delivers the same trades later (cut
@@ -1096,3 +1147,43 @@ def test_a_mirror_that_replayed_from_a_start_time_hears_on_after_its_consumer_is
     assert heard >= sent > 0, (heard, sent)  # every trade since the consumer was deleted
     assert ids == list(range(ids[0], src.trade_index)), ids  # once each, in order
     assert mirror.stats.malformed == 0, mirror.stats
+
+
+def test_a_held_message_is_not_sent_again_past_the_streams_duplicate_window(nats_server, namespace):
+    """The stream answers no publish for longer than its duplicate window (here it is gone and made again; a
+    cluster without a leader does the same). A copy sent again after the window would be stored twice if the first
+    had been stored, so each held message is sent again only until its first send is the window (read back from
+    the stream) less the acknowledgement timeout old; then it counts as failed, and the stream, back, gets none."""
+    import nats
+    from nats.js.api import StreamConfig
+
+    from mdengine.bridge import wire
+
+    async def scenario():
+        transport = NatsTransport([nats_server.url], namespace, duplicate_window_s=2.0)
+        transport.ack_timeout_s = 0.5
+        await transport.connect()
+        window = transport.duplicate_window_s
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        stream = wire.stream_name(namespace)
+        config = (await js.stream_info(stream)).config
+        await js.delete_stream(stream)
+        subject = wire.trades_subject(namespace, EXCHANGE, "BTC/USDT")
+        for i in range(3):
+            await transport.publish(subject, wire.encode({"x": EXCHANGE, "i": i}), f"held-{i}")
+        await _until(lambda: len(transport._retry) == 3, "the refused publishes held for sending again")
+        await asyncio.sleep(window + 0.5)  # past the window: the old code was still sending them again (for 20 s)
+        await js.add_stream(StreamConfig(name=stream, subjects=config.subjects, duplicate_window=window))
+        await _until(lambda: transport.failed == 3, f"the held messages counted failed ({transport.why_failed})")
+        await transport.publish(subject, wire.encode({"x": EXCHANGE, "i": 3}), "after")  # the stream takes it
+        await _until(lambda: not transport._pending, "the acknowledgement of the next publish")
+        stored = (await js.stream_info(stream)).state.messages
+        await nc.close()
+        await transport.close()
+        return transport, window, stored
+
+    transport, window, stored = asyncio.run(scenario())
+    assert window == 2.0  # from the stream's config
+    assert transport.why_failed == {"past the duplicate window": 3}
+    assert transport.retried == 0 and stored == 1

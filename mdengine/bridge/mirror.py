@@ -89,7 +89,8 @@ class MirrorStats:
     gaps: int = 0  # live books every source missed
     trade_gaps: int = 0  # trade batches a source's stream missed
     repairs: int = 0  # gaps repaired from a KV snapshot (or, for trades, by another source meanwhile)
-    trades_unrepaired: int = 0  # trades a source missed that its KV snapshot no longer held
+    trades_unrepaired: int = 0  # trades a source missed that its KV snapshot no longer held (or could not be read)
+    repair_errors: int = 0  # trade repairs whose KV snapshot could not be read (the bus away): their trades lost
     held: int = 0  # trade messages that waited behind their source's repair of the symbol
     repairs_cut: int = 0  # repairs that stopped waiting for the KV snapshot because too much was held behind them
     snapshots: int = 0  # KV snapshots applied
@@ -382,12 +383,18 @@ class BridgeMirror:
         want = fs.next_trade
         self._count_gap(w, m.slot, "trade_gaps")
         end = time.monotonic() + self.repair_wait_s
+        rows: list = []
         while True:
             if last_id is not None and last_id in m.ids:  # another source delivered them while this one waited
                 self.stats.repairs += 1
                 fs.next_trade = max(fs.next_trade, upto)
                 return
-            raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
+            try:
+                raw = await self.transport.get_snapshot(wire.kv_key(exchange, sym, source))
+            except Exception as e:  # noqa: BLE001 - the bus is away (a cut): what is missing counts as lost, and
+                # the message that revealed the gap is still applied after this
+                self._repair_failed(f"{exchange} {sym} from {source}", e)
+                break
             rows = [r for r in (wire.decode(raw).get("recent", []) if raw else []) if want <= r[7] < upto]
             if len(rows) == upto - want or time.monotonic() >= end or fs.hurry:
                 break
@@ -490,6 +497,12 @@ class BridgeMirror:
                 await self._on_status(body)
         except Exception as e:  # noqa: BLE001 - one bad message costs itself, never the mirror
             self._malformed(subject, e)
+
+    def _repair_failed(self, where: str, e: Exception) -> None:
+        self.stats.repair_errors += 1
+        if self.stats.repair_errors in (1, 10, 100, 1000):
+            log.warning("bridge mirror: the KV snapshot for a trade repair of %s could not be read (%d so far): "
+                        "%s: %s", where, self.stats.repair_errors, type(e).__name__, e)
 
     def _malformed(self, where: str, e: Exception) -> None:
         self.stats.malformed += 1

@@ -58,11 +58,14 @@ class NatsTransport:
     as while a cluster elects one after a node died), or not acknowledged within `ack_timeout_s` (a node stalled
     or died holding it), is sent again, in the order it was first sent, until the stream takes it; new publishes
     wait meanwhile. After RETRY_S without one taken, what is held counts as failed. Sending a message again is
-    harmless: its `Nats-Msg-Id` makes the stream drop a copy it already holds (within `duplicate_window_s`, longer
-    than ack_timeout_s + RETRY_S). Publishes already in flight when one is held are not held back: if the first
-    copy was lost, one of them can reach the stream before the second copy (the mirror then sees a trade gap and
-    repairs it from the KV snapshot). Once stopping (`begin_close`), what is held or unacknowledged gets
-    `stop_grace_s` more; what is left then counts as failed, and in `unsent_at_stop`."""
+    harmless: its `Nats-Msg-Id` makes the stream drop a copy it already holds, within the stream's duplicate window
+    (`duplicate_window_s`, read back from the stream once connected). So a message is sent again only until its
+    first send is that old less `ack_timeout_s` (the longest one try takes): after that a copy already stored
+    would be stored twice, and it counts as failed ('past the duplicate window'). Publishes already in flight
+    when one is held are not held back: if the first copy was lost, one of them can reach the stream before the
+    second copy (the mirror then sees a trade gap and repairs it from the KV snapshot). Once stopping
+    (`begin_close`), what is held or unacknowledged gets `stop_grace_s` more; what is left then counts as failed,
+    and in `unsent_at_stop`."""
 
     def __init__(self, servers: list[str], namespace: str, *, max_age_s: float = 300.0,
                  duplicate_window_s: float = 30.0, replicas: int = 1, name: str = "mdengine-bridge") -> None:
@@ -86,7 +89,7 @@ class NatsTransport:
         self.why_failed: Counter[str] = Counter()  # what made publishes fail, by exception name
         self._pending: set[asyncio.Future] = set()
         self._seq = 0
-        self._retry: list[tuple[int, str, bytes, str]] = []  # a heap by first-send order
+        self._retry: list[tuple[int, float, str, bytes, str]] = []  # a heap by first-send order (with its time)
         self._retrier: asyncio.Task | None = None
 
     async def connect(self) -> None:
@@ -121,10 +124,12 @@ class NatsTransport:
                            max_age=self.max_age_s, duplicate_window=self.duplicate_window_s,
                            storage=StorageType.FILE, num_replicas=self.replicas)
         try:
-            await self.js.add_stream(cfg)  # the same config again is accepted
+            info = await self.js.add_stream(cfg)  # the same config again is accepted
         except Exception as e:  # noqa: BLE001 - made by another node with other settings: use it as it is
             log.info("bridge: stream %s exists (%s); using it", stream, e)
-            await self.js.stream_info(stream)
+            info = await self.js.stream_info(stream)
+        # the stream's own window bounds how long a message may be sent again (`_past_window`)
+        self.duplicate_window_s = info.config.duplicate_window or self.duplicate_window_s
         bucket = wire.bucket_name(self.namespace)
         try:
             self.kv = await self.js.key_value(bucket)
@@ -151,11 +156,24 @@ class NatsTransport:
             return self.ack_timeout_s
         return min(self.ack_timeout_s, max(0.01, self._close_by - time.monotonic()))
 
+    def _past_window(self, first_sent: float) -> bool:
+        """Sent first so long ago that a copy sent now could reach the stream after its duplicate window: a copy
+        already stored would no longer be dropped."""
+        return time.monotonic() - first_sent > self.duplicate_window_s - self.ack_timeout_s
+
+    def _drop_past_window(self) -> None:
+        self._fail("past the duplicate window")
+        n = self.why_failed["past the duplicate window"]
+        if n in (1, 10, 100, 1000) or n % 10_000 == 0:
+            log.warning("bridge: a message held for sending again was first sent more than the stream's duplicate "
+                        "window (%g s) less %g s ago: not sent again, counted failed (%d so far)",
+                        self.duplicate_window_s, self.ack_timeout_s, n)
+
     def _unsent(self, n: int) -> None:
         self.unsent_at_stop += n
         self._fail("stopped before sent", n)
 
-    def _done(self, fut: asyncio.Future, item: tuple[int, str, bytes, str]) -> None:
+    def _done(self, fut: asyncio.Future, item: tuple[int, float, str, bytes, str]) -> None:
         from nats.js.errors import NoStreamResponseError
 
         if fut not in self._pending:  # counted already (unacknowledged when the stop's grace ended)
@@ -173,9 +191,12 @@ class NatsTransport:
         self.failed += n
         self.why_failed[why] += n
 
-    def _hold(self, item: tuple[int, str, bytes, str]) -> None:
+    def _hold(self, item: tuple[int, float, str, bytes, str]) -> None:
         if self._past_grace():
             self._unsent(1)
+            return
+        if self._past_window(item[1]):
+            self._drop_past_window()
             return
         if len(self._retry) >= RETRY_QUEUE:
             self._fail("retry queue full")
@@ -198,7 +219,11 @@ class NatsTransport:
         end = time.monotonic() + RETRY_S
         try:
             while self._retry:
-                _, subject, payload, msg_id = self._retry[0]  # leaves the heap once taken: a stop counts it
+                _, first_sent, subject, payload, msg_id = self._retry[0]  # leaves the heap once taken: a stop counts it
+                if self._past_window(first_sent):
+                    heapq.heappop(self._retry)
+                    self._drop_past_window()
+                    continue
                 try:
                     await self.js.publish(subject, payload, timeout=self._attempt_s(),
                                           headers={"Nats-Msg-Id": msg_id})
@@ -229,9 +254,10 @@ class NatsTransport:
 
     async def publish(self, subject: str, payload: bytes, msg_id: str) -> None:
         self._seq += 1
-        item = (self._seq, subject, payload, msg_id)
+        seq = self._seq
         if self._retrier is not None and not self._retrier.done():
             await asyncio.shield(self._retrier)  # the messages sent again go first: the stream gets them in order
+        item = (seq, time.monotonic(), subject, payload, msg_id)  # its first send is now
         try:
             fut = await self.js.publish_async(subject, payload, wait_stall=0.05, headers={"Nats-Msg-Id": msg_id})
         except Exception as e:  # noqa: BLE001 - disconnected, stalled: counted, the next message carries on
@@ -331,5 +357,8 @@ class NatsTransport:
             except Exception:  # noqa: BLE001 - closing after a cut: nothing left to drain
                 pass
             if not self.nc.is_closed:
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except OSError as e:  # the socket a cut left behind: closed all the same
+                    log.debug("bridge: closing the NATS connection: %s", e)
             self.nc = None
