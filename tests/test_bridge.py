@@ -697,6 +697,25 @@ async def _delete(server: NatsServer, source_ns: str, seqs: list[int]) -> None:
 
 
 @pytest.mark.parametrize("kv_has_the_trades", [False, True])
+async def _mirror_misses_some(server: NatsServer, source_ns: str, mirror_ns: str, src, before: int = 5,
+                              during: int = 5):
+    """A mirror takes the source's first `before` steps, then stops while the source makes `during` more: the
+    publishers, their tasks and every message now in the stream (seq, subject, body)."""
+    pubs, tasks, mirror, mtask = await _start(server, source_ns, mirror_ns, snapshot_s=3600)
+    for _ in range(before):
+        src.step()
+        await asyncio.sleep(0.02)
+    await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the first versions")
+    await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
+    mirror.stop()
+    await asyncio.wait_for(mtask, WAIT_S)
+    for _ in range(during):
+        src.step()
+        await asyncio.sleep(0.02)
+    await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+    return pubs, tasks, await _stream_messages(server, source_ns)
+
+
 def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespace, mirror_ns, kv_has_the_trades):
     """The mirror stops; the engine carries on; two messages are lost from the stream (a book and a trade
     batch); a new mirror starts from the KV snapshot and the stream: it sees both gaps, counts them, and ends
@@ -705,20 +724,8 @@ def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespa
     src = Source(namespace)
 
     async def scenario():
-        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: _mirror_u(mirror_ns, "BTC/USDT") == src.u, "the first versions")
-        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
-        mirror.stop()
-        await asyncio.wait_for(mtask, WAIT_S)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
+        pubs, tasks, msgs = await _mirror_misses_some(nats_server, namespace, mirror_ns, src)
         lost_version = src.u - 2
-        msgs = await _stream_messages(nats_server, namespace)
         doomed = [seq for seq, subject, body in msgs
                   if subject.endswith("BTC=2FUSDT.book") and body["u"] == lost_version]
         batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
@@ -843,19 +850,8 @@ def test_a_trade_repair_holds_back_only_its_own_symbol_and_source(nats_server, n
     src = Source(namespace)
 
     async def scenario():
-        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
-        mirror.stop()
-        await asyncio.wait_for(mtask, WAIT_S)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
-        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
-                   if subject.endswith(".trades")]
+        pubs, tasks, msgs = await _mirror_misses_some(nats_server, namespace, mirror_ns, src)
+        batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
         seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # sent while the mirror was away
         first_missing = body["t"][0][4]
         await _delete(nats_server, namespace, [seq])
@@ -895,19 +891,8 @@ def test_too_much_held_behind_a_trade_repair_cuts_its_wait(nats_server, namespac
     src = Source(namespace)
 
     async def scenario():
-        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
-        mirror.stop()
-        await asyncio.wait_for(mtask, WAIT_S)
-        for _ in range(5):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
-        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
-                   if subject.endswith(".trades")]
+        pubs, tasks, msgs = await _mirror_misses_some(nats_server, namespace, mirror_ns, src)
+        batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
         seq, body = next((seq, body) for seq, body in batches if body["i"] > 10)  # sent while the mirror was away
         lost = [r[4] for r in body["t"]]
         await _delete(nats_server, namespace, [seq])
@@ -944,19 +929,8 @@ def test_a_trade_repair_whose_kv_read_fails_still_applies_the_message_that_revea
     src = Source(namespace)
 
     async def scenario():
-        pubs, tasks, mirror, mtask = await _start(nats_server, namespace, mirror_ns, snapshot_s=3600)
-        for _ in range(3):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: mirror.stats.trades == src.trade_index, "the first trades")
-        mirror.stop()
-        await asyncio.wait_for(mtask, WAIT_S)
-        for _ in range(2):
-            src.step()
-            await asyncio.sleep(0.02)
-        await _until(lambda: pubs[0].stats.trades == src.trade_index, "the publisher's sends")
-        batches = [(seq, body) for seq, subject, body in await _stream_messages(nats_server, namespace)
-                   if subject.endswith(".trades")]
+        pubs, tasks, msgs = await _mirror_misses_some(nats_server, namespace, mirror_ns, src, before=3, during=2)
+        batches = [(seq, body) for seq, subject, body in msgs if subject.endswith(".trades")]
         (seq, body), (_, revealing) = batches[-2:]  # the last batch reveals the loss of the one before
         lost = [r[4] for r in body["t"]]
         after = [r[4] for r in revealing["t"]]
