@@ -696,7 +696,6 @@ async def _delete(server: NatsServer, source_ns: str, seqs: list[int]) -> None:
     await nc.close()
 
 
-@pytest.mark.parametrize("kv_has_the_trades", [False, True])
 async def _mirror_misses_some(server: NatsServer, source_ns: str, mirror_ns: str, src, before: int = 5,
                               during: int = 5):
     """A mirror takes the source's first `before` steps, then stops while the source makes `during` more: the
@@ -716,6 +715,7 @@ async def _mirror_misses_some(server: NatsServer, source_ns: str, mirror_ns: str
     return pubs, tasks, await _stream_messages(server, source_ns)
 
 
+@pytest.mark.parametrize("kv_has_the_trades", [False, True])
 def test_mirror_restart_rebuilds_and_lost_messages_are_gaps(nats_server, namespace, mirror_ns, kv_has_the_trades):
     """The mirror stops; the engine carries on; two messages are lost from the stream (a book and a trade
     batch); a new mirror starts from the KV snapshot and the stream: it sees both gaps, counts them, and ends
