@@ -102,23 +102,27 @@ def test_a_bad_scope_is_refused(monkeypatch):
 def test_a_binance_snapshot_storm_asks_for_the_deepest_snapshots_that_fit_one_window():
     from mdengine.exchanges.binance import limits as bl
 
-    # USDⓈ-M: 75 % of 2,400 = 1,800 weight per minute for the storm; depth weighs 2 (<= 50), 5, 10, 20 (1000)
-    assert bl.storm_weight("usdm") == 1800.0 and bl.storm_weight("spot") == 4500.0
+    # USDⓈ-M: 20 % of 2,400 = 480 weight per minute for the storm; depth weighs 2 (<= 50), 5, 10, 20 (1000)
+    assert bl.storm_weight("usdm") == 480.0 and bl.storm_weight("spot") == 1200.0
+    # the storm fits what the box's budget grants at once, so its books need not wait for refills
+    assert bl.STORM_SHARE <= rb.SAFETY * rb.BURST_SHARE
     assert bl.snapshot_limit("usdm", 1000, 20, storm=1) == 1000  # a single resync: as configured
-    assert bl.snapshot_limit("usdm", 1000, 20, storm=90) == 1000  # 90 x 20 = 1,800 fits
-    assert bl.snapshot_limit("usdm", 1000, 20, storm=91) == 500  # 91 x 10 fits, 91 x 20 does not
-    assert bl.snapshot_limit("usdm", 1000, 20, storm=360) == 100  # 360 x 5 = 1,800
-    assert bl.snapshot_limit("usdm", 1000, 20, storm=400) == 50  # 400 x 2: the lightest that holds 20 levels
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=24) == 1000  # 24 x 20 = 480 fits
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=25) == 500  # 25 x 10 fits, 25 x 20 does not
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=96) == 100  # 96 x 5 = 480
+    assert bl.snapshot_limit("usdm", 1000, 20, storm=97) == 50  # 97 x 2: the lightest that holds 20 levels
     assert bl.snapshot_limit("usdm", 1000, 20, storm=5000) == 50  # nothing fits: the lightest, over several minutes
     assert bl.snapshot_limit("usdm", 1000, 300, storm=400) == 500  # never below the published depth (300 levels)
     assert bl.snapshot_limit("usdm", 50, 20, storm=1) == 50  # configured lighter already: kept
     assert bl.snapshot_limit("usdm", 5, 20, storm=1) == 20  # configured below the book's depth: the book wins
-    # spot: 4,500 per minute; 1-100 weighs 5, 101-500 25, 501-1000 50, 1001-5000 250
-    assert bl.snapshot_limit("spot", 1000, 50, storm=90) == 1000  # 90 x 50 = 4,500
-    assert bl.snapshot_limit("spot", 1000, 50, storm=180) == 500  # 180 x 25
+    # spot: 1,200 per minute; 1-100 weighs 5, 101-500 25, 501-1000 50, 1001-5000 250
+    assert bl.snapshot_limit("spot", 1000, 50, storm=24) == 1000  # 24 x 50 = 1,200
+    assert bl.snapshot_limit("spot", 1000, 50, storm=48) == 500  # 48 x 25
+    assert bl.snapshot_limit("spot", 1000, 50, storm=49) == 100  # 49 x 5
     assert bl.snapshot_limit("spot", 1000, 50, storm=1500) == 100  # the lightest step, at its deepest
     assert bl.snapshot_limit("spot", 1000, 200, storm=1500) == 500  # 200 levels need the 25-weight step
-    assert bl.snapshot_limit("spot", 5000, 50, storm=18) == 5000  # 18 x 250 = 4,500
+    assert bl.snapshot_limit("spot", 5000, 50, storm=4) == 5000  # 4 x 250 = 1,000
+    assert bl.snapshot_limit("spot", 5000, 50, storm=5) == 1000  # 5 x 250 = 1,250 does not fit
     assert bl.snapshot_limit("spot", 700, 50, storm=1) == 700  # any spot limit is valid
     # a smaller window (a test's simulator, or a box that keeps more for other tools) asks for lighter ones sooner
     assert bl.snapshot_limit("usdm", 1000, 20, storm=60, window_weight=180.0) == 50

@@ -371,7 +371,7 @@ class BinanceAdapter(Adapter):
     interest is polled over REST (open_interest_interval_s). Options: trade_stream ("trade" or "aggTrade", spot only),
     max_streams (streams per connection, to force splitting), snapshot_limit (REST depth levels; lighter in a
     start-up or resync storm, see limits.snapshot_limit), storm_weight (the weight per budget window a storm's
-    snapshots may take; default limits.storm_weight, 75 % of the market's limit),
+    snapshots may take; default limits.storm_weight, 20 % of the market's limit),
     rotate_after_s (replace a connection this long after it opened, before Binance's 24 h cut; 0: never)."""
 
     exchange = "binance"

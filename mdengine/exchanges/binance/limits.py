@@ -73,8 +73,10 @@ def server_usage(key: str, headers: Mapping[str, str], now_s: float, window_s: f
 
 SPOT_DEPTHS = (100, 500, 1000, 5000)  # the deepest limit of each spot weight step (any limit 1-5000 is valid)
 USDM_DEPTHS = (5, 10, 20, 50, 100, 500, 1000)  # the only limits fapi/v1/depth takes
-STORM_SHARE = 0.75  # of a market's limit per window that one storm's snapshots may take: the budget keeps 10 % back,
-#                     the rest is for everything else (instrument lists, clients' fallbacks, other tools on the IP)
+STORM_SHARE = 0.2  # of a market's limit per window that one storm's snapshots may take: no more than the box's budget
+#                    grants at once (restbudget: SAFETY 90 % x BURST_SHARE 25 % = 22.5 % of the limit; a test guards
+#                    it), so a start-up storm's books go live without waiting for the bucket to refill; a lone
+#                    resync later takes the configured depth
 
 
 def storm_weight(market: str) -> float:
