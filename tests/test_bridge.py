@@ -240,6 +240,14 @@ def test_two_publishers_each_version_once_and_the_standby_carries_on(nats_server
     assert took < 10.0  # 30 steps on a busy machine; the standby had sent each version already
 
 
+def _close_sources(a: Source, b: Source, b_ns: str) -> None:
+    """Close a test's two sources and unlink the second one's segments (no fixture owns its namespace)."""
+    a.close()
+    b.close()
+    for name in shm.list_names(b_ns):
+        shm.unlink(name)
+
+
 def test_two_engines_batching_trades_differently_each_trade_once(nats_server, namespace, mirror_ns):
     """Two independent engines (two namespaces) see the same exchange: books at the same update ids, the same
     trades, but written in different batches (so JetStream keeps both engines' batches). Each publisher sends onto
@@ -292,10 +300,7 @@ def test_two_engines_batching_trades_differently_each_trade_once(nats_server, na
     try:
         mirror, ids = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(standby_ns):
-            shm.unlink(name)
+        _close_sources(a, b, standby_ns)
     assert ids == list(range(a.trade_index))  # each trade once, in order, none missing
     assert mirror.stats.duplicates > 0  # the standby's differently cut batches reached the mirror and were dropped
     assert set(mirror.stats.sources) <= {"A", "B"} and mirror.stats.sources.get("B", 0) > 0
@@ -356,10 +361,7 @@ def test_an_exchange_id_restart_is_followed_and_a_lagging_source_does_not_shadow
     try:
         mirror, after, state = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(b_ns):
-            shm.unlink(name)
+        _close_sources(a, b, b_ns)
     assert max(after) <= 3, after  # never an old-sequence book after the restart
     assert mirror.stats.resets == len(SYMBOLS) and state == L.BookState.LIVE  # once per symbol
     assert mirror.stats.malformed == 0
@@ -488,10 +490,7 @@ def test_a_restarted_mirror_is_not_shadowed_by_a_dead_sources_snapshot_from_befo
     try:
         mirror2 = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(b_ns):
-            shm.unlink(name)
+        _close_sources(a, b, b_ns)
     assert mirror2.stats.malformed == 0
 
 
@@ -544,10 +543,7 @@ def test_a_publisher_started_on_ids_the_exchange_has_restarted_does_not_shadow_t
     try:
         mirror, seen = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(b_ns):
-            shm.unlink(name)
+        _close_sources(a, b, b_ns)
     assert seen == [3, 4, 5], seen  # A's books, never B's old one
     assert mirror.stats.malformed == 0
 
@@ -595,10 +591,7 @@ def test_a_source_whose_own_restart_book_was_the_dropped_copy_still_counts_on_th
     try:
         mirror = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(b_ns):
-            shm.unlink(name)
+        _close_sources(a, b, b_ns)
     assert mirror.stats.resets == len(SYMBOLS) and mirror.stats.gaps == 0 and mirror.stats.malformed == 0
 
 
@@ -1022,10 +1015,7 @@ def test_a_batch_one_engine_lost_and_the_other_delivers_later_stays_in_exchange_
     try:
         mirror2, ids = asyncio.run(scenario())
     finally:
-        a.close()
-        b.close()
-        for name in shm.list_names(b_ns):
-            shm.unlink(name)
+        _close_sources(a, b, b_ns)
     assert ids == list(range(a.trade_index))
     # A's gap held its later trades back (the mirror may also have had B's trades by the time it looked)
     assert mirror2.stats.held + mirror2.stats.trade_gaps > 0
